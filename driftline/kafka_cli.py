@@ -1,0 +1,182 @@
+"""``driftline kafka ...``: start, inspect and stop the local Apache Kafka broker."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from driftline.errors import KafkaLauncherError
+from driftline.localkafka import (
+    KAFKA_VERSION,
+    LocalKafka,
+    cache_dir,
+    default_data_dir,
+    fetch_jars,
+)
+
+__all__ = ["add_kafka_parser"]
+
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _fail(command: str, exc: KafkaLauncherError) -> int:
+    print(f"driftline kafka {command}: error: {exc}", file=sys.stderr)
+    return 1
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    kafka = LocalKafka(port=args.port, data_dir=args.data_dir)
+    started = time.monotonic()
+    try:
+        bootstrap = kafka.start(timeout_s=args.timeout)
+    except KafkaLauncherError as exc:
+        return _fail("start", exc)
+    if kafka.already_running:
+        print(f"Kafka is already running from {kafka.data_dir} at {bootstrap}")
+    else:
+        took = time.monotonic() - started
+        print(f"Kafka {KAFKA_VERSION} is up at {bootstrap} (started in {took:.1f} s)")
+    print(f"  data dir:  {kafka.data_dir}")
+    print(f"  log:       {kafka.log_file}")
+    print(f"  stop with: driftline kafka stop --data-dir {kafka.data_dir}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    info = LocalKafka(data_dir=args.data_dir).status()
+    if not info["running"]:
+        print(f"Kafka is not running (data dir {info['data_dir']})")
+        return 1
+    topics = "no answer" if info["topics"] is None else str(info["topics"])
+    print(f"Kafka is running at {info['bootstrap']}")
+    print(f"  pid:       {info['pid']}")
+    print(f"  topics:    {topics} (excluding internal __* topics)")
+    print(f"  data dir:  {info['data_dir']}")
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    kafka = LocalKafka(data_dir=args.data_dir)
+    info = kafka.status(timeout_s=1.0)
+    try:
+        kafka.stop(timeout_s=args.timeout)
+    except KafkaLauncherError as exc:
+        return _fail("stop", exc)
+    if info["running"]:
+        print(f"Kafka at {info['bootstrap']} (pid {info['pid']}) stopped")
+    else:
+        print(f"Kafka was not running (data dir {kafka.data_dir})")
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    try:
+        libs = fetch_jars(quiet=not args.verbose)
+    except KafkaLauncherError as exc:
+        return _fail("fetch", exc)
+    print(f"Kafka {KAFKA_VERSION} jars are in {libs}")
+    return 0
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"broker state directory (default: {default_data_dir()})",
+    )
+
+
+def _sub(
+    subparsers: Any, name: str, help_: str, epilog: str, func: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help_, description=help_, epilog=epilog, formatter_class=_RAW
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+def add_kafka_parser(subparsers: Any) -> None:
+    """Add ``kafka {start,status,stop,fetch}`` to an argparse ``add_subparsers()`` object."""
+    kafka = subparsers.add_parser(
+        "kafka",
+        help=f"run a local Apache Kafka {KAFKA_VERSION} broker (KRaft, no Docker)",
+        description=(
+            f"Run a real single-node Apache Kafka {KAFKA_VERSION} broker (KRaft) as a local JVM.\n"
+            "Needs Java 17+ and, for the first download of the jars, Maven\n"
+            "(Debian/Ubuntu: apt-get install -y openjdk-17-jre-headless maven)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  driftline kafka start            # broker on 127.0.0.1:9092\n"
+            "  driftline kafka status\n"
+            "  driftline kafka stop"
+        ),
+        formatter_class=_RAW,
+    )
+
+    def _usage(_args: argparse.Namespace) -> int:
+        kafka.print_help(sys.stderr)
+        return 2
+
+    kafka.set_defaults(func=_usage)
+    sub = kafka.add_subparsers(title="commands", metavar="{start,status,stop,fetch}")
+
+    start = _sub(
+        sub,
+        "start",
+        "start the broker in the background and wait until it answers",
+        "example:\n  driftline kafka start --port 19092 --data-dir /tmp/kafka-dev\n\n"
+        "Idempotent: if the data dir already has a running broker, its address is printed.\n"
+        "Data survives restarts; delete the data dir for a fresh cluster.",
+        _cmd_start,
+    )
+    start.add_argument("--port", type=int, default=9092, help="client port (default: 9092)")
+    _add_data_dir(start)
+    start.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for the broker to answer (default: 60)",
+    )
+
+    status = _sub(
+        sub,
+        "status",
+        "say whether the broker runs; exit 0 if it does, 1 if not",
+        "example:\n  driftline kafka status --data-dir /tmp/kafka-dev && echo up",
+        _cmd_status,
+    )
+    _add_data_dir(status)
+
+    stop = _sub(
+        sub,
+        "stop",
+        "stop the broker (SIGTERM, then SIGKILL after the timeout)",
+        "example:\n  driftline kafka stop --data-dir /tmp/kafka-dev",
+        _cmd_stop,
+    )
+    _add_data_dir(stop)
+    stop.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait after SIGTERM before SIGKILL (default: 30)",
+    )
+
+    fetch = _sub(
+        sub,
+        "fetch",
+        "download the Kafka jars from Maven Central only (done by start when needed)",
+        f"example:\n  driftline kafka fetch --verbose\n\njars are cached in {cache_dir()}/libs",
+        _cmd_fetch,
+    )
+    fetch.add_argument("--verbose", action="store_true", help="show Maven's output")
