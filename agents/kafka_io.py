@@ -1,0 +1,95 @@
+"""Kafka plumbing shared by the worker, the demo and the tests: clients, topics, sending."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from driftline.errors import DriftlineError
+
+
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Return once the cluster answers a metadata request, else raise saying where we looked."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    a = admin(bootstrap)
+    while time.monotonic() < deadline:
+        try:
+            a.list_topics(timeout=5)
+            return
+        except KafkaException as e:
+            last = e
+            time.sleep(0.5)
+    raise DriftlineError(
+        f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f}s ({last}); start one with "
+        "`driftline kafka start` or set KAFKA_BOOTSTRAP_SERVERS"
+    )
+
+
+def topic_partitions(bootstrap: str, topic: str) -> int | None:
+    """Partition count of ``topic``, or None if it does not exist."""
+    md = admin(bootstrap).list_topics(topic=topic, timeout=10)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None:
+        return None
+    return len(t.partitions)
+
+
+def ensure_topics(
+    bootstrap: str, topics: Iterable[str], partitions: int = 1, config: dict[str, str] | None = None
+) -> None:
+    """Create the topics that do not exist yet (replication factor 1 on a one-broker cluster)."""
+    a = admin(bootstrap)
+    md = a.list_topics(timeout=10)
+    brokers = len(md.brokers) or 1
+    missing = [t for t in dict.fromkeys(topics) if t not in md.topics]
+    if not missing:
+        return
+    new = [NewTopic(t, num_partitions=partitions, replication_factor=min(3, brokers),
+                    config=config or {}) for t in missing]
+    for t, fut in a.create_topics(new, operation_timeout=30).items():
+        try:
+            fut.result()
+        except KafkaException as e:
+            if "TOPIC_ALREADY_EXISTS" not in str(e):
+                raise DriftlineError(f"cannot create topic {t}: {e}") from e
+    # metadata propagates asynchronously; wait until every topic is visible
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        md = a.list_topics(timeout=10)
+        if all(t in md.topics and not md.topics[t].error for t in missing):
+            return
+        time.sleep(0.2)
+
+
+def make_producer(bootstrap: str, **extra: str | int) -> Producer:
+    conf: dict[str, str | int] = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+    }
+    conf.update(extra)
+    return Producer(conf)
+
+
+def produce_all(producer: Producer, messages: Iterable[tuple[str, bytes | None, bytes]]) -> None:
+    """Queue messages, waiting for room when librdkafka's queue is full."""
+    for topic, key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.poll(0)

@@ -1,0 +1,305 @@
+"""One input partition's batch step: decode, features, predict, detect, encode.
+
+No Kafka here: the runner hands in raw records and produces what comes out, so the same step
+runs under the worker, in tests and (later) in offline replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from agents.decode import RecordDecoder
+from driftline.errors import RecordError
+from driftline.spec import PREDICTION_TARGET, DetectorSpec, PipelineSpec
+from streams.detectors.adwin import AdwinDetector
+from streams.detectors.base import Detection, DriftDetector
+from streams.detectors.ks import KSWindowDetector
+from streams.features import FeatureDef, FeatureEngine
+from streams.model import BatchPredictor
+
+log = logging.getLogger("driftline.pipeline")
+
+DLQ_VALUE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """What the runner passes in for each consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class BatchOutcome:
+    """Everything one batch produced, for the runner to send and count."""
+
+    messages: list[Outbound] = field(default_factory=list)
+    consumed: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    feature_vectors: int = 0
+    predictions: int = 0
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    ingest_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    last_offset: int | None = None
+    detector_readings: list[tuple[str, str, float, float | None]] = field(default_factory=list)
+
+
+def build_detector(d: DetectorSpec) -> DriftDetector:
+    p = dict(d.params)
+    if d.type == "ks":
+        return KSWindowDetector(
+            reference_size=p["reference_size"], window_size=p["window_size"], alpha=p["alpha"],
+            stride=p["stride"],
+        )
+    if d.type == "adwin":
+        return AdwinDetector(delta=p["delta"], cooldown=p["cooldown"])
+    raise ValueError(f"unknown detector type {d.type!r}")
+
+
+def alert_id(pipeline: str, detector: str, partition: int, offset: int, status: str) -> str:
+    """Deterministic id: the same trigger record yields the same id after a replay or restart."""
+    raw = f"{pipeline}|{detector}|{partition}|{offset}|{status}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def _text(b: bytes | None, limit: int | None = None) -> str | None:
+    if b is None:
+        return None
+    return (b[:limit] if limit else b).decode("utf-8", errors="replace")
+
+
+class PartitionPipeline:
+    """State (features, detectors) and the batch step for one input partition."""
+
+    def __init__(
+        self, spec: PipelineSpec, partition: int, predictor: BatchPredictor | None, model_version: str
+    ) -> None:
+        self.spec = spec
+        self.partition = partition
+        self.predictor = predictor
+        self.model_version = model_version
+        inp = spec.input
+        self.decoder = RecordDecoder(inp.fields, inp.key_field, inp.time_field, inp.max_message_bytes)
+        self.engine = FeatureEngine(
+            [FeatureDef(f.name, f.field, f.agg, f.window_ms) for f in spec.features],
+            grace_ms=spec.grace_ms,
+        )
+        self.detectors = [(d, build_detector(d)) for d in spec.detectors]
+
+    # -- dead letters -----------------------------------------------------------------------
+    def _dead_letter(self, rec: RawRecord, reason: str, error: str, now_ms: int) -> Outbound:
+        doc = {
+            "pipeline": self.spec.name,
+            "reason": reason,
+            "error": error,
+            "source": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
+                       "timestamp_ms": rec.timestamp_ms},
+            "key": _text(rec.key, DLQ_VALUE_LIMIT),
+            "value": _text(rec.value, DLQ_VALUE_LIMIT),
+            "value_size": 0 if rec.value is None else len(rec.value),
+            "dead_lettered_at_ms": now_ms,
+        }
+        log.warning(
+            "dead-lettered %s/%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, reason, error
+        )
+        return Outbound(self.spec.output.dlq_topic, rec.key, orjson.dumps(doc))
+
+    # -- the batch step -----------------------------------------------------------------------
+    def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        out = BatchOutcome(consumed=len(records))
+        if not records:
+            return out
+        out.last_offset = records[-1].offset
+        now_ms = int(time.time() * 1000)
+        t0 = time.perf_counter()
+
+        good: list[RawRecord] = []
+        entities: list[str] = []
+        times: list[int] = []
+        rows: list[tuple[float, ...]] = []
+        decode = self.decoder.decode
+        for rec in records:
+            try:
+                ent, ts, nums = decode(rec.value)
+            except RecordError as e:
+                out.dead_letters[e.reason] += 1
+                out.messages.append(self._dead_letter(rec, e.reason, e.detail, now_ms))
+                continue
+            except Exception as e:  # a bug must not kill the worker; the record is kept
+                log.exception("cannot decode %s/%d@%d", rec.topic, rec.partition, rec.offset)
+                out.dead_letters["processing_error"] += 1
+                out.messages.append(self._dead_letter(rec, "processing_error", repr(e), now_ms))
+                continue
+            good.append(rec)
+            entities.append(ent)
+            times.append(ts)
+            rows.append(nums)
+        t1 = time.perf_counter()
+        out.stage_seconds["decode"] = t1 - t0
+        if not good:
+            return out
+
+        ent_arr = np.array(entities, dtype=object)
+        ts_arr = np.array(times, dtype=np.int64)
+        numeric = self.decoder.numeric
+        mat = np.array(rows, dtype=np.float64).reshape(len(good), len(numeric))
+        columns = {name: mat[:, j] for j, name in enumerate(numeric)}
+        fb = self.engine.update(ent_arr, ts_arr, columns)
+        late = np.asarray(fb.late, dtype=bool)
+        if late.any():
+            wm = self.engine.watermark_ms
+            for i in np.flatnonzero(late).tolist():
+                rec = good[i]
+                err = (f"event time {times[i]} ms is older than the partition watermark minus "
+                       f"grace (watermark {wm} ms, grace {self.spec.grace_ms} ms); raise "
+                       "windows.grace_ms to accept it")
+                out.dead_letters["late_event"] += 1
+                out.messages.append(self._dead_letter(rec, "late_event", err, now_ms))
+            keep = np.flatnonzero(~late)
+            good = [good[i] for i in keep.tolist()]
+            ent_arr, ts_arr = ent_arr[keep], ts_arr[keep]
+            columns = {k: v[keep] for k, v in columns.items()}
+            feats = {k: np.asarray(v)[keep] for k, v in fb.values.items()}
+        else:
+            feats = {k: np.asarray(v) for k, v in fb.values.items()}
+        vector = {**columns, **feats}
+        t2 = time.perf_counter()
+        out.stage_seconds["features"] = t2 - t1
+        n = len(good)
+        if n == 0:
+            return out
+
+        scores = None
+        if self.predictor is not None:
+            X = np.column_stack([vector[c] for c in self.predictor.inputs])
+            scores = self.predictor.predict(X)
+        t3 = time.perf_counter()
+        out.stage_seconds["predict"] = t3 - t2
+
+        for dspec, det in self.detectors:
+            values = scores if dspec.target == PREDICTION_TARGET else vector[dspec.target]
+            if values is None:
+                continue
+            for d in det.update_many(values):
+                doc = self._alert(dspec, d, good, ts_arr, now_ms)
+                out.alerts.append(doc)
+                out.messages.append(
+                    Outbound(self.spec.output.alerts_topic, dspec.target.encode(), orjson.dumps(doc))
+                )
+            out.detector_readings.append((dspec.name, dspec.target, det.statistic, det.p_value))
+        t4 = time.perf_counter()
+        out.stage_seconds["detect"] = t4 - t3
+
+        self._encode(out, good, ent_arr, ts_arr, columns, feats, scores)
+        out.stage_seconds["encode"] = time.perf_counter() - t4
+        out.ingest_ms = np.array(
+            [r.timestamp_ms if r.timestamp_ms is not None else now_ms for r in good], dtype=np.int64
+        )
+        return out
+
+    def _encode(
+        self,
+        out: BatchOutcome,
+        good: list[RawRecord],
+        ent_arr: np.ndarray,
+        ts_arr: np.ndarray,
+        columns: dict[str, np.ndarray],
+        feats: dict[str, np.ndarray],
+        scores: np.ndarray | None,
+    ) -> None:
+        spec, o = self.spec, self.spec.output
+        names = list(feats)
+        feat_cols = [feats[k].tolist() for k in names]
+        ents = ent_arr.tolist()
+        tss = ts_arr.tolist()
+        dumps = orjson.dumps
+        msgs = out.messages
+        src_topic = good[0].topic
+        for i, rec in enumerate(good):
+            key = ents[i].encode()
+            source = {"topic": src_topic, "partition": rec.partition, "offset": rec.offset,
+                      "timestamp_ms": rec.timestamp_ms}
+            msgs.append(Outbound(o.features_topic, key, dumps({
+                "pipeline": spec.name, "entity": ents[i], "event_time_ms": tss[i],
+                "features": {k: col[i] for k, col in zip(names, feat_cols, strict=True)},
+                "source": source,
+            })))
+        out.feature_vectors = len(good)
+        if scores is None or self.predictor is None:
+            return
+        vector = {**columns, **feats}
+        in_names = list(self.predictor.inputs)
+        in_cols = [vector[c].tolist() for c in in_names]
+        score_list = scores.tolist()
+        clf = self.predictor.is_classifier
+        now_ms = time.time() * 1000
+        for i, rec in enumerate(good):
+            s = score_list[i]
+            msgs.append(Outbound(o.predictions_topic, ents[i].encode(), dumps({
+                "prediction_id": f"{src_topic}:{rec.partition}:{rec.offset}",
+                "pipeline": spec.name, "entity": ents[i], "model_version": self.model_version,
+                "score": s, "label": (1 if s >= 0.5 else 0) if clf else None,
+                "inputs": {k: col[i] for k, col in zip(in_names, in_cols, strict=True)},
+                "event_time_ms": tss[i],
+                "latency_ms": max(0.0, now_ms - (rec.timestamp_ms or now_ms)),
+                "source": {"topic": src_topic, "partition": rec.partition, "offset": rec.offset,
+                           "timestamp_ms": rec.timestamp_ms},
+            })))
+        out.predictions = len(good)
+
+    def _alert(
+        self, dspec: DetectorSpec, d: Detection, good: list[RawRecord],
+        ts_arr: np.ndarray, now_ms: int,
+    ) -> dict[str, Any]:
+        rec = good[d.index]
+        kind = "prediction" if dspec.target == PREDICTION_TARGET else "covariate"
+        if d.status == "resolved":
+            severity = "info"
+        elif d.p_value is not None and d.p_value < d.threshold * 1e-3:
+            severity = "critical"
+        else:
+            severity = "warning"
+        if dspec.type == "ks":
+            ref = f"first {d.n_reference} values of {dspec.target} on partition {self.partition}"
+        else:
+            ref = f"ADWIN's older sub-window of {dspec.target} on partition {self.partition}"
+        doc = {
+            "alert_id": alert_id(self.spec.name, dspec.name, self.partition, rec.offset, d.status),
+            "pipeline": self.spec.name,
+            "kind": kind,
+            "detector": dspec.name,
+            "detector_type": dspec.type,
+            "target": dspec.target,
+            "status": d.status,
+            "severity": severity,
+            "statistic": float(d.statistic),
+            "p_value": None if d.p_value is None else float(d.p_value),
+            "threshold": float(d.threshold),
+            "window": {"partition": self.partition, "event_time_ms": int(ts_arr[d.index]),
+                       "offset": rec.offset, "n_current": int(d.n_current)},
+            "reference": {"description": ref, "n": int(d.n_reference)},
+            "detected_at_ms": now_ms,
+        }
+        return doc
