@@ -1,0 +1,139 @@
+"""The drift detector interface shared by every detector in `streams.detectors`.
+
+A detector consumes a univariate stream, one value (`DriftDetector.update`) or a batch
+(`DriftDetector.update_many`) at a time, and reports state changes as `Detection` records:
+``"firing"`` when drift is detected, ``"resolved"`` when it is over. Non-finite inputs (NaN, and
+also +-inf) are skipped: they neither count in `DriftDetector.n_seen` nor move any window.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from driftline.errors import DriftlineError
+
+__all__ = ["FIRING", "RESOLVED", "Detection", "DriftDetector", "finite_values"]
+
+FIRING: Literal["firing"] = "firing"
+RESOLVED: Literal["resolved"] = "resolved"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One state change of a detector.
+
+    Attributes
+    ----------
+    index
+        Position, in the array given to `DriftDetector.update_many`, of the value that caused
+        the change (0 for `DriftDetector.update`).
+    statistic
+        The test statistic (KS D, ADWIN mean difference).
+    p_value
+        p-value for statistical tests, None otherwise.
+    threshold
+        ``alpha`` for tests, ``delta`` for ADWIN.
+    n_reference, n_current
+        Sizes of the two samples compared.
+    status
+        ``"firing"`` or ``"resolved"``.
+    """
+
+    index: int
+    statistic: float
+    p_value: float | None
+    threshold: float
+    n_reference: int
+    n_current: int
+    status: str
+
+
+def finite_values(xs: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Finite values of ``xs`` as float64 and their positions in ``xs``.
+
+    Examples
+    --------
+    >>> vals, pos = finite_values(np.array([1.0, np.nan, 3.0, np.inf]))
+    >>> vals.tolist(), pos.tolist()
+    ([1.0, 3.0], [0, 2])
+    """
+    arr = np.asarray(xs, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    elif arr.ndim != 1:
+        raise DriftlineError(f"xs: got shape {arr.shape}; expected a 1-D array of numbers")
+    ok = np.isfinite(arr)
+    if ok.all():
+        return arr, np.arange(arr.shape[0])
+    pos = np.flatnonzero(ok)
+    return arr[pos], pos
+
+
+class DriftDetector(ABC):
+    """Base class of univariate drift detectors (river-like).
+
+    Subclasses implement `update_many`, the read-only state properties and
+    `snapshot` / `restore`; `update` is `update_many` on a one-element batch.
+
+    Examples
+    --------
+    >>> from streams.detectors.ks import KSWindowDetector
+    >>> det = KSWindowDetector(reference_size=20, window_size=20, stride=5)
+    >>> det.update(float("nan"))
+    >>> det.n_seen, det.drift_detected
+    (0, False)
+    """
+
+    name: ClassVar[str]
+
+    def update(self, x: float) -> None:
+        """Consume one value (skipped if not finite); same as ``update_many(np.array([x]))``."""
+        self.update_many(np.array([x], dtype=np.float64))
+
+    @abstractmethod
+    def update_many(self, xs: np.ndarray) -> list[Detection]:
+        """Consume a batch in order and return the state changes it caused, in order."""
+
+    @property
+    @abstractmethod
+    def drift_detected(self) -> bool:
+        """True while the detector is in the firing state."""
+
+    @property
+    @abstractmethod
+    def statistic(self) -> float:
+        """Statistic of the last evaluation (NaN before the first)."""
+
+    @property
+    @abstractmethod
+    def p_value(self) -> float | None:
+        """p-value of the last evaluation (None before the first or if not applicable)."""
+
+    @property
+    @abstractmethod
+    def n_seen(self) -> int:
+        """Number of (finite) values consumed."""
+
+    @abstractmethod
+    def snapshot(self) -> dict[str, Any]:
+        """State as plain data; ``restore(snapshot())`` continues exactly."""
+
+    @abstractmethod
+    def restore(self, state: dict[str, Any]) -> None:
+        """Replace this detector's state by a `snapshot` taken with the same hyperparameters."""
+
+
+def check_state_params(name: str, state: dict[str, Any], params: dict[str, Any]) -> None:
+    """Raise `DriftlineError` unless ``state`` is a ``name`` snapshot taken with ``params``."""
+    if not isinstance(state, dict) or state.get("detector") != name:
+        got = state.get("detector") if isinstance(state, dict) else type(state).__name__
+        raise DriftlineError(f"state: not a {name!r} detector snapshot (got {got!r})")
+    if state.get("params") != params:
+        raise DriftlineError(
+            f"state: snapshot hyperparameters {state.get('params')} differ from this "
+            f"detector's {params}; restore into a detector built with the same ones"
+        )
