@@ -210,7 +210,7 @@ def create_app(spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: i
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     @app.page("/healthz")
     async def health(web: Any, request: Any) -> Any:

@@ -1,19 +1,107 @@
-"""``driftline`` command line (minimal entry point; subcommands register themselves here)."""
+"""The ``driftline`` command line."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
 from collections.abc import Sequence
 
+from driftline.errors import DriftlineError
 from driftline.kafka_cli import add_kafka_parser
+
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _bootstrap(args: argparse.Namespace) -> str | None:
+    return args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from agents.worker import run_worker
+    from driftline.spec import load_spec
+
+    spec = load_spec(args.config)
+    bootstrap = _bootstrap(args)
+    if not bootstrap:
+        raise DriftlineError(
+            "no Kafka cluster given: pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS "
+            "(`driftline kafka start` runs a local one on 127.0.0.1:9092)"
+        )
+    run_worker(
+        spec, bootstrap,
+        web_host=args.web_host or spec.worker.web_host,
+        web_port=spec.worker.web_port if args.web_port is None else args.web_port,
+        loglevel=args.loglevel,
+    )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from agents.demo import run_demo
+
+    return run_demo(
+        bootstrap=_bootstrap(args), events=args.events, shift_at=args.shift_at,
+        timeout_s=args.timeout, web_port=args.web_port,
+    )
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from driftline.spec import load_spec
+
+    spec = load_spec(args.config)
+    print(f"{args.config}: valid pipeline {spec.name!r}: input {spec.input.topic}, "
+          f"{len(spec.features)} features, {len(spec.detectors)} detectors, "
+          f"model {'yes' if spec.model else 'no'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline",
         description="Streaming features, online predictions and drift detection on Apache Kafka.",
+        epilog="example:\n  driftline demo\n  driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092",
+        formatter_class=_RAW,
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    w = sub.add_parser(
+        "worker", help="run a pipeline worker (join its consumer group)", formatter_class=_RAW,
+        description="Consume the spec's input topic, compute features, predict, detect drift, and "
+                    "serve Prometheus metrics on /metrics. Stop with Ctrl-C or SIGTERM.",
+        epilog="example:\n  driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092 --web-port 6066",
+    )
+    w.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
+    w.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    w.add_argument("--web-host", default=None, help="bind address for /metrics (default: spec)")
+    w.add_argument("--web-port", type=int, default=None, help="port for /metrics (default: spec)")
+    w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    w.set_defaults(func=_cmd_worker)
+
+    d = sub.add_parser(
+        "demo", help="run the demo: local broker, worker, drifting synthetic stream",
+        formatter_class=_RAW,
+        description="Start a local Apache Kafka broker (unless --bootstrap or $KAFKA_BOOTSTRAP_SERVERS "
+                    "names one), a worker and a synthetic producer whose stream shifts at a known "
+                    "event; print each drift alert as it arrives, then stop and clean up.",
+        epilog="example:\n  driftline demo --events 100000 --shift-at 60000",
+    )
+    d.add_argument("--bootstrap", help="use this Kafka cluster instead of starting one")
+    d.add_argument("--events", type=int, default=200_000, help="events to produce (default 200000)")
+    d.add_argument("--shift-at", type=int, default=120_000, help="event index of the shift")
+    d.add_argument("--timeout", type=float, default=120.0, help="stop after this many seconds")
+    d.add_argument("--web-port", type=int, default=None, help="worker metrics port (default: free)")
+    d.set_defaults(func=_cmd_demo)
+
+    v = sub.add_parser(
+        "validate", help="check a pipeline spec and exit", formatter_class=_RAW,
+        description="Validate a spec against schemas/spec.schema.json and its cross-references.",
+        epilog="example:\n  driftline validate -c pipeline.toml",
+    )
+    v.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
+    v.set_defaults(func=_cmd_validate)
+
     add_kafka_parser(sub)
     return parser
 
@@ -24,7 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except DriftlineError as e:
+        logging.getLogger("driftline").debug("failed", exc_info=True)
+        print(f"driftline: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,238 @@
+"""``driftline demo``: a local broker, a worker and a synthetic stream that drifts at a known point."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+import urllib.request
+import uuid
+from contextlib import ExitStack
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+from river import compose, linear_model, optim, preprocessing
+
+from agents.kafka_io import ensure_topics, make_producer, produce_all, wait_for_broker
+from agents.synthetic import SyntheticStream, labels_for
+from driftline.alert_format import format_alert
+from driftline.errors import DriftlineError
+from driftline.localkafka import LocalKafka, free_port
+from driftline.model_io import save_model
+from driftline.spec import parse_spec
+from streams.features import FeatureDef, FeatureEngine
+
+MALFORMED: list[bytes] = [
+    b"{not json",
+    b'{"user_id": "u1", "ts": 1767225600000, "amount": "12", "latency_ms": 1, "country": "de"}',
+    b'{"user_id": "u1", "ts": 1767225600000, "latency_ms": 1, "country": "de"}',
+    b'{"user_id": "u1", "ts": 1767225600000, "amount": NaN, "latency_ms": 1, "country": "de"}',
+    b"[1, 2, 3]",
+]
+
+
+def demo_spec_text() -> str:
+    return resources.files("driftline").joinpath("examples/demo.toml").read_text()
+
+
+def train_demo_model(path: Path, inputs: list[str], seed: int = 99, n: int = 20_000) -> str:
+    """Fit the demo's river model on pre-shift synthetic data, features computed by ``streams/``."""
+    s = SyntheticStream(n=n, shift_at=n, seed=seed)
+    a = s.arrays()
+    eng = FeatureEngine([FeatureDef("amount_mean_1m", "amount", "mean", 60_000)])
+    feats = eng.update(a["user_id"].astype(str).astype(object), a["ts"], {"amount": a["amount"]})
+    cols = {"amount": a["amount"], "latency_ms": a["latency_ms"], **feats.values}
+    y = labels_for(a["amount"], a["latency_ms"], seed)
+    model = compose.Pipeline(
+        preprocessing.StandardScaler(), linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
+    )
+    rows = np.column_stack([cols[c] for c in inputs]).tolist()
+    for row, label in zip(rows, y.tolist(), strict=True):
+        model.learn_one(dict(zip(inputs, row, strict=True)), bool(label))
+    return save_model(model, path, version="demo-logreg-1")
+
+
+def read_metric(url: str, name: str) -> float:
+    """Sum of the samples of ``name`` on a /metrics page (0 when absent)."""
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M):
+        total += float(m.group(1))
+    return total
+
+
+class AlertTail(threading.Thread):
+    """Prints every alert that arrives on the alerts topic after it started."""
+
+    def __init__(self, bootstrap: str, topic: str, pipeline: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.pipeline = bootstrap, topic, pipeline
+        self.alerts: list[dict[str, Any]] = []
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"driftline-demo-tail-{uuid.uuid4()}",
+                      "auto.offset.reset": "latest", "enable.auto.commit": False})
+        md = c.list_topics(self.topic, timeout=10).topics[self.topic]
+        tps = []
+        for p in md.partitions:
+            _, hi = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+            tps.append(TopicPartition(self.topic, p, hi))
+        c.assign(tps)
+        self.ready.set()
+        try:
+            while not self.stop_event.is_set():
+                msg = c.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                doc = orjson.loads(msg.value())
+                if doc.get("pipeline") != self.pipeline:
+                    continue
+                self.alerts.append(doc)
+                print("ALERT " + format_alert(doc), flush=True)
+        finally:
+            c.close()
+
+
+def run_demo(
+    *, bootstrap: str | None, events: int, shift_at: int, timeout_s: float, web_port: int | None,
+    seed: int = 7,
+) -> int:
+    bootstrap = bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftline-demo-")))
+        if not bootstrap:
+            print("starting a local Apache Kafka broker (first run downloads its jars) ...", flush=True)
+            t0 = time.monotonic()
+            kafka = LocalKafka(port=free_port(), data_dir=tmp / "kafka")
+            bootstrap = kafka.start()
+            stack.callback(kafka.stop)
+            print(f"broker up at {bootstrap} in {time.monotonic() - t0:.1f}s", flush=True)
+        wait_for_broker(bootstrap)
+        run_id = uuid.uuid4().hex[:8]
+        data = tomllib.loads(demo_spec_text())
+        data["pipeline"]["name"] = f"demo-{run_id}"
+        data["input"]["topic"] = f"driftline.demo-{run_id}.events"
+        port = web_port or free_port()
+        data["worker"]["web_port"] = port
+        version = train_demo_model(tmp / "demo-model.pkl", list(data["model"]["inputs"]))
+        spec = parse_spec(data, base_dir=tmp)
+        spec_path = tmp / "demo.toml"
+        spec_path.write_text(_to_toml(data))
+        o = spec.output
+        ensure_topics(bootstrap, [spec.input.topic], partitions=2)
+        ensure_topics(bootstrap, [o.features_topic, o.predictions_topic, o.alerts_topic, o.dlq_topic], 2)
+        print(f"pipeline {spec.name}: model {version}; {events} events, shift at event {shift_at}; "
+              f"metrics at http://127.0.0.1:{port}/metrics", flush=True)
+
+        tail = AlertTail(bootstrap, o.alerts_topic, spec.name)
+        tail.start()
+        tail.ready.wait(30)
+        stack.callback(tail.stop_event.set)
+
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "driftline.cli", "worker", "-c", str(spec_path),
+             "--bootstrap", bootstrap, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=open(tmp / "worker.log", "wb"),  # noqa: SIM115
+        )
+        stack.callback(_stop_process, worker)
+
+        stream = SyntheticStream(n=events, shift_at=min(shift_at, events), seed=seed)
+        producer = make_producer(bootstrap)
+        t_prod = time.monotonic()
+        produce_all(producer, ((spec.input.topic, e["user_id"].encode(), orjson.dumps(e))
+                               for e in stream.events()))
+        produce_all(producer, ((spec.input.topic, b"bad", m) for m in MALFORMED))
+        producer.flush(60)
+        total = events + len(MALFORMED)
+        print(f"produced {total} events ({len(MALFORMED)} malformed) in "
+              f"{time.monotonic() - t_prod:.1f}s", flush=True)
+
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + timeout_s
+        first: tuple[float, float] | None = None
+        consumed = 0.0
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise DriftlineError(f"the worker exited ({worker.returncode}); see {tmp / 'worker.log'}:\n"
+                                     + (tmp / "worker.log").read_text()[-3000:])
+            try:
+                consumed = read_metric(url, "driftline_records_consumed_total")
+            except OSError:
+                time.sleep(0.5)
+                continue
+            now = time.monotonic()
+            if first is None and consumed > 0:
+                first = (now, consumed)
+            if consumed >= total:
+                break
+            time.sleep(0.25)
+        dead = read_metric(url, "driftline_records_dead_lettered_total")
+        time.sleep(1.0)  # let the tail print the last alerts
+        if first is not None and consumed > first[1]:
+            rate = (consumed - first[1]) / max(time.monotonic() - 1.0 - first[0], 1e-9)
+            print(f"worker consumed {consumed:.0f} records ({dead:.0f} dead-lettered) at "
+                  f"~{rate:,.0f} events/s; {len(tail.alerts)} alerts", flush=True)
+        if consumed < total:
+            print(f"stopped after {timeout_s:.0f}s with {consumed:.0f}/{total} records consumed",
+                  flush=True)
+            return 1
+    print("demo finished; broker and worker stopped", flush=True)
+    return 0
+
+
+def _stop_process(p: subprocess.Popen[bytes]) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
+def _to_toml(data: dict[str, Any]) -> str:
+    """Minimal TOML writer for the spec's shape (tables, arrays of tables, scalars, lists)."""
+    lines: list[str] = []
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return orjson.dumps(v).decode()
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+    def table(name: str, d: dict[str, Any], array: bool = False) -> None:
+        lines.append(f"[[{name}]]" if array else f"[{name}]")
+        subs = []
+        for k, v in d.items():
+            if isinstance(v, dict):
+                subs.append((k, v))
+            else:
+                lines.append(f"{k} = {scalar(v)}")
+        for k, v in subs:
+            table(f"{name}.{k}", v)
+
+    for k, v in data.items():
+        if isinstance(v, dict):
+            table(k, v)
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for item in v:
+                table(k, item, array=True)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,33 @@
+"""One readable line per alert, for the demo and ``driftline alerts tail``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def format_alert(a: dict[str, Any]) -> str:
+    """``[FIRING critical] covariate drift on amount by amount_ks (ks): statistic=...``
+
+    Examples
+    --------
+    >>> print(format_alert({"status": "firing", "severity": "warning", "kind": "covariate",
+    ...     "target": "x", "detector": "x_ks", "detector_type": "ks", "statistic": 0.25,
+    ...     "p_value": 1e-7, "threshold": 1e-6,
+    ...     "window": {"partition": 0, "offset": 42, "event_time_ms": 0, "n_current": 500}}))
+    [FIRING warning] covariate drift on x by x_ks (ks): statistic=0.25 p=1e-07 (threshold 1e-06) partition=0 offset=42 event_time=1970-01-01T00:00:00.000Z
+    """
+    w = a["window"]
+    p = "" if a.get("p_value") is None else f" p={a['p_value']:.3g}"
+    return (
+        f"[{a['status'].upper()} {a['severity']}] {a['kind']} drift on {a['target']} by "
+        f"{a['detector']} ({a['detector_type']}): statistic={a['statistic']:.4g}{p} "
+        f"(threshold {a['threshold']:.3g}) partition={w['partition']} offset={w['offset']} "
+        f"event_time={iso_ms(w['event_time_ms'])}"
+    )

@@ -1,0 +1,98 @@
+"""Small helpers the integration tests share: read topics, run a worker, read /metrics."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+
+@dataclass(frozen=True)
+class Rec:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Rec]:
+    """Every record now on ``topic`` (all partitions, up to the high watermarks)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        ends: dict[int, int] = {}
+        tps = []
+        for p in md.partitions:
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if hi > lo:
+                ends[p] = hi
+                tps.append(TopicPartition(topic, p, lo))
+        c.assign(tps)
+        out: list[Rec] = []
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(ends):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end within {timeout_s}s")
+            for m in c.consume(10_000, timeout=0.5):
+                if m.error():
+                    continue
+                out.append(Rec(m.partition(), m.offset(), m.key(), m.value()))
+                if m.offset() + 1 >= ends[m.partition()]:
+                    done.add(m.partition())
+        return out
+    finally:
+        c.close()
+
+
+def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """Sum of the samples named ``name`` whose labels include ``labels``."""
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for m in re.finditer(rf"^{re.escape(name)}(?:{{([^}}]*)}})? (\S+)$", text, re.M):
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if all(got.get(k) == v for k, v in (labels or {}).items()):
+            total += float(m.group(2))
+    return total
+
+
+def start_worker(spec_path: Path, bootstrap: str, log_path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "driftline.cli", "worker", "-c", str(spec_path),
+         "--bootstrap", bootstrap, "--loglevel", "info"],
+        stdout=subprocess.DEVNULL, stderr=log_path.open("wb"),
+    )
+
+
+def wait_for_metric(url: str, name: str, at_least: float, proc: subprocess.Popen[bytes],
+                    log_path: Path, timeout_s: float = 120.0) -> float:
+    deadline = time.monotonic() + timeout_s
+    value = -1.0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            value = metric(url, name)
+        except OSError:
+            value = -1.0
+        if value >= at_least:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{name} reached {value}, not {at_least}, in {timeout_s}s:\n"
+                         f"{log_path.read_text()[-4000:]}")
+
+
+def kcat_produce(kcat: str, bootstrap: str, topic: str, lines: list[bytes], delim: str = "|") -> None:
+    """Produce ``key<delim>value`` lines with kcat, as a user would."""
+    data = b"\n".join(lines) + b"\n"
+    subprocess.run([kcat, "-P", "-b", bootstrap, "-t", topic, "-K", delim, "-X",
+                    "message.max.bytes=2000000"], input=data, check=True, timeout=120)
