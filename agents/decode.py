@@ -55,7 +55,9 @@ def parse_timestamp_ms(name: str, v: Any) -> int:
         except ValueError:
             raise RecordError("bad_timestamp", f"field {name!r}={v!r} is not ISO-8601") from None
         if dt.tzinfo is None:
-            raise RecordError("bad_timestamp", f"field {name!r}={v!r} has no time zone; add Z or +hh:mm")
+            raise RecordError(
+                "bad_timestamp", f"field {name!r}={v!r} has no time zone; add Z or +hh:mm"
+            )
         return int(dt.timestamp() * 1000)
     raise RecordError(
         "bad_timestamp", f"field {name!r} is {type(v).__name__}, expected epoch ms or ISO-8601 text"
@@ -99,17 +101,22 @@ class RecordDecoder:
 
     def decode(self, raw: bytes | None) -> tuple[str, int, tuple[float, ...]]:
         if raw is None:
-            raise RecordError("invalid_json", "the record has no value (a tombstone); send a JSON object")
+            raise RecordError(
+                "invalid_json", "the record has no value (a tombstone); send a JSON object"
+            )
         if len(raw) > self.max_bytes:
             raise RecordError(
-                "oversized", f"value is {len(raw)} bytes, over input.max_message_bytes={self.max_bytes}"
+                "oversized",
+                f"value is {len(raw)} bytes, over input.max_message_bytes={self.max_bytes}",
             )
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise self._classify_bad_json(raw, e) from None
         if type(obj) is not dict:
-            raise RecordError("not_an_object", f"value is a JSON {type(obj).__name__}, expected an object")
+            raise RecordError(
+                "not_an_object", f"value is a JSON {type(obj).__name__}, expected an object"
+            )
         out: dict[str, Any] = {}
         for name, check in self._checks:
             try:
@@ -121,7 +128,9 @@ class RecordDecoder:
             out[name] = check(name, v)
         key = obj[self.key_field]
         if type(key) is not str and type(key) is not int:
-            raise RecordError("wrong_type", f"key field {self.key_field!r} must be a string or integer")
+            raise RecordError(
+                "wrong_type", f"key field {self.key_field!r} must be a string or integer"
+            )
         return str(key), out[self.time_field], tuple(out[n] for n in self.numeric)
 
     @staticmethod
@@ -131,4 +140,6 @@ class RecordDecoder:
             json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             return RecordError("invalid_json", f"not valid UTF-8 JSON: {err}")
-        return RecordError("non_finite", "value contains NaN or Infinity, which JSON does not allow")
+        return RecordError(
+            "non_finite", "value contains NaN or Infinity, which JSON does not allow"
+        )

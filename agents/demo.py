@@ -1,4 +1,4 @@
-"""``driftline demo``: a local broker, a worker and a synthetic stream that drifts at a known point."""
+"""``driftline demo``: local broker, worker, and a synthetic stream drifting at a known point."""
 
 from __future__ import annotations
 
@@ -83,8 +83,14 @@ class AlertTail(threading.Thread):
         self.ready = threading.Event()
 
     def run(self) -> None:
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"driftline-demo-tail-{uuid.uuid4()}",
-                      "auto.offset.reset": "latest", "enable.auto.commit": False})
+        c = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"driftline-demo-tail-{uuid.uuid4()}",
+                "auto.offset.reset": "latest",
+                "enable.auto.commit": False,
+            }
+        )
         md = c.list_topics(self.topic, timeout=10).topics[self.topic]
         tps = []
         for p in md.partitions:
@@ -107,14 +113,22 @@ class AlertTail(threading.Thread):
 
 
 def run_demo(
-    *, bootstrap: str | None, events: int, shift_at: int, timeout_s: float, web_port: int | None,
+    *,
+    bootstrap: str | None,
+    events: int,
+    shift_at: int,
+    timeout_s: float,
+    web_port: int | None,
     seed: int = 7,
 ) -> int:
     bootstrap = bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftline-demo-")))
         if not bootstrap:
-            print("starting a local Apache Kafka broker (first run downloads its jars) ...", flush=True)
+            print(
+                "starting a local Apache Kafka broker (first run downloads its jars) ...",
+                flush=True,
+            )
             t0 = time.monotonic()
             kafka = LocalKafka(port=free_port(), data_dir=tmp / "kafka")
             bootstrap = kafka.start()
@@ -133,9 +147,14 @@ def run_demo(
         spec_path.write_text(_to_toml(data))
         o = spec.output
         ensure_topics(bootstrap, [spec.input.topic], partitions=2)
-        ensure_topics(bootstrap, [o.features_topic, o.predictions_topic, o.alerts_topic, o.dlq_topic], 2)
-        print(f"pipeline {spec.name}: model {version}; {events} events, shift at event {shift_at}; "
-              f"metrics at http://127.0.0.1:{port}/metrics", flush=True)
+        ensure_topics(
+            bootstrap, [o.features_topic, o.predictions_topic, o.alerts_topic, o.dlq_topic], 2
+        )
+        print(
+            f"pipeline {spec.name}: model {version}; {events} events, shift at event {shift_at}; "
+            f"metrics at http://127.0.0.1:{port}/metrics",
+            flush=True,
+        )
 
         tail = AlertTail(bootstrap, o.alerts_topic, spec.name)
         tail.start()
@@ -143,22 +162,39 @@ def run_demo(
         stack.callback(tail.stop_event.set)
 
         worker = subprocess.Popen(
-            [sys.executable, "-m", "driftline.cli", "worker", "-c", str(spec_path),
-             "--bootstrap", bootstrap, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp / "worker.log", "wb"),  # noqa: SIM115
+            [
+                sys.executable,
+                "-m",
+                "driftline.cli",
+                "worker",
+                "-c",
+                str(spec_path),
+                "--bootstrap",
+                bootstrap,
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp / "worker.log", "wb"),
         )
         stack.callback(_stop_process, worker)
 
         stream = SyntheticStream(n=events, shift_at=min(shift_at, events), seed=seed)
-        producer = make_producer(bootstrap)
+        producer = make_producer(bootstrap, log_level=3)
         t_prod = time.monotonic()
-        produce_all(producer, ((spec.input.topic, e["user_id"].encode(), orjson.dumps(e))
-                               for e in stream.events()))
+        produce_all(
+            producer,
+            ((spec.input.topic, e["user_id"].encode(), orjson.dumps(e)) for e in stream.events()),
+        )
         produce_all(producer, ((spec.input.topic, b"bad", m) for m in MALFORMED))
         producer.flush(60)
+        del producer
         total = events + len(MALFORMED)
-        print(f"produced {total} events ({len(MALFORMED)} malformed) in "
-              f"{time.monotonic() - t_prod:.1f}s", flush=True)
+        print(
+            f"produced {total} events ({len(MALFORMED)} malformed) in "
+            f"{time.monotonic() - t_prod:.1f}s",
+            flush=True,
+        )
 
         url = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + timeout_s
@@ -166,8 +202,10 @@ def run_demo(
         consumed = 0.0
         while time.monotonic() < deadline:
             if worker.poll() is not None:
-                raise DriftlineError(f"the worker exited ({worker.returncode}); see {tmp / 'worker.log'}:\n"
-                                     + (tmp / "worker.log").read_text()[-3000:])
+                raise DriftlineError(
+                    f"the worker exited ({worker.returncode}); see {tmp / 'worker.log'}:\n"
+                    + (tmp / "worker.log").read_text()[-3000:]
+                )
             try:
                 consumed = read_metric(url, "driftline_records_consumed_total")
             except OSError:
@@ -183,11 +221,16 @@ def run_demo(
         time.sleep(1.0)  # let the tail print the last alerts
         if first is not None and consumed > first[1]:
             rate = (consumed - first[1]) / max(time.monotonic() - 1.0 - first[0], 1e-9)
-            print(f"worker consumed {consumed:.0f} records ({dead:.0f} dead-lettered) at "
-                  f"~{rate:,.0f} events/s; {len(tail.alerts)} alerts", flush=True)
+            print(
+                f"worker consumed {consumed:.0f} records ({dead:.0f} dead-lettered) at "
+                f"~{rate:,.0f} events/s; {len(tail.alerts)} alerts",
+                flush=True,
+            )
         if consumed < total:
-            print(f"stopped after {timeout_s:.0f}s with {consumed:.0f}/{total} records consumed",
-                  flush=True)
+            print(
+                f"stopped after {timeout_s:.0f}s with {consumed:.0f}/{total} records consumed",
+                flush=True,
+            )
             return 1
     print("demo finished; broker and worker stopped", flush=True)
     return 0

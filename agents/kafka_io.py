@@ -52,8 +52,12 @@ def ensure_topics(
     missing = [t for t in dict.fromkeys(topics) if t not in md.topics]
     if not missing:
         return
-    new = [NewTopic(t, num_partitions=partitions, replication_factor=min(3, brokers),
-                    config=config or {}) for t in missing]
+    new = [
+        NewTopic(
+            t, num_partitions=partitions, replication_factor=min(3, brokers), config=config or {}
+        )
+        for t in missing
+    ]
     for t, fut in a.create_topics(new, operation_timeout=30).items():
         try:
             fut.result()

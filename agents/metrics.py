@@ -37,37 +37,55 @@ class WorkerMetrics:
     def __init__(self, pipeline: str) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.info = Gauge("driftline_pipeline_info", "Pipeline this worker runs.", ["pipeline"], registry=r)
+        self.info = Gauge(
+            "driftline_pipeline_info", "Pipeline this worker runs.", ["pipeline"], registry=r
+        )
         self.info.labels(pipeline).set(1)
         self.consumed = Counter(
-            "driftline_records_consumed", "Records read from the input topic.", ["topic"], registry=r
+            "driftline_records_consumed",
+            "Records read from the input topic.",
+            ["topic"],
+            registry=r,
         )
         self.dead_lettered = Counter(
-            "driftline_records_dead_lettered", "Records sent to the dead-letter topic.", ["reason"],
+            "driftline_records_dead_lettered",
+            "Records sent to the dead-letter topic.",
+            ["reason"],
             registry=r,
         )
         self.feature_vectors = Counter(
-            "driftline_feature_vectors", "Feature vectors written to the features topic.", registry=r
+            "driftline_feature_vectors",
+            "Feature vectors written to the features topic.",
+            registry=r,
         )
         self.predictions = Counter(
             "driftline_predictions", "Predictions written to the predictions topic.", registry=r
         )
         self.alerts = Counter(
-            "driftline_alerts", "Drift alerts written to the alerts topic.",
-            ["kind", "detector", "status"], registry=r,
+            "driftline_alerts",
+            "Drift alerts written to the alerts topic.",
+            ["kind", "detector", "status"],
+            registry=r,
         )
         self.batches = Counter("driftline_batches", "Batches processed and committed.", registry=r)
         self.stage_seconds = Histogram(
-            "driftline_stage_duration_seconds", "Wall time of one batch in each pipeline stage.",
-            ["stage"], buckets=LATENCY_BUCKETS_S, registry=r,
+            "driftline_stage_duration_seconds",
+            "Wall time of one batch in each pipeline stage.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
         )
         self.drift_statistic = Gauge(
-            "driftline_drift_statistic", "Last drift statistic per detector and partition.",
-            ["detector", "target", "partition"], registry=r,
+            "driftline_drift_statistic",
+            "Last drift statistic per detector and partition.",
+            ["detector", "target", "partition"],
+            registry=r,
         )
         self.drift_p_value = Gauge(
-            "driftline_drift_p_value", "Last drift p-value (tests only) per detector and partition.",
-            ["detector", "target", "partition"], registry=r,
+            "driftline_drift_p_value",
+            "Last drift p-value (tests only) per detector and partition.",
+            ["detector", "target", "partition"],
+            registry=r,
         )
         self.assigned = Gauge(
             "driftline_assigned_partitions", "Input partitions assigned to this worker.", registry=r
@@ -76,8 +94,9 @@ class WorkerMetrics:
         r.register(
             _BatchHistogramCollector(
                 "driftline_record_latency_seconds",
-                "Per record: broker append time of the input event to its outputs being acknowledged.",
-                "path", self.latency,
+                "Per record: broker append time of the input event to its outputs being acked.",
+                "path",
+                self.latency,
             )
         )
         for stage in STAGES:

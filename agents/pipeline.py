@@ -70,7 +70,9 @@ def build_detector(d: DetectorSpec) -> DriftDetector:
     p = dict(d.params)
     if d.type == "ks":
         return KSWindowDetector(
-            reference_size=p["reference_size"], window_size=p["window_size"], alpha=p["alpha"],
+            reference_size=p["reference_size"],
+            window_size=p["window_size"],
+            alpha=p["alpha"],
             stride=p["stride"],
         )
     if d.type == "adwin":
@@ -94,14 +96,20 @@ class PartitionPipeline:
     """State (features, detectors) and the batch step for one input partition."""
 
     def __init__(
-        self, spec: PipelineSpec, partition: int, predictor: BatchPredictor | None, model_version: str
+        self,
+        spec: PipelineSpec,
+        partition: int,
+        predictor: BatchPredictor | None,
+        model_version: str,
     ) -> None:
         self.spec = spec
         self.partition = partition
         self.predictor = predictor
         self.model_version = model_version
         inp = spec.input
-        self.decoder = RecordDecoder(inp.fields, inp.key_field, inp.time_field, inp.max_message_bytes)
+        self.decoder = RecordDecoder(
+            inp.fields, inp.key_field, inp.time_field, inp.max_message_bytes
+        )
         self.engine = FeatureEngine(
             [FeatureDef(f.name, f.field, f.agg, f.window_ms) for f in spec.features],
             grace_ms=spec.grace_ms,
@@ -114,8 +122,12 @@ class PartitionPipeline:
             "pipeline": self.spec.name,
             "reason": reason,
             "error": error,
-            "source": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
-                       "timestamp_ms": rec.timestamp_ms},
+            "source": {
+                "topic": rec.topic,
+                "partition": rec.partition,
+                "offset": rec.offset,
+                "timestamp_ms": rec.timestamp_ms,
+            },
             "key": _text(rec.key, DLQ_VALUE_LIMIT),
             "value": _text(rec.value, DLQ_VALUE_LIMIT),
             "value_size": 0 if rec.value is None else len(rec.value),
@@ -172,9 +184,11 @@ class PartitionPipeline:
             wm = self.engine.watermark_ms
             for i in np.flatnonzero(late).tolist():
                 rec = good[i]
-                err = (f"event time {times[i]} ms is older than the partition watermark minus "
-                       f"grace (watermark {wm} ms, grace {self.spec.grace_ms} ms); raise "
-                       "windows.grace_ms to accept it")
+                err = (
+                    f"event time {times[i]} ms is older than the partition watermark minus "
+                    f"grace (watermark {wm} ms, grace {self.spec.grace_ms} ms); raise "
+                    "windows.grace_ms to accept it"
+                )
                 out.dead_letters["late_event"] += 1
                 out.messages.append(self._dead_letter(rec, "late_event", err, now_ms))
             keep = np.flatnonzero(~late)
@@ -206,7 +220,9 @@ class PartitionPipeline:
                 doc = self._alert(dspec, d, good, ts_arr, now_ms)
                 out.alerts.append(doc)
                 out.messages.append(
-                    Outbound(self.spec.output.alerts_topic, dspec.target.encode(), orjson.dumps(doc))
+                    Outbound(
+                        self.spec.output.alerts_topic, dspec.target.encode(), orjson.dumps(doc)
+                    )
                 )
             out.detector_readings.append((dspec.name, dspec.target, det.statistic, det.p_value))
         t4 = time.perf_counter()
@@ -239,13 +255,29 @@ class PartitionPipeline:
         src_topic = good[0].topic
         for i, rec in enumerate(good):
             key = ents[i].encode()
-            source = {"topic": src_topic, "partition": rec.partition, "offset": rec.offset,
-                      "timestamp_ms": rec.timestamp_ms}
-            msgs.append(Outbound(o.features_topic, key, dumps({
-                "pipeline": spec.name, "entity": ents[i], "event_time_ms": tss[i],
-                "features": {k: col[i] for k, col in zip(names, feat_cols, strict=True)},
-                "source": source,
-            })))
+            source = {
+                "topic": src_topic,
+                "partition": rec.partition,
+                "offset": rec.offset,
+                "timestamp_ms": rec.timestamp_ms,
+            }
+            msgs.append(
+                Outbound(
+                    o.features_topic,
+                    key,
+                    dumps(
+                        {
+                            "pipeline": spec.name,
+                            "entity": ents[i],
+                            "event_time_ms": tss[i],
+                            "features": {
+                                k: col[i] for k, col in zip(names, feat_cols, strict=True)
+                            },
+                            "source": source,
+                        }
+                    ),
+                )
+            )
         out.feature_vectors = len(good)
         if scores is None or self.predictor is None:
             return
@@ -257,21 +289,40 @@ class PartitionPipeline:
         now_ms = time.time() * 1000
         for i, rec in enumerate(good):
             s = score_list[i]
-            msgs.append(Outbound(o.predictions_topic, ents[i].encode(), dumps({
-                "prediction_id": f"{src_topic}:{rec.partition}:{rec.offset}",
-                "pipeline": spec.name, "entity": ents[i], "model_version": self.model_version,
-                "score": s, "label": (1 if s >= 0.5 else 0) if clf else None,
-                "inputs": {k: col[i] for k, col in zip(in_names, in_cols, strict=True)},
-                "event_time_ms": tss[i],
-                "latency_ms": max(0.0, now_ms - (rec.timestamp_ms or now_ms)),
-                "source": {"topic": src_topic, "partition": rec.partition, "offset": rec.offset,
-                           "timestamp_ms": rec.timestamp_ms},
-            })))
+            msgs.append(
+                Outbound(
+                    o.predictions_topic,
+                    ents[i].encode(),
+                    dumps(
+                        {
+                            "prediction_id": f"{src_topic}:{rec.partition}:{rec.offset}",
+                            "pipeline": spec.name,
+                            "entity": ents[i],
+                            "model_version": self.model_version,
+                            "score": s,
+                            "label": (1 if s >= 0.5 else 0) if clf else None,
+                            "inputs": {k: col[i] for k, col in zip(in_names, in_cols, strict=True)},
+                            "event_time_ms": tss[i],
+                            "latency_ms": max(0.0, now_ms - (rec.timestamp_ms or now_ms)),
+                            "source": {
+                                "topic": src_topic,
+                                "partition": rec.partition,
+                                "offset": rec.offset,
+                                "timestamp_ms": rec.timestamp_ms,
+                            },
+                        }
+                    ),
+                )
+            )
         out.predictions = len(good)
 
     def _alert(
-        self, dspec: DetectorSpec, d: Detection, good: list[RawRecord],
-        ts_arr: np.ndarray, now_ms: int,
+        self,
+        dspec: DetectorSpec,
+        d: Detection,
+        good: list[RawRecord],
+        ts_arr: np.ndarray,
+        now_ms: int,
     ) -> dict[str, Any]:
         rec = good[d.index]
         kind = "prediction" if dspec.target == PREDICTION_TARGET else "covariate"
@@ -297,8 +348,12 @@ class PartitionPipeline:
             "statistic": float(d.statistic),
             "p_value": None if d.p_value is None else float(d.p_value),
             "threshold": float(d.threshold),
-            "window": {"partition": self.partition, "event_time_ms": int(ts_arr[d.index]),
-                       "offset": rec.offset, "n_current": int(d.n_current)},
+            "window": {
+                "partition": self.partition,
+                "event_time_ms": int(ts_arr[d.index]),
+                "offset": rec.offset,
+                "n_current": int(d.n_current),
+            },
             "reference": {"description": ref, "n": int(d.n_reference)},
             "detected_at_ms": now_ms,
         }

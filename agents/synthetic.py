@@ -47,11 +47,20 @@ class SyntheticStream:
     def events(self) -> Iterator[dict[str, Any]]:
         a = self.arrays()
         for u, ts, am, lat, c in zip(
-            a["user_id"].tolist(), a["ts"].tolist(), a["amount"].tolist(),
-            a["latency_ms"].tolist(), a["country"].tolist(), strict=True,
+            a["user_id"].tolist(),
+            a["ts"].tolist(),
+            a["amount"].tolist(),
+            a["latency_ms"].tolist(),
+            a["country"].tolist(),
+            strict=True,
         ):
-            yield {"user_id": f"u{u}", "ts": ts, "amount": round(am, 4),
-                   "latency_ms": round(lat, 4), "country": c}
+            yield {
+                "user_id": f"u{u}",
+                "ts": ts,
+                "amount": round(am, 4),
+                "latency_ms": round(lat, 4),
+                "country": c,
+            }
 
 
 def labels_for(amount: np.ndarray, latency_ms: np.ndarray, seed: int) -> np.ndarray:

@@ -23,7 +23,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from confluent_kafka import KafkaError, Message
 
-from agents.kafka_io import ensure_topics, make_producer, produce_all, topic_partitions, wait_for_broker
+from agents.kafka_io import (
+    ensure_topics,
+    make_producer,
+    produce_all,
+    topic_partitions,
+    wait_for_broker,
+)
 from agents.metrics import WorkerMetrics
 from agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord
 from driftline.errors import DriftlineError, SpecError
@@ -60,9 +66,11 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class BatchRunner(mode.Service):
-    """Consumes the input topic in batches and drives one :class:`PartitionPipeline` per partition."""
+    """Consumes the input in batches; drives one :class:`PartitionPipeline` per partition."""
 
-    def __init__(self, spec: PipelineSpec, bootstrap: str, metrics: WorkerMetrics, **kw: Any) -> None:
+    def __init__(
+        self, spec: PipelineSpec, bootstrap: str, metrics: WorkerMetrics, **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self.spec = spec
         self.bootstrap = bootstrap
@@ -102,7 +110,11 @@ class BatchRunner(mode.Service):
         await self.consumer.start()
         log.info(
             "driftline worker started: pipeline=%s group=%s input=%s (%d partitions) model=%s",
-            spec.name, spec.group_id, spec.input.topic, n_in, self.model_version,
+            spec.name,
+            spec.group_id,
+            spec.input.topic,
+            n_in,
+            self.model_version,
         )
 
     async def on_started(self) -> None:
@@ -150,7 +162,9 @@ class BatchRunner(mode.Service):
         m = self.metrics
         outcomes: list[tuple[TopicPartition, BatchOutcome]] = []
         for tp, recs in batches.items():
-            raw = [RawRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in recs]
+            raw = [
+                RawRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in recs
+            ]
             outcomes.append((tp, self._pipeline(tp.partition).process(raw)))
         t0 = time.perf_counter()
         for _, oc in outcomes:
@@ -158,10 +172,15 @@ class BatchRunner(mode.Service):
         remaining = await loop.run_in_executor(None, self.producer.flush, 60)
         if remaining or self._delivery_errors:
             errs = "; ".join(self._delivery_errors[:5])
-            raise DriftlineError(f"{remaining} messages not delivered ({errs}); offsets not committed")
+            raise DriftlineError(
+                f"{remaining} messages not delivered ({errs}); offsets not committed"
+            )
         t1 = time.perf_counter()
-        offsets = {tp: OffsetAndMetadata(oc.last_offset + 1, "") for tp, oc in outcomes
-                   if oc.last_offset is not None}
+        offsets = {
+            tp: OffsetAndMetadata(oc.last_offset + 1, "")
+            for tp, oc in outcomes
+            if oc.last_offset is not None
+        }
         await self.consumer.commit(offsets)
         t2 = time.perf_counter()
         now_ms = time.time() * 1000
@@ -178,8 +197,13 @@ class BatchRunner(mode.Service):
                 m.alerts.labels(a["kind"], a["detector"], a["status"]).inc()
                 log.warning(
                     "drift %s: detector=%s target=%s statistic=%.4g p=%s partition=%d offset=%d",
-                    a["status"], a["detector"], a["target"], a["statistic"], a["p_value"],
-                    a["window"]["partition"], a["window"]["offset"],
+                    a["status"],
+                    a["detector"],
+                    a["target"],
+                    a["statistic"],
+                    a["p_value"],
+                    a["window"]["partition"],
+                    a["window"]["offset"],
                 )
             for stage, secs in oc.stage_seconds.items():
                 m.stage_seconds.labels(stage).observe(secs)
@@ -220,8 +244,9 @@ def create_app(spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: i
     return app
 
 
-def run_worker(spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: int,
-               loglevel: str = "info") -> None:
+def run_worker(
+    spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: int, loglevel: str = "info"
+) -> None:
     """Run until SIGINT/SIGTERM."""
     app = create_app(spec, bootstrap, web_host=web_host, web_port=web_port)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -7,8 +7,10 @@ from typing import Any
 
 
 def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 
@@ -17,11 +19,14 @@ def format_alert(a: dict[str, Any]) -> str:
 
     Examples
     --------
-    >>> print(format_alert({"status": "firing", "severity": "warning", "kind": "covariate",
+    >>> line = format_alert({"status": "firing", "severity": "warning", "kind": "covariate",
     ...     "target": "x", "detector": "x_ks", "detector_type": "ks", "statistic": 0.25,
     ...     "p_value": 1e-7, "threshold": 1e-6,
-    ...     "window": {"partition": 0, "offset": 42, "event_time_ms": 0, "n_current": 500}}))
-    [FIRING warning] covariate drift on x by x_ks (ks): statistic=0.25 p=1e-07 (threshold 1e-06) partition=0 offset=42 event_time=1970-01-01T00:00:00.000Z
+    ...     "window": {"partition": 0, "offset": 42, "event_time_ms": 0, "n_current": 500}})
+    >>> line.split(" partition=")[0]
+    '[FIRING warning] covariate drift on x by x_ks (ks): statistic=0.25 p=1e-07 (threshold 1e-06)'
+    >>> line.split(" partition=")[1]
+    '0 offset=42 event_time=1970-01-01T00:00:00.000Z'
     """
     w = a["window"]
     p = "" if a.get("p_value") is None else f" p={a['p_value']:.3g}"

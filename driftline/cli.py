@@ -30,7 +30,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             "(`driftline kafka start` runs a local one on 127.0.0.1:9092)"
         )
     run_worker(
-        spec, bootstrap,
+        spec,
+        bootstrap,
         web_host=args.web_host or spec.worker.web_host,
         web_port=spec.worker.web_port if args.web_port is None else args.web_port,
         loglevel=args.loglevel,
@@ -42,8 +43,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from agents.demo import run_demo
 
     return run_demo(
-        bootstrap=_bootstrap(args), events=args.events, shift_at=args.shift_at,
-        timeout_s=args.timeout, web_port=args.web_port,
+        bootstrap=_bootstrap(args),
+        events=args.events,
+        shift_at=args.shift_at,
+        timeout_s=args.timeout,
+        web_port=args.web_port,
     )
 
 
@@ -51,9 +55,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from driftline.spec import load_spec
 
     spec = load_spec(args.config)
-    print(f"{args.config}: valid pipeline {spec.name!r}: input {spec.input.topic}, "
-          f"{len(spec.features)} features, {len(spec.detectors)} detectors, "
-          f"model {'yes' if spec.model else 'no'}")
+    print(
+        f"{args.config}: valid pipeline {spec.name!r}: input {spec.input.topic}, "
+        f"{len(spec.features)} features, {len(spec.detectors)} detectors, "
+        f"model {'yes' if spec.model else 'no'}"
+    )
     return 0
 
 
@@ -61,30 +67,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline",
         description="Streaming features, online predictions and drift detection on Apache Kafka.",
-        epilog="example:\n  driftline demo\n  driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092",
+        epilog="examples:\n  driftline demo\n"
+        "  driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092",
         formatter_class=_RAW,
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     w = sub.add_parser(
-        "worker", help="run a pipeline worker (join its consumer group)", formatter_class=_RAW,
+        "worker",
+        help="run a pipeline worker (join its consumer group)",
+        formatter_class=_RAW,
         description="Consume the spec's input topic, compute features, predict, detect drift, and "
-                    "serve Prometheus metrics on /metrics. Stop with Ctrl-C or SIGTERM.",
-        epilog="example:\n  driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092 --web-port 6066",
+        "serve Prometheus metrics on /metrics. Stop with Ctrl-C or SIGTERM.",
+        epilog="example:\n"
+        "  driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092 --web-port 6066",
     )
     w.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
-    w.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    w.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
+    )
     w.add_argument("--web-host", default=None, help="bind address for /metrics (default: spec)")
     w.add_argument("--web-port", type=int, default=None, help="port for /metrics (default: spec)")
     w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     w.set_defaults(func=_cmd_worker)
 
     d = sub.add_parser(
-        "demo", help="run the demo: local broker, worker, drifting synthetic stream",
+        "demo",
+        help="run the demo: local broker, worker, drifting synthetic stream",
         formatter_class=_RAW,
-        description="Start a local Apache Kafka broker (unless --bootstrap or $KAFKA_BOOTSTRAP_SERVERS "
-                    "names one), a worker and a synthetic producer whose stream shifts at a known "
-                    "event; print each drift alert as it arrives, then stop and clean up.",
+        description="Start a local Apache Kafka broker (unless --bootstrap or "
+        "$KAFKA_BOOTSTRAP_SERVERS "
+        "names one), a worker and a synthetic producer whose stream shifts at a known "
+        "event; print each drift alert as it arrives, then stop and clean up.",
         epilog="example:\n  driftline demo --events 100000 --shift-at 60000",
     )
     d.add_argument("--bootstrap", help="use this Kafka cluster instead of starting one")
@@ -95,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo)
 
     v = sub.add_parser(
-        "validate", help="check a pipeline spec and exit", formatter_class=_RAW,
+        "validate",
+        help="check a pipeline spec and exit",
+        formatter_class=_RAW,
         description="Validate a spec against schemas/spec.schema.json and its cross-references.",
         epilog="example:\n  driftline validate -c pipeline.toml",
     )

@@ -13,7 +13,7 @@ FORMAT = "driftline-model/1"
 
 
 def save_model(model: Any, path: str | Path, version: str | None = None) -> str:
-    """Pickle ``model`` with a version (default: a hash of the pickled model); return the version."""
+    """Pickle ``model`` with a version (default: a hash of the pickle); return the version."""
     blob = pickle.dumps(model)
     version = version or "sha-" + hashlib.sha256(blob).hexdigest()[:12]
     Path(path).write_bytes(pickle.dumps({"format": FORMAT, "version": version, "model": blob}))
@@ -25,7 +25,9 @@ def load_model(path: str | Path) -> tuple[Any, str]:
     try:
         doc = pickle.loads(Path(path).read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError) as e:
-        raise DriftlineError(f"cannot load model {path}: {e}; write it with driftline's save_model") from e
+        raise DriftlineError(
+            f"cannot load model {path}: {e}; write it with driftline's save_model"
+        ) from e
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise DriftlineError(f"{path} is not a driftline model file (format {FORMAT!r} expected)")
     return pickle.loads(doc["model"]), str(doc["version"])

@@ -108,7 +108,9 @@ class PipelineSpec:
     @property
     def numeric_fields(self) -> tuple[str, ...]:
         return tuple(
-            n for n, t in self.input.fields.items() if t in NUMERIC_TYPES and n != self.input.key_field
+            n
+            for n, t in self.input.fields.items()
+            if t in NUMERIC_TYPES and n != self.input.key_field
         )
 
     @property
@@ -160,7 +162,10 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Pipe
         )
     fields[tfield] = "timestamp"
     input_spec = InputSpec(
-        topic=inp["topic"], key_field=key, time_field=tfield, fields=fields,
+        topic=inp["topic"],
+        key_field=key,
+        time_field=tfield,
+        fields=fields,
         max_message_bytes=inp.get("max_message_bytes", 1_048_576),
     )
     numeric = {n for n, t in fields.items() if t in NUMERIC_TYPES and n != key}
@@ -169,17 +174,23 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Pipe
     seen: set[str] = set(fields)
     for i, f in enumerate(data.get("features", [])):
         if f["name"] in seen:
-            raise SpecError(f"spec key features[{i}].name: {f['name']!r} is already used; names must be unique")
+            raise SpecError(
+                f"spec key features[{i}].name: {f['name']!r} is already used; names must be unique"
+            )
         seen.add(f["name"])
         src = f.get("field")
         if f["agg"] != "count" and src is None:
-            raise SpecError(f"spec key features[{i}].field: agg {f['agg']!r} needs a numeric source field")
+            raise SpecError(
+                f"spec key features[{i}].field: agg {f['agg']!r} needs a numeric source field"
+            )
         if src is not None and src not in numeric:
             raise SpecError(
                 f"spec key features[{i}].field: {src!r} is not a numeric field of input.fields "
                 f"(numeric fields: {sorted(numeric)})"
             )
-        features.append(FeatureSpec(name=f["name"], agg=f["agg"], window_ms=f["window_ms"], field=src))
+        features.append(
+            FeatureSpec(name=f["name"], agg=f["agg"], window_ms=f["window_ms"], field=src)
+        )
     names = [n for n in fields if n in numeric] + [f.name for f in features]
 
     model = None
@@ -189,15 +200,22 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Pipe
             raise SpecError("spec key model: give exactly one of model.path or model.builtin")
         for j, name in enumerate(m["inputs"]):
             if name not in names:
-                raise SpecError(f"spec key model.inputs[{j}]: {name!r} is not a numeric field or feature ({names})")
+                raise SpecError(
+                    f"spec key model.inputs[{j}]: {name!r} is not a numeric field or "
+                    f"feature ({names})"
+                )
         path = None
         if "path" in m:
             path = Path(m["path"])
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
             if not path.is_file():
-                raise SpecError(f"spec key model.path: no model file at {path}; train one or fix the path")
-        model = ModelSpec(inputs=tuple(m["inputs"]), path=path, builtin=m.get("builtin"), version=m.get("version"))
+                raise SpecError(
+                    f"spec key model.path: no model file at {path}; train one or fix the path"
+                )
+        model = ModelSpec(
+            inputs=tuple(m["inputs"]), path=path, builtin=m.get("builtin"), version=m.get("version")
+        )
 
     detectors: list[DetectorSpec] = []
     dnames: set[str] = set()
@@ -213,7 +231,9 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Pipe
             )
         params = {**DETECTOR_DEFAULTS[d["type"]]}
         params.update({k: v for k, v in d.items() if k not in ("name", "type", "target")})
-        detectors.append(DetectorSpec(name=d["name"], type=d["type"], target=d["target"], params=params))
+        detectors.append(
+            DetectorSpec(name=d["name"], type=d["type"], target=d["target"], params=params)
+        )
 
     return PipelineSpec(
         name=data["pipeline"]["name"],
@@ -233,7 +253,9 @@ def load_spec(path: str | Path) -> PipelineSpec:
     try:
         text = p.read_text()
     except OSError as e:
-        raise SpecError(f"cannot read spec file {p}: {e.strerror}; pass an existing TOML file with -c") from e
+        raise SpecError(
+            f"cannot read spec file {p}: {e.strerror}; pass an existing TOML file with -c"
+        ) from e
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

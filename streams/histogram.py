@@ -8,8 +8,32 @@ import numpy as np
 
 #: Seconds; fine enough to read p50/p90/p95/p99 from 1 ms to 60 s.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
-    0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
 )
 
 
@@ -35,7 +59,7 @@ class BucketCounts:
         self.count = 0
 
     def add(self, values: np.ndarray) -> None:
-        """Count a batch of observations (value ``v`` falls in the first bucket with ``v <= le``)."""
+        """Count a batch of observations (``v`` goes to the first bucket with ``v <= le``)."""
         v = np.asarray(values, dtype=np.float64)
         v = v[np.isfinite(v)]
         if v.size == 0:

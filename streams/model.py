@@ -78,7 +78,11 @@ class BatchPredictor:
         return self._linear_parts() is not None
 
     def _linear_parts(self) -> tuple[Any | None, Any] | None:
-        steps = list(self.model.steps.values()) if isinstance(self.model, compose.Pipeline) else [self.model]
+        steps = (
+            list(self.model.steps.values())
+            if isinstance(self.model, compose.Pipeline)
+            else [self.model]
+        )
         scaler = None
         if len(steps) == 2 and isinstance(steps[0], preprocessing.StandardScaler):
             scaler = steps[0]
@@ -95,7 +99,9 @@ class BatchPredictor:
         """Scores for the rows of ``X`` (n, len(inputs)): P(positive) or the predicted value."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(self.inputs):
-            raise ValueError(f"expected a matrix with {len(self.inputs)} columns, got shape {X.shape}")
+            raise ValueError(
+                f"expected a matrix with {len(self.inputs)} columns, got shape {X.shape}"
+            )
         parts = self._linear_parts()
         if parts is None:
             return self._predict_rows(X)

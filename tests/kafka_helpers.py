@@ -24,8 +24,14 @@ class Rec:
 
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Rec]:
     """Every record now on ``topic`` (all partitions, up to the high watermarks)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         md = c.list_topics(topic, timeout=10).topics[topic]
         ends: dict[int, int] = {}
@@ -67,19 +73,38 @@ def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
 
 def start_worker(spec_path: Path, bootstrap: str, log_path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "driftline.cli", "worker", "-c", str(spec_path),
-         "--bootstrap", bootstrap, "--loglevel", "info"],
-        stdout=subprocess.DEVNULL, stderr=log_path.open("wb"),
+        [
+            sys.executable,
+            "-m",
+            "driftline.cli",
+            "worker",
+            "-c",
+            str(spec_path),
+            "--bootstrap",
+            bootstrap,
+            "--loglevel",
+            "info",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log_path.open("wb"),
     )
 
 
-def wait_for_metric(url: str, name: str, at_least: float, proc: subprocess.Popen[bytes],
-                    log_path: Path, timeout_s: float = 120.0) -> float:
+def wait_for_metric(
+    url: str,
+    name: str,
+    at_least: float,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout_s: float = 120.0,
+) -> float:
     deadline = time.monotonic() + timeout_s
     value = -1.0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"worker exited {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            raise AssertionError(
+                f"worker exited {proc.returncode}:\n{log_path.read_text()[-4000:]}"
+            )
         try:
             value = metric(url, name)
         except OSError:
@@ -87,12 +112,19 @@ def wait_for_metric(url: str, name: str, at_least: float, proc: subprocess.Popen
         if value >= at_least:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"{name} reached {value}, not {at_least}, in {timeout_s}s:\n"
-                         f"{log_path.read_text()[-4000:]}")
+    raise AssertionError(
+        f"{name} reached {value}, not {at_least}, in {timeout_s}s:\n{log_path.read_text()[-4000:]}"
+    )
 
 
-def kcat_produce(kcat: str, bootstrap: str, topic: str, lines: list[bytes], delim: str = "|") -> None:
+def kcat_produce(
+    kcat: str, bootstrap: str, topic: str, lines: list[bytes], delim: str = "|"
+) -> None:
     """Produce ``key<delim>value`` lines with kcat, as a user would."""
     data = b"\n".join(lines) + b"\n"
-    subprocess.run([kcat, "-P", "-b", bootstrap, "-t", topic, "-K", delim, "-X",
-                    "message.max.bytes=2000000"], input=data, check=True, timeout=120)
+    subprocess.run(
+        [kcat, "-P", "-b", bootstrap, "-t", topic, "-K", delim, "-X", "message.max.bytes=2000000"],
+        input=data,
+        check=True,
+        timeout=120,
+    )

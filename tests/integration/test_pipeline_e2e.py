@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pytest
 
@@ -35,18 +34,34 @@ BIG = b'{"user_id": "u1", "ts": 1767225600000, "pad": "' + b"x" * 70_000 + b'"}'
 # (key, value, expected dead-letter reason)
 BAD: list[tuple[bytes, bytes, str]] = [
     (b"bad-1", b"{not json", "invalid_json"),
-    (b"bad-1", b'{"user_id": "u1", "ts": 1767225600000, "amount": "12", "latency_ms": 1, "country": "de"}',
-     "wrong_type"),
-    (b"bad-2", b'{"user_id": "u2", "ts": 1767225600000, "latency_ms": 1.5, "country": "de"}', "missing_field"),
-    (b"bad-3", b'{"user_id": "u3", "ts": 1767225600000, "amount": NaN, "latency_ms": 1, "country": "de"}',
-     "non_finite"),
+    (
+        b"bad-1",
+        b'{"user_id": "u1", "ts": 1767225600000, "amount": "12", "latency_ms": 1, "country": "de"}',
+        "wrong_type",
+    ),
+    (
+        b"bad-2",
+        b'{"user_id": "u2", "ts": 1767225600000, "latency_ms": 1.5, "country": "de"}',
+        "missing_field",
+    ),
+    (
+        b"bad-3",
+        b'{"user_id": "u3", "ts": 1767225600000, "amount": NaN, "latency_ms": 1, "country": "de"}',
+        "non_finite",
+    ),
     (b"bad-4", b"[1, 2, 3]", "not_an_object"),
-    (b"bad-5", b'{"user_id": "u5", "ts": "yesterday", "amount": 1, "latency_ms": 1, "country": "de"}',
-     "bad_timestamp"),
+    (
+        b"bad-5",
+        b'{"user_id": "u5", "ts": "yesterday", "amount": 1, "latency_ms": 1, "country": "de"}',
+        "bad_timestamp",
+    ),
     (b"bad-6", BIG, "oversized"),
     # valid, but an hour older than every partition's watermark: late
-    (b"bad-7", b'{"user_id": "u7", "ts": 1767225600000, "amount": 1, "latency_ms": 1, "country": "de"}',
-     "late_event"),
+    (
+        b"bad-7",
+        b'{"user_id": "u7", "ts": 1767225600000, "amount": 1, "latency_ms": 1, "country": "de"}',
+        "late_event",
+    ),
 ]
 
 
@@ -89,25 +104,34 @@ def run(kafka_bootstrap: str, kcat: str, tmp_path_factory: pytest.TempPathFactor
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         wait_for_metric(url, "driftline_records_consumed_total", N + len(BAD), proc, log)
-        names = ["driftline_records_consumed_total", "driftline_records_dead_lettered_total",
-                 "driftline_feature_vectors_total", "driftline_predictions_total",
-                 "driftline_alerts_total", "driftline_batches_total"]
+        names = [
+            "driftline_records_consumed_total",
+            "driftline_records_dead_lettered_total",
+            "driftline_feature_vectors_total",
+            "driftline_predictions_total",
+            "driftline_alerts_total",
+            "driftline_batches_total",
+        ]
         metrics = {n: metric(url, n) for n in names}
         for _, _, reason in BAD:
-            metrics[f"dead:{reason}"] = metric(url, "driftline_records_dead_lettered_total",
-                                               {"reason": reason})
+            metrics[f"dead:{reason}"] = metric(
+                url, "driftline_records_dead_lettered_total", {"reason": reason}
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(30)
     o = spec.output
     return Run(
-        spec=spec, metrics_url=url,
+        spec=spec,
+        metrics_url=url,
         inputs={(r.partition, r.offset): r for r in read_topic(kafka_bootstrap, spec.input.topic)},
         features=read_topic(kafka_bootstrap, o.features_topic),
         predictions=read_topic(kafka_bootstrap, o.predictions_topic),
         alerts=[orjson.loads(r.value) for r in read_topic(kafka_bootstrap, o.alerts_topic)],
         dead=read_topic(kafka_bootstrap, o.dlq_topic),
-        metrics=metrics, worker_rc=rc, model_path=tmp / "demo-model.pkl",
+        metrics=metrics,
+        worker_rc=rc,
+        model_path=tmp / "demo-model.pkl",
     )
 
 
@@ -137,8 +161,11 @@ def test_feature_vectors_equal_a_recomputation(run: Run) -> None:
     assert len(run.features) == N
     state: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0, 0.0])
     expected: dict[tuple[int, int], tuple[float, float]] = {}
-    good = {pos: orjson.loads(r.value) for pos, r in run.inputs.items()
-            if r.key not in {k for k, _, _ in BAD}}
+    good = {
+        pos: orjson.loads(r.value)
+        for pos, r in run.inputs.items()
+        if r.key not in {k for k, _, _ in BAD}
+    }
     assert len(good) == N
     for pos in sorted(good):  # per partition in offset order = the worker's arrival order
         e = good[pos]
