@@ -35,7 +35,8 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
 
 def topic_partitions(bootstrap: str, topic: str) -> int | None:
     """Partition count of ``topic``, or None if it does not exist."""
-    md = admin(bootstrap).list_topics(topic=topic, timeout=10)
+    # list all topics: asking for one by name can auto-create it on brokers that allow that
+    md = admin(bootstrap).list_topics(timeout=10)
     t = md.topics.get(topic)
     if t is None or t.error is not None:
         return None

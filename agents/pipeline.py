@@ -43,11 +43,8 @@ class RawRecord:
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    topic: str
-    key: bytes | None
-    value: bytes
+#: A message to send: (topic, key, value).
+Outbound = tuple[str, bytes | None, bytes]
 
 
 @dataclass
@@ -136,7 +133,7 @@ class PartitionPipeline:
         log.warning(
             "dead-lettered %s/%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, reason, error
         )
-        return Outbound(self.spec.output.dlq_topic, rec.key, orjson.dumps(doc))
+        return (self.spec.output.dlq_topic, rec.key, orjson.dumps(doc))
 
     # -- the batch step -----------------------------------------------------------------------
     def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
@@ -219,11 +216,8 @@ class PartitionPipeline:
             for d in det.update_many(values):
                 doc = self._alert(dspec, d, good, ts_arr, now_ms)
                 out.alerts.append(doc)
-                out.messages.append(
-                    Outbound(
-                        self.spec.output.alerts_topic, dspec.target.encode(), orjson.dumps(doc)
-                    )
-                )
+                topic = self.spec.output.alerts_topic
+                out.messages.append((topic, dspec.target.encode(), orjson.dumps(doc)))
             out.detector_readings.append((dspec.name, dspec.target, det.statistic, det.p_value))
         t4 = time.perf_counter()
         out.stage_seconds["detect"] = t4 - t3
@@ -246,75 +240,75 @@ class PartitionPipeline:
         scores: np.ndarray | None,
     ) -> None:
         spec, o = self.spec, self.spec.output
-        names = list(feats)
-        feat_cols = [feats[k].tolist() for k in names]
+        n = len(good)
+        names = tuple(feats)
         ents = ent_arr.tolist()
+        keys = [e.encode() for e in ents]
         tss = ts_arr.tolist()
-        dumps = orjson.dumps
-        msgs = out.messages
         src_topic = good[0].topic
-        for i, rec in enumerate(good):
-            key = ents[i].encode()
-            source = {
-                "topic": src_topic,
-                "partition": rec.partition,
-                "offset": rec.offset,
-                "timestamp_ms": rec.timestamp_ms,
-            }
-            msgs.append(
-                Outbound(
-                    o.features_topic,
-                    key,
-                    dumps(
-                        {
-                            "pipeline": spec.name,
-                            "entity": ents[i],
-                            "event_time_ms": tss[i],
-                            "features": {
-                                k: col[i] for k, col in zip(names, feat_cols, strict=True)
-                            },
-                            "source": source,
-                        }
-                    ),
-                )
+        part = self.partition
+        sources = [
+            {"topic": src_topic, "partition": part, "offset": r.offset, "timestamp_ms": ts}
+            for r, ts in ((r, r.timestamp_ms) for r in good)
+        ]
+        dumps = orjson.dumps
+        name = spec.name
+        feat_rows = zip(*(feats[k].tolist() for k in names), strict=True) if names else [()] * n
+        ftopic = o.features_topic
+        out.messages.extend(
+            (
+                ftopic,
+                key,
+                dumps(
+                    {
+                        "pipeline": name,
+                        "entity": ent,
+                        "event_time_ms": ts,
+                        "features": dict(zip(names, row, strict=True)),
+                        "source": src,
+                    }
+                ),
             )
-        out.feature_vectors = len(good)
+            for key, ent, ts, row, src in zip(keys, ents, tss, feat_rows, sources, strict=True)
+        )
+        out.feature_vectors = n
         if scores is None or self.predictor is None:
             return
         vector = {**columns, **feats}
-        in_names = list(self.predictor.inputs)
-        in_cols = [vector[c].tolist() for c in in_names]
+        in_names = self.predictor.inputs
+        in_rows = zip(*(vector[c].tolist() for c in in_names), strict=True)
         score_list = scores.tolist()
-        clf = self.predictor.is_classifier
-        now_ms = time.time() * 1000
-        for i, rec in enumerate(good):
-            s = score_list[i]
-            msgs.append(
-                Outbound(
-                    o.predictions_topic,
-                    ents[i].encode(),
-                    dumps(
-                        {
-                            "prediction_id": f"{src_topic}:{rec.partition}:{rec.offset}",
-                            "pipeline": spec.name,
-                            "entity": ents[i],
-                            "model_version": self.model_version,
-                            "score": s,
-                            "label": (1 if s >= 0.5 else 0) if clf else None,
-                            "inputs": {k: col[i] for k, col in zip(in_names, in_cols, strict=True)},
-                            "event_time_ms": tss[i],
-                            "latency_ms": max(0.0, now_ms - (rec.timestamp_ms or now_ms)),
-                            "source": {
-                                "topic": src_topic,
-                                "partition": rec.partition,
-                                "offset": rec.offset,
-                                "timestamp_ms": rec.timestamp_ms,
-                            },
-                        }
-                    ),
-                )
+        if self.predictor.is_classifier:
+            labels: list[int | None] = (scores >= 0.5).astype(np.int64).tolist()
+        else:
+            labels = [None] * n
+        ingest = np.array([r.timestamp_ms or 0 for r in good], dtype=np.float64)
+        latency = np.maximum(time.time() * 1000 - ingest, 0.0).tolist()
+        ptopic, version = o.predictions_topic, self.model_version
+        out.messages.extend(
+            (
+                ptopic,
+                key,
+                dumps(
+                    {
+                        "prediction_id": f"{src_topic}:{part}:{src['offset']}",
+                        "pipeline": name,
+                        "entity": ent,
+                        "model_version": version,
+                        "score": sc,
+                        "label": lb,
+                        "inputs": dict(zip(in_names, row, strict=True)),
+                        "event_time_ms": ts,
+                        "latency_ms": lat,
+                        "source": src,
+                    }
+                ),
             )
-        out.predictions = len(good)
+            for key, ent, ts, row, src, sc, lb, lat in zip(
+                keys, ents, tss, in_rows, sources, score_list, labels, latency, strict=True
+            )
+        )
+        out.predictions = n
 
     def _alert(
         self,

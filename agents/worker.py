@@ -83,17 +83,7 @@ class BatchRunner(mode.Service):
         self._stopping = False
 
     async def on_start(self) -> None:
-        spec, o = self.spec, self.spec.output
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, wait_for_broker, self.bootstrap, 30.0)
-        n_in = await loop.run_in_executor(None, topic_partitions, self.bootstrap, spec.input.topic)
-        if n_in is None:
-            raise SpecError(
-                f"input topic {spec.input.topic!r} (spec key input.topic) does not exist on "
-                f"{self.bootstrap}; create it (e.g. kafka-topics --create) or fix the spec"
-            )
-        outs = [o.features_topic, o.predictions_topic, o.alerts_topic, o.dlq_topic]
-        await loop.run_in_executor(None, ensure_topics, self.bootstrap, outs, n_in)
+        spec = self.spec
         self.producer = make_producer(self.bootstrap, on_delivery=self._on_delivery)
         w = spec.worker
         self.consumer = AIOKafkaConsumer(
@@ -109,11 +99,10 @@ class BatchRunner(mode.Service):
         self.consumer.subscribe([spec.input.topic], listener=_Rebalance(self))
         await self.consumer.start()
         log.info(
-            "driftline worker started: pipeline=%s group=%s input=%s (%d partitions) model=%s",
+            "driftline worker started: pipeline=%s group=%s input=%s model=%s",
             spec.name,
             spec.group_id,
             spec.input.topic,
-            n_in,
             self.model_version,
         )
 
@@ -168,7 +157,7 @@ class BatchRunner(mode.Service):
             outcomes.append((tp, self._pipeline(tp.partition).process(raw)))
         t0 = time.perf_counter()
         for _, oc in outcomes:
-            produce_all(self.producer, ((x.topic, x.key, x.value) for x in oc.messages))
+            produce_all(self.producer, oc.messages)
         remaining = await loop.run_in_executor(None, self.producer.flush, 60)
         if remaining or self._delivery_errors:
             errs = "; ".join(self._delivery_errors[:5])
@@ -215,6 +204,24 @@ class BatchRunner(mode.Service):
                 m.observe_latency(np.maximum(now_ms - oc.ingest_ms, 0) / 1000.0)
 
 
+def preflight(spec: PipelineSpec, bootstrap: str) -> int:
+    """Fail before starting when the cluster or the input topic is missing; create output topics.
+
+    Returns the input topic's partition count.
+    """
+    wait_for_broker(bootstrap, 30.0)
+    n_in = topic_partitions(bootstrap, spec.input.topic)
+    if n_in is None:
+        raise SpecError(
+            f"input topic {spec.input.topic!r} (spec key input.topic) does not exist on "
+            f"{bootstrap}; create it (e.g. kafka-topics --create) or fix the spec"
+        )
+    o = spec.output
+    outs = [o.features_topic, o.predictions_topic, o.alerts_topic, o.dlq_topic]
+    ensure_topics(bootstrap, outs, n_in)
+    return n_in
+
+
 def create_app(spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: int) -> faust.App:
     """The faust app hosting the batch runner and the ``/metrics`` and ``/healthz`` pages."""
     app = faust.App(
@@ -247,6 +254,7 @@ def create_app(spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: i
 def run_worker(
     spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: int, loglevel: str = "info"
 ) -> None:
-    """Run until SIGINT/SIGTERM."""
+    """Check the cluster, then run until SIGINT/SIGTERM."""
+    preflight(spec, bootstrap)
     app = create_app(spec, bootstrap, web_host=web_host, web_port=web_port)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

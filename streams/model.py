@@ -116,7 +116,10 @@ class BatchPredictor:
             else:
                 X = X - means
         w = np.array([lin._weights.get(c, 0.0) for c in self.inputs], dtype=np.float64)
-        z = X @ w + lin.intercept
+        # column by column, not BLAS: the same row scores the same whatever the batch size
+        z = np.full(len(X), float(lin.intercept))
+        for j in range(len(w)):
+            z += X[:, j] * w[j]
         if isinstance(lin, linear_model.LogisticRegression):
             return _stable_sigmoid(z)
         return z

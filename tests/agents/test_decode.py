@@ -1,0 +1,98 @@
+"""Record decoding: every kind of bad input maps to one stable dead-letter reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.decode import RecordDecoder, parse_timestamp_ms
+from driftline.errors import RecordError
+
+FIELDS = {"user": "string", "ts": "timestamp", "x": "float", "n": "int", "ok": "bool"}
+
+
+@pytest.fixture
+def dec() -> RecordDecoder:
+    return RecordDecoder(FIELDS, "user", "ts", max_bytes=200)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"user":"a","ts":5,"x":1.5,"n":2,"ok":true}', ("a", 5, (1.5, 2.0, 1.0))),
+        (b'{"user":"a","ts":5,"x":1,"n":-2,"ok":false,"extra":[1]}', ("a", 5, (1.0, -2.0, 0.0))),
+        (
+            b'{"user":"a","ts":"1970-01-01T00:00:01+00:00","x":0,"n":0,"ok":true}',
+            ("a", 1000, (0.0, 0.0, 1.0)),
+        ),
+        (
+            b'{"user":"a","ts":"2026-01-01T01:00:00.250+01:00","x":0,"n":0,"ok":true}',
+            ("a", 1767225600250, (0.0, 0.0, 1.0)),
+        ),
+        (b'{"user":"a","ts":-5,"x":-1e300,"n":0,"ok":true}', ("a", -5, (-1e300, 0.0, 1.0))),
+    ],
+)
+def test_valid_records(dec: RecordDecoder, raw: bytes, expected: tuple) -> None:
+    assert dec.decode(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "words"),
+    [
+        (None, "invalid_json", "tombstone"),
+        (b"", "invalid_json", "not valid UTF-8 JSON"),
+        (b"{not json", "invalid_json", "not valid"),
+        (b"\xff\xfe{}", "invalid_json", "not valid"),
+        (b"[1,2]", "not_an_object", "JSON list"),
+        (b'"text"', "not_an_object", "JSON str"),
+        (b"null", "not_an_object", "NoneType"),
+        (b'{"user":"a","ts":5,"x":NaN,"n":1,"ok":true}', "non_finite", "NaN or Infinity"),
+        (b'{"user":"a","ts":5,"x":Infinity,"n":1,"ok":true}', "non_finite", "NaN or Infinity"),
+        (b'{"user":"a","ts":5,"x":1e999,"n":1,"ok":true}', "non_finite", ""),
+        (b'{"user":"a","ts":5,"n":1,"ok":true}', "missing_field", "'x' is missing"),
+        (b'{"user":"a","ts":5,"x":null,"n":1,"ok":true}', "missing_field", "'x' is null"),
+        (b'{"ts":5,"x":1,"n":1,"ok":true}', "missing_field", "'user' is missing"),
+        (b'{"user":"a","ts":5,"x":"1","n":1,"ok":true}', "wrong_type", "'x' is str"),
+        (b'{"user":"a","ts":5,"x":true,"n":1,"ok":true}', "wrong_type", "'x' is bool"),
+        (b'{"user":"a","ts":5,"x":1,"n":1.5,"ok":true}', "wrong_type", "'n' is float"),
+        (b'{"user":"a","ts":5,"x":1,"n":1,"ok":1}', "wrong_type", "'ok' is int"),
+        (b'{"user":7,"ts":5,"x":1,"n":1,"ok":true}', "wrong_type", "'user' is int"),
+        (
+            b'{"user":"a","ts":"2026-01-01T00:00:00","x":1,"n":1,"ok":true}',
+            "bad_timestamp",
+            "no time zone",
+        ),
+        (b'{"user":"a","ts":"soon","x":1,"n":1,"ok":true}', "bad_timestamp", "not ISO-8601"),
+        (b'{"user":"a","ts":5.5,"x":1,"n":1,"ok":true}', "bad_timestamp", "expected epoch ms"),
+        (b'{"user":"a","ts":true,"x":1,"n":1,"ok":true}', "bad_timestamp", "bool"),
+        (
+            b'{"user":"a","ts":5,"x":1,"n":1,"ok":true,"pad":"' + b"y" * 200 + b'"}',
+            "oversized",
+            "over input.max_message_bytes=200",
+        ),
+    ],
+)
+def test_bad_records(dec: RecordDecoder, raw: bytes | None, reason: str, words: str) -> None:
+    with pytest.raises(RecordError) as e:
+        dec.decode(raw)
+    assert e.value.reason == reason
+    assert words in e.value.detail
+
+
+def test_integer_keys_are_allowed_when_declared() -> None:
+    d = RecordDecoder({"id": "int", "ts": "timestamp", "x": "float"}, "id", "ts", 100)
+    assert d.decode(b'{"id": 42, "ts": 1, "x": 2}') == ("42", 1, (2.0,))
+    assert d.numeric == ("x",)
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [
+        (0, 0),
+        (1767225600000, 1767225600000),
+        ("2026-01-01T00:00:00Z", 1767225600000),
+        ("2025-12-31T19:00:00-05:00", 1767225600000),
+        ("1969-12-31T23:59:59.999Z", -1),
+    ],
+)
+def test_timestamps(value: object, ms: int) -> None:
+    assert parse_timestamp_ms("ts", value) == ms

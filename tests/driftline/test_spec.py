@@ -1,0 +1,130 @@
+"""The pipeline spec: defaults, cross-references, and errors that name the offending key."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.demo import demo_spec_text
+from driftline.errors import SpecError
+from driftline.spec import load_spec, parse_spec
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> dict[str, Any]:
+    data = tomllib.loads(demo_spec_text())
+    (tmp_path / "demo-model.pkl").write_bytes(b"x")
+    return data
+
+
+def _parse(data: dict[str, Any], tmp_path: Path):
+    return parse_spec(data, base_dir=tmp_path)
+
+
+def test_demo_spec_parses_with_defaults(base: dict[str, Any], tmp_path: Path) -> None:
+    del base["output"]
+    del base["worker"]["web_port"]
+    spec = _parse(base, tmp_path)
+    assert spec.name == "demo"
+    assert spec.group_id == "driftline.demo"
+    assert spec.output.features_topic == "driftline.features"
+    assert spec.output.predictions_topic == "driftline.predictions"
+    assert spec.output.alerts_topic == "driftline.alerts"
+    assert spec.output.dlq_topic == "driftline.dlq"
+    assert spec.worker.web_port == 6066
+    assert spec.grace_ms == 5000
+    assert spec.numeric_fields == ("amount", "latency_ms")
+    assert spec.vector_names == ("amount", "latency_ms", "amount_count_1m", "amount_mean_1m")
+    assert [d.params for d in spec.detectors] == [
+        {"reference_size": 2000, "window_size": 2000, "alpha": 1e-6, "stride": 500},
+        {"delta": 1e-5, "cooldown": 20000},
+    ]
+    assert spec.model is not None and spec.model.path == tmp_path / "demo-model.pkl"
+
+
+def _set(d: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    for k in keys[:-1]:
+        d = d[int(k)] if k.isdigit() else d[k]
+    last = keys[-1]
+    if value is _DEL:
+        del d[last]
+    elif last.isdigit():
+        d[int(last)] = value
+    else:
+        d[last] = value
+
+
+_DEL = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("pipeline.name", "has space", "spec key pipeline.name"),
+        ("input.topic", _DEL, "'topic' is a required property"),
+        ("input.fields.amount", "decimal", "spec key input.fields.amount"),
+        ("input.key_field", "nope", "spec key input.key_field: 'nope' is not declared"),
+        ("input.time_field", "amount", "spec key input.fields.amount: the time field"),
+        ("input.max_message_bytes", 10, "spec key input.max_message_bytes"),
+        ("features.1.agg", "median", "spec key features[1].agg"),
+        ("features.1.window_ms", 0, "spec key features[1].window_ms"),
+        ("features.1.field", "country", "spec key features[1].field: 'country' is not a numeric"),
+        ("features.1.field", _DEL, "spec key features[1].field: agg 'mean' needs"),
+        ("features.1.name", "amount", "spec key features[1].name: 'amount' is already used"),
+        ("model.inputs", ["nope"], "spec key model.inputs[0]: 'nope'"),
+        ("model.path", "missing.pkl", "spec key model.path: no model file"),
+        ("detectors.0.alpha", 2, "spec key detectors[0].alpha"),
+        ("detectors.0.target", "country", "spec key detectors[0].target: 'country'"),
+        ("detectors.1.delta", 0, "spec key detectors[1].delta"),
+        ("detectors.1.alpha", 0.1, "spec key detectors[1]: Additional properties"),
+        ("detectors.1.name", "amount_ks", "spec key detectors[1].name: 'amount_ks' is used twice"),
+        ("output.alerts_topic", "bad topic!", "spec key output.alerts_topic"),
+        ("worker.batch_max_records", 0, "spec key worker.batch_max_records"),
+        ("worker.typo", 1, "spec key worker: Additional properties are not allowed ('typo'"),
+    ],
+)
+def test_errors_name_the_offending_key(
+    base: dict[str, Any], tmp_path: Path, path: str, value: Any, message: str
+) -> None:
+    data = copy.deepcopy(base)
+    _set(data, path, value)
+    with pytest.raises(SpecError) as e:
+        _parse(data, tmp_path)
+    assert message in str(e.value)
+
+
+def test_model_needs_exactly_one_source(base: dict[str, Any], tmp_path: Path) -> None:
+    base["model"]["builtin"] = "logistic_regression"
+    with pytest.raises(SpecError, match=r"exactly one of model\.path or model\.builtin"):
+        _parse(base, tmp_path)
+
+
+def test_prediction_is_a_target_only_with_a_model(base: dict[str, Any], tmp_path: Path) -> None:
+    base["detectors"][0]["target"] = "prediction"
+    assert _parse(copy.deepcopy(base), tmp_path).detectors[0].target == "prediction"
+    del base["model"]
+    with pytest.raises(SpecError, match=r"detectors\[0\]\.target"):
+        _parse(base, tmp_path)
+
+
+def test_load_spec_reports_unreadable_and_invalid_toml(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read spec file"):
+        load_spec(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[pipeline\nname = 1")
+    with pytest.raises(SpecError, match="is not valid TOML"):
+        load_spec(bad)
+
+
+def test_load_spec_resolves_model_path_next_to_the_spec(tmp_path: Path) -> None:
+    (tmp_path / "demo-model.pkl").write_bytes(b"x")
+    p = tmp_path / "p.toml"
+    p.write_text(demo_spec_text())
+    spec = load_spec(p)
+    assert spec.source_path == p.resolve()
+    assert spec.model is not None and spec.model.path == tmp_path / "demo-model.pkl"

@@ -1,0 +1,91 @@
+"""The user-facing commands on a real broker: the demo, and worker start-up errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from agents.demo import _to_toml, demo_spec_text
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "driftline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def test_demo_starts_its_own_broker_prints_alerts_and_cleans_up() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    r = _cli("demo", "--events", "30000", "--shift-at", "18000", "--timeout", "120", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "broker up at 127.0.0.1:" in out
+    alerts = [line for line in out.splitlines() if line.startswith("ALERT ")]
+    assert any("FIRING" in a and "on amount by amount_ks (ks)" in a for a in alerts), out
+    assert any("FIRING" in a and "on latency_ms by latency_adwin (adwin)" in a for a in alerts), out
+    for a in alerts:  # every alert is about the shifted stream: event time after event 18,000
+        t = re.search(r"event_time=2026-01-01T00:(\d\d):(\d\d\.\d+)Z", a)
+        assert t is not None, a
+        assert int(t.group(1)) * 60 + float(t.group(2)) >= 180.0, a
+    m = re.search(
+        r"worker consumed (\d+) records \((\d+) dead-lettered\) at ~([\d,]+) events/s", out
+    )
+    assert m is not None, out
+    assert (int(m.group(1)), int(m.group(2))) == (30005, 5)
+    assert "demo finished; broker and worker stopped" in out
+    broker = re.search(r"broker up at (127\.0\.0\.1:\d+)", out).group(1)  # type: ignore[union-attr]
+    # the broker is gone: nothing listens on its port any more
+    import socket
+
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(broker.split(":")[1]))) != 0
+
+
+def _spec(tmp_path: Path, **input_overrides: object) -> Path:
+    data = tomllib.loads(demo_spec_text())
+    del data["model"]
+    data["input"].update(input_overrides)
+    p = tmp_path / "spec.toml"
+    p.write_text(_to_toml(data))
+    return p
+
+
+def test_worker_refuses_a_missing_input_topic(
+    kafka_bootstrap: str, tmp_path: Path, unique: str
+) -> None:
+    spec = _spec(tmp_path, topic=f"missing-{unique}")
+    r = _cli("worker", "-c", str(spec), "--bootstrap", kafka_bootstrap, timeout=60)
+    assert r.returncode == 2
+    assert f"input topic 'missing-{unique}' (spec key input.topic) does not exist" in r.stderr
+    # and the check did not create it as a side effect
+    from agents.kafka_io import topic_partitions
+
+    assert topic_partitions(kafka_bootstrap, f"missing-{unique}") is None
+
+
+def test_worker_refuses_an_invalid_spec(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, max_message_bytes=-1)
+    r = _cli("worker", "-c", str(spec), "--bootstrap", "127.0.0.1:1", timeout=60)
+    assert r.returncode == 2
+    assert "spec key input.max_message_bytes" in r.stderr
+
+
+def test_worker_needs_a_cluster(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    r = _cli("worker", "-c", str(_spec(tmp_path)), env=env, timeout=60)
+    assert r.returncode == 2
+    assert "pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS" in r.stderr
