@@ -236,6 +236,33 @@ def run_demo(
     return 0
 
 
+def produce_synthetic(
+    bootstrap: str, topic: str, *, events: int, shift_at: int, rate: float | None, seed: int = 7
+) -> int:
+    """Produce the synthetic stream to ``topic``, at most ``rate`` events/s when given."""
+    wait_for_broker(bootstrap, 60)
+    producer = make_producer(bootstrap, log_level=3)
+    stream = SyntheticStream(n=events, shift_at=min(shift_at, events), seed=seed)
+    t0 = time.monotonic()
+    chunk: list[tuple[str, bytes, bytes]] = []
+    sent = 0
+    for e in stream.events():
+        chunk.append((topic, e["user_id"].encode(), orjson.dumps(e)))
+        if len(chunk) == 1000:
+            produce_all(producer, chunk)
+            sent += len(chunk)
+            chunk = []
+            if rate:
+                ahead = sent / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+    produce_all(producer, chunk)
+    sent += len(chunk)
+    left = producer.flush(60)
+    print(f"produced {sent - left} events to {topic} in {time.monotonic() - t0:.1f}s", flush=True)
+    return 0 if left == 0 else 1
+
+
 def _stop_process(p: subprocess.Popen[bytes]) -> None:
     if p.poll() is None:
         p.send_signal(signal.SIGTERM)

@@ -51,6 +51,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from agents.demo import produce_synthetic
+
+    bootstrap = _bootstrap(args)
+    if not bootstrap:
+        raise DriftlineError("pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS")
+    return produce_synthetic(
+        bootstrap,
+        args.topic,
+        events=args.events,
+        shift_at=args.shift_at,
+        rate=args.rate,
+        seed=args.seed,
+    )
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from driftline.spec import load_spec
 
@@ -117,6 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
     v.set_defaults(func=_cmd_validate)
+
+    ps = sub.add_parser(
+        "produce-synthetic",
+        help="produce the demo's drifting synthetic stream to a topic",
+        formatter_class=_RAW,
+        description="Produce seeded synthetic payment events (user_id, ts, amount, latency_ms, "
+        "country) whose amount and latency shift at --shift-at.",
+        epilog="example:\n  driftline produce-synthetic --bootstrap 127.0.0.1:9092 "
+        "--topic driftline.demo.events --events 100000 --rate 5000",
+    )
+    ps.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    ps.add_argument("--topic", required=True)
+    ps.add_argument("--events", type=int, default=200_000)
+    ps.add_argument("--shift-at", type=int, default=120_000)
+    ps.add_argument(
+        "--rate", type=float, default=None, help="events/s cap (default: as fast as possible)"
+    )
+    ps.add_argument("--seed", type=int, default=7)
+    ps.set_defaults(func=_cmd_produce)
 
     add_kafka_parser(sub)
     return parser

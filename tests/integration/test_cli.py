@@ -89,3 +89,35 @@ def test_worker_needs_a_cluster(tmp_path: Path) -> None:
     r = _cli("worker", "-c", str(_spec(tmp_path)), env=env, timeout=60)
     assert r.returncode == 2
     assert "pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS" in r.stderr
+
+
+def test_produce_synthetic_writes_the_seeded_stream(kafka_bootstrap: str, unique: str) -> None:
+    from agents.kafka_io import ensure_topics
+    from agents.synthetic import SyntheticStream
+    from tests.kafka_helpers import read_topic
+
+    topic = f"synth-{unique}"
+    ensure_topics(kafka_bootstrap, [topic], partitions=2)
+    r = _cli(
+        "produce-synthetic",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--events",
+        "3000",
+        "--shift-at",
+        "2000",
+        "--rate",
+        "20000",
+        "--seed",
+        "3",
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"produced 3000 events to {topic}" in r.stdout
+    import orjson
+
+    got = sorted(
+        (orjson.loads(x.value) for x in read_topic(kafka_bootstrap, topic)), key=lambda e: e["ts"]
+    )
+    assert got == list(SyntheticStream(n=3000, shift_at=2000, seed=3).events())
