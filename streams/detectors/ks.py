@@ -1,55 +1,118 @@
-"""Two-sample Kolmogorov-Smirnov drift test: fixed reference vs a sliding current window."""
+"""Exact two-sample Kolmogorov-Smirnov drift test, cheap enough to evaluate after every event.
+
+At every evaluation the statistic and the p-value are those of
+``scipy.stats.ks_2samp(reference, current)`` (two-sided, ``method="auto"``): D is computed
+exactly as an integer ``max|n2 F_ref - n1 F_cur|`` over a sorted grid and the p-value comes from
+scipy's own exact / asymptotic routines (`streams.detectors._ksexact`), memoised per
+``(n1, n2, D)``. Instead of re-sorting both samples per evaluation (``ks_2samp``: ``O(n log n)``
+plus Python overhead, ~2k evaluations/s), the reference is sorted once and a chunk of events is
+swept at a time: every event is a pair of steps on the grid, and D for all events of a chunk
+comes from one small vectorised matrix (``O(sqrt(n))`` per event).
+
+Reference modes
+---------------
+``"fixed"``
+    The reference is ``reference`` (e.g. training data, or `streams.profile.Profile.sample`), or
+    else the first ``reference_size`` values of the stream. Current = the last ``window_size``
+    values (they never overlap the reference).
+``"sliding"``
+    Reference = the ``reference_size`` values just before the current window; both slide.
+``"previous_window"``
+    Event-time tumbling windows ``[k w, (k+1) w)`` of ``window_ms``: the reference is the last
+    completed window ("yesterday"), the current sample is everything so far in the current
+    window ("today"). Needs ``ts_ms`` in `KSWindowDetector.update_many`. Events of an older
+    window than the current one are skipped (``n_late``).
+
+Defaults and false alarms
+-------------------------
+Defaults: ``window_size=500``, ``reference_size=500``, ``stride=1`` (test after every event),
+``alpha=1e-7``, ``n_confirm=1``, ``n_clear=500``, ``cooldown=0``. Measured with
+``bench/detectors_bench.py`` on seeded stationary N(0, 1) streams (each with its own
+head-of-stream reference, ``"fixed"`` mode): see the module-level ``FALSE_ALARMS`` note below.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from scipy.stats import ks_2samp
 
 from driftline.errors import DriftlineError, SpecError
+from streams.detectors._ksexact import (
+    asymptotic_pvalues,
+    critical_h,
+    ks_pvalue,
+    sweep_growing,
+    sweep_steps,
+)
+from streams.detectors.alarm import Alarm, int_param
 from streams.detectors.base import (
-    FIRING,
-    RESOLVED,
     Detection,
     DriftDetector,
     check_state_params,
     finite_values,
 )
 
-__all__ = ["KSWindowDetector"]
+__all__ = ["FALSE_ALARMS", "KSWindowDetector"]
+
+#: Measured false-alarm rates of the defaults (updated by ``bench/detectors_bench.py``).
+FALSE_ALARMS = "see bench/detectors_bench.py"
+
+ReferenceMode = Literal["fixed", "sliding", "previous_window"]
+_MODES = ("fixed", "sliding", "previous_window")
+#: Exact p-values are computed when Kolmogorov's limit p is below ``alpha * _SCREEN`` (growing
+#: samples only; fixed sizes use the exact critical D). Measured worst ratio limit/exact for
+#: n >= 20 at p < 1e-3 is about 3; 1e4 leaves a wide margin.
+_SCREEN = 1e4
+_SCREEN_MIN_N = 20
+_GRID_CELLS = 1 << 18  # max matrix cells per chunk for growing samples
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise SpecError(f"{name}: got {value!r}; expected an integer >= {minimum}")
-    return int(value)
+    return int_param(name, value, minimum)
+
+
+def _slots(u: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Grid slot of each x w.r.t. sorted unique reference values ``u`` (``2k + 1`` slots)."""
+    j = np.searchsorted(u, x, side="left")
+    eq = u[np.minimum(j, u.size - 1)] == x
+    return 2 * j + eq
 
 
 class KSWindowDetector(DriftDetector):
-    """KS test of a fixed reference sample against the last ``window_size`` values.
+    """Exact KS test of a reference sample against a current window, after every event.
 
-    The reference is the first ``reference_size`` finite values seen, or ``reference`` if
-    given. Values after the reference is complete fill a sliding current window (a ring buffer;
-    it never overlaps the reference). Once it is full, ``scipy.stats.ks_2samp(reference,
-    current)`` is evaluated on the value that filled it and then every ``stride`` values. The
-    detector fires when ``p < alpha`` and resolves when ``p >= alpha`` again; `update_many`
-    returns a `Detection` only on such a change.
+    The current window is the last ``window_size`` values (modes ``"fixed"``, ``"sliding"``) or
+    the current event-time window (``"previous_window"``). It is tested once it holds
+    ``min_samples`` values and then every ``stride`` values; each evaluation is "beyond" when
+    ``p < alpha``. The detector fires after ``n_confirm`` consecutive beyond evaluations,
+    resolves after ``n_clear`` consecutive ones with ``p >= alpha``, and does not fire again
+    within ``cooldown`` values of a resolution. `update_many` returns a `Detection` per change.
 
     Parameters
     ----------
     reference_size
-        Size of the reference sample taken from the head of the stream (>= 1). Ignored when
-        ``reference`` is given (it becomes ``len(reference)``).
+        Size of the reference (>= 1): head of the stream (``"fixed"`` without ``reference``) or
+        the values before the current window (``"sliding"``). Ignored otherwise.
     window_size
-        Size of the sliding current window (>= 1).
+        Size of the sliding current window (>= 1); unused by ``"previous_window"``.
     alpha
-        Significance level, in (0, 1).
+        Significance level per evaluation, in (0, 1).
     stride
-        Evaluate every ``stride`` values once the window is full (>= 1).
+        Evaluate every ``stride`` values once ``min_samples`` are there (>= 1).
     reference
-        Optional fixed reference sample (1-D, finite, non-empty), e.g. training data.
+        Fixed reference sample (1-D, finite, non-empty) for ``"fixed"``.
+    reference_mode
+        ``"fixed"``, ``"sliding"`` or ``"previous_window"`` (see the module docstring).
+    window_ms
+        Tumbling window length in ms (``"previous_window"`` only, >= 1).
+    min_samples
+        Current-sample size of the first evaluation: ``1 <= min_samples <= window_size``
+        (default ``window_size``; 100 for ``"previous_window"``). ``"sliding"`` always waits for
+        both windows to be full.
+    n_confirm, n_clear, cooldown
+        Hysteresis, see `streams.detectors.alarm.Alarm`.
 
     Raises
     ------
@@ -59,7 +122,8 @@ class KSWindowDetector(DriftDetector):
     Examples
     --------
     >>> rng = np.random.default_rng(7)
-    >>> det = KSWindowDetector(reference_size=200, window_size=200, alpha=0.001, stride=20)
+    >>> det = KSWindowDetector(reference_size=200, window_size=200, alpha=0.001, stride=20,
+    ...                        n_clear=1)
     >>> det.update_many(rng.normal(0.0, 1.0, 1_000))
     []
     >>> changes = det.update_many(rng.normal(2.0, 1.0, 300))
@@ -67,6 +131,14 @@ class KSWindowDetector(DriftDetector):
     [('firing', 39, True)]
     >>> det.drift_detected, det.n_seen, det.n_evaluations
     (True, 1300, 46)
+
+    Yesterday against today:
+
+    >>> det = KSWindowDetector(reference_mode="previous_window", window_ms=1_000, alpha=1e-4)
+    >>> ts = np.arange(4_000) * 2  # 500 events per second
+    >>> xs = np.concatenate([rng.normal(0, 1, 3_000), rng.normal(1, 1, 1_000)])
+    >>> [(c.status, c.index) for c in det.update_many(xs, ts_ms=ts)]
+    [('firing', 3099)]
     """
 
     name: ClassVar[str] = "ks"
@@ -75,11 +147,22 @@ class KSWindowDetector(DriftDetector):
         self,
         reference_size: int = 500,
         window_size: int = 500,
-        alpha: float = 0.001,
-        stride: int = 50,
+        alpha: float = 1e-7,
+        stride: int = 1,
         *,
         reference: np.ndarray | None = None,
+        reference_mode: ReferenceMode = "fixed",
+        window_ms: int | None = None,
+        min_samples: int | None = None,
+        n_confirm: int = 1,
+        n_clear: int = 500,
+        cooldown: int = 0,
     ) -> None:
+        if reference_mode not in _MODES:
+            raise SpecError(
+                f"reference_mode: got {reference_mode!r}; expected one of {', '.join(_MODES)}"
+            )
+        self.reference_mode = reference_mode
         self.window_size = _positive_int("window_size", window_size)
         self.stride = _positive_int("stride", stride)
         if (
@@ -89,7 +172,37 @@ class KSWindowDetector(DriftDetector):
         ):
             raise SpecError(f"alpha: got {alpha!r}; expected a number strictly between 0 and 1")
         self.alpha = float(alpha)
+        self._alarm = Alarm(n_confirm, n_clear, cooldown)
+        if reference_mode == "previous_window":
+            if window_ms is None:
+                raise SpecError(
+                    "window_ms: got None; expected an integer >= 1 (the tumbling window length) "
+                    "with reference_mode='previous_window'"
+                )
+            self.window_ms: int | None = _positive_int("window_ms", window_ms)
+            self.min_samples = _positive_int(
+                "min_samples", 100 if min_samples is None else min_samples
+            )
+        else:
+            if window_ms is not None:
+                raise SpecError(
+                    f"window_ms: got {window_ms!r}; expected None unless "
+                    "reference_mode='previous_window'"
+                )
+            self.window_ms = None
+            m = self.window_size if min_samples is None else min_samples
+            self.min_samples = _positive_int("min_samples", m)
+            if self.min_samples > self.window_size:
+                raise SpecError(
+                    f"min_samples: got {min_samples!r}; expected at most window_size "
+                    f"({self.window_size})"
+                )
         if reference is not None:
+            if reference_mode != "fixed":
+                raise SpecError(
+                    f"reference: given with reference_mode={reference_mode!r}; a fixed reference "
+                    "sample needs reference_mode='fixed'"
+                )
             ref = np.asarray(reference, dtype=np.float64)
             if ref.ndim != 1 or ref.size == 0 or not np.isfinite(ref).all():
                 raise SpecError(
@@ -98,40 +211,68 @@ class KSWindowDetector(DriftDetector):
                     "expected a non-empty 1-D array of finite numbers"
                 )
             self.reference_size = int(ref.size)
-            self._ref = ref.copy()
-            self._n_ref = self.reference_size
+            self._given_reference = True
         else:
             self.reference_size = _positive_int("reference_size", reference_size)
-            self._ref = np.empty(self.reference_size, dtype=np.float64)
-            self._n_ref = 0
-        self._buf = np.empty(self.window_size, dtype=np.float64)
-        self._pos = 0  # next write position in the ring
-        self._n_cur = 0  # values consumed after the reference was complete
-        self._n_eval = 0
+            self._given_reference = False
+            ref = np.empty(0, dtype=np.float64)
+        self._reset_state(ref)
+
+    # ------------------------------------------------------------------ internal state
+    def _reset_state(self, ref: np.ndarray) -> None:
         self._n_seen = 0
-        self._firing = False
+        self._n_eval = 0
+        self._n_late = 0
         self._statistic = math.nan
-        self._p_value: float | None = None
+        self._last: tuple[int, int, int] | None = None  # (n1, n2, h) of the last evaluation
+        self._trace: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._alarm.firing, self._alarm.run, self._alarm.resolved_at = False, 0, None
+        # "fixed" / "previous_window": reference grid and current sample
+        self._ref_head = np.empty(0, dtype=np.float64)  # head-of-stream reference being filled
+        self._u: np.ndarray | None = None
+        self._R: np.ndarray | None = None
+        self._n1 = 0
+        self._ref_sorted = np.empty(0, dtype=np.float64)
+        if self.reference_mode == "fixed" and ref.size:
+            self._set_reference(ref)
+        # current values (oldest first) and their slots; sliding modes keep <= window (+ ref)
+        self._cur = np.empty(0, dtype=np.float64)
+        self._cur_slots = np.empty(0, dtype=np.int64)
+        self._diff: np.ndarray | None = None  # fixed mode, full window: n2 R - n1 P per slot
+        self._n_cur_total = 0  # fixed mode: values consumed after the reference was complete
+        self._window_id: int | None = None
+
+    def _set_reference(self, ref: np.ndarray) -> None:
+        s = np.sort(ref)
+        u, cnt = np.unique(s, return_counts=True)
+        c = np.cumsum(cnt).astype(np.float64)
+        R = np.zeros(2 * u.size + 1, dtype=np.float64)
+        R[1::2] = c
+        R[2::2] = c
+        self._ref_sorted, self._u, self._R, self._n1 = s, u, R, int(s.size)
+        self._diff = None
 
     # ------------------------------------------------------------------ state
     @property
     def drift_detected(self) -> bool:
-        """True while the last evaluation had ``p < alpha``."""
-        return self._firing
+        """True between a firing and the following resolution."""
+        return self._alarm.firing
 
     @property
     def statistic(self) -> float:
-        """KS D of the last evaluation (NaN before the first)."""
+        """KS D of the last evaluation (NaN before the first), as ``ks_2samp`` reports it."""
         return self._statistic
 
     @property
     def p_value(self) -> float | None:
-        """p-value of the last evaluation (None before the first)."""
-        return self._p_value
+        """p-value of the last evaluation (None before the first), as ``ks_2samp`` reports it."""
+        if self._last is None:
+            return None
+        return ks_pvalue(*self._last)
 
     @property
     def n_seen(self) -> int:
-        """Finite values consumed, reference included."""
+        """Finite values consumed (late ones excluded), reference included."""
         return self._n_seen
 
     @property
@@ -140,25 +281,66 @@ class KSWindowDetector(DriftDetector):
         return self._n_eval
 
     @property
+    def n_late(self) -> int:
+        """Values skipped because their event-time window was already closed."""
+        return self._n_late
+
+    @property
     def reference(self) -> np.ndarray:
-        """Copy of the reference collected so far."""
-        return self._ref[: self._n_ref].copy()
+        """Copy of the current reference sample (sorted once complete; "sliding": in order)."""
+        if self.reference_mode == "sliding":
+            n = max(0, self._cur.size - self.window_size)
+            return self._cur[:n].copy()
+        if self._u is None:
+            return self._ref_head.copy()
+        return self._ref_sorted.copy()
 
     @property
     def current_window(self) -> np.ndarray:
-        """Copy of the current window, oldest first (may be shorter than ``window_size``)."""
-        if self._n_cur < self.window_size:
-            return self._buf[: self._n_cur].copy()
-        return np.concatenate([self._buf[self._pos :], self._buf[: self._pos]])
+        """Copy of the current sample, oldest first."""
+        if self.reference_mode == "sliding":
+            n = max(0, self._cur.size - self.window_size)
+            return self._cur[n:].copy()
+        return self._cur.copy()
+
+    @property
+    def last_evaluations(self) -> dict[str, np.ndarray]:
+        """Every evaluation of the last `update_many` call.
+
+        ``index`` (batch positions), ``statistic``, ``p_value`` (computed on access, memoised),
+        ``n_reference``, ``n_current``.
+        """
+        if self._trace is None:
+            e = np.empty(0)
+            return {
+                "index": e.astype(np.int64),
+                "statistic": e,
+                "p_value": e,
+                "n_reference": e.astype(np.int64),
+                "n_current": e.astype(np.int64),
+            }
+        idx, n1, n2, h = self._trace
+        lcm = n1 // np.gcd(n1, n2) * n2
+        p = np.array([ks_pvalue(int(a), int(b), int(c)) for a, b, c in zip(n1, n2, h, strict=True)])
+        return {
+            "index": idx,
+            "statistic": h / lcm,
+            "p_value": p,
+            "n_reference": n1,
+            "n_current": n2,
+        }
 
     # ------------------------------------------------------------------ update
-    def update_many(self, xs: np.ndarray) -> list[Detection]:
+    def update_many(self, xs: np.ndarray, ts_ms: np.ndarray | None = None) -> list[Detection]:
         """Consume a batch; return the firing/resolved changes with their batch positions.
 
         Parameters
         ----------
         xs
             1-D array of values; non-finite ones are skipped.
+        ts_ms
+            Event times (epoch ms), same length as ``xs``; required by ``"previous_window"``,
+            ignored otherwise.
 
         Returns
         -------
@@ -166,60 +348,282 @@ class KSWindowDetector(DriftDetector):
             In order; empty when the state did not change.
         """
         vals, pos = finite_values(xs)
-        k = vals.size
-        out: list[Detection] = []
-        if k == 0:
-            return out
-        self._n_seen += k
+        self._trace = None
+        if self.reference_mode == "previous_window":
+            if ts_ms is None:
+                raise DriftlineError(
+                    "ts_ms: got None; reference_mode='previous_window' needs event times"
+                )
+            ts = np.asarray(ts_ms, dtype=np.int64).reshape(-1)
+            if ts.size != np.asarray(xs).reshape(-1).size:
+                raise DriftlineError(
+                    f"ts_ms: got {ts.size} times for {np.asarray(xs).size} values; expected one "
+                    "per value"
+                )
+            return self._update_previous_window(vals, pos, ts[pos])
+        if vals.size == 0:
+            return []
+        if self.reference_mode == "fixed":
+            return self._update_fixed(vals, pos)
+        return self._update_sliding(vals, pos)
+
+    def update(self, x: float, ts_ms: int | None = None) -> None:
+        """Consume one value (skipped if not finite)."""
+        self.update_many(
+            np.array([x], dtype=np.float64),
+            None if ts_ms is None else np.array([ts_ms], dtype=np.int64),
+        )
+
+    def _schedule(self, counts: np.ndarray) -> np.ndarray:
+        """Positions (into ``counts``) where a current sample of that size is evaluated."""
+        m, s = self.min_samples, self.stride
+        return np.flatnonzero((counts >= m) & ((counts - m) % s == 0))
+
+    # fixed ---------------------------------------------------------------------------------
+    def _update_fixed(self, vals: np.ndarray, pos: np.ndarray) -> list[Detection]:
+        self._n_seen += vals.size
         i = 0
-        if self._n_ref < self.reference_size:
-            i = min(self.reference_size - self._n_ref, k)
-            self._ref[self._n_ref : self._n_ref + i] = vals[:i]
-            self._n_ref += i
-            if i == k:
-                return out
-        new = vals[i:]
-        new_pos = pos[i:]
-        w, s = self.window_size, self.stride
-        counts = self._n_cur + np.arange(1, new.size + 1)
-        evals = np.flatnonzero((counts >= w) & ((counts - w) % s == 0))
-        if evals.size:
-            history = self.current_window
-            stream = np.concatenate([history, new])
-            off = history.size + 1
-            for j in evals.tolist():
-                current = stream[off + j - w : off + j]
-                res = ks_2samp(self._ref, current, method="auto")
-                stat, p = float(res.statistic), float(res.pvalue)
-                self._statistic, self._p_value = stat, p
-                self._n_eval += 1
-                firing = p < self.alpha
-                if firing != self._firing:
-                    self._firing = firing
-                    out.append(
-                        Detection(
-                            index=int(new_pos[j]),
-                            statistic=stat,
-                            p_value=p,
-                            threshold=self.alpha,
-                            n_reference=self.reference_size,
-                            n_current=w,
-                            status=FIRING if firing else RESOLVED,
-                        )
-                    )
-        self._push(new)
+        if self._u is None:
+            i = min(self.reference_size - self._ref_head.size, vals.size)
+            self._ref_head = np.concatenate([self._ref_head, vals[:i]])
+            if self._ref_head.size < self.reference_size:
+                return []
+            self._set_reference(self._ref_head)
+            self._ref_head = np.empty(0, dtype=np.float64)
+        new, new_pos = vals[i:], pos[i:]
+        if new.size == 0:
+            return []
+        seen0 = self._n_seen - new.size
+        w = self.window_size
+        slots = _slots(self._u, new)
+        counts = self._n_cur_total + np.arange(1, new.size + 1)
+        js = self._schedule(counts)
+        self._n_cur_total += new.size
+        nums = np.empty(js.size)
+        # growing phase: the window is not full yet
+        g = min(max(w - self._cur.size, 0), new.size)
+        ng = int(np.searchsorted(js, g))  # evaluations in the growing phase
+        if ng:
+            nums[:ng] = self._growing_nums(slots[: int(js[ng - 1]) + 1], self._cur_slots)[js[:ng]]
+        if g:
+            self._cur = np.concatenate([self._cur, new[:g]])
+            self._cur_slots = np.concatenate([self._cur_slots, slots[:g]])
+        if g < new.size:
+            rest, rest_slots = new[g:], slots[g:]
+            if ng < js.size:
+                last = int(js[-1]) - g + 1  # only step as far as the last evaluation needs
+                nums[ng:] = self._sliding_nums(rest_slots[:last])[js[ng:] - g]
+                if last < rest.size:  # later events: no evaluation, just move the window
+                    self._diff = None
+                    self._cur_slots = np.concatenate([self._cur_slots, rest_slots[:last]])[-w:]
+                    self._cur = np.concatenate([self._cur, rest[:last]])[-w:]
+                    rest, rest_slots = rest[last:], rest_slots[last:]
+                else:
+                    self._cur_slots = np.concatenate([self._cur_slots, rest_slots])[-w:]
+                    self._cur = np.concatenate([self._cur, rest])[-w:]
+                    rest = rest[:0]
+            if rest.size:
+                self._diff = None
+                self._cur_slots = np.concatenate([self._cur_slots, rest_slots])[-w:]
+                self._cur = np.concatenate([self._cur, rest])[-w:]
+        if js.size == 0:
+            return []
+        n1 = np.full(js.size, self._n1)
+        n2 = np.minimum(counts[js], w)
+        return self._decide(new_pos[js], seen0 + js + 1, n1, n2, nums)
+
+    def _growing_nums(self, slots: np.ndarray, cur_slots: np.ndarray) -> np.ndarray:
+        R = self._R
+        k = R.size
+        p0 = np.cumsum(np.bincount(cur_slots, minlength=k)).astype(np.float64)
+        n2_0 = cur_slots.size
+        out = np.empty(slots.size, dtype=np.float64)
+        c = max(1, _GRID_CELLS // k)
+        for a in range(0, slots.size, c):
+            chunk = slots[a : a + c]
+            out[a : a + chunk.size] = sweep_growing(R, self._n1, p0, n2_0, chunk)
+            p0 = p0 + np.cumsum(np.bincount(chunk, minlength=k))
+            n2_0 += chunk.size
         return out
 
-    def _push(self, new: np.ndarray) -> None:
-        w = self.window_size
-        if new.size >= w:
-            self._buf[:] = new[-w:]
-            self._pos = 0
-        else:
-            idx = (self._pos + np.arange(new.size)) % w
-            self._buf[idx] = new
-            self._pos = (self._pos + new.size) % w
-        self._n_cur += new.size
+    def _full_diff(self) -> np.ndarray:
+        if self._diff is None:
+            k = self._R.size
+            p = np.cumsum(np.bincount(self._cur_slots, minlength=k)).astype(np.float64)
+            self._diff = self.window_size * self._R - self._n1 * p
+        return self._diff
+
+    def _sliding_nums(self, slots: np.ndarray) -> np.ndarray:
+        """Window full: each new slot enters, the oldest leaves; max|diff| after each event."""
+        w, n1 = self.window_size, float(self._n1)
+        diff = self._full_diff()
+        combined = np.concatenate([self._cur_slots[-w:], slots])
+        out = np.empty(slots.size, dtype=np.float64)
+        c = _chunk_size(diff.size)
+        for a in range(0, slots.size, c):
+            b = min(a + c, slots.size)
+            t = np.arange(b - a)
+            step_pos = np.concatenate([combined[w + a : w + b], combined[a:b]])
+            step_t = np.concatenate([t, t])
+            step_w = np.concatenate([np.full(t.size, -n1), np.full(t.size, n1)])
+            out[a:b], diff = sweep_steps(diff, step_pos, step_t, step_w, b - a)
+        self._diff = diff
+        return out
+
+    # sliding -------------------------------------------------------------------------------
+    def _update_sliding(self, vals: np.ndarray, pos: np.ndarray) -> list[Detection]:
+        span = self.reference_size + self.window_size
+        seen0 = self._n_seen
+        self._n_seen += vals.size
+        stream = np.concatenate([self._cur, vals])
+        counts = seen0 + np.arange(1, vals.size + 1)
+        js = np.flatnonzero((counts >= span) & ((counts - span) % self.stride == 0))
+        self._cur = stream[-span:].copy()
+        if js.size == 0:
+            return []
+        starts = stream.size - vals.size + js + 1 - span  # window start in `stream` per evaluation
+        e0, e1 = int(starts[0]), int(starts[-1])
+        nums = self._sliding_ref_nums(stream[e0 : e1 + span])[starts - e0]
+        r, w = self.reference_size, self.window_size
+        return self._decide(pos[js], seen0 + js + 1, np.full(js.size, r), np.full(js.size, w), nums)
+
+    def _sliding_ref_nums(self, stream: np.ndarray) -> np.ndarray:
+        """max|diff| per window start e: reference = [e, e+r), current = [e+r, e+r+w)."""
+        r, w = self.reference_size, self.window_size
+        span = r + w
+        n1, n2 = float(r), float(w)
+        n_win = stream.size - span + 1
+        out = np.empty(n_win)
+        c = _chunk_size(span)
+        e0 = 0
+        while e0 < n_win:
+            e1 = min(e0 + c, n_win - 1)  # windows e0..e1 in this chunk
+            grid, idx = np.unique(stream[e0 : e1 + span], return_inverse=True)
+            k = grid.size
+            pr = np.cumsum(np.bincount(idx[:r], minlength=k)).astype(np.float64)
+            pc = np.cumsum(np.bincount(idx[r:span], minlength=k)).astype(np.float64)
+            diff = n2 * pr - n1 * pc
+            out[e0] = np.abs(diff).max()
+            if e1 > e0:
+                t = np.arange(e1 - e0)
+                step_pos = np.concatenate([idx[span + t], idx[r + t], idx[t]])
+                step_t = np.concatenate([t, t, t])
+                step_w = np.concatenate(
+                    [np.full(t.size, -n1), np.full(t.size, n1 + n2), np.full(t.size, -n2)]
+                )
+                out[e0 + 1 : e1 + 1], _ = sweep_steps(diff, step_pos, step_t, step_w, t.size)
+            e0 = e1 + 1
+        return out
+
+    # previous_window -----------------------------------------------------------------------
+    def _update_previous_window(
+        self, vals: np.ndarray, pos: np.ndarray, ts: np.ndarray
+    ) -> list[Detection]:
+        wid = np.floor_divide(ts, self.window_ms)
+        out: list[Detection] = []
+        n = vals.size
+        i = 0
+        while i < n:
+            cur_id = self._window_id
+            if cur_id is None or wid[i] > cur_id:
+                if cur_id is not None and self._cur.size:
+                    self._set_reference(self._cur)
+                self._cur = np.empty(0, dtype=np.float64)
+                self._cur_slots = np.empty(0, dtype=np.int64)
+                self._window_id = cur_id = int(wid[i])
+            # run of values in this window (older ones are late and skipped)
+            j = i
+            while j < n and wid[j] <= cur_id:
+                j += 1
+            run = np.arange(i, j)
+            late = wid[run] < cur_id
+            self._n_late += int(late.sum())
+            keep = run[~late]
+            out += self._previous_window_run(vals[keep], pos[keep])
+            i = j
+        return out
+
+    def _previous_window_run(self, vals: np.ndarray, pos: np.ndarray) -> list[Detection]:
+        seen0 = self._n_seen
+        self._n_seen += vals.size
+        if vals.size == 0:
+            return []
+        if self._u is None:  # no completed window yet: collect only
+            self._cur = np.concatenate([self._cur, vals])
+            return []
+        slots = _slots(self._u, vals)
+        counts = self._cur.size + np.arange(1, vals.size + 1)
+        js = self._schedule(counts)
+        det: list[Detection] = []
+        if js.size:
+            k = self._R.size
+            nums = np.empty(int(js[-1]) + 1)
+            p0 = np.cumsum(self._counts_vector(k))
+            c = max(1, _GRID_CELLS // k)
+            n2_0 = self._cur.size
+            for a in range(0, nums.size, c):
+                chunk = slots[a : min(a + c, nums.size)]
+                nums[a : a + chunk.size] = sweep_growing(self._R, self._n1, p0, n2_0, chunk)
+                p0 = p0 + np.cumsum(np.bincount(chunk, minlength=k))
+                n2_0 += chunk.size
+            det = self._decide(
+                pos[js], seen0 + js + 1, np.full(js.size, self._n1), counts[js], nums[js]
+            )
+        self._cur = np.concatenate([self._cur, vals])
+        self._cur_slots = np.concatenate([self._cur_slots, slots])
+        return det
+
+    def _counts_vector(self, k: int) -> np.ndarray:
+        return np.bincount(self._cur_slots, minlength=k).astype(np.float64)
+
+    # decisions -----------------------------------------------------------------------------
+    def _decide(
+        self,
+        idx: np.ndarray,
+        seen: np.ndarray,
+        n1: np.ndarray,
+        n2: np.ndarray,
+        nums: np.ndarray,
+    ) -> list[Detection]:
+        if idx.size == 0:
+            return []
+        n1 = n1.astype(np.int64)
+        n2 = n2.astype(np.int64)
+        g = np.gcd(n1, n2)
+        h = np.rint(nums / g).astype(np.int64)
+        lcm = n1 // g * n2
+        beyond = self._beyond(n1, n2, h, lcm)
+        self._n_eval += idx.size
+        self._trace = (idx.astype(np.int64), n1, n2, h)
+        last = idx.size - 1
+        self._last = (int(n1[last]), int(n2[last]), int(h[last]))
+        self._statistic = float(h[last] / lcm[last])
+        out = []
+        for k, status in self._alarm.feed(beyond, seen):
+            a, b, c = int(n1[k]), int(n2[k]), int(h[k])
+            out.append(
+                Detection(
+                    index=int(idx[k]),
+                    statistic=float(c / lcm[k]),
+                    p_value=ks_pvalue(a, b, c),
+                    threshold=self.alpha,
+                    n_reference=a,
+                    n_current=b,
+                    status=status,
+                )
+            )
+        return out
+
+    def _beyond(self, n1: np.ndarray, n2: np.ndarray, h: np.ndarray, lcm: np.ndarray) -> np.ndarray:
+        alpha = self.alpha
+        if n1[0] == n1[-1] and n2[0] == n2[-1] and (n1 == n1[0]).all() and (n2 == n2[0]).all():
+            return h >= critical_h(int(n1[0]), int(n2[0]), alpha)
+        beyond = np.zeros(h.size, dtype=bool)
+        small = np.minimum(n1, n2) < _SCREEN_MIN_N
+        screen = asymptotic_pvalues(h / lcm, n1, n2) < min(1.0, alpha * _SCREEN)
+        for k in np.flatnonzero(small | screen).tolist():
+            beyond[k] = ks_pvalue(int(n1[k]), int(n2[k]), int(h[k])) < alpha
+        return beyond
 
     # ------------------------------------------------------------------ snapshot
     def _params(self) -> dict[str, Any]:
@@ -228,21 +632,32 @@ class KSWindowDetector(DriftDetector):
             "window_size": self.window_size,
             "alpha": self.alpha,
             "stride": self.stride,
+            "reference_mode": self.reference_mode,
+            "window_ms": self.window_ms,
+            "min_samples": self.min_samples,
+            **self._alarm.params(),
         }
 
     def snapshot(self) -> dict[str, Any]:
         """Plain-data state (JSON-able); `restore` continues exactly."""
+        if self._u is None:
+            ref = self._ref_head
+        else:
+            ref = self._ref_sorted
         return {
             "detector": self.name,
             "params": self._params(),
-            "reference": self.reference.tolist(),
-            "window": self.current_window.tolist(),
-            "n_current": self._n_cur,
+            "reference": ref.tolist(),
+            "reference_complete": self._u is not None,
+            "window": self._cur.tolist(),
+            "n_current_total": self._n_cur_total,
+            "window_id": self._window_id,
             "n_seen": self._n_seen,
             "n_evaluations": self._n_eval,
-            "firing": self._firing,
+            "n_late": self._n_late,
+            "alarm": self._alarm.snapshot(),
             "statistic": None if math.isnan(self._statistic) else self._statistic,
-            "p_value": self._p_value,
+            "last": None if self._last is None else list(self._last),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -256,31 +671,41 @@ class KSWindowDetector(DriftDetector):
         check_state_params(self.name, state, self._params())
         try:
             ref = np.asarray(state["reference"], dtype=np.float64)
+            complete = bool(state["reference_complete"])
             window = np.asarray(state["window"], dtype=np.float64)
-            n_cur = int(state["n_current"])
+            n_total = int(state["n_current_total"])
+            window_id = state["window_id"]
             n_seen = int(state["n_seen"])
             n_eval = int(state["n_evaluations"])
-            firing = bool(state["firing"])
+            n_late = int(state["n_late"])
+            alarm = state["alarm"]
             stat = state["statistic"]
-            p = state["p_value"]
+            last = state["last"]
         except (KeyError, TypeError, ValueError) as exc:
             raise DriftlineError(f"state: not a KS detector snapshot ({exc!r})") from exc
+        cap = self.window_size + (self.reference_size if self.reference_mode == "sliding" else 0)
         if (
             ref.ndim != 1
-            or ref.size > self.reference_size
-            or window.size != min(n_cur, self.window_size)
-            or (n_cur and ref.size != self.reference_size)
+            or window.ndim != 1
+            or (self.reference_mode != "previous_window" and window.size > cap)
+            or (self.reference_mode == "fixed" and complete and ref.size != self.reference_size)
         ):
             raise DriftlineError("state: inconsistent KS snapshot (reference/window sizes)")
-        self._ref = np.empty(self.reference_size, dtype=np.float64)
-        self._ref[: ref.size] = ref
-        self._n_ref = int(ref.size)
-        self._buf = np.empty(self.window_size, dtype=np.float64)
-        self._buf[: window.size] = window
-        self._pos = window.size % self.window_size
-        self._n_cur = n_cur
-        self._n_seen = n_seen
-        self._n_eval = n_eval
-        self._firing = firing
+        self._reset_state(np.empty(0))
+        if complete:
+            self._set_reference(ref)
+        else:
+            self._ref_head = ref
+        self._cur = window
+        if self._u is not None:
+            self._cur_slots = _slots(self._u, window)
+        self._n_cur_total = n_total
+        self._window_id = None if window_id is None else int(window_id)
+        self._n_seen, self._n_eval, self._n_late = n_seen, n_eval, n_late
+        self._alarm.restore(alarm)
         self._statistic = math.nan if stat is None else float(stat)
-        self._p_value = None if p is None else float(p)
+        self._last = None if last is None else (int(last[0]), int(last[1]), int(last[2]))
+
+
+def _chunk_size(grid: int) -> int:
+    return int(min(96, max(16, 2 * math.sqrt(grid))))

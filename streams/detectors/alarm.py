@@ -1,0 +1,116 @@
+"""False-alarm control shared by detectors: hysteresis, cooldown and resolution.
+
+A detector turns each evaluation into a boolean "beyond threshold" (``p < alpha``, a summary
+statistic out of bounds, ...). `Alarm` turns that boolean sequence into ``"firing"`` /
+``"resolved"`` state changes:
+
+* fire after ``n_confirm`` consecutive evaluations beyond the threshold;
+* resolve after ``n_clear`` consecutive evaluations within it;
+* after resolving, do not fire again before ``cooldown`` more values have been consumed.
+
+The per-detector ``min_samples`` (no evaluation before enough data) lives in the detectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from driftline.errors import DriftlineError, SpecError
+
+__all__ = ["Alarm", "int_param"]
+
+
+def int_param(name: str, value: object, minimum: int) -> int:
+    """``value`` as an int, or `SpecError` naming ``name`` if it is not an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise SpecError(f"{name}: got {value!r}; expected an integer >= {minimum}")
+    return int(value)
+
+
+class Alarm:
+    """Hysteresis state machine over evaluations.
+
+    Parameters
+    ----------
+    n_confirm
+        Consecutive beyond-threshold evaluations needed to fire (>= 1).
+    n_clear
+        Consecutive within-threshold evaluations needed to resolve (>= 1).
+    cooldown
+        Values to consume after a resolution before the next firing is allowed (>= 0).
+
+    Examples
+    --------
+    >>> a = Alarm(n_confirm=2, n_clear=3)
+    >>> a.feed(np.array([True, False, True, True, True, False, False, False]), np.arange(1, 9))
+    [(3, 'firing'), (7, 'resolved')]
+    >>> a.firing
+    False
+    """
+
+    def __init__(self, n_confirm: int = 1, n_clear: int = 1, cooldown: int = 0) -> None:
+        self.n_confirm = int_param("n_confirm", n_confirm, 1)
+        self.n_clear = int_param("n_clear", n_clear, 1)
+        self.cooldown = int_param("cooldown", cooldown, 0)
+        self.firing = False
+        self.run = 0  # consecutive evaluations pushing towards the other state
+        self.resolved_at: int | None = None  # n_seen when the last resolution happened
+
+    def params(self) -> dict[str, int]:
+        """The hyperparameters, for snapshots."""
+        return {"n_confirm": self.n_confirm, "n_clear": self.n_clear, "cooldown": self.cooldown}
+
+    def feed(self, beyond: np.ndarray, seen: np.ndarray) -> list[tuple[int, str]]:
+        """Consume evaluations; return ``(evaluation position, status)`` of each state change.
+
+        Parameters
+        ----------
+        beyond
+            Boolean per evaluation: the statistic is beyond the detector's threshold.
+        seen
+            The detector's value count (``n_seen``) at each evaluation, for the cooldown.
+        """
+        n = beyond.size
+        if n == 0:
+            return []
+        if not self.firing and not beyond.any():
+            self.run = 0
+            return []
+        if self.firing and beyond.all():
+            self.run = 0
+            return []
+        out: list[tuple[int, str]] = []
+        firing, run, resolved_at = self.firing, self.run, self.resolved_at
+        need_on, need_off, cooldown = self.n_confirm, self.n_clear, self.cooldown
+        for i, (b, s) in enumerate(zip(beyond.tolist(), seen.tolist(), strict=True)):
+            if firing:
+                run = 0 if b else run + 1
+                if run >= need_off:
+                    firing, run, resolved_at = False, 0, s
+                    out.append((i, "resolved"))
+            else:
+                run = run + 1 if b else 0
+                if run >= need_on and (resolved_at is None or s - resolved_at >= cooldown):
+                    firing, run = True, 0
+                    out.append((i, "firing"))
+        self.firing, self.run, self.resolved_at = firing, run, resolved_at
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain-data state."""
+        return {"firing": self.firing, "run": self.run, "resolved_at": self.resolved_at}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a `snapshot`."""
+        try:
+            firing, run, resolved_at = (
+                bool(state["firing"]),
+                int(state["run"]),
+                state["resolved_at"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DriftlineError(f"state: not an alarm snapshot ({exc!r})") from exc
+        self.firing, self.run = firing, run
+        self.resolved_at = None if resolved_at is None else int(resolved_at)
