@@ -379,8 +379,9 @@ def test_snapshot_is_plain_data() -> None:
 
     assert plain(snap)
     assert snap["watermark_ms"] == 2
-    w1m = next(w for w in snap["windows"] if w["window_ms"] == MIN)
-    assert sorted(zip(w1m["entities"], w1m["counts"], w1m["sums"]["amount"], strict=True)) == [
+    w1m = next(w for w in snap["states"] if "n_1m" in w["features"])
+    cols = w1m["columns"]
+    assert sorted(zip(w1m["entities"], cols["count"], cols["sum"]["amount"], strict=True)) == [
         ("a", 1, 1.5),
         ("b", 1, 2.5),
     ]
