@@ -41,6 +41,8 @@ class Detection:
         Sizes of the two samples compared.
     status
         ``"firing"`` or ``"resolved"``.
+    detail
+        What was beyond its threshold, in words (summary checks); empty otherwise.
     """
 
     index: int
@@ -50,6 +52,7 @@ class Detection:
     n_reference: int
     n_current: int
     status: str
+    detail: str = ""
 
 
 def finite_values(xs: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
