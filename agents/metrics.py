@@ -90,6 +90,12 @@ class WorkerMetrics:
         self.assigned = Gauge(
             "driftline_assigned_partitions", "Input partitions assigned to this worker.", registry=r
         )
+        self.consumer_lag = Gauge(
+            "driftline_consumer_lag_records",
+            "Input records after this worker's position (high watermark minus position).",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.latency = {"ingest_to_output": BucketCounts(LATENCY_BUCKETS_S)}
         r.register(
             _BatchHistogramCollector(
@@ -101,6 +107,15 @@ class WorkerMetrics:
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(topic, str(partition)).set(lag)
+
+    def remove_lag(self, topic: str, partition: int) -> None:
+        try:
+            self.consumer_lag.remove(topic, str(partition))
+        except KeyError:
+            pass
 
     def observe_latency(self, seconds: np.ndarray) -> None:
         self.latency["ingest_to_output"].add(seconds)

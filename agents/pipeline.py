@@ -12,13 +12,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
 from agents.decode import RecordDecoder
-from driftline.errors import RecordError
+from driftline.errors import DriftlineError, RecordError
 from driftline.spec import PREDICTION_TARGET, DetectorSpec, PipelineSpec
 from streams.detectors.adwin import AdwinDetector
 from streams.detectors.base import Detection, DriftDetector
@@ -31,8 +31,7 @@ log = logging.getLogger("driftline.pipeline")
 DLQ_VALUE_LIMIT = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
+class RawRecord(NamedTuple):
     """What the runner passes in for each consumed record."""
 
     topic: str
@@ -107,11 +106,55 @@ class PartitionPipeline:
         self.decoder = RecordDecoder(
             inp.fields, inp.key_field, inp.time_field, inp.max_message_bytes
         )
-        self.engine = FeatureEngine(
-            [FeatureDef(f.name, f.field, f.agg, f.window_ms) for f in spec.features],
-            grace_ms=spec.grace_ms,
-        )
+        self._feature_defs = [
+            FeatureDef(f.name, f.field, f.agg, f.window_ms) for f in spec.features
+        ]
+        self.engine = FeatureEngine(self._feature_defs, grace_ms=spec.grace_ms)
         self.detectors = [(d, build_detector(d)) for d in spec.detectors]
+
+    # -- state --------------------------------------------------------------------------------
+    def _fingerprint(self) -> str:
+        defs = [(f.name, f.field, f.agg, f.window_ms) for f in self.spec.features]
+        raw = orjson.dumps({"features": defs, "grace_ms": self.spec.grace_ms})
+        return hashlib.sha256(raw).hexdigest()[:16]
+
+    def _detector_key(self, d: DetectorSpec) -> str:
+        return f"{d.name}|{d.type}|{d.target}|{sorted(d.params.items())}"
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything this partition has learnt, as plain data (see :meth:`restore`)."""
+        return {
+            "fingerprint": self._fingerprint(),
+            "features": self.engine.snapshot(),
+            "detectors": {self._detector_key(d): det.snapshot() for d, det in self.detectors},
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`snapshot`'s output.
+
+        Feature state written under other feature definitions cannot be reused: that is an
+        error (use a new pipeline name). A detector whose definition changed starts afresh.
+        """
+        if state.get("fingerprint") != self._fingerprint():
+            raise DriftlineError(
+                f"partition {self.partition}: the saved state was written by other feature "
+                "definitions (features or windows.grace_ms changed); give the pipeline a new "
+                "pipeline.name, or delete its state changelog topic to start over"
+            )
+        self.engine = FeatureEngine.restore(
+            self._feature_defs, self.spec.grace_ms, state["features"]
+        )
+        saved = state.get("detectors", {})
+        for d, det in self.detectors:
+            snap = saved.get(self._detector_key(d))
+            if snap is not None:
+                det.restore(snap)
+            else:
+                log.warning(
+                    "partition %d: detector %s has no saved state; starting it afresh",
+                    self.partition,
+                    d.name,
+                )
 
     # -- dead letters -----------------------------------------------------------------------
     def _dead_letter(self, rec: RawRecord, reason: str, error: str, now_ms: int) -> Outbound:

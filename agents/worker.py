@@ -1,37 +1,27 @@
-"""The worker: a faust-streaming app that hosts a bulk consume → process → produce → commit loop.
+"""The worker: a faust-streaming app hosting a transactional batch loop.
 
 Why not one faust agent per event: measured here, faust's per-Event stream machinery tops out near
-10k events/s per process (with or without ``stream.take``), while aiokafka's ``getmany`` (the
-client faust itself drives) reads ~400k events/s. So faust hosts the worker (service lifecycle,
-signals, logging, its web server for ``/metrics``) and the hot path reads whole batches with
-aiokafka, hands them to ``streams/`` as numpy arrays, and commits a partition's offsets only
-after everything that batch produced has been acknowledged by the broker (at-least-once, with
-deterministic alert ids so a replay does not invent new alerts).
+10k events/s per process (with or without ``stream.take``). So faust hosts the worker (service
+lifecycle, signals, logging, its web server for ``/metrics``), and the hot path
+(:mod:`agents.runner`) consumes whole batches with confluent-kafka, hands them to ``streams/`` as
+numpy arrays, and commits each batch's outputs, state and offsets in one Kafka transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faust
 import mode
-import numpy as np
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
-from confluent_kafka import KafkaError, Message
 
-from agents.kafka_io import (
-    ensure_topics,
-    make_producer,
-    produce_all,
-    topic_partitions,
-    wait_for_broker,
-)
+from agents.kafka_io import ensure_topics, topic_partitions, wait_for_broker
 from agents.metrics import WorkerMetrics
-from agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord
+from agents.runner import TransactionalRunner, changelog_topic, default_worker_id
+from agents.state import CHANGELOG_CONFIG
 from driftline.errors import DriftlineError, SpecError
 from driftline.model_io import load_model
 from driftline.spec import PipelineSpec
@@ -51,157 +41,28 @@ def build_predictor(spec: PipelineSpec) -> tuple[BatchPredictor | None, str]:
     return BatchPredictor(model, m.inputs), m.version or version
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, runner: BatchRunner) -> None:
+class RunnerService(mode.Service):
+    """Lets faust own the lifecycle of the :class:`TransactionalRunner` thread."""
+
+    def __init__(self, runner: TransactionalRunner, **kw: Any) -> None:
+        super().__init__(**kw)
         self.runner = runner
 
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        for tp in revoked:
-            self.runner.pipelines.pop(tp.partition, None)
-        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.runner.metrics.assigned.set(len(assigned))
-        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
-
-
-class BatchRunner(mode.Service):
-    """Consumes the input in batches; drives one :class:`PartitionPipeline` per partition."""
-
-    def __init__(
-        self, spec: PipelineSpec, bootstrap: str, metrics: WorkerMetrics, **kw: Any
-    ) -> None:
-        super().__init__(**kw)
-        self.spec = spec
-        self.bootstrap = bootstrap
-        self.metrics = metrics
-        self.predictor, self.model_version = build_predictor(spec)
-        self.pipelines: dict[int, PartitionPipeline] = {}
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: Any = None
-        self._delivery_errors: list[str] = []
-        self._stopping = False
-
-    async def on_start(self) -> None:
-        spec = self.spec
-        self.producer = make_producer(self.bootstrap, on_delivery=self._on_delivery)
-        w = spec.worker
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=spec.group_id,
-            client_id=f"driftline-{spec.name}",
-            enable_auto_commit=False,
-            auto_offset_reset=w.auto_offset_reset,
-            max_poll_records=w.batch_max_records,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
-        self.consumer.subscribe([spec.input.topic], listener=_Rebalance(self))
-        await self.consumer.start()
-        log.info(
-            "driftline worker started: pipeline=%s group=%s input=%s model=%s",
-            spec.name,
-            spec.group_id,
-            spec.input.topic,
-            self.model_version,
-        )
-
     async def on_started(self) -> None:
-        self.add_future(self._run())
+        self.runner.start()
+        self.add_future(self._watch())
+
+    async def _watch(self) -> None:
+        while not self.should_stop:
+            if not self.runner.is_alive():
+                err = self.runner.error or DriftlineError("the worker loop stopped")
+                await self.crash(err)
+                return
+            await asyncio.sleep(0.2)
 
     async def on_stop(self) -> None:
-        self._stopping = True
-        if self.consumer is not None:
-            await self.consumer.stop()
-        if self.producer is not None:
-            self.producer.flush(30)
-
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._delivery_errors.append(f"{msg.topic()}: {err}")
-
-    def _pipeline(self, partition: int) -> PartitionPipeline:
-        p = self.pipelines.get(partition)
-        if p is None:
-            p = PartitionPipeline(self.spec, partition, self.predictor, self.model_version)
-            self.pipelines[partition] = p
-        return p
-
-    async def _run(self) -> None:
-        w = self.spec.worker
-        assert self.consumer is not None
-        loop = asyncio.get_running_loop()
-        try:
-            while not self._stopping and not self.should_stop:
-                t0 = time.perf_counter()
-                batches = await self.consumer.getmany(
-                    timeout_ms=w.batch_timeout_ms, max_records=w.batch_max_records
-                )
-                if not batches:
-                    continue
-                self.metrics.stage_seconds.labels("poll").observe(time.perf_counter() - t0)
-                await self._process(batches, loop)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("worker loop failed; stopping so that uncommitted records are re-read")
-            await self.crash(DriftlineError("worker loop failed"))
-
-    async def _process(self, batches: dict[TopicPartition, list[Any]], loop: Any) -> None:
-        m = self.metrics
-        outcomes: list[tuple[TopicPartition, BatchOutcome]] = []
-        for tp, recs in batches.items():
-            raw = [
-                RawRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in recs
-            ]
-            outcomes.append((tp, self._pipeline(tp.partition).process(raw)))
-        t0 = time.perf_counter()
-        for _, oc in outcomes:
-            produce_all(self.producer, oc.messages)
-        remaining = await loop.run_in_executor(None, self.producer.flush, 60)
-        if remaining or self._delivery_errors:
-            errs = "; ".join(self._delivery_errors[:5])
-            raise DriftlineError(
-                f"{remaining} messages not delivered ({errs}); offsets not committed"
-            )
-        t1 = time.perf_counter()
-        offsets = {
-            tp: OffsetAndMetadata(oc.last_offset + 1, "")
-            for tp, oc in outcomes
-            if oc.last_offset is not None
-        }
-        await self.consumer.commit(offsets)
-        t2 = time.perf_counter()
-        now_ms = time.time() * 1000
-        m.stage_seconds.labels("produce").observe(t1 - t0)
-        m.stage_seconds.labels("commit").observe(t2 - t1)
-        m.batches.inc()
-        for tp, oc in outcomes:
-            m.consumed.labels(tp.topic).inc(oc.consumed)
-            for reason, k in oc.dead_letters.items():
-                m.dead_lettered.labels(reason).inc(k)
-            m.feature_vectors.inc(oc.feature_vectors)
-            m.predictions.inc(oc.predictions)
-            for a in oc.alerts:
-                m.alerts.labels(a["kind"], a["detector"], a["status"]).inc()
-                log.warning(
-                    "drift %s: detector=%s target=%s statistic=%.4g p=%s partition=%d offset=%d",
-                    a["status"],
-                    a["detector"],
-                    a["target"],
-                    a["statistic"],
-                    a["p_value"],
-                    a["window"]["partition"],
-                    a["window"]["offset"],
-                )
-            for stage, secs in oc.stage_seconds.items():
-                m.stage_seconds.labels(stage).observe(secs)
-            for name, target, stat, p in oc.detector_readings:
-                m.drift_statistic.labels(name, target, str(tp.partition)).set(stat)
-                if p is not None:
-                    m.drift_p_value.labels(name, target, str(tp.partition)).set(p)
-            if oc.ingest_ms.size:
-                m.observe_latency(np.maximum(now_ms - oc.ingest_ms, 0) / 1000.0)
+        self.runner.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self.runner.join, 60)
 
 
 def preflight(spec: PipelineSpec, bootstrap: str) -> int:
@@ -219,15 +80,28 @@ def preflight(spec: PipelineSpec, bootstrap: str) -> int:
     o = spec.output
     outs = [o.features_topic, o.predictions_topic, o.alerts_topic, o.dlq_topic]
     ensure_topics(bootstrap, outs, n_in)
+    changelog = changelog_topic(spec)
+    ensure_topics(bootstrap, [changelog], n_in, config=CHANGELOG_CONFIG)
+    n_log = topic_partitions(bootstrap, changelog)
+    if n_log != n_in:
+        raise DriftlineError(
+            f"the input topic has {n_in} partitions but the state changelog {changelog} has "
+            f"{n_log}: state is kept per input partition, so after adding input partitions "
+            "run the pipeline under a new pipeline.name (or delete the changelog to start over)"
+        )
     return n_in
 
 
-def create_app(spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: int) -> faust.App:
+def create_app(
+    spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: int, worker_id: str
+) -> faust.App:
     """The faust app hosting the batch runner and the ``/metrics`` and ``/healthz`` pages."""
     app = faust.App(
         f"{spec.group_id}.host",
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        # faust's own data dir (unused by driftline's state, which lives on the changelog)
+        datadir=str(Path(tempfile.gettempdir()) / f"driftline-faust-{spec.name}-{worker_id}"),
         web_enabled=True,
         web_host=web_host,
         web_port=web_port,
@@ -236,8 +110,9 @@ def create_app(spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: i
         topic_replication_factor=1,
     )
     metrics = WorkerMetrics(spec.name)
-    runner = BatchRunner(spec, bootstrap, metrics)
-    app.service(runner)
+    predictor, version = build_predictor(spec)
+    runner = TransactionalRunner(spec, bootstrap, metrics, predictor, version, worker_id)
+    app.service(RunnerService(runner))
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -252,9 +127,16 @@ def create_app(spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: i
 
 
 def run_worker(
-    spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: int, loglevel: str = "info"
+    spec: PipelineSpec,
+    bootstrap: str,
+    *,
+    web_host: str,
+    web_port: int,
+    loglevel: str = "info",
+    worker_id: str | None = None,
 ) -> None:
     """Check the cluster, then run until SIGINT/SIGTERM."""
     preflight(spec, bootstrap)
-    app = create_app(spec, bootstrap, web_host=web_host, web_port=web_port)
+    wid = worker_id or default_worker_id()
+    app = create_app(spec, bootstrap, web_host=web_host, web_port=web_port, worker_id=wid)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -35,6 +35,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         web_host=args.web_host or spec.worker.web_host,
         web_port=spec.worker.web_port if args.web_port is None else args.web_port,
         loglevel=args.loglevel,
+        worker_id=args.worker_id,
     )
     return 0
 
@@ -104,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--web-host", default=None, help="bind address for /metrics (default: spec)")
     w.add_argument("--web-port", type=int, default=None, help="port for /metrics (default: spec)")
+    w.add_argument(
+        "--worker-id",
+        default=None,
+        help="stable id of this worker (default: the host name); it names the worker's Kafka "
+        "transactional id, so give each worker on one host its own, and reuse it on restart",
+    )
     w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     w.set_defaults(func=_cmd_worker)
 

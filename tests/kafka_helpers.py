@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Rec]
             "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,  # transaction markers take offsets: stop at EOF
         }
     )
     try:
@@ -49,11 +51,12 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Rec]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {topic} to its end within {timeout_s}s")
             for m in c.consume(10_000, timeout=0.5):
-                if m.error():
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        done.add(m.partition())
                     continue
                 out.append(Rec(m.partition(), m.offset(), m.key(), m.value()))
-                if m.offset() + 1 >= ends[m.partition()]:
-                    done.add(m.partition())
         return out
     finally:
         c.close()

@@ -1,0 +1,295 @@
+"""The hot loop: consume a batch, process it per partition, commit it in one Kafka transaction.
+
+One transaction per batch holds the batch's outputs (features, predictions, alerts, dead letters),
+each touched partition's state snapshot on the changelog, and the consumer offsets. Readers with
+``isolation.level=read_committed`` (librdkafka's default, so kcat's too) see each batch exactly
+once, and a worker killed at any point restarts from a state that matches its offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from agents.kafka_io import produce_all
+from agents.metrics import WorkerMetrics
+from agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord
+from agents.state import CHUNK_BYTES, decode_snapshot, encode_snapshot, read_changelog_partition
+from driftline.errors import DriftlineError
+from driftline.spec import PipelineSpec
+from streams.model import BatchPredictor
+
+log = logging.getLogger("driftline.runner")
+
+
+def changelog_topic(spec: PipelineSpec) -> str:
+    return f"{spec.group_id}.state-changelog"
+
+
+def default_worker_id() -> str:
+    return socket.gethostname()
+
+
+class TransactionalRunner(threading.Thread):
+    """Runs the consume → process → transact loop in its own thread (librdkafka calls block)."""
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        bootstrap: str,
+        metrics: WorkerMetrics,
+        predictor: BatchPredictor | None,
+        model_version: str,
+        worker_id: str,
+    ) -> None:
+        super().__init__(name="driftline-runner", daemon=True)
+        self.spec = spec
+        self.bootstrap = bootstrap
+        self.metrics = metrics
+        self.predictor = predictor
+        self.model_version = model_version
+        self.worker_id = worker_id
+        self.changelog = changelog_topic(spec)
+        self.pipelines: dict[int, PartitionPipeline] = {}
+        self.epochs: dict[int, int] = {}
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self.consumer: Consumer | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- rebalance callbacks (run inside consumer.consume, between transactions) ---------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        t0 = time.perf_counter()
+        for tp in partitions:
+            p = tp.partition
+            pipe = PartitionPipeline(self.spec, p, self.predictor, self.model_version)
+            saved = decode_snapshot(read_changelog_partition(self.bootstrap, self.changelog, p), p)
+            if saved is not None:
+                epoch, state = saved
+                pipe.restore(state)
+                self.epochs[p] = epoch
+            else:
+                self.epochs[p] = 0
+            self.pipelines[p] = pipe
+        self.metrics.assigned.set(len(self.pipelines))
+        log.info(
+            "assigned partitions %s (state restored in %.2fs)",
+            sorted(tp.partition for tp in partitions),
+            time.perf_counter() - t0,
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.pipelines.pop(tp.partition, None)
+            self.metrics.remove_lag(tp.topic, tp.partition)
+        self.metrics.assigned.set(len(self.pipelines))
+        log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as e:  # reported to the faust service, which stops the worker
+            self.error = e
+            log.exception("the worker loop failed; the last open transaction is aborted")
+        finally:
+            self.ready.set()
+
+    def _clients(self) -> tuple[Consumer, Producer]:
+        spec, w = self.spec, self.spec.worker
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": spec.group_id,
+                "client.id": f"driftline-{spec.name}-{self.worker_id}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": w.auto_offset_reset,
+                "isolation.level": "read_committed",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                "queued.max.messages.kbytes": 256 * 1024,
+            }
+        )
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "transactional.id": f"{spec.group_id}.{self.worker_id}",
+                "transaction.timeout.ms": 30_000,
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "message.max.bytes": 2 * CHUNK_BYTES + 65_536,
+                "queue.buffering.max.messages": 1_000_000,
+                "queue.buffering.max.kbytes": 1_048_576,
+            }
+        )
+        return consumer, producer
+
+    def _run(self) -> None:
+        spec, w, m = self.spec, self.spec.worker, self.metrics
+        consumer, producer = self._clients()
+        self.consumer = consumer
+        try:
+            producer.init_transactions(60)
+        except KafkaException as e:
+            raise DriftlineError(f"cannot start transactions on {self.bootstrap}: {e}") from e
+        consumer.subscribe(
+            [spec.input.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        self.ready.set()
+        log.info(
+            "driftline worker %s started: pipeline=%s group=%s input=%s model=%s",
+            self.worker_id,
+            spec.name,
+            spec.group_id,
+            spec.input.topic,
+            self.model_version,
+        )
+        timeout_s = w.batch_timeout_ms / 1000
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                msgs = consumer.consume(w.batch_max_records, timeout_s)
+                if msgs:
+                    m.stage_seconds.labels("poll").observe(time.perf_counter() - t0)
+                    self._batch(consumer, producer, msgs)
+                self._export_lag(consumer)
+        finally:
+            consumer.close()
+            producer.flush(10)
+
+    def _batch(self, consumer: Consumer, producer: Producer, msgs: list[Any]) -> None:
+        by_part: dict[int, list[RawRecord]] = defaultdict(list)
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                log.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err)
+                continue
+            ts_type, ts = msg.timestamp()
+            by_part[msg.partition()].append(
+                RawRecord(
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
+                    msg.key(),
+                    msg.value(),
+                )
+            )
+        outcomes: list[tuple[int, BatchOutcome]] = []
+        for p, recs in by_part.items():
+            pipe = self.pipelines.get(p)
+            if pipe is None:  # not ours any more (revoked while fetched)
+                continue
+            outcomes.append((p, pipe.process(recs)))
+        if not outcomes:
+            return
+        t0 = time.perf_counter()
+        producer.begin_transaction()
+        try:
+            offsets = []
+            for p, oc in outcomes:
+                produce_all(producer, oc.messages)
+                epoch = self.epochs[p] + 1
+                for key, value in encode_snapshot(p, epoch, self.pipelines[p].snapshot()):
+                    produce_all_to_partition(producer, self.changelog, p, key, value)
+                self.epochs[p] = epoch
+                assert oc.last_offset is not None
+                offsets.append(TopicPartition(self.spec.input.topic, p, oc.last_offset + 1))
+            t1 = time.perf_counter()
+            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 60)
+            producer.commit_transaction(120)
+        except KafkaException as e:
+            err = e.args[0]
+            if getattr(err, "fatal", lambda: False)():
+                raise DriftlineError(
+                    f"fatal transaction error ({err}); another worker with worker id "
+                    f"{self.worker_id!r} may have taken over: give each worker its own --worker-id"
+                ) from e
+            producer.abort_transaction(60)
+            raise DriftlineError(
+                f"transaction aborted ({err}); restarting restores the state"
+            ) from e
+        t2 = time.perf_counter()
+        self._count(outcomes, t1 - t0, t2 - t1)
+
+    def _count(
+        self, outcomes: list[tuple[int, BatchOutcome]], produce_s: float, commit_s: float
+    ) -> None:
+        m = self.metrics
+        now_ms = time.time() * 1000
+        m.stage_seconds.labels("produce").observe(produce_s)
+        m.stage_seconds.labels("commit").observe(commit_s)
+        m.batches.inc()
+        topic = self.spec.input.topic
+        for p, oc in outcomes:
+            m.consumed.labels(topic).inc(oc.consumed)
+            for reason, k in oc.dead_letters.items():
+                m.dead_lettered.labels(reason).inc(k)
+            m.feature_vectors.inc(oc.feature_vectors)
+            m.predictions.inc(oc.predictions)
+            for a in oc.alerts:
+                m.alerts.labels(a["kind"], a["detector"], a["status"]).inc()
+                log.warning(
+                    "drift %s: detector=%s target=%s statistic=%.4g p=%s partition=%d offset=%d",
+                    a["status"],
+                    a["detector"],
+                    a["target"],
+                    a["statistic"],
+                    a["p_value"],
+                    a["window"]["partition"],
+                    a["window"]["offset"],
+                )
+            for stage, secs in oc.stage_seconds.items():
+                m.stage_seconds.labels(stage).observe(secs)
+            for name, target, stat, pv in oc.detector_readings:
+                m.drift_statistic.labels(name, target, str(p)).set(stat)
+                if pv is not None:
+                    m.drift_p_value.labels(name, target, str(p)).set(pv)
+            if oc.ingest_ms.size:
+                m.observe_latency(np.maximum(now_ms - oc.ingest_ms, 0) / 1000.0)
+
+    def _export_lag(self, consumer: Consumer) -> None:
+        if not self.pipelines:
+            return
+        tps = [TopicPartition(self.spec.input.topic, p) for p in self.pipelines]
+        try:
+            positions = consumer.position(tps)
+        except KafkaException:
+            return
+        for tp in positions:
+            try:
+                _, hi = consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if hi >= 0 and tp.offset >= 0:
+                self.metrics.set_lag(tp.topic, tp.partition, hi - tp.offset)
+
+
+def produce_all_to_partition(
+    producer: Producer, topic: str, partition: int, key: bytes, value: bytes
+) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key, partition=partition)
+            return
+        except BufferError:
+            producer.poll(0.05)
