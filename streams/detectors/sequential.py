@@ -207,7 +207,10 @@ class PageHinkleyDetector(_RiverDetector):
     Parameters
     ----------
     min_instances, delta, threshold, alpha, mode
-        As `river.drift.PageHinkley` (>= 1, > 0, > 0, in (0, 1), ``"up"``/``"down"``/``"both"``).
+        As `river.drift.PageHinkley` (>= 1, > 0, > 0, in (0, 1], ``"up"``/``"down"``/``"both"``).
+        ``delta`` and ``threshold`` are in the units of the values: scale them to the stream.
+        River's default fading ``alpha=0.9999`` makes the cumulative sums forget their minimum
+        level, so long stationary streams alarm regularly; ``alpha=1`` is the classic test.
     cooldown
         Values without detection after which a firing detector resolves (>= 0).
 
@@ -235,7 +238,10 @@ class PageHinkleyDetector(_RiverDetector):
         self.min_instances = int_param("min_instances", min_instances, 1)
         self.delta = _positive("delta", delta)
         self.threshold = _positive("threshold", threshold)
-        self.alpha = _prob("alpha", alpha)
+        if alpha == 1:
+            self.alpha = 1.0
+        else:
+            self.alpha = _prob("alpha", alpha)
         if mode not in ("up", "down", "both"):
             raise SpecError(f"mode: got {mode!r}; expected 'up', 'down' or 'both'")
         self.mode = mode
