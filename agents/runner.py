@@ -121,6 +121,10 @@ class TransactionalRunner(threading.Thread):
                 "enable.auto.commit": False,
                 "auto.offset.reset": w.auto_offset_reset,
                 "isolation.level": "read_committed",
+                # static membership: a restarted worker (same --worker-id) takes its partitions
+                # back at once instead of waiting for its dead predecessor's session to expire
+                "group.instance.id": self.worker_id,
+                "session.timeout.ms": 15_000,
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
                 "queued.max.messages.kbytes": 256 * 1024,

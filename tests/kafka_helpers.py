@@ -74,7 +74,10 @@ def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
     return total
 
 
-def start_worker(spec_path: Path, bootstrap: str, log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    spec_path: Path, bootstrap: str, log_path: Path, worker_id: str | None = None
+) -> subprocess.Popen[bytes]:
+    extra = ["--worker-id", worker_id] if worker_id else []
     return subprocess.Popen(
         [
             sys.executable,
@@ -87,6 +90,7 @@ def start_worker(spec_path: Path, bootstrap: str, log_path: Path) -> subprocess.
             bootstrap,
             "--loglevel",
             "info",
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=log_path.open("wb"),
@@ -126,7 +130,21 @@ def kcat_produce(
     """Produce ``key<delim>value`` lines with kcat, as a user would."""
     data = b"\n".join(lines) + b"\n"
     subprocess.run(
-        [kcat, "-P", "-b", bootstrap, "-t", topic, "-K", delim, "-X", "message.max.bytes=2000000"],
+        # idempotence: no reordering on retries, so event-time order within a partition holds
+        [
+            kcat,
+            "-P",
+            "-b",
+            bootstrap,
+            "-t",
+            topic,
+            "-K",
+            delim,
+            "-X",
+            "message.max.bytes=2000000",
+            "-X",
+            "enable.idempotence=true",
+        ],
         input=data,
         check=True,
         timeout=120,
