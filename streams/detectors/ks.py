@@ -502,25 +502,26 @@ class KSWindowDetector(DriftDetector):
         n1, n2 = float(r), float(w)
         n_win = stream.size - span + 1
         out = np.empty(n_win)
-        c = _chunk_size(span)
-        e0 = 0
-        while e0 < n_win:
-            e1 = min(e0 + c, n_win - 1)  # windows e0..e1 in this chunk
-            grid, idx = np.unique(stream[e0 : e1 + span], return_inverse=True)
+        block = 4 * span  # windows sharing one sorted grid
+        for b0 in range(0, n_win, block + 1):
+            b1 = min(b0 + block, n_win - 1)  # windows b0..b1
+            grid, idx = np.unique(stream[b0 : b1 + span], return_inverse=True)
             k = grid.size
             pr = np.cumsum(np.bincount(idx[:r], minlength=k)).astype(np.float64)
             pc = np.cumsum(np.bincount(idx[r:span], minlength=k)).astype(np.float64)
             diff = n2 * pr - n1 * pc
-            out[e0] = np.abs(diff).max()
-            if e1 > e0:
-                t = np.arange(e1 - e0)
-                step_pos = np.concatenate([idx[span + t], idx[r + t], idx[t]])
+            out[b0] = np.abs(diff).max()
+            c = _chunk_size(k)
+            for e0 in range(0, b1 - b0, c):  # steps e0 .. e0+c-1 move window b0+e to b0+e+1
+                t = np.arange(min(c, b1 - b0 - e0))
+                e = e0 + t
+                step_pos = np.concatenate([idx[span + e], idx[r + e], idx[e]])
                 step_t = np.concatenate([t, t, t])
                 step_w = np.concatenate(
                     [np.full(t.size, -n1), np.full(t.size, n1 + n2), np.full(t.size, -n2)]
                 )
-                out[e0 + 1 : e1 + 1], _ = sweep_steps(diff, step_pos, step_t, step_w, t.size)
-            e0 = e1 + 1
+                d, diff = sweep_steps(diff, step_pos, step_t, step_w, t.size)
+                out[b0 + e0 + 1 : b0 + e0 + 1 + t.size] = d
         return out
 
     # previous_window -----------------------------------------------------------------------
