@@ -562,18 +562,20 @@ class _TimeState:
             cmall = np.cumsum(s_match) - 1
             cm = cmall[oi]
             cmx = cm - s_match[oi]
-            valid = (cm >= 0) & (mg[np.maximum(cm, 0)] == og)
-        validx = (cmx >= 0) & (mg[np.maximum(cmx, 0)] == og)
+            valid = (cm >= 0) & (mg[np.maximum(cm, 0)] == og) if n_m else cm < -1
+        validx = (cmx >= 0) & (mg[np.maximum(cmx, 0)] == og) if n_m else cmx < -1
         cmc = np.maximum(cm, 0)
         o_ev = s_ev[oi]
         o_ts = ctx.ts[o_ev]
 
         def gather(name: str, j: int | None = None) -> np.ndarray:
+            p = prior(name) if j is None else prior(name)[:, j]
+            if n_m == 0:
+                return p[og]
             r = run[name] if j is None else run[name][:, j]
             if valid is None:
                 return r[cm]
-            p = prior(name) if j is None else prior(name)[:, j]
-            return np.where(valid, r[cmc] if n_m else p[og], p[og])
+            return np.where(valid, r[cmc], p[og])
 
         n = gather("count")
         out: dict[tuple[str, str | None], Any] = {("__n__", None): n, ("__pos__", None): o_ev}
@@ -729,9 +731,9 @@ class _SetState:
         eid = np.concatenate([self.eid, ctx.eid[sel]])
         ts = np.concatenate([self.ts, ctx.ts[sel]])
         seq = np.concatenate([self.seq, ctx.seq[sel]])
-        x_new = np.column_stack([ctx.num[f][pos] for f in self.num_fields]).reshape(
-            pos.size, len(self.num_fields)
-        )
+        x_new = np.zeros((pos.size, len(self.num_fields)))
+        for j, f in enumerate(self.num_fields):
+            x_new[:, j] = ctx.num[f][pos]
         x = np.concatenate([self.x, x_new])
         d = [
             np.concatenate([old, np.asarray(ctx.raw[f], dtype=object)[pos]])

@@ -405,7 +405,10 @@ def test_restore_rejects_a_different_spec() -> None:
     ("kwargs", "match"),
     [
         ({"name": "", "field": None, "agg": "count", "window_ms": 1}, "non-empty string"),
-        ({"name": "x", "field": "a", "agg": "max", "window_ms": 1}, "agg 'max' is not supported"),
+        (
+            {"name": "x", "field": "a", "agg": "median", "window_ms": 1},
+            "agg 'median' is not supported",
+        ),
         ({"name": "x", "field": None, "agg": "mean", "window_ms": 1}, "needs a numeric source"),
         ({"name": "x", "field": "", "agg": "sum", "window_ms": 1}, "non-empty column name"),
         ({"name": "x", "field": "a", "agg": "sum", "window_ms": 0}, "window_ms: got 0"),
@@ -437,3 +440,317 @@ def test_engine_validation() -> None:
     with pytest.raises(DriftlineError, match=r"columns\['amount'\]: got shape \(2,\)"):
         eng.update(np.array(["a"], dtype=object), np.array([1]), {"amount": np.ones(2)})
     assert eng.watermark_ms is None and eng.n_windows == 0  # failed calls changed nothing
+
+
+# ============================================================================ all window kinds
+from streams.aggregators import AGGREGATIONS, DISTINCT_CAP  # noqa: E402
+
+KINDS = {
+    "tumbling": {"window_ms": 10_000},
+    "hopping": {"window_ms": 10_000, "window": "hopping", "step_ms": 2_500},
+    "sliding": {"window_ms": 7_000, "window": "sliding"},
+    "count": {"window_ms": None, "window": "count", "count": 3, "idle_ttl_ms": 20_000},
+}
+BUY = {"where_field": "type", "where_equals": "buy"}
+
+
+def _field(agg: str) -> str | None:
+    return {"distinct": "kind", "count": None, "rate": None, "since_prev": None}.get(agg, "amount")
+
+
+def all_features(kinds=tuple(KINDS), filtered: bool = True) -> tuple[FeatureDef, ...]:
+    out = []
+    for k in kinds:
+        for agg in AGGREGATIONS:
+            out.append(FeatureDef(f"{k}_{agg}", _field(agg), agg, **KINDS[k]))
+            if filtered:
+                out.append(FeatureDef(f"{k}_{agg}_buy", _field(agg), agg, **KINDS[k], **BUY))
+        out.append(FeatureDef(f"{k}_distinct_amount", "amount", "distinct", **KINDS[k]))
+    return tuple(out)
+
+
+ALL = all_features()
+
+
+def window_members(f: FeatureDef, i: int, accepted: list[int], ents, ts, cols) -> list[int]:
+    """Indices of the events in event ``i``'s window, in arrival order (the spec, naively)."""
+    e, t = ents[i], ts[i]
+
+    def ok(j: int) -> bool:
+        return ents[j] == e and (f.where_field is None or cols[f.where_field][j] == f.where_equals)
+
+    cand = [j for j in accepted if ok(j)]
+    if f.window == "tumbling":
+        return [j for j in cand if ts[j] // f.window_ms == t // f.window_ms]
+    if f.window == "hopping":
+        start = (t // f.step_ms) * f.step_ms
+        return [j for j in cand if start <= ts[j] < start + f.window_ms]
+    if f.window == "sliding":
+        return [j for j in cand if t - f.window_ms < ts[j] <= t]
+    return [j for j in cand[-f.count :] if ts[j] > t - f.idle_ttl_ms]
+
+
+def aggregate(f: FeatureDef, i: int, mem: list[int], ts, cols) -> float:
+    nan = math.nan
+    if f.agg == "distinct":
+        return float(min(len({cols[f.field][j] for j in mem}), DISTINCT_CAP))
+    x = [float(cols[f.field][j]) for j in mem] if f.source else []
+    n = len(mem)
+    if f.agg == "count":
+        return float(n)
+    if f.agg == "sum" or f.agg == "mean":
+        s = 0.0
+        for v in x:
+            s += v
+        return s if f.agg == "sum" else (s / n if n else nan)
+    if f.agg in ("var", "std"):
+        if n < 2:
+            return nan
+        v = float(np.var(np.array(x), ddof=1))
+        return v if f.agg == "var" else math.sqrt(v)
+    if f.agg in ("min", "max"):
+        return (min if f.agg == "min" else max)(x) if n else nan
+    if f.agg in ("first", "last"):
+        if not n:
+            return nan
+        keyed = sorted(zip([ts[j] for j in mem], mem, x, strict=True))
+        return keyed[0][2] if f.agg == "first" else keyed[-1][2]
+    if f.agg == "rate":
+        if f.window != "count":
+            return n * 1000.0 / f.window_ms
+        span = max(ts[j] for j in mem) - min(ts[j] for j in mem) if n else 0
+        return (n - 1) * 1000.0 / span if n >= 2 and span > 0 else nan
+    assert f.agg == "since_prev"
+    others = [ts[j] for j in mem if j != i]
+    return float(ts[i] - max(others)) if others else nan
+
+
+def oracle(features, grace, ents, ts, cols):
+    """Per-event brute force over every window kind and aggregation."""
+    watermark = None
+    accepted: list[int] = []
+    values = {f.name: [] for f in features}
+    late = []
+    for i, t in enumerate(ts):
+        if watermark is not None and t < watermark - grace:
+            late.append(True)
+            for f in features:
+                values[f.name].append(math.nan)
+            continue
+        late.append(False)
+        watermark = t if watermark is None else max(watermark, t)
+        accepted.append(i)
+        for f in features:
+            mem = window_members(f, i, accepted, ents, ts, cols)
+            values[f.name].append(aggregate(f, i, mem, ts, cols))
+    return {k: np.array(v, dtype=np.float64) for k, v in values.items()}, late
+
+
+def assert_matches_oracle(got: dict[str, np.ndarray], exp: dict[str, np.ndarray]) -> None:
+    assert got.keys() == exp.keys()
+    for k in exp:
+        if k.split("_")[1] in ("var", "std"):
+            np.testing.assert_array_equal(np.isnan(got[k]), np.isnan(exp[k]), err_msg=k)
+            np.testing.assert_allclose(got[k], exp[k], rtol=1e-6, atol=1e-3, err_msg=k)
+        else:
+            np.testing.assert_array_equal(got[k], exp[k], err_msg=k, strict=True)
+
+
+def make_mixed_stream(seed: int, n: int, n_entities: int = 4, span_ms: int = 120_000):
+    rng = np.random.default_rng(seed)
+    ents = np.array([f"e{i}" for i in rng.integers(0, n_entities, n)], dtype=object)
+    ts = np.sort(rng.integers(0, span_ms, n)) - rng.integers(0, 4_000, n)
+    ts[rng.random(n) < 0.05] -= 30_000  # some very late
+    amount = rng.choice([1.0, 2.5, -3.0, 1e9 + 0.25, 7.0], n) + rng.integers(0, 3, n)
+    cols = {
+        "amount": amount,
+        "type": rng.choice(np.array(["buy", "view"], dtype=object), n),
+        "kind": rng.choice(np.array(["x", "y", "z", "w"], dtype=object), n),
+    }
+    return ents, ts.astype(np.int64), cols
+
+
+def run_cut(features, grace, ents, ts, cols, cuts, snap_at=None):
+    """Run in batches cut at ``cuts``; optionally snapshot, JSON round-trip and restore."""
+    eng = FeatureEngine(features, grace)
+    bounds = [0, *sorted(set(cuts)), len(ts)]
+    outs, lates = [], []
+    for a, b in pairwise(bounds):
+        if snap_at is not None and a == snap_at:
+            state = json.loads(json.dumps(eng.snapshot(), allow_nan=False))
+            eng = FeatureEngine.restore(features, grace, state)
+        o = eng.update(ents[a:b], ts[a:b], {k: v[a:b] for k, v in cols.items()})
+        outs.append(o.values)
+        lates.append(o.late)
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}, np.concatenate(lates), eng
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("grace", [0, 2_500])
+def test_every_kind_and_aggregation_matches_brute_force(seed: int, grace: int) -> None:
+    ents, ts, cols = make_mixed_stream(seed, 400)
+    exp, exp_late = oracle(ALL, grace, ents.tolist(), ts.tolist(), cols)
+    rng = np.random.default_rng(seed)
+    cuts = rng.choice(np.arange(1, len(ts)), size=20, replace=False).tolist()
+    got, late, _ = run_cut(ALL, grace, ents, ts, cols, cuts, snap_at=cuts[3])
+    assert late.tolist() == exp_late and 0 < sum(exp_late)
+    assert_matches_oracle(got, exp)
+    one_batch, _, _ = run_cut(ALL, grace, ents, ts, cols, [])
+    assert_same(got, one_batch)
+
+
+@st.composite
+def mixed_streams(draw):
+    n = draw(st.integers(0, 60))
+    ents = draw(st.lists(st.sampled_from(["a", "b", ""]), min_size=n, max_size=n))
+    base = draw(st.integers(-(10**12), 10**12))
+    steps = draw(st.lists(st.integers(-6_000, 6_000), min_size=n, max_size=n))
+    ts = (base + np.cumsum(np.array(steps, dtype=np.int64))).tolist() if n else []
+    vals = st.one_of(st.sampled_from([0.0, -0.0, 1.0, 2.0, 1e9 + 1.0]), st.floats(-1e6, 1e6))
+    amount = draw(st.lists(vals, min_size=n, max_size=n))
+    typ = draw(st.lists(st.sampled_from(["buy", "view"]), min_size=n, max_size=n))
+    kind = draw(st.lists(st.sampled_from(["x", "y"]), min_size=n, max_size=n))
+    cuts = draw(st.lists(st.integers(0, n), max_size=6))
+    snap_at = draw(st.sampled_from([None, *sorted(set(cuts))]))
+    grace = draw(st.sampled_from([0, 1, 3_000, 20_000]))
+    cols = {
+        "amount": np.array(amount, dtype=np.float64),
+        "type": np.array(typ, dtype=object),
+        "kind": np.array(kind, dtype=object),
+    }
+    return np.array(ents, dtype=object), np.array(ts, dtype=np.int64), cols, cuts, snap_at, grace
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mixed_streams())
+def test_property_every_kind_any_batching_and_restore(data) -> None:
+    ents, ts, cols, cuts, snap_at, grace = data
+    exp, exp_late = oracle(ALL, grace, ents.tolist(), ts.tolist(), cols)
+    got, late, _ = run_cut(ALL, grace, ents, ts, cols, cuts, snap_at)
+    assert late.tolist() == exp_late
+    assert_matches_oracle(got, exp)
+    per_event, _, _ = run_cut(ALL, grace, ents, ts, cols, list(range(1, len(ts))))
+    assert_same(got, per_event)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_state_stays_bounded_on_a_long_stream(kind: str) -> None:
+    feats = [FeatureDef(f"{kind}_{a}", _field(a), a, **KINDS[kind]) for a in AGGREGATIONS]
+    eng = FeatureEngine(feats, grace_ms=1_000)
+    rng = np.random.default_rng(0)
+    peak = 0
+    for b in range(60):
+        n = 200
+        ents = np.array([f"u{b * 50 + i}" for i in rng.integers(0, 50, n)], dtype=object)
+        ts = b * 10_000 + np.sort(rng.integers(0, 10_000, n))
+        cols = {"amount": rng.normal(0, 1, n), "kind": rng.choice(np.array(["x", "y"]), n)}
+        eng.update(ents, ts.astype(np.int64), cols)
+        peak = max(peak, eng.n_windows)
+    # entities churn every batch: only the recent ones may hold state
+    assert peak <= 200
+    assert len(eng._registry.ids) <= 5_000 + 200
+
+
+def test_idle_count_window_entity_starts_afresh() -> None:
+    f = FeatureDef("n3", None, "count", None, window="count", count=3, idle_ttl_ms=1_000)
+    eng = FeatureEngine([f])
+    out = one(eng, ["a", "a", "a", "a"], [0, 10, 20, 30])
+    assert out.values["n3"].tolist() == [1.0, 2.0, 3.0, 3.0]
+    one(eng, ["b"], [5_000])  # a's events are now all older than watermark - ttl: dropped
+    assert eng.n_windows == 1
+    assert one(eng, ["a"], [5_001]).values["n3"].tolist() == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "ts", "expected"),
+    [
+        # tumbling [0, 10s): 9_999 in, 10_000 starts the next window
+        ("tumbling", [0, 9_999, 10_000], [1, 2, 1]),
+        # hopping 10s/2.5s: the most recent window of 9_999 is [7_500, 17_500) (0 is not in
+        # it), of 10_000 and 12_499 [10_000, 20_000), of 12_500 [12_500, 22_500)
+        ("hopping", [0, 9_999, 10_000, 12_499, 12_500], [1, 1, 1, 2, 1]),
+        # sliding 7s: (ts - 7000, ts]; 7_000 excludes 0, 6_999 includes it
+        ("sliding", [0, 6_999, 7_000, 13_998, 13_999], [1, 2, 2, 3, 3]),
+        # count 3 with idle ttl 20s: last three, and only those within 20s
+        ("count", [0, 1, 2, 3, 20_002], [1, 2, 3, 3, 2]),
+    ],
+)
+def test_window_boundaries_per_kind(kind: str, ts: list[int], expected: list[int]) -> None:
+    eng = FeatureEngine([FeatureDef("n", None, "count", **KINDS[kind])])
+    got = one(eng, ["a"] * len(ts), ts).values["n"]
+    assert got.tolist() == [float(e) for e in expected]
+
+
+def test_filtered_out_events_get_the_value_but_do_not_count() -> None:
+    feats = [FeatureDef(f"{k}_n_buy", None, "count", **KINDS[k], **BUY) for k in KINDS]
+    feats += [FeatureDef(f"{k}_mean_buy", "amount", "mean", **KINDS[k], **BUY) for k in KINDS]
+    eng = FeatureEngine(feats)
+    cols = {"amount": np.array([1.0, 100.0, 3.0]), "type": np.array(["view", "buy", "view"])}
+    out = eng.update(np.array(["a"] * 3, dtype=object), np.array([0, 1, 2]), cols)
+    for k in KINDS:
+        assert out.values[f"{k}_n_buy"].tolist() == [0.0, 1.0, 1.0], k
+        np.testing.assert_array_equal(out.values[f"{k}_mean_buy"], [np.nan, 100.0, 100.0])
+    # the filtered-out first event created no state: 1 tumbling + 4 hopping windows + 2 entities
+    assert eng.n_windows == 7
+
+
+def test_out_of_order_event_counts_only_in_later_sliding_outputs() -> None:
+    f = FeatureDef("s", "amount", "sum", 10_000, window="sliding")
+    eng = FeatureEngine([f], grace_ms=10_000)
+    out = one(eng, ["a", "a", "a"], [5_000, 1_000, 6_000], [1.0, 10.0, 100.0])
+    # 1_000's window (-9_000, 1_000] does not reach 5_000; 6_000's holds all three
+    assert out.values["s"].tolist() == [1.0, 10.0, 111.0]
+
+
+def test_variance_is_stable_on_large_offsets() -> None:
+    rng = np.random.default_rng(3)
+    n = 5_000
+    x = 1e9 + rng.normal(0.0, 1e-2, n)
+    feats = [
+        FeatureDef(f"{k}_var", "amount", "var", **KINDS[k]) for k in ("tumbling", "hopping")
+    ] + [FeatureDef("sl_var", "amount", "var", 10**9, window="sliding")]
+    eng = FeatureEngine(feats)
+    out = eng.update(np.array(["a"] * n, dtype=object), np.zeros(n, dtype=np.int64), {"amount": x})
+    for k in out.values:
+        assert out.values[k][-1] == pytest.approx(np.var(x, ddof=1), rel=1e-6), k
+        np.testing.assert_allclose(
+            out.values[k][1:100], [np.var(x[: i + 1], ddof=1) for i in range(1, 100)], rtol=1e-5
+        )
+
+
+def test_new_feature_def_validation() -> None:
+    cases = [
+        ({"window": "session"}, "window 'session'"),
+        ({"window": "hopping"}, "step_ms: got None"),
+        ({"window": "hopping", "step_ms": 3_000}, "expected a divisor"),
+        ({"step_ms": 1_000}, "only for window='hopping'"),
+        ({"window": "count", "count": 3}, "count windows take count=N and window_ms=None"),
+        ({"window_ms": None, "window": "count"}, "count: got None"),
+        (
+            {"window_ms": None, "window": "count", "count": 2, "idle_ttl_ms": 0},
+            "idle_ttl_ms: got 0",
+        ),
+        ({"count": 3}, "count 3 is only for window='count'"),
+        ({"where_field": "type"}, "where_equals None"),
+        ({"where_equals": "buy"}, "expected where_field"),
+    ]
+    for extra, match in cases:
+        kwargs = {"name": "x", "field": "amount", "agg": "sum", "window_ms": 10_000, **extra}
+        with pytest.raises(SpecError, match=match):
+            FeatureDef(**kwargs)
+    with pytest.raises(SpecError, match="'distinct' needs a source field"):
+        FeatureDef("x", None, "distinct", 1_000)
+    assert FeatureDef("r", None, "rate", 1_000).source is None
+
+
+def test_filter_and_distinct_columns_are_required_and_may_be_strings() -> None:
+    eng = FeatureEngine([FeatureDef("d", "kind", "distinct", 1_000, **BUY)])
+    assert eng.required_fields == ("kind", "type")
+    with pytest.raises(SpecError, match=r"'type' is missing; features \['d'\] need it as a column"):
+        eng.update(np.array(["a"], dtype=object), np.array([1]), {"kind": np.array(["x"])})
+    out = eng.update(
+        np.array(["a", "a", "a"], dtype=object),
+        np.array([1, 2, 3]),
+        {"kind": np.array(["x", "y", "x"], dtype=object), "type": np.array(["buy"] * 3)},
+    )
+    assert out.values["d"].tolist() == [1.0, 2.0, 2.0]
