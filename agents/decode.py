@@ -16,6 +16,12 @@ import orjson
 
 from driftline.errors import RecordError
 
+_BIG = 2**1023  # integers beyond this do not fit a float64
+
+
+def _too_big(name: str, v: int) -> RecordError:
+    return RecordError("non_finite", f"field {name!r} is an integer too large for a float64")
+
 
 def _check_float(name: str, v: Any) -> float:
     if type(v) is float:
@@ -23,12 +29,16 @@ def _check_float(name: str, v: Any) -> float:
             raise RecordError("non_finite", f"field {name!r} is {v}, expected a finite number")
         return v
     if type(v) is int:
+        if not -_BIG < v < _BIG:
+            raise _too_big(name, v)
         return float(v)
     raise RecordError("wrong_type", f"field {name!r} is {type(v).__name__}, expected a number")
 
 
 def _check_int(name: str, v: Any) -> float:
     if type(v) is int:
+        if not -_BIG < v < _BIG:
+            raise _too_big(name, v)
         return float(v)
     raise RecordError("wrong_type", f"field {name!r} is {type(v).__name__}, expected an integer")
 
@@ -98,8 +108,82 @@ class RecordDecoder:
         )
         self._checks = [(n, CHECKS[t]) for n, t in fields.items()]
         self._numeric_set = set(self.numeric)
+        self.decode = self._compile_fast_path(fields)  # type: ignore[method-assign]
 
-    def decode(self, raw: bytes | None) -> tuple[str, int, tuple[float, ...]]:
+    def _compile_fast_path(self, fields: Mapping[str, str]) -> Callable[[bytes | None], Any]:
+        """A decoder specialised to the spec's fields, for the hot path.
+
+        It accepts exactly what :meth:`decode_checked` accepts and returns the same values;
+        on anything unusual it hands the record to :meth:`decode_checked`, which raises the
+        precise :class:`RecordError`.
+        """
+        lines = [
+            "def decode(raw):",
+            "    if raw is None or len(raw) > MAX:",
+            "        return slow(raw)",
+            "    try:",
+            "        o = loads(raw)",
+            "    except JSONDecodeError:",
+            "        return slow(raw)",
+            "    if type(o) is not dict:",
+            "        return slow(raw)",
+            "    try:",
+        ]
+        names = list(fields)
+        for i, n in enumerate(names):
+            lines.append(f"        v{i} = o[{n!r}]")
+        lines += ["    except KeyError:", "        return slow(raw)"]
+        for i, n in enumerate(names):
+            t = fields[n]
+            if t == "float":
+                lines += [
+                    f"    t = type(v{i})",
+                    "    if t is float:",
+                    f"        if v{i} - v{i} != 0.0:",
+                    "            return slow(raw)",
+                    f"    elif t is int and -BIG < v{i} < BIG:",
+                    f"        v{i} = float(v{i})",
+                    "    else:",
+                    "        return slow(raw)",
+                ]
+            elif t in ("int", "bool"):
+                py = "int" if t == "int" else "bool"
+                lines += [f"    if type(v{i}) is not {py}:", "        return slow(raw)"]
+                if t == "int":
+                    lines += [f"    if not -BIG < v{i} < BIG:", "        return slow(raw)"]
+                if n != self.key_field:
+                    lines.append(f"    v{i} = float(v{i})")
+            elif t == "string":
+                lines += [f"    if type(v{i}) is not str:", "        return slow(raw)"]
+            elif t == "timestamp":
+                lines += [
+                    f"    if type(v{i}) is not int:",
+                    f"        if type(v{i}) is not str:",
+                    "            return slow(raw)",
+                    "        try:",
+                    f"            v{i} = ts({n!r}, v{i})",
+                    "        except RecordError:",
+                    "            return slow(raw)",
+                ]
+        k = names.index(self.key_field)
+        tpos = names.index(self.time_field)
+        nums = ", ".join(f"v{names.index(n)}" for n in self.numeric)
+        key_expr = f"v{k}" if fields[self.key_field] == "string" else f"str(v{k})"
+        lines.append(f"    return ({key_expr}, v{tpos}, ({nums}{',' if nums else ''}))")
+        env: dict[str, Any] = {
+            "MAX": self.max_bytes,
+            "loads": orjson.loads,
+            "JSONDecodeError": orjson.JSONDecodeError,
+            "slow": self.decode_checked,
+            "ts": parse_timestamp_ms,
+            "RecordError": RecordError,
+            "BIG": _BIG,
+        }
+        exec(compile("\n".join(lines), f"<driftline decoder {self.key_field}>", "exec"), env)
+        return env["decode"]
+
+    def decode_checked(self, raw: bytes | None) -> tuple[str, int, tuple[float, ...]]:
+        """The reference decoder: every check in order, with a precise error."""
         if raw is None:
             raise RecordError(
                 "invalid_json", "the record has no value (a tombstone); send a JSON object"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.decode import RecordDecoder, parse_timestamp_ms
 from driftline.errors import RecordError
@@ -96,3 +100,32 @@ def test_integer_keys_are_allowed_when_declared() -> None:
 )
 def test_timestamps(value: object, ms: int) -> None:
     assert parse_timestamp_ms("ts", value) == ms
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([2**1023, -(2**1023), 2**1100, 2**1023 - 1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(
+        ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00", "1970-01-01T00:00:00.001+00:00"]
+    ),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["user", "ts", "x", "n", "ok", "other"]), _values))
+def test_fast_path_equals_the_checked_decoder(doc: dict) -> None:
+    dec = RecordDecoder(FIELDS, "user", "ts", max_bytes=200)
+    raw = json.dumps(doc).encode()  # stdlib writes NaN/Infinity tokens too
+
+    def outcome(f):
+        try:
+            return ("ok", f(raw))
+        except RecordError as e:
+            return ("err", e.reason, e.detail)
+
+    assert outcome(dec.decode) == outcome(dec.decode_checked)
