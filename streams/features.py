@@ -35,6 +35,7 @@ group, set aggregates (sliding, count) are folded over the window's members in a
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import repeat
@@ -269,7 +270,9 @@ class _Ctx:
     """One batch's non-late events, in arrival order."""
 
     pos: np.ndarray  # event position in the batch
-    eid: np.ndarray
+    code: np.ndarray  # batch-local entity code (index into ``names``)
+    names: np.ndarray  # the batch's distinct entity strings, sorted
+    eid: np.ndarray | None  # registry ids (only when some state is per entity)
     ts: np.ndarray
     seq: np.ndarray
     num: dict[str, np.ndarray]  # numeric columns (full batch)
@@ -347,7 +350,6 @@ class _TimeState:
         self.free: list[int] = []
         self.n_rows = 0
         self.keys = np.empty(0, dtype=object)
-        self.eid = np.zeros(0, dtype=np.int64)
         self.starts = np.zeros(0, dtype=np.int64)
         self.live = np.zeros(0, dtype=bool)
         self.c: dict[str, np.ndarray] = {k: self._fresh(k, 0) for k in spec}
@@ -363,14 +365,13 @@ class _TimeState:
             return
         grow = max(need, 2 * cap, 1024) - cap
         self.keys = np.concatenate([self.keys, np.empty(grow, dtype=object)])
-        self.eid = np.concatenate([self.eid, np.zeros(grow, dtype=np.int64)])
         self.starts = np.concatenate([self.starts, np.zeros(grow, dtype=np.int64)])
         self.live = np.concatenate([self.live, np.zeros(grow, dtype=bool)])
         for k in self.c:
             self.c[k] = np.concatenate([self.c[k], self._fresh(k, grow)])
 
-    def allocate(self, keys: list[tuple[int, int]]) -> np.ndarray:
-        """Rows (fresh columns) for new ``(entity id, start)`` keys."""
+    def allocate(self, keys: list[tuple[str, int]]) -> np.ndarray:
+        """Rows (fresh columns) for new ``(entity, start)`` keys."""
         k = len(keys)
         n_free = min(k, len(self.free))
         reused = self.free[len(self.free) - n_free :]
@@ -386,9 +387,7 @@ class _TimeState:
         karr = np.empty(k, dtype=object)
         karr[:] = keys
         self.keys[rows] = karr
-        ek = np.array(keys, dtype=np.int64).reshape(k, 2)
-        self.eid[rows] = ek[:, 0]
-        self.starts[rows] = ek[:, 1]
+        self.starts[rows] = np.fromiter((key[1] for key in keys), dtype=np.int64, count=k)
         self.live[rows] = True
         return rows
 
@@ -400,8 +399,7 @@ class _TimeState:
         rows = np.flatnonzero(self.live[:n] & (self.starts[:n] <= cutoff_ms - self.size_ms))
         if rows.size == 0:
             return
-        for key in self.keys[rows].tolist():
-            del self.index[key]
+        deque(map(self.index.__delitem__, self.keys[rows].tolist()), maxlen=0)
         self.keys[rows] = None
         self.live[rows] = False
         for k, arr in self.c.items():
@@ -416,7 +414,7 @@ class _TimeState:
         return len(self.index)
 
     def live_eids(self) -> np.ndarray:
-        return self.eid[self.live_rows()]
+        return np.zeros(0, dtype=np.int64)  # keyed by entity string, not registry ids
 
     # ------------------------------------------------------------------ the batch step
     def apply(self, ctx: _Ctx, match: np.ndarray | None) -> dict[tuple[str, str | None], Any]:
@@ -435,14 +433,14 @@ class _TimeState:
             j = np.arange(int(ends[-1])) - (ends - rep)[ev]
             r_start = last[ev] - j * self.step_ms
             r_out = j == 0
-        r_eid = ctx.eid[ev]
+        r_eid = ctx.code[ev]
         order = np.lexsort((r_start, r_eid))  # stable: arrival order within each group
         s_eid = r_eid[order]
         s_start = r_start[order]
         s_ev = ev[order]
         gstart, gsize, gid = segment_bounds([s_eid, s_start])
         n_groups = gstart.size
-        keys = list(zip(s_eid[gstart].tolist(), s_start[gstart].tolist(), strict=True))
+        keys = list(zip(ctx.names[s_eid[gstart]].tolist(), s_start[gstart].tolist(), strict=True))
         rows = np.fromiter(map(self.index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
         known = rows >= 0
         krows = rows[known]
@@ -654,7 +652,7 @@ class _TimeState:
             else:
                 cols[k] = {f: arr[:, j].tolist() for j, f in enumerate(self._col_fields(k))}
         snap: dict[str, Any] = {
-            "entities": names[self.eid[rows]].tolist(),
+            "entities": [key[0] for key in self.keys[rows].tolist()],
             "starts": self.starts[rows].tolist(),
             "columns": cols,
         }
@@ -665,14 +663,14 @@ class _TimeState:
             }
         return snap
 
-    def load(self, snap: Mapping[str, Any], eids: np.ndarray) -> None:
+    def load(self, snap: Mapping[str, Any], names: list[str]) -> None:
         starts = [int(s) for s in snap["starts"]]
         k = len(starts)
-        if len(eids) != k:
+        if len(names) != k:
             raise DriftlineError("state: inconsistent window entry (entities vs starts)")
         if not k:
             return
-        rows = self.allocate(list(zip(eids.tolist(), starts, strict=True)))
+        rows = self.allocate(list(zip(names, starts, strict=True)))
         for name, (_, width, _) in self.spec.items():
             if name == "dist":
                 continue
@@ -728,6 +726,7 @@ class _SetState:
         m = ctx.ts.shape[0]
         sel = np.arange(m) if match is None else np.flatnonzero(match)
         pos = ctx.pos[sel]
+        assert ctx.eid is not None
         eid = np.concatenate([self.eid, ctx.eid[sel]])
         ts = np.concatenate([self.ts, ctx.ts[sel]])
         seq = np.concatenate([self.seq, ctx.seq[sel]])
@@ -875,6 +874,7 @@ class _SetState:
         }
 
     def load(self, snap: Mapping[str, Any], eids: np.ndarray) -> None:
+        eids = np.asarray(eids, dtype=np.int64)
         ts = np.asarray(snap["ts"], dtype=np.int64).reshape(-1)
         seq = np.asarray(snap["seq"], dtype=np.int64).reshape(-1)
         k = ts.size
@@ -983,6 +983,7 @@ class FeatureEngine:
         for fs in groups.values():
             cls = _TimeState if fs[0].window in ("tumbling", "hopping") else _SetState
             self._groups.append((fs, cls(fs)))
+        self._per_entity = any(isinstance(st, _SetState) for _, st in self._groups)
         self._num, self._dist, _ = _needs(feats)
         self._where = sorted({f.where_field for f in feats if f.where_field is not None})
         self._tumbling_sizes = sorted(
@@ -1087,8 +1088,11 @@ class FeatureEngine:
             ent_ok = ents[idx_ok]
             # Fixed-width unicode sorts in C, much faster than comparing Python str objects.
             uniq_ent, ent_inv = np.unique(ent_ok.astype(str), return_inverse=True)
-            eids = self._registry.lookup(uniq_ent.tolist())[ent_inv]
-            ctx = _Ctx(idx_ok, eids, ts[idx_ok], self._seq + idx_ok, num, raw)
+            eids = None
+            if self._per_entity:
+                eids = self._registry.lookup(uniq_ent.tolist())[ent_inv]
+            names = uniq_ent.astype(object)
+            ctx = _Ctx(idx_ok, ent_inv, names, eids, ts[idx_ok], self._seq + idx_ok, num, raw)
             for fs, st in self._groups:
                 match = None
                 if fs[0].where_field is not None:
@@ -1198,6 +1202,9 @@ class FeatureEngine:
                         f"does not match {[f.name for f in fs]}"
                     )
                 ents = [str(e) for e in snap["entities"]]
+                if isinstance(st, _TimeState):
+                    st.load(snap, ents)
+                    continue
                 eids = np.zeros(0, dtype=np.int64)
                 if ents:
                     uniq, inv = np.unique(np.array(ents, dtype=str), return_inverse=True)
