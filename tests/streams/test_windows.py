@@ -86,3 +86,46 @@ def test_property_start_contains_ts(ts: int, size: int) -> None:
     assert start % size == 0
     assert start <= ts < window_end_ms(start, size)
     assert tumbling_start_ms(np.array([ts]), size)[0] == start
+
+
+# ---------------------------------------------------------------------------- hopping, sliding
+from streams.windows import check_step_ms, hopping_starts_ms, sliding_range_ms  # noqa: E402
+
+
+@given(
+    ts=st.lists(st.integers(-(10**12), 10**12), min_size=1, max_size=30),
+    step=st.integers(1, 5_000),
+    hops=st.integers(1, 6),
+)
+def test_hopping_windows_are_exactly_those_containing_the_event(ts, step, hops) -> None:
+    size = step * hops
+    starts = hopping_starts_ms(np.array(ts, dtype=np.int64), size, step)
+    assert starts.shape == (len(ts), hops) and starts.dtype == np.int64
+    for t, row in zip(ts, starts.tolist(), strict=True):
+        # every multiple of step s with s <= t < s + size, latest first
+        lo = -((size - 1 - t) // step)  # smallest k with k*step > t - size
+        expect = [k * step for k in range(t // step, lo - 1, -1)]
+        assert row == expect
+        assert all(s <= t < s + size for s in row)
+
+
+@pytest.mark.parametrize(
+    ("size", "step", "ok"),
+    [(60, 15, True), (60, 60, True), (60, 7, False), (60, 120, False), (60, 0, False)],
+)
+def test_check_step(size, step, ok) -> None:
+    if ok:
+        assert check_step_ms(size, step) == step
+    else:
+        with pytest.raises(SpecError, match="step_ms: got"):
+            check_step_ms(size, step)
+
+
+@given(t=st.integers(-(10**12), 10**12), size=st.integers(1, 10**6), u=st.integers(-3, 3))
+def test_sliding_range_is_size_ms_back_inclusive_of_the_event(t, size, u) -> None:
+    lo, hi = sliding_range_ms(t, size)
+    assert hi - lo == size and hi == t + 1
+    probe = t - size + u  # around the lower edge
+    assert (lo <= probe < hi) == (t - size < probe <= t)
+    alo, ahi = sliding_range_ms(np.array([t]), size)
+    assert (alo.tolist(), ahi.tolist()) == ([lo], [hi])
