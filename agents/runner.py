@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,8 @@ class TransactionalRunner(threading.Thread):
         self.ready = threading.Event()
         self._stop = threading.Event()
         self.consumer: Consumer | None = None
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-commit")
+        self._pending: tuple[Future[float], list[tuple[int, BatchOutcome]], float] | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -95,6 +98,7 @@ class TransactionalRunner(threading.Thread):
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._await_commit()  # hand partitions over only once their offsets are committed
         for tp in partitions:
             self.pipelines.pop(tp.partition, None)
             self.metrics.remove_lag(tp.topic, tp.partition)
@@ -174,13 +178,21 @@ class TransactionalRunner(threading.Thread):
                 msgs = consumer.consume(w.batch_max_records, timeout_s)
                 if msgs:
                     m.stage_seconds.labels("poll").observe(time.perf_counter() - t0)
-                    self._batch(consumer, producer, msgs)
+                    outcomes = self._process(msgs)
+                    # the previous batch's commit ran in the background while we computed
+                    self._await_commit()
+                    if outcomes:
+                        self._send(consumer, producer, outcomes)
+                else:
+                    self._await_commit()
                 self._export_lag(consumer)
+            self._await_commit()
         finally:
             consumer.close()
             producer.flush(10)
+            self._committer.shutdown(wait=True)
 
-    def _batch(self, consumer: Consumer, producer: Producer, msgs: list[Any]) -> None:
+    def _process(self, msgs: list[Any]) -> list[tuple[int, BatchOutcome]]:
         by_part: dict[int, list[RawRecord]] = defaultdict(list)
         for msg in msgs:
             err = msg.error()
@@ -204,11 +216,15 @@ class TransactionalRunner(threading.Thread):
             if pipe is None:  # not ours any more (revoked while fetched)
                 continue
             outcomes.append((p, pipe.process(recs)))
-        if not outcomes:
-            return
+        return outcomes
+
+    def _send(
+        self, consumer: Consumer, producer: Producer, outcomes: list[tuple[int, BatchOutcome]]
+    ) -> None:
+        """Open the batch's transaction, queue everything, and commit it in the background."""
         t0 = time.perf_counter()
-        producer.begin_transaction()
         try:
+            producer.begin_transaction()
             offsets = []
             for p, oc in outcomes:
                 produce_all(producer, oc.messages)
@@ -218,22 +234,38 @@ class TransactionalRunner(threading.Thread):
                 self.epochs[p] = epoch
                 assert oc.last_offset is not None
                 offsets.append(TopicPartition(self.spec.input.topic, p, oc.last_offset + 1))
-            t1 = time.perf_counter()
             producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 60)
-            producer.commit_transaction(120)
         except KafkaException as e:
-            err = e.args[0]
-            if getattr(err, "fatal", lambda: False)():
-                raise DriftlineError(
-                    f"fatal transaction error ({err}); another worker with worker id "
-                    f"{self.worker_id!r} may have taken over: give each worker its own --worker-id"
-                ) from e
-            producer.abort_transaction(60)
+            self._fail(producer, e)
+        t1 = time.perf_counter()
+
+        def commit() -> float:
+            try:
+                producer.commit_transaction(120)
+            except KafkaException as e:
+                self._fail(producer, e)
+            return time.perf_counter() - t1
+
+        self._pending = (self._committer.submit(commit), outcomes, t1 - t0)
+
+    def _await_commit(self) -> None:
+        """Wait for the batch being committed, then count it (metrics follow commits only)."""
+        if self._pending is None:
+            return
+        fut, outcomes, produce_s = self._pending
+        self._pending = None
+        commit_s = fut.result()  # re-raises a failed commit
+        self._count(outcomes, produce_s, commit_s)
+
+    def _fail(self, producer: Producer, e: KafkaException) -> None:
+        err = e.args[0]
+        if getattr(err, "fatal", lambda: False)():
             raise DriftlineError(
-                f"transaction aborted ({err}); restarting restores the state"
+                f"fatal transaction error ({err}); another worker with worker id "
+                f"{self.worker_id!r} may have taken over: give each worker its own --worker-id"
             ) from e
-        t2 = time.perf_counter()
-        self._count(outcomes, t1 - t0, t2 - t1)
+        producer.abort_transaction(60)
+        raise DriftlineError(f"transaction aborted ({err}); restarting restores the state") from e
 
     def _count(
         self, outcomes: list[tuple[int, BatchOutcome]], produce_s: float, commit_s: float
