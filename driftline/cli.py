@@ -68,6 +68,27 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_alerts_tail(args: argparse.Namespace) -> int:
+    from agents.alerts_tail import tail_alerts
+
+    bootstrap = _bootstrap(args)
+    if not bootstrap:
+        raise DriftlineError("pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS")
+    topic = args.topic
+    if args.config:
+        from driftline.spec import load_spec
+
+        topic = load_spec(args.config).output.alerts_topic
+    return tail_alerts(
+        bootstrap,
+        topic or "driftline.alerts",
+        from_beginning=args.from_beginning,
+        as_json=args.json,
+        max_alerts=args.max,
+        timeout_s=args.timeout,
+    )
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from driftline.spec import load_spec
 
@@ -161,6 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ps.add_argument("--seed", type=int, default=7)
     ps.set_defaults(func=_cmd_produce)
+
+    al = sub.add_parser("alerts", help="read drift alerts", formatter_class=_RAW)
+    al_sub = al.add_subparsers(title="commands", metavar="COMMAND")
+    at = al_sub.add_parser(
+        "tail",
+        help="print alerts as they arrive, one line each",
+        formatter_class=_RAW,
+        description="Follow the alerts topic and print each alert in one readable line "
+        "(or as JSON with --json). Stop with Ctrl-C.",
+        epilog="examples:\n  driftline alerts tail --bootstrap 127.0.0.1:9092\n"
+        "  driftline alerts tail -c pipeline.toml --from-beginning --json --max 10",
+    )
+    at.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    at.add_argument("-c", "--config", help="take the alerts topic from this spec")
+    at.add_argument("--topic", help="alerts topic (default driftline.alerts)")
+    at.add_argument("--from-beginning", action="store_true", help="print past alerts too")
+    at.add_argument("--json", action="store_true", help="print each alert as one JSON line")
+    at.add_argument("--max", type=int, default=None, help="exit after this many alerts")
+    at.add_argument("--timeout", type=float, default=None, help="exit after this many idle seconds")
+    at.set_defaults(func=_cmd_alerts_tail)
+    al.set_defaults(func=lambda _a: (al.print_help(), 2)[1])
 
     add_kafka_parser(sub)
     return parser

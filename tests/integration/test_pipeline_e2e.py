@@ -8,7 +8,10 @@ a recomputation, the JSON Schemas and the worker's own /metrics.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import tomllib
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ import pytest
 from agents.demo import _to_toml, demo_spec_text, train_demo_model
 from agents.kafka_io import ensure_topics
 from agents.synthetic import SyntheticStream
+from driftline.alert_format import format_alert
 from driftline.localkafka import free_port
 from driftline.model_io import load_model
 from driftline.schemas import validate
@@ -82,7 +86,7 @@ class Run:
 @pytest.fixture(scope="module")
 def run(kafka_bootstrap: str, kcat: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("e2e")
-    uid = tmp.name.replace("_", "-")[-12:]
+    uid = uuid.uuid4().hex[:10]
     data = tomllib.loads(demo_spec_text())
     data["pipeline"]["name"] = f"e2e-{uid}"
     data["input"]["topic"] = f"e2e-{uid}.events"
@@ -227,3 +231,40 @@ def test_metrics_equal_what_was_produced_dead_lettered_and_alerted(run: Run) -> 
 
 def test_worker_stops_cleanly_on_sigterm(run: Run) -> None:
     assert run.worker_rc == 0
+
+
+def test_alerts_read_with_kcat_and_alerts_tail(run: Run, kafka_bootstrap: str, kcat: str) -> None:
+    topic = run.spec.output.alerts_topic
+    # kcat, as a user would: -e exits at the end; read_committed is librdkafka's default
+    r = subprocess.run(
+        [kcat, "-C", "-b", kafka_bootstrap, "-t", topic, "-e", "-q"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    by_kcat = [orjson.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    key = lambda a: a["alert_id"]  # noqa: E731
+    assert sorted(by_kcat, key=key) == sorted(run.alerts, key=key)
+
+    base = [
+        sys.executable,
+        "-m",
+        "driftline.cli",
+        "alerts",
+        "tail",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--from-beginning",
+        "--max",
+        str(len(run.alerts)),
+        "--timeout",
+        "30",
+    ]
+    lines = subprocess.run(base, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert sorted(lines.splitlines()) == sorted(format_alert(a) for a in run.alerts)
+    js = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=60, check=True)
+    assert sorted((orjson.loads(x) for x in js.stdout.splitlines()), key=key) == sorted(
+        run.alerts, key=key
+    )
