@@ -564,7 +564,6 @@ class _TimeState:
         validx = (cmx >= 0) & (mg[np.maximum(cmx, 0)] == og) if n_m else cmx < -1
         cmc = np.maximum(cm, 0)
         o_ev = s_ev[oi]
-        o_ts = ctx.ts[o_ev]
 
         def gather(name: str, j: int | None = None) -> np.ndarray:
             p = prior(name) if j is None else prior(name)[:, j]
@@ -572,7 +571,7 @@ class _TimeState:
                 return p[og]
             r = run[name] if j is None else run[name][:, j]
             if valid is None:
-                return r[cm]
+                return r if r_out is None else r[cm]
             return np.where(valid, r[cmc], p[og])
 
         n = gather("count")
@@ -591,6 +590,7 @@ class _TimeState:
                 else:
                     mx = p
                 with np.errstate(invalid="ignore"):
+                    o_ts = ctx.ts[o_ev]
                     val = np.where(mx == _I64_MIN, np.nan, (o_ts - mx).astype(np.float64))
             elif name == "var":
                 j = self.fields["var"].index(field)  # type: ignore[arg-type]
