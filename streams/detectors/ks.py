@@ -26,9 +26,10 @@ Reference modes
 Defaults and false alarms
 -------------------------
 Defaults: ``window_size=500``, ``reference_size=500``, ``stride=1`` (test after every event),
-``alpha=1e-6``, ``n_confirm=1``, ``n_clear=500`` (resolve after a window's worth of quiet
-evaluations), ``cooldown=0``. Measured on seeded stationary N(0, 1) streams (each stream with its
-own head-of-stream reference; ``bench/detectors_bench.py``), alarms per 10^6 events:
+``alpha=1e-6``, ``n_confirm=1``, ``n_clear=ceil(window_size / stride)`` = 500 (resolve after a
+window's worth of quiet evaluations), ``cooldown=0``. Measured on seeded stationary N(0, 1)
+streams (each stream with its own head-of-stream reference; ``bench/detectors_bench.py``), alarms
+per 10^6 events:
 
 ============  ==========  ==========  ==========  ============================
 mode          alpha=1e-4  alpha=1e-5  alpha=1e-6  events
@@ -122,7 +123,8 @@ class KSWindowDetector(DriftDetector):
         (default ``window_size``; 100 for ``"previous_window"``). ``"sliding"`` always waits for
         both windows to be full.
     n_confirm, n_clear, cooldown
-        Hysteresis, see `streams.detectors.alarm.Alarm`.
+        Hysteresis, see `streams.detectors.alarm.Alarm`. ``n_clear`` defaults to
+        ``ceil(window_size / stride)`` evaluations: a window's worth of quiet values.
 
     Raises
     ------
@@ -165,7 +167,7 @@ class KSWindowDetector(DriftDetector):
         window_ms: int | None = None,
         min_samples: int | None = None,
         n_confirm: int = 1,
-        n_clear: int = 500,
+        n_clear: int | None = None,
         cooldown: int = 0,
     ) -> None:
         if reference_mode not in _MODES:
@@ -182,6 +184,8 @@ class KSWindowDetector(DriftDetector):
         ):
             raise SpecError(f"alpha: got {alpha!r}; expected a number strictly between 0 and 1")
         self.alpha = float(alpha)
+        if n_clear is None:  # quiet for a window's worth of values
+            n_clear = max(1, -(-self.window_size // self.stride))
         self._alarm = Alarm(n_confirm, n_clear, cooldown)
         if reference_mode == "previous_window":
             if window_ms is None:
