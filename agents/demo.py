@@ -147,9 +147,7 @@ def run_demo(
         spec_path.write_text(_to_toml(data))
         o = spec.output
         ensure_topics(bootstrap, [spec.input.topic], partitions=2)
-        ensure_topics(
-            bootstrap, [o.features_topic, o.predictions_topic, o.alerts_topic, o.dlq_topic], 2
-        )
+        ensure_topics(bootstrap, o.all_topics, 2)
         print(
             f"pipeline {spec.name}: model {version}; {events} events, shift at event {shift_at}; "
             f"metrics at http://127.0.0.1:{port}/metrics",

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from streams.histogram import LATENCY_BUCKETS_S, BucketCounts
+
+# No ``*_created`` series: Prometheus does not use them, and they double every counter's series.
+disable_created_metrics()
+
+#: Alert documents kept for the status page (``/status``), newest last.
+RECENT_ALERTS = 50
 
 STAGES = ("poll", "decode", "features", "predict", "detect", "encode", "produce", "commit")
 
@@ -51,6 +66,11 @@ class WorkerMetrics:
             "driftline_records_dead_lettered",
             "Records sent to the dead-letter topic.",
             ["reason"],
+            registry=r,
+        )
+        self.late_events = Counter(
+            "driftline_late_events",
+            "Events later than the watermark minus the grace period, sent to the late topic.",
             registry=r,
         )
         self.feature_vectors = Counter(
@@ -107,6 +127,7 @@ class WorkerMetrics:
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+        self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(lag)
@@ -116,6 +137,10 @@ class WorkerMetrics:
             self.consumer_lag.remove(topic, str(partition))
         except KeyError:
             pass
+
+    def record_alert(self, doc: dict[str, Any]) -> None:
+        """Keep a committed alert (an ``alert.schema.json`` document) for the status page."""
+        self.recent_alerts.append(doc)
 
     def observe_latency(self, seconds: np.ndarray) -> None:
         self.latency["ingest_to_output"].add(seconds)

@@ -53,6 +53,7 @@ class BatchOutcome:
     messages: list[Outbound] = field(default_factory=list)
     consumed: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    late_events: int = 0
     feature_vectors: int = 0
     predictions: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -157,7 +158,9 @@ class PartitionPipeline:
                 )
 
     # -- dead letters -----------------------------------------------------------------------
-    def _dead_letter(self, rec: RawRecord, reason: str, error: str, now_ms: int) -> Outbound:
+    def _dead_letter(
+        self, rec: RawRecord, reason: str, error: str, now_ms: int, topic: str | None = None
+    ) -> Outbound:
         doc = {
             "pipeline": self.spec.name,
             "reason": reason,
@@ -176,7 +179,7 @@ class PartitionPipeline:
         log.warning(
             "dead-lettered %s/%d@%d: %s: %s", rec.topic, rec.partition, rec.offset, reason, error
         )
-        return (self.spec.output.dlq_topic, rec.key, orjson.dumps(doc))
+        return (topic or self.spec.output.dlq_topic, rec.key, orjson.dumps(doc))
 
     # -- the batch step -----------------------------------------------------------------------
     def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
@@ -229,8 +232,9 @@ class PartitionPipeline:
                     f"grace (watermark {wm} ms, grace {self.spec.grace_ms} ms); raise "
                     "windows.grace_ms to accept it"
                 )
-                out.dead_letters["late_event"] += 1
-                out.messages.append(self._dead_letter(rec, "late_event", err, now_ms))
+                out.late_events += 1
+                late_topic = self.spec.output.late_topic
+                out.messages.append(self._dead_letter(rec, "late_event", err, now_ms, late_topic))
             keep = np.flatnonzero(~late)
             good = [good[i] for i in keep.tolist()]
             ent_arr, ts_arr = ent_arr[keep], ts_arr[keep]
@@ -298,6 +302,7 @@ class PartitionPipeline:
         name = spec.name
         feat_rows = zip(*(feats[k].tolist() for k in names), strict=True) if names else [()] * n
         ftopic = o.features_topic
+        computed_ms = int(time.time() * 1000)
         out.messages.extend(
             (
                 ftopic,
@@ -309,6 +314,8 @@ class PartitionPipeline:
                         "event_time_ms": ts,
                         "features": dict(zip(names, row, strict=True)),
                         "source": src,
+                        "computed_at_ms": computed_ms,
+                        "freshness_ms": computed_ms - ts,
                     }
                 ),
             )

@@ -280,6 +280,7 @@ class TransactionalRunner(threading.Thread):
             m.consumed.labels(topic).inc(oc.consumed)
             for reason, k in oc.dead_letters.items():
                 m.dead_lettered.labels(reason).inc(k)
+            m.late_events.inc(oc.late_events)
             m.feature_vectors.inc(oc.feature_vectors)
             m.predictions.inc(oc.predictions)
             for a in oc.alerts:
@@ -318,6 +319,41 @@ class TransactionalRunner(threading.Thread):
                 continue
             if hi >= 0 and tp.offset >= 0:
                 self.metrics.set_lag(tp.topic, tp.partition, hi - tp.offset)
+
+    def status(self) -> dict[str, Any]:
+        """A read-only view of this worker's partitions and detectors (for ``/status``).
+
+        Called from the web server's thread while the loop runs: it copies what it reads.
+        """
+        detectors: list[dict[str, Any]] = []
+        watermarks: dict[int, int | None] = {}
+        for p, pipe in sorted(list(self.pipelines.items())):
+            watermarks[p] = pipe.engine.watermark_ms
+            for d, det in list(pipe.detectors):
+                detectors.append(
+                    {
+                        "detector": d.name,
+                        "type": d.type,
+                        "target": d.target,
+                        "partition": p,
+                        "params": dict(d.params),
+                        "firing": bool(det.drift_detected),
+                        "statistic": float(det.statistic),
+                        "p_value": det.p_value,
+                        "n_seen": int(det.n_seen),
+                        # KS detectors expose their samples (numpy copies); others do not
+                        "reference": getattr(det, "reference", None),
+                        "current": getattr(det, "current_window", None),
+                    }
+                )
+        return {
+            "pipeline": self.spec.name,
+            "worker_id": self.worker_id,
+            "input_topic": self.spec.input.topic,
+            "partitions": sorted(watermarks),
+            "watermarks_ms": watermarks,
+            "detectors": detectors,
+        }
 
 
 def produce_all_to_partition(

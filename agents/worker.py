@@ -78,8 +78,7 @@ def preflight(spec: PipelineSpec, bootstrap: str) -> int:
             f"{bootstrap}; create it (e.g. kafka-topics --create) or fix the spec"
         )
     o = spec.output
-    outs = [o.features_topic, o.predictions_topic, o.alerts_topic, o.dlq_topic]
-    ensure_topics(bootstrap, outs, n_in)
+    ensure_topics(bootstrap, o.all_topics, n_in)
     changelog = changelog_topic(spec)
     ensure_topics(bootstrap, [changelog], n_in, config=CHANGELOG_CONFIG)
     n_log = topic_partitions(bootstrap, changelog)

@@ -24,6 +24,7 @@ DEFAULT_OUTPUT = {
     "predictions_topic": "driftline.predictions",
     "alerts_topic": "driftline.alerts",
     "dlq_topic": "driftline.dlq",
+    "late_topic": "driftline.late",
 }
 DEFAULT_WORKER: dict[str, Any] = {
     "batch_max_records": 5000,
@@ -77,6 +78,18 @@ class OutputSpec:
     predictions_topic: str
     alerts_topic: str
     dlq_topic: str
+    late_topic: str
+
+    @property
+    def all_topics(self) -> list[str]:
+        """Every topic the worker writes (besides its state changelog)."""
+        return [
+            self.features_topic,
+            self.predictions_topic,
+            self.alerts_topic,
+            self.dlq_topic,
+            self.late_topic,
+        ]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 @dataclass(frozen=True)
 class Rec:
+    topic: str
     partition: int
     offset: int
     key: bytes | None
@@ -56,7 +57,7 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Rec]
                     if err.code() == KafkaError._PARTITION_EOF:
                         done.add(m.partition())
                     continue
-                out.append(Rec(m.partition(), m.offset(), m.key(), m.value()))
+                out.append(Rec(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
         return out
     finally:
         c.close()

@@ -115,6 +115,7 @@ def run(kafka_bootstrap: str, kcat: str, tmp_path_factory: pytest.TempPathFactor
             "driftline_predictions_total",
             "driftline_alerts_total",
             "driftline_batches_total",
+            "driftline_late_events_total",
         ]
         metrics = {n: metric(url, n) for n in names}
         for _, _, reason in BAD:
@@ -132,7 +133,7 @@ def run(kafka_bootstrap: str, kcat: str, tmp_path_factory: pytest.TempPathFactor
         features=read_topic(kafka_bootstrap, o.features_topic),
         predictions=read_topic(kafka_bootstrap, o.predictions_topic),
         alerts=[orjson.loads(r.value) for r in read_topic(kafka_bootstrap, o.alerts_topic)],
-        dead=read_topic(kafka_bootstrap, o.dlq_topic),
+        dead=read_topic(kafka_bootstrap, o.dlq_topic) + read_topic(kafka_bootstrap, o.late_topic),
         metrics=metrics,
         worker_rc=rc,
         model_path=tmp / "demo-model.pkl",
@@ -201,11 +202,13 @@ def test_predictions_match_the_model(run: Run) -> None:
     assert len({d["prediction_id"] for d in docs}) == N
 
 
-def test_malformed_records_land_in_the_dlq_with_reasons(run: Run) -> None:
+def test_malformed_and_late_records_land_in_the_dlq_and_late_topic(run: Run) -> None:
     assert len(run.dead) == len(BAD)
     got = Counter()
     for r in run.dead:
         doc = orjson.loads(r.value)
+        # late events go to the late topic, everything else to the DLQ
+        assert (doc["reason"] == "late_event") == (r.topic == run.spec.output.late_topic)
         validate("dead_letter", doc)
         src = run.inputs[(doc["source"]["partition"], doc["source"]["offset"])]
         assert doc["source"]["topic"] == run.spec.input.topic
@@ -220,9 +223,10 @@ def test_malformed_records_land_in_the_dlq_with_reasons(run: Run) -> None:
 def test_metrics_equal_what_was_produced_dead_lettered_and_alerted(run: Run) -> None:
     m = run.metrics
     assert m["driftline_records_consumed_total"] == N + len(BAD)
-    assert m["driftline_records_dead_lettered_total"] == len(BAD)
+    assert m["driftline_records_dead_lettered_total"] == len(BAD) - 1
+    assert m["driftline_late_events_total"] == 1
     for _, _, reason in BAD:
-        assert m[f"dead:{reason}"] == 1
+        assert m[f"dead:{reason}"] == (0 if reason == "late_event" else 1)
     assert m["driftline_feature_vectors_total"] == N
     assert m["driftline_predictions_total"] == N
     assert m["driftline_alerts_total"] == len(run.alerts)

@@ -1,0 +1,166 @@
+"""Worker logging: plain lines (faust's format) or one JSON object per line; secrets redacted.
+
+``driftline worker --log-format json`` writes lines like::
+
+    {"ts": "2026-01-01T00:00:00.123Z", "level": "WARNING", "logger": "driftline.pipeline",
+     "message": "dead-lettered events/1@42: invalid_json: ...", "topic": "events",
+     "partition": 1, "offset": 42}
+
+``topic``/``partition``/``offset`` come from the record's ``extra`` when given, else from the
+``<topic>/<partition>@<offset>`` or ``partition=<p> offset=<o>`` the message itself names.
+
+Both formats go through :class:`RedactFilter`: a password (``sasl.password=...``,
+``password: ...``, a URL's ``user:password@``) is replaced by ``***`` before any handler formats
+the record, so bootstrap credentials never reach the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+FORMATS = ("plain", "json")
+REDACTED = "***"
+
+_SECRET_KEY = (
+    r"(?:[\w.\-]*(?:password|passwd|pwd|secret|api[_.\-]?key|token)"
+    r"|sasl\.jaas\.config|sasl_plain_password)"
+)
+_PATTERNS = (
+    # key=value, key: value, "key": "value" (the key may be dotted: sasl.password, ssl.key.password)
+    re.compile(
+        rf"(?i)(\b{_SECRET_KEY}\\?[\"']?\s*[=:]\s*\\?[\"']?)([^\s\"'\\,;&}}\]]+)",
+    ),
+    # scheme://user:password@host
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:)([^\s@/]+)(?=@)"),
+)
+
+
+def redact(text: str) -> str:
+    """Replace secrets in ``text`` with ``***``.
+
+    Examples
+    --------
+    >>> redact("bootstrap sasl.password=hunter2 sasl.username=bob")
+    'bootstrap sasl.password=*** sasl.username=bob'
+    >>> redact('{"sasl.password": "hunter2", "x": 1}')
+    '{"sasl.password": "***", "x": 1}'
+    >>> redact("kafka://bob:hunter2@broker:9092")
+    'kafka://bob:***@broker:9092'
+    """
+    for pat in _PATTERNS:
+        text = pat.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+class RedactFilter(logging.Filter):
+    """Handler filter: redacts the formatted message, exception text and stack of a record.
+
+    Records without secrets are left untouched (their ``args`` stay for faust's formatters).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a bad format string: let the handler report it
+            return True
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+_TPO = re.compile(r"(?P<topic>[A-Za-z0-9._\-]+)/(?P<partition>\d+)@(?P<offset>\d+)")
+_PART = re.compile(r"\bpartition=(\d+)")
+_OFFSET = re.compile(r"\boffset=(\d+)")
+_TOPIC = re.compile(r"\btopic=([A-Za-z0-9._\-]+)")
+
+
+def record_position(record: logging.LogRecord, message: str) -> dict[str, Any]:
+    """``topic``/``partition``/``offset`` of the Kafka record a log line is about, if any."""
+    out: dict[str, Any] = {}
+    for k in ("topic", "partition", "offset"):
+        v = getattr(record, k, None)
+        if v is not None:
+            out[k] = v
+    if out:
+        return out
+    m = _TPO.search(message)
+    if m:
+        return {
+            "topic": m["topic"],
+            "partition": int(m["partition"]),
+            "offset": int(m["offset"]),
+        }
+    for k, pat, conv in (("topic", _TOPIC, str), ("partition", _PART, int), ("offset", _OFFSET, int)):
+        m = pat.search(message)
+        if m:
+            out[k] = conv(m.group(1))
+    return out
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (UTC, ms), ``level``, ``logger``, ``message``, and
+    ``topic``/``partition``/``offset`` when the record names them, ``exc`` for exceptions."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, tz=UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
+        doc.update(record_position(record, message))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            doc["exc"] = record.exc_text
+        if record.stack_info:
+            doc["stack"] = record.stack_info
+        return orjson.dumps(doc, default=str).decode()
+
+
+def logging_config(log_format: str, loglevel: str | int = "info") -> dict[str, Any]:
+    """A :func:`logging.config.dictConfig` dict for the worker: stderr, redacted.
+
+    ``plain`` keeps faust/mode's own line format (``[time] [pid] [LEVEL] message``).
+    """
+    if log_format not in FORMATS:
+        raise ValueError(f"log format: got {log_format!r}; expected one of {', '.join(FORMATS)}")
+    level = logging.getLevelName(loglevel.upper()) if isinstance(loglevel, str) else loglevel
+    if log_format == "json":
+        formatter: dict[str, Any] = {"()": "agents.logs.JsonFormatter"}
+    else:
+        from mode.utils.logging import DEFAULT_FORMATTERS
+
+        formatter = dict(DEFAULT_FORMATTERS["colored"])
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": "agents.logs.RedactFilter"}},
+        "formatters": {"driftline": formatter},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "level": level,
+                "formatter": "driftline",
+                "filters": ["redact"],
+            }
+        },
+        "root": {"level": level, "handlers": ["default"]},
+    }
