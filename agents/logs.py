@@ -103,7 +103,11 @@ def record_position(record: logging.LogRecord, message: str) -> dict[str, Any]:
             "partition": int(m["partition"]),
             "offset": int(m["offset"]),
         }
-    for k, pat, conv in (("topic", _TOPIC, str), ("partition", _PART, int), ("offset", _OFFSET, int)):
+    for k, pat, conv in (
+        ("topic", _TOPIC, str),
+        ("partition", _PART, int),
+        ("offset", _OFFSET, int),
+    ):
         m = pat.search(message)
         if m:
             out[k] = conv(m.group(1))
@@ -135,7 +139,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def logging_config(log_format: str, loglevel: str | int = "info") -> dict[str, Any]:
-    """A :func:`logging.config.dictConfig` dict for the worker: stderr, redacted.
+    """A fresh :func:`logging.config.dictConfig` dict for the worker: stderr, redacted.
 
     ``plain`` keeps faust/mode's own line format (``[time] [pid] [LEVEL] message``).
     """
@@ -147,7 +151,8 @@ def logging_config(log_format: str, loglevel: str | int = "info") -> dict[str, A
     else:
         from mode.utils.logging import DEFAULT_FORMATTERS
 
-        formatter = dict(DEFAULT_FORMATTERS["colored"])
+        # colours only when stderr is a terminal
+        formatter = {**DEFAULT_FORMATTERS["colored"], "stream": "ext://sys.stderr"}
     return {
         "version": 1,
         "disable_existing_loggers": False,

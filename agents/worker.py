@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ import faust
 import mode
 
 from agents.kafka_io import ensure_topics, topic_partitions, wait_for_broker
+from agents.logs import logging_config
 from agents.metrics import WorkerMetrics
 from agents.runner import TransactionalRunner, changelog_topic, default_worker_id
 from agents.state import CHANGELOG_CONFIG
+from agents.status_page import StatusCollector, render_html
 from driftline.errors import DriftlineError, SpecError
 from driftline.model_io import load_model
 from driftline.spec import PipelineSpec
@@ -121,6 +124,20 @@ def create_app(
     async def health(web: Any, request: Any) -> Any:
         return web.json({"pipeline": spec.name, "partitions": sorted(runner.pipelines)})
 
+    status = StatusCollector(runner, metrics)
+
+    @app.timer(interval=0.5)
+    async def sample_status() -> None:  # the status page's statistic history
+        status.sample()
+
+    @app.page("/status")
+    async def status_page(web: Any, request: Any) -> Any:
+        return web.html(render_html(status.snapshot()))
+
+    @app.page("/status.json")
+    async def status_json(web: Any, request: Any) -> Any:
+        return web.bytes(status.json_bytes(), content_type="application/json")
+
     app.driftline_runner = runner  # type: ignore[attr-defined]
     return app
 
@@ -133,9 +150,13 @@ def run_worker(
     web_port: int,
     loglevel: str = "info",
     worker_id: str | None = None,
+    log_format: str = "plain",
 ) -> None:
-    """Check the cluster, then run until SIGINT/SIGTERM."""
+    """Check the cluster, then run until SIGINT/SIGTERM (logs: ``plain`` or ``json`` lines)."""
+    logging.config.dictConfig(logging_config(log_format, loglevel))  # preflight's logs too
     preflight(spec, bootstrap)
     wid = worker_id or default_worker_id()
     app = create_app(spec, bootstrap, web_host=web_host, web_port=web_port, worker_id=wid)
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    faust.Worker(
+        app, loglevel=loglevel, quiet=True, logging_config=logging_config(log_format, loglevel)
+    ).execute_from_commandline()

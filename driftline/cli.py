@@ -36,6 +36,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         web_port=spec.worker.web_port if args.web_port is None else args.web_port,
         loglevel=args.loglevel,
         worker_id=args.worker_id,
+        log_format=args.log_format,
     )
     return 0
 
@@ -89,6 +90,16 @@ def _cmd_alerts_tail(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from agents.status_page import fetch_status, summarize
+
+    data = fetch_status(args.url, args.timeout)
+    print(json.dumps(data, indent=2) if args.json else summarize(data))
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from driftline.spec import load_spec
 
@@ -133,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         "transactional id, so give each worker on one host its own, and reuse it on restart",
     )
     w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    w.add_argument(
+        "--log-format",
+        default="plain",
+        choices=["plain", "json"],
+        help="plain lines, or one JSON object per line (ts, level, logger, message, and "
+        "topic/partition/offset when a line is about a record); secrets are redacted",
+    )
     w.set_defaults(func=_cmd_worker)
 
     d = sub.add_parser(
@@ -205,6 +223,24 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--timeout", type=float, default=None, help="exit after this many idle seconds")
     at.set_defaults(func=_cmd_alerts_tail)
     al.set_defaults(func=lambda _a: (al.print_help(), 2)[1])
+
+    st = sub.add_parser(
+        "status",
+        help="summarise a running worker (from its /status.json)",
+        formatter_class=_RAW,
+        description="Print a running worker's pipeline, partitions, records consumed and "
+        "dead-lettered, drift alerts firing and latency percentiles. The worker serves the same "
+        "as a page on /status.",
+        epilog="example:\n  driftline status --url http://127.0.0.1:6066",
+    )
+    st.add_argument(
+        "--url",
+        default="http://127.0.0.1:6066",
+        help="the worker's web address (default %(default)s)",
+    )
+    st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the worker")
+    st.add_argument("--json", action="store_true", help="print /status.json as it is")
+    st.set_defaults(func=_cmd_status)
 
     add_kafka_parser(sub)
     return parser
