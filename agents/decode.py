@@ -84,13 +84,17 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
 
 
 class RecordDecoder:
-    """Turns one raw value into ``(entity, event_time_ms, numeric values)`` or raises RecordError.
+    """Turns one raw value into ``(entity, event_time_ms, numeric values, extra values)``.
+
+    Numeric values are the float/int/bool fields (as floats, in spec order); extra values are
+    the fields named in ``extra`` as they are (e.g. strings for filters and distinct counts).
+    Anything unusable raises :class:`RecordError`.
 
     Examples
     --------
     >>> d = RecordDecoder({"user": "string", "ts": "timestamp", "x": "float"}, "user", "ts", 1024)
     >>> d.decode(b'{"user": "u1", "ts": "2026-01-01T00:00:00Z", "x": 2}')
-    ('u1', 1767225600000, (2.0,))
+    ('u1', 1767225600000, (2.0,), ())
     >>> d.decode(b'{"user": "u1", "ts": 5, "x": "2"}')
     Traceback (most recent call last):
     ...
@@ -98,7 +102,12 @@ class RecordDecoder:
     """
 
     def __init__(
-        self, fields: Mapping[str, str], key_field: str, time_field: str, max_bytes: int
+        self,
+        fields: Mapping[str, str],
+        key_field: str,
+        time_field: str,
+        max_bytes: int,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.key_field = key_field
         self.time_field = time_field
@@ -108,6 +117,10 @@ class RecordDecoder:
         )
         self._checks = [(n, CHECKS[t]) for n, t in fields.items()]
         self._numeric_set = set(self.numeric)
+        unknown = [n for n in extra if n not in fields]
+        if unknown:
+            raise ValueError(f"extra fields {unknown} are not declared fields")
+        self.extra = tuple(extra)
         self.decode = self._compile_fast_path(fields)  # type: ignore[method-assign]
 
     def _compile_fast_path(self, fields: Mapping[str, str]) -> Callable[[bytes | None], Any]:
@@ -169,7 +182,11 @@ class RecordDecoder:
         tpos = names.index(self.time_field)
         nums = ", ".join(f"v{names.index(n)}" for n in self.numeric)
         key_expr = f"v{k}" if fields[self.key_field] == "string" else f"str(v{k})"
-        lines.append(f"    return ({key_expr}, v{tpos}, ({nums}{',' if nums else ''}))")
+        ext = ", ".join(f"v{names.index(n)}" for n in self.extra)
+        lines.append(
+            f"    return ({key_expr}, v{tpos}, ({nums}{',' if nums else ''}), "
+            f"({ext}{',' if ext else ''}))"
+        )
         env: dict[str, Any] = {
             "MAX": self.max_bytes,
             "loads": orjson.loads,
@@ -182,7 +199,9 @@ class RecordDecoder:
         exec(compile("\n".join(lines), f"<driftline decoder {self.key_field}>", "exec"), env)
         return env["decode"]
 
-    def decode_checked(self, raw: bytes | None) -> tuple[str, int, tuple[float, ...]]:
+    def decode_checked(
+        self, raw: bytes | None
+    ) -> tuple[str, int, tuple[float, ...], tuple[Any, ...]]:
         """The reference decoder: every check in order, with a precise error."""
         if raw is None:
             raise RecordError(
@@ -215,7 +234,12 @@ class RecordDecoder:
             raise RecordError(
                 "wrong_type", f"key field {self.key_field!r} must be a string or integer"
             )
-        return str(key), out[self.time_field], tuple(out[n] for n in self.numeric)
+        return (
+            str(key),
+            out[self.time_field],
+            tuple(out[n] for n in self.numeric),
+            tuple(out[n] for n in self.extra),
+        )
 
     @staticmethod
     def _classify_bad_json(raw: bytes, err: Exception) -> RecordError:

@@ -19,11 +19,15 @@ import orjson
 
 from agents.decode import RecordDecoder
 from driftline.errors import DriftlineError, RecordError
-from driftline.spec import PREDICTION_TARGET, DetectorSpec, PipelineSpec
-from streams.detectors.adwin import AdwinDetector
-from streams.detectors.base import Detection, DriftDetector
-from streams.detectors.ks import KSWindowDetector
-from streams.features import FeatureDef, FeatureEngine
+from driftline.spec import (
+    PREDICTION_TARGET,
+    DetectorSpec,
+    PipelineSpec,
+    build_spec_detector,
+    to_feature_def,
+)
+from streams.detectors.base import Detection
+from streams.features import FeatureEngine
 from streams.model import BatchPredictor
 
 log = logging.getLogger("driftline.pipeline")
@@ -63,20 +67,6 @@ class BatchOutcome:
     detector_readings: list[tuple[str, str, float, float | None]] = field(default_factory=list)
 
 
-def build_detector(d: DetectorSpec) -> DriftDetector:
-    p = dict(d.params)
-    if d.type == "ks":
-        return KSWindowDetector(
-            reference_size=p["reference_size"],
-            window_size=p["window_size"],
-            alpha=p["alpha"],
-            stride=p["stride"],
-        )
-    if d.type == "adwin":
-        return AdwinDetector(delta=p["delta"], cooldown=p["cooldown"])
-    raise ValueError(f"unknown detector type {d.type!r}")
-
-
 def alert_id(pipeline: str, detector: str, partition: int, offset: int, status: str) -> str:
     """Deterministic id: the same trigger record yields the same id after a replay or restart."""
     raw = f"{pipeline}|{detector}|{partition}|{offset}|{status}".encode()
@@ -104,18 +94,23 @@ class PartitionPipeline:
         self.predictor = predictor
         self.model_version = model_version
         inp = spec.input
-        self.decoder = RecordDecoder(
-            inp.fields, inp.key_field, inp.time_field, inp.max_message_bytes
-        )
-        self._feature_defs = [
-            FeatureDef(f.name, f.field, f.agg, f.window_ms) for f in spec.features
-        ]
+        self._feature_defs = [to_feature_def(f) for f in spec.features]
         self.engine = FeatureEngine(self._feature_defs, grace_ms=spec.grace_ms)
-        self.detectors = [(d, build_detector(d)) for d in spec.detectors]
+        self.detectors = [(d, build_spec_detector(d)) for d in spec.detectors]
+        # non-numeric fields the features (distinct, filters) or detectors (categories) read
+        wanted = set(self.engine.required_fields) | {d.target for d in spec.detectors}
+        extra = tuple(
+            n
+            for n, t in inp.fields.items()
+            if n in wanted and t not in ("float", "int", "bool") and n != inp.time_field
+        )
+        self.decoder = RecordDecoder(
+            inp.fields, inp.key_field, inp.time_field, inp.max_message_bytes, extra=extra
+        )
 
     # -- state --------------------------------------------------------------------------------
     def _fingerprint(self) -> str:
-        defs = [(f.name, f.field, f.agg, f.window_ms) for f in self.spec.features]
+        defs = [repr(f) for f in self._feature_defs]
         raw = orjson.dumps({"features": defs, "grace_ms": self.spec.grace_ms})
         return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -194,10 +189,11 @@ class PartitionPipeline:
         entities: list[str] = []
         times: list[int] = []
         rows: list[tuple[float, ...]] = []
+        extras: list[tuple[Any, ...]] = []
         decode = self.decoder.decode
         for rec in records:
             try:
-                ent, ts, nums = decode(rec.value)
+                ent, ts, nums, ext = decode(rec.value)
             except RecordError as e:
                 out.dead_letters[e.reason] += 1
                 out.messages.append(self._dead_letter(rec, e.reason, e.detail, now_ms))
@@ -211,6 +207,7 @@ class PartitionPipeline:
             entities.append(ent)
             times.append(ts)
             rows.append(nums)
+            extras.append(ext)
         t1 = time.perf_counter()
         out.stage_seconds["decode"] = t1 - t0
         if not good:
@@ -220,7 +217,11 @@ class PartitionPipeline:
         ts_arr = np.array(times, dtype=np.int64)
         numeric = self.decoder.numeric
         mat = np.array(rows, dtype=np.float64).reshape(len(good), len(numeric))
-        columns = {name: mat[:, j] for j, name in enumerate(numeric)}
+        columns: dict[str, np.ndarray] = {name: mat[:, j] for j, name in enumerate(numeric)}
+        for j, name in enumerate(self.decoder.extra):
+            col = np.empty(len(extras), dtype=object)
+            col[:] = [e[j] for e in extras]
+            columns[name] = col
         fb = self.engine.update(ent_arr, ts_arr, columns)
         late = np.asarray(fb.late, dtype=bool)
         if late.any():
@@ -260,7 +261,11 @@ class PartitionPipeline:
             values = scores if dspec.target == PREDICTION_TARGET else vector[dspec.target]
             if values is None:
                 continue
-            for d in det.update_many(values):
+            if getattr(det, "reference_mode", None) == "previous_window":
+                detections = det.update_many(values, ts_ms=ts_arr)
+            else:
+                detections = det.update_many(values)
+            for d in detections:
                 doc = self._alert(dspec, d, good, ts_arr, now_ms)
                 out.alerts.append(doc)
                 topic = self.spec.output.alerts_topic
@@ -360,6 +365,19 @@ class PartitionPipeline:
         )
         out.predictions = n
 
+    def _reference_description(self, dspec: DetectorSpec, d: Detection) -> str:
+        where = f"{dspec.target} on partition {self.partition}"
+        if dspec.reference_profile is not None:
+            return f"profile {dspec.reference_profile.name} of {dspec.target}"
+        mode = dspec.params.get("reference_mode", "fixed")
+        if dspec.type in ("adwin", "page_hinkley", "ddm", "hddm_a", "hddm_w"):
+            return f"{dspec.type} adaptive history of {where}"
+        if mode == "previous_window":
+            return f"previous {dspec.params.get('window_ms')} ms event-time window of {where}"
+        if mode == "sliding":
+            return f"the {d.n_reference} values before the current window of {where}"
+        return f"first {d.n_reference} values of {where}"
+
     def _alert(
         self,
         dspec: DetectorSpec,
@@ -376,10 +394,7 @@ class PartitionPipeline:
             severity = "critical"
         else:
             severity = "warning"
-        if dspec.type == "ks":
-            ref = f"first {d.n_reference} values of {dspec.target} on partition {self.partition}"
-        else:
-            ref = f"ADWIN's older sub-window of {dspec.target} on partition {self.partition}"
+        ref = self._reference_description(dspec, d)
         doc = {
             "alert_id": alert_id(self.spec.name, dspec.name, self.partition, rec.offset, d.status),
             "pipeline": self.spec.name,
@@ -401,4 +416,6 @@ class PartitionPipeline:
             "reference": {"description": ref, "n": int(d.n_reference)},
             "detected_at_ms": now_ms,
         }
+        if getattr(d, "detail", ""):
+            doc["detail"] = d.detail
         return doc

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from driftline.errors import DriftlineError
 from driftline.kafka_cli import add_kafka_parser
@@ -97,6 +98,42 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     data = fetch_status(args.url, args.timeout)
     print(json.dumps(data, indent=2) if args.json else summarize(data))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from agents.replay import replay
+    from driftline.spec import load_spec
+
+    spec = load_spec(args.config)
+    stats = replay(
+        spec,
+        args.input,
+        args.output,
+        partitions=args.partitions,
+        partitioner=args.partitioner,
+        predictions_path=args.predictions,
+        progress=not args.no_progress,
+    )
+    dead = ", ".join(f"{k}={v}" for k, v in sorted(stats.dead_letters.items())) or "none"
+    print(
+        f"replayed {stats.events} events: {stats.feature_vectors} feature vectors -> "
+        f"{args.output}, {stats.predictions} predictions, {stats.alerts} alerts, "
+        f"{stats.late} late, dead letters: {dead}"
+    )
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import orjson
+
+    from agents.replay import build_profile
+    from driftline.spec import load_spec
+
+    spec = load_spec(args.config)
+    doc = build_profile(spec, args.input, progress=not args.no_progress)
+    Path(args.output).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    print(f"profiled {doc['events']} events, columns {sorted(doc['columns'])} -> {args.output}")
     return 0
 
 
@@ -200,6 +237,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ps.add_argument("--seed", type=int, default=7)
     ps.set_defaults(func=_cmd_produce)
+
+    rp = sub.add_parser(
+        "replay",
+        help="compute the feature vectors of a file offline, as the worker would",
+        formatter_class=_RAW,
+        description="Run the spec's decoding, features, model and detectors over a file "
+        "(JSON Lines, .jsonl.gz, CSV or Parquet) and write the feature vectors the worker "
+        "would have written. To match a topic's lateness decisions give its partition count "
+        "and the producer's partitioner.",
+        epilog="example:\n  driftline replay -c pipeline.toml --input events.jsonl.gz "
+        "--output features.parquet --partitions 6",
+    )
+    rp.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
+    rp.add_argument("--input", required=True, help="events file")
+    rp.add_argument("--output", required=True, help="feature vectors file")
+    rp.add_argument("--predictions", help="also write predictions to this file")
+    rp.add_argument("--partitions", type=int, default=1, help="input topic partitions (default 1)")
+    rp.add_argument(
+        "--partitioner",
+        default="consistent",
+        choices=["consistent", "murmur2"],
+        help="consistent: librdkafka/kcat default (CRC-32); murmur2: Java client default",
+    )
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rp.set_defaults(func=_cmd_replay)
+
+    pf = sub.add_parser(
+        "profile",
+        help="build a reference profile (for detectors' reference_profile) from a file",
+        formatter_class=_RAW,
+        description="Profile every input field, feature and the prediction score of a training "
+        "file: moments, a quantile sketch and category frequencies, mergeable and compact.",
+        epilog="example:\n  driftline profile -c pipeline.toml --input train.parquet "
+        "--output reference.json",
+    )
+    pf.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
+    pf.add_argument("--input", required=True, help="training events file")
+    pf.add_argument("--output", required=True, help="profile file (JSON)")
+    pf.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pf.set_defaults(func=_cmd_profile)
 
     al = sub.add_parser("alerts", help="read drift alerts", formatter_class=_RAW)
     al_sub = al.add_subparsers(title="commands", metavar="COMMAND")

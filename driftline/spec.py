@@ -5,6 +5,7 @@ Every error names the offending key (``detectors[1].alpha``) and what was expect
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,10 +34,11 @@ DEFAULT_WORKER: dict[str, Any] = {
     "web_port": 6066,
     "auto_offset_reset": "earliest",
 }
-DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ks": {"reference_size": 500, "window_size": 500, "alpha": 0.001, "stride": 50},
-    "adwin": {"delta": 0.002, "cooldown": 1000},
-}
+#: Detectors that test a hypothesis at level ``alpha`` (subject to the family-wise correction).
+TEST_DETECTORS = frozenset({"ks", "chi2"})
+#: Detectors that compare category frequencies; their target may be a string field.
+CATEGORICAL_DETECTORS = frozenset({"chi2", "psi", "jsd"})
+DEFAULT_ALPHA = 1e-6
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,14 @@ class InputSpec:
 class FeatureSpec:
     name: str
     agg: str
-    window_ms: int
+    window_ms: int | None
     field: str | None = None
+    window: str = "tumbling"
+    step_ms: int | None = None
+    count: int | None = None
+    idle_ttl_ms: int | None = None
+    where_field: str | None = None
+    where_equals: str | int | float | bool | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class DetectorSpec:
     type: str
     target: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    reference_profile: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,7 @@ class PipelineSpec:
     output: OutputSpec
     worker: WorkerSpec
     grace_ms: int = 0
+    correction: str = "bonferroni"
     source_path: Path | None = None
 
     @property
@@ -183,27 +193,16 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Pipe
     )
     numeric = {n for n, t in fields.items() if t in NUMERIC_TYPES and n != key}
 
-    features: list[FeatureSpec] = []
+    features = [
+        _parse_feature(i, f, fields, numeric) for i, f in enumerate(data.get("features", []))
+    ]
     seen: set[str] = set(fields)
-    for i, f in enumerate(data.get("features", [])):
-        if f["name"] in seen:
+    for i, f in enumerate(features):
+        if f.name in seen:
             raise SpecError(
-                f"spec key features[{i}].name: {f['name']!r} is already used; names must be unique"
+                f"spec key features[{i}].name: {f.name!r} is already used; names must be unique"
             )
-        seen.add(f["name"])
-        src = f.get("field")
-        if f["agg"] != "count" and src is None:
-            raise SpecError(
-                f"spec key features[{i}].field: agg {f['agg']!r} needs a numeric source field"
-            )
-        if src is not None and src not in numeric:
-            raise SpecError(
-                f"spec key features[{i}].field: {src!r} is not a numeric field of input.fields "
-                f"(numeric fields: {sorted(numeric)})"
-            )
-        features.append(
-            FeatureSpec(name=f["name"], agg=f["agg"], window_ms=f["window_ms"], field=src)
-        )
+        seen.add(f.name)
     names = [n for n in fields if n in numeric] + [f.name for f in features]
 
     model = None
@@ -230,23 +229,7 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Pipe
             inputs=tuple(m["inputs"]), path=path, builtin=m.get("builtin"), version=m.get("version")
         )
 
-    detectors: list[DetectorSpec] = []
-    dnames: set[str] = set()
-    targets = set(names) | ({PREDICTION_TARGET} if model else set())
-    for i, d in enumerate(data.get("detectors", [])):
-        if d["name"] in dnames:
-            raise SpecError(f"spec key detectors[{i}].name: {d['name']!r} is used twice")
-        dnames.add(d["name"])
-        if d["target"] not in targets:
-            raise SpecError(
-                f"spec key detectors[{i}].target: {d['target']!r} is not a numeric field, feature "
-                f"or 'prediction' (with a model); choose one of {sorted(targets)}"
-            )
-        params = {**DETECTOR_DEFAULTS[d["type"]]}
-        params.update({k: v for k, v in d.items() if k not in ("name", "type", "target")})
-        detectors.append(
-            DetectorSpec(name=d["name"], type=d["type"], target=d["target"], params=params)
-        )
+    detectors = _parse_detectors(data, names, fields, model is not None, base_dir)
 
     return PipelineSpec(
         name=data["pipeline"]["name"],
@@ -257,6 +240,7 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Pipe
         output=OutputSpec(**{**DEFAULT_OUTPUT, **data.get("output", {})}),
         worker=WorkerSpec(**{**DEFAULT_WORKER, **data.get("worker", {})}),
         grace_ms=data.get("windows", {}).get("grace_ms", 0),
+        correction=data.get("drift", {}).get("correction", "bonferroni"),
     )
 
 
@@ -275,3 +259,173 @@ def load_spec(path: str | Path) -> PipelineSpec:
         raise SpecError(f"spec file {p} is not valid TOML: {e}") from e
     spec = parse_spec(data, base_dir=p.resolve().parent)
     return PipelineSpec(**{**spec.__dict__, "source_path": p.resolve()})
+
+
+_NO_FIELD_AGGS = frozenset({"count", "rate", "since_prev"})
+
+
+def _parse_feature(
+    i: int, f: Mapping[str, Any], fields: Mapping[str, str], numeric: set[str]
+) -> FeatureSpec:
+    """One ``[[features]]`` entry, checked against the declared fields and the window rules."""
+    from streams.features import FeatureDef  # pure; imported here to keep the spec light
+
+    where = f.get("where")
+    src = f.get("field")
+    agg = f["agg"]
+    if agg in _NO_FIELD_AGGS:
+        if src is not None and agg != "count":
+            raise SpecError(f"spec key features[{i}].field: agg {agg!r} takes no field")
+    elif src is None:
+        raise SpecError(f"spec key features[{i}].field: agg {agg!r} needs a source field")
+    elif agg == "distinct":
+        if src not in fields:
+            raise SpecError(f"spec key features[{i}].field: {src!r} is not in input.fields")
+    elif src not in numeric:
+        raise SpecError(
+            f"spec key features[{i}].field: {src!r} is not a numeric field of input.fields "
+            f"(numeric fields: {sorted(numeric)})"
+        )
+    if where is not None and where["field"] not in fields:
+        raise SpecError(
+            f"spec key features[{i}].where.field: {where['field']!r} is not in input.fields"
+        )
+    spec = FeatureSpec(
+        name=f["name"],
+        agg=agg,
+        window_ms=f.get("window_ms"),
+        field=src,
+        window=f.get("window", "tumbling"),
+        step_ms=f.get("step_ms"),
+        count=f.get("count"),
+        idle_ttl_ms=f.get("idle_ttl_ms"),
+        where_field=None if where is None else where["field"],
+        where_equals=None if where is None else where["equals"],
+    )
+    try:
+        to_feature_def(spec, FeatureDef)
+    except SpecError as e:
+        raise _keyed(f"features[{i}]", e) from None
+    return spec
+
+
+def to_feature_def(f: FeatureSpec, cls: Any = None) -> Any:
+    """The ``streams.features.FeatureDef`` for a feature of the spec."""
+    if cls is None:
+        from streams.features import FeatureDef as cls
+    kw: dict[str, Any] = {"window": f.window}
+    for k in ("step_ms", "count", "idle_ttl_ms", "where_field", "where_equals"):
+        v = getattr(f, k)
+        if v is not None:
+            kw[k] = v
+    src = None if f.agg == "count" else f.field
+    return cls(f.name, src, f.agg, f.window_ms, **kw)
+
+
+def build_spec_detector(d: DetectorSpec) -> Any:
+    """A fresh detector for ``d`` (with its reference profile, if any)."""
+    from streams.detectors.factory import build_detector
+
+    params = dict(d.params)
+    if d.reference_profile is not None:
+        import orjson
+
+        from streams.profile import Profile
+
+        doc = orjson.loads(d.reference_profile.read_bytes())
+        columns = doc.get("columns", {d.target: doc}) if isinstance(doc, dict) else {}
+        if d.target not in columns:
+            raise SpecError(
+                f"reference_profile: {d.reference_profile} has no column {d.target!r} "
+                f"(it has {sorted(columns)}); build it with `driftline profile` from this spec"
+            )
+        profile = Profile.from_dict(columns[d.target])
+        if d.type == "ks":
+            params["reference"] = profile.sample(int(params.get("reference_size", 500)))
+        elif d.type in ("summary", "chi2", "psi", "jsd"):
+            params["reference"] = profile
+    return build_detector(d.type, **params)
+
+
+def _parse_detectors(
+    data: Mapping[str, Any],
+    names: list[str],
+    fields: Mapping[str, str],
+    has_model: bool,
+    base_dir: Path | None,
+) -> list[DetectorSpec]:
+    """``[[detectors]]``: targets exist, hyperparameters accepted by the detector itself.
+
+    With ``[drift] correction = "bonferroni"`` (the default) the m test-based detectors
+    (ks, chi2) each test at ``alpha / m``, so the family-wise false-alarm rate stays at alpha.
+    """
+    raw = list(data.get("detectors", []))
+    correction = data.get("drift", {}).get("correction", "bonferroni")
+    m = sum(1 for d in raw if d["type"] in TEST_DETECTORS)
+    numeric_targets = set(names) | ({PREDICTION_TARGET} if has_model else set())
+    strings = {n for n, t in fields.items() if t == "string"}
+    out: list[DetectorSpec] = []
+    seen: set[str] = set()
+    for i, d in enumerate(raw):
+        if d["name"] in seen:
+            raise SpecError(f"spec key detectors[{i}].name: {d['name']!r} is used twice")
+        seen.add(d["name"])
+        targets = numeric_targets | (strings if d["type"] in CATEGORICAL_DETECTORS else set())
+        if d["target"] not in targets:
+            kinds = "a numeric field, feature or 'prediction' (with a model)"
+            if d["type"] in CATEGORICAL_DETECTORS:
+                kinds += ", or a string field"
+            raise SpecError(
+                f"spec key detectors[{i}].target: {d['target']!r} is not {kinds}; "
+                f"choose one of {sorted(targets)}"
+            )
+        params = {
+            k: v for k, v in d.items() if k not in ("name", "type", "target", "reference_profile")
+        }
+        if d["type"] in TEST_DETECTORS:
+            alpha = float(params.get("alpha", DEFAULT_ALPHA))
+            params["alpha"] = alpha / m if correction == "bonferroni" and m > 1 else alpha
+        profile = None
+        if "reference_profile" in d:
+            profile = Path(d["reference_profile"])
+            if not profile.is_absolute() and base_dir is not None:
+                profile = base_dir / profile
+            if not profile.is_file():
+                raise SpecError(
+                    f"spec key detectors[{i}].reference_profile: no profile at {profile}; "
+                    "build one with `driftline profile`"
+                )
+        _check_detector_params(i, d["type"], params)
+        spec = DetectorSpec(d["name"], d["type"], d["target"], params, profile)
+        try:
+            build_spec_detector(spec)
+        except SpecError as e:
+            raise _keyed(f"detectors[{i}]", e) from None
+        out.append(spec)
+    return out
+
+
+def _keyed(where: str, e: SpecError) -> SpecError:
+    """Prefix a component's message (``alpha: got 2.0; ...``) with the spec key it came from."""
+    m = re.match(r"^(\w+): (.*)$", str(e), re.S)
+    if m:
+        return SpecError(f"spec key {where}.{m.group(1)}: {m.group(2)}")
+    return SpecError(f"spec key {where}: {e}")
+
+
+def _check_detector_params(i: int, dtype: str, params: Mapping[str, Any]) -> None:
+    import inspect
+
+    from streams.detectors.factory import DETECTORS
+
+    accepted = [
+        n
+        for n in inspect.signature(DETECTORS[dtype].__init__).parameters
+        if n not in ("self", "reference")
+    ]
+    for k in params:
+        if k not in accepted:
+            raise SpecError(
+                f"spec key detectors[{i}].{k}: the {dtype} detector has no parameter {k!r}; "
+                f"it takes {', '.join(accepted)}"
+            )

@@ -22,17 +22,17 @@ def dec() -> RecordDecoder:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (b'{"user":"a","ts":5,"x":1.5,"n":2,"ok":true}', ("a", 5, (1.5, 2.0, 1.0))),
-        (b'{"user":"a","ts":5,"x":1,"n":-2,"ok":false,"extra":[1]}', ("a", 5, (1.0, -2.0, 0.0))),
+        (b'{"user":"a","ts":5,"x":1.5,"n":2,"ok":true}', ("a", 5, (1.5, 2.0, 1.0), ())),
+        (b'{"user":"a","ts":5,"x":1,"n":-2,"ok":false,"extra":[1]}', ("a", 5, (1.0, -2.0, 0.0), ())),
         (
             b'{"user":"a","ts":"1970-01-01T00:00:01+00:00","x":0,"n":0,"ok":true}',
-            ("a", 1000, (0.0, 0.0, 1.0)),
+            ("a", 1000, (0.0, 0.0, 1.0), ()),
         ),
         (
             b'{"user":"a","ts":"2026-01-01T01:00:00.250+01:00","x":0,"n":0,"ok":true}',
-            ("a", 1767225600250, (0.0, 0.0, 1.0)),
+            ("a", 1767225600250, (0.0, 0.0, 1.0), ()),
         ),
-        (b'{"user":"a","ts":-5,"x":-1e300,"n":0,"ok":true}', ("a", -5, (-1e300, 0.0, 1.0))),
+        (b'{"user":"a","ts":-5,"x":-1e300,"n":0,"ok":true}', ("a", -5, (-1e300, 0.0, 1.0), ())),
     ],
 )
 def test_valid_records(dec: RecordDecoder, raw: bytes, expected: tuple) -> None:
@@ -84,7 +84,7 @@ def test_bad_records(dec: RecordDecoder, raw: bytes | None, reason: str, words: 
 
 def test_integer_keys_are_allowed_when_declared() -> None:
     d = RecordDecoder({"id": "int", "ts": "timestamp", "x": "float"}, "id", "ts", 100)
-    assert d.decode(b'{"id": 42, "ts": 1, "x": 2}') == ("42", 1, (2.0,))
+    assert d.decode(b'{"id": 42, "ts": 1, "x": 2}') == ("42", 1, (2.0,), ())
     assert d.numeric == ("x",)
 
 
@@ -129,3 +129,11 @@ def test_fast_path_equals_the_checked_decoder(doc: dict) -> None:
             return ("err", e.reason, e.detail)
 
     assert outcome(dec.decode) == outcome(dec.decode_checked)
+
+
+def test_extra_fields_come_back_as_they_are() -> None:
+    d = RecordDecoder(FIELDS, "user", "ts", 200, extra=("user", "ok"))
+    raw = b'{"user":"a","ts":5,"x":1,"n":2,"ok":true}'
+    assert d.decode(raw) == d.decode_checked(raw) == ("a", 5, (1.0, 2.0, 1.0), ("a", True))
+    with pytest.raises(ValueError, match="not declared"):
+        RecordDecoder(FIELDS, "user", "ts", 200, extra=("nope",))

@@ -81,7 +81,11 @@ _DEL = object()
         ("detectors.0.alpha", 2, "spec key detectors[0].alpha"),
         ("detectors.0.target", "country", "spec key detectors[0].target: 'country'"),
         ("detectors.1.delta", 0, "spec key detectors[1].delta"),
-        ("detectors.1.alpha", 0.1, "spec key detectors[1]: Additional properties"),
+        (
+            "detectors.1.alpha",
+            0.1,
+            "spec key detectors[1].alpha: the adwin detector has no parameter 'alpha'",
+        ),
         ("detectors.1.name", "amount_ks", "spec key detectors[1].name: 'amount_ks' is used twice"),
         ("output.alerts_topic", "bad topic!", "spec key output.alerts_topic"),
         ("worker.batch_max_records", 0, "spec key worker.batch_max_records"),
@@ -128,3 +132,106 @@ def test_load_spec_resolves_model_path_next_to_the_spec(tmp_path: Path) -> None:
     spec = load_spec(p)
     assert spec.source_path == p.resolve()
     assert spec.model is not None and spec.model.path == tmp_path / "demo-model.pkl"
+
+
+def test_every_window_kind_filter_and_aggregator_parses(
+    base: dict[str, Any], tmp_path: Path
+) -> None:
+    base["features"] = [
+        {"name": "n_1m", "agg": "count", "window_ms": 60_000},
+        {
+            "name": "amt_std_hop",
+            "agg": "std",
+            "field": "amount",
+            "window": "hopping",
+            "window_ms": 60_000,
+            "step_ms": 15_000,
+        },
+        {
+            "name": "amt_max_slide",
+            "agg": "max",
+            "field": "amount",
+            "window": "sliding",
+            "window_ms": 30_000,
+        },
+        {"name": "amt_last10", "agg": "mean", "field": "amount", "window": "count", "count": 10},
+        {"name": "countries", "agg": "distinct", "field": "country", "window_ms": 60_000},
+        {
+            "name": "de_rate",
+            "agg": "rate",
+            "window_ms": 60_000,
+            "where": {"field": "country", "equals": "de"},
+        },
+        {"name": "gap", "agg": "since_prev", "window": "count", "count": 2},
+    ]
+    base["model"]["inputs"] = ["amount", "n_1m"]
+    spec = _parse(base, tmp_path)
+    f = {x.name: x for x in spec.features}
+    assert f["amt_std_hop"].window == "hopping" and f["amt_std_hop"].step_ms == 15_000
+    assert f["amt_last10"].count == 10 and f["amt_last10"].window_ms is None
+    assert (f["de_rate"].where_field, f["de_rate"].where_equals) == ("country", "de")
+    assert f["countries"].field == "country"
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        (
+            {"agg": "mean", "field": "country", "window_ms": 1},
+            "features[0].field: 'country' is not a numeric",
+        ),
+        (
+            {"agg": "rate", "field": "amount", "window_ms": 1},
+            "features[0].field: agg 'rate' takes no field",
+        ),
+        (
+            {"agg": "count", "window": "hopping", "window_ms": 60_000, "step_ms": 7_000},
+            "spec key features[0]",
+        ),
+        ({"agg": "count", "window": "count"}, "spec key features[0]"),
+        (
+            {"agg": "count", "window_ms": 1, "where": {"field": "nope", "equals": 1}},
+            "features[0].where.field: 'nope' is not in input.fields",
+        ),
+    ],
+)
+def test_feature_errors(base: dict[str, Any], tmp_path: Path, feature: dict, message: str) -> None:
+    base["features"] = [{"name": "f", **feature}]
+    del base["model"]
+    base["detectors"] = []
+    with pytest.raises(SpecError) as e:
+        _parse(base, tmp_path)
+    assert message in str(e.value)
+
+
+def test_detectors_of_every_type_and_bonferroni(base: dict[str, Any], tmp_path: Path) -> None:
+    base["detectors"] = [
+        {
+            "name": "ks_amount",
+            "type": "ks",
+            "target": "amount",
+            "alpha": 1e-4,
+            "reference_mode": "sliding",
+        },
+        {"name": "chi_country", "type": "chi2", "target": "country", "alpha": 1e-4},
+        {"name": "psi_country", "type": "psi", "target": "country"},
+        {"name": "jsd_country", "type": "jsd", "target": "country"},
+        {"name": "summary_amount", "type": "summary", "target": "amount"},
+        {"name": "ph_latency", "type": "page_hinkley", "target": "latency_ms"},
+        {"name": "ks_pred", "type": "ks", "target": "prediction"},
+    ]
+    spec = _parse(copy.deepcopy(base), tmp_path)
+    alphas = {d.name: d.params.get("alpha") for d in spec.detectors}
+    # three test-based detectors (ks, chi2, ks): each tests at alpha / 3
+    assert alphas["ks_amount"] == pytest.approx(1e-4 / 3)
+    assert alphas["chi_country"] == pytest.approx(1e-4 / 3)
+    assert alphas["ks_pred"] == pytest.approx(1e-6 / 3)
+    base["drift"] = {"correction": "none"}
+    spec = _parse(base, tmp_path)
+    assert {d.name: d.params.get("alpha") for d in spec.detectors}["ks_amount"] == 1e-4
+
+
+def test_numeric_detectors_refuse_string_targets(base: dict[str, Any], tmp_path: Path) -> None:
+    base["detectors"] = [{"name": "k", "type": "ks", "target": "country"}]
+    with pytest.raises(SpecError, match=r"detectors\[0\]\.target: 'country'"):
+        _parse(base, tmp_path)

@@ -1,0 +1,211 @@
+"""Offline replay and reference profiles: the same ``streams/`` code as the worker, on a file.
+
+Feature values equal the streaming path's for the same events when each event lands in the same
+input partition in the same order: give ``--partitions`` (the input topic's count) and the
+producer's partitioner (``consistent`` = librdkafka's default, CRC-32 of the key, used by kcat
+and confluent-kafka; ``murmur2`` = the Java client's default). Feature state never crosses
+entities, so only lateness (a per-partition watermark) depends on the partitioning.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from tqdm import tqdm
+
+from agents.pipeline import PartitionPipeline, RawRecord
+from agents.worker import build_predictor
+from driftline.errors import DriftlineError
+from driftline.io_files import RecordWriter, count_records, read_records
+from driftline.spec import PipelineSpec
+from streams.profile import Profile
+
+PARTITIONERS = ("consistent", "murmur2")
+PROFILE_FORMAT = "driftline-profile/1"
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), as a signed int32.
+
+    >>> murmur2(b"21"), murmur2(b"foobar"), murmur2(b"")
+    (-973932308, -790332482, 275646681)
+    """
+    m, r, mask = 0x5BD1E995, 24, 0xFFFFFFFF
+    length = len(data)
+    h = (0x9747B28C ^ length) & mask
+    n4 = length // 4
+    for i in range(n4):
+        k = int.from_bytes(data[4 * i : 4 * i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> r
+        k = (k * m) & mask
+        h = (h * m) & mask
+        h ^= k
+    rest = length % 4
+    tail = data[4 * n4 :]
+    if rest == 3:
+        h ^= tail[2] << 16
+    if rest >= 2:
+        h ^= tail[1] << 8
+    if rest >= 1:
+        h ^= tail[0]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for(key: bytes, partitions: int, partitioner: str) -> int:
+    if partitions <= 1:
+        return 0
+    if partitioner == "consistent":
+        return zlib.crc32(key) % partitions
+    if partitioner == "murmur2":
+        return (murmur2(key) & 0x7FFFFFFF) % partitions
+    raise DriftlineError(f"unknown partitioner {partitioner!r}; use one of {PARTITIONERS}")
+
+
+@dataclass
+class ReplayStats:
+    events: int = 0
+    feature_vectors: int = 0
+    predictions: int = 0
+    alerts: int = 0
+    late: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+
+
+def replay_outcomes(
+    spec: PipelineSpec,
+    input_path: str | Path,
+    *,
+    partitions: int = 1,
+    partitioner: str = "consistent",
+    batch: int = 10_000,
+    progress: bool = True,
+) -> Iterator[tuple[list[tuple[dict[str, Any], int]], Any]]:
+    """Yield ``([(input doc, offset)], BatchOutcome)`` per partition batch."""
+    if partitions < 1:
+        raise DriftlineError("--partitions must be at least 1")
+    partition_for(b"", partitions, partitioner)  # validates the partitioner name
+    predictor, version = build_predictor(spec)
+    pipes: dict[int, PartitionPipeline] = {}
+    offsets: dict[int, int] = defaultdict(int)
+    pending: dict[int, list[RawRecord]] = defaultdict(list)
+    docs: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    topic = f"replay:{Path(input_path).name}"
+    key_field = spec.input.key_field
+    total = count_records(input_path)
+    bar = tqdm(total=total, unit="ev", desc="replay", disable=not progress, file=sys.stderr)
+
+    def flush(p: int) -> Iterator[tuple[list[tuple[dict[str, Any], int]], Any]]:
+        pipe = pipes.get(p)
+        if pipe is None:
+            pipe = pipes[p] = PartitionPipeline(spec, p, predictor, version)
+        recs, ds = pending.pop(p), docs.pop(p)
+        yield list(zip(ds, (r.offset for r in recs), strict=True)), pipe.process(recs)
+        bar.update(len(recs))
+
+    try:
+        for doc in read_records(input_path, spec.input.fields):
+            k = doc.get(key_field) if isinstance(doc, dict) else None
+            key = None if k is None else str(k).encode()
+            p = partition_for(key or b"", partitions, partitioner)
+            value = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+            pending[p].append(RawRecord(topic, p, offsets[p], None, key, value))
+            docs[p].append(doc)
+            offsets[p] += 1
+            if len(pending[p]) >= batch:
+                yield from flush(p)
+        for p in sorted(pending):
+            yield from flush(p)
+    finally:
+        bar.close()
+
+
+def replay(
+    spec: PipelineSpec,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    partitions: int = 1,
+    partitioner: str = "consistent",
+    predictions_path: str | Path | None = None,
+    progress: bool = True,
+) -> ReplayStats:
+    """Write the feature vectors (and optionally predictions) the worker would write."""
+    stats = ReplayStats()
+    o = spec.output
+    pred_writer = RecordWriter(predictions_path) if predictions_path else None
+    with RecordWriter(output_path) as writer:
+        for _docs, oc in replay_outcomes(
+            spec, input_path, partitions=partitions, partitioner=partitioner, progress=progress
+        ):
+            stats.events += oc.consumed
+            stats.late += oc.late_events
+            stats.dead_letters.update(oc.dead_letters)
+            stats.alerts += len(oc.alerts)
+            feats = [orjson.loads(v) for t, _k, v in oc.messages if t == o.features_topic]
+            writer.write_many(feats)
+            stats.feature_vectors += len(feats)
+            if pred_writer is not None:
+                preds = [orjson.loads(v) for t, _k, v in oc.messages if t == o.predictions_topic]
+                pred_writer.write_many(preds)
+                stats.predictions += len(preds)
+    if pred_writer is not None:
+        pred_writer.close()
+    return stats
+
+
+def build_profile(
+    spec: PipelineSpec, input_path: str | Path, *, progress: bool = True
+) -> dict[str, Any]:
+    """A reference profile of every input field, feature and the prediction score."""
+    o = spec.output
+    columns: dict[str, list[Any]] = defaultdict(list)
+    fields = [
+        n for n, t in spec.input.fields.items() if t != "timestamp" and n != spec.input.key_field
+    ]
+    n = 0
+    for docs, oc in replay_outcomes(spec, input_path, progress=progress):
+        bad = _dead_offsets(oc)
+        for doc, offset in docs:
+            if offset in bad:
+                continue
+            for name in fields:
+                columns[name].append(doc.get(name))
+        for t, _k, v in oc.messages:
+            if t == o.features_topic:
+                for name, x in orjson.loads(v)["features"].items():
+                    columns[name].append(np.nan if x is None else x)
+            elif t == o.predictions_topic:
+                columns["prediction"].append(orjson.loads(v)["score"])
+        n += oc.consumed
+    profiles = {}
+    for name, values in columns.items():
+        if spec.input.fields.get(name) == "string":
+            arr = np.array([None if v is None else str(v) for v in values], dtype=object)
+        else:
+            arr = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        profiles[name] = Profile.from_values(arr).to_dict()
+    return {"format": PROFILE_FORMAT, "pipeline": spec.name, "events": n, "columns": profiles}
+
+
+def _dead_offsets(oc: Any) -> set[int]:
+    """Batch positions of records that were dead-lettered or late (their offsets)."""
+    out = set()
+    for _t, _k, v in oc.messages:
+        if b'"reason"' in v[:200] or b'"dead_lettered_at_ms"' in v:
+            doc = orjson.loads(v)
+            if "reason" in doc and "source" in doc:
+                out.add(doc["source"]["offset"])
+    return out
