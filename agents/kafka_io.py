@@ -98,3 +98,28 @@ def produce_all(producer: Producer, messages: Iterable[tuple[str, bytes | None, 
             except BufferError:
                 producer.poll(0.05)
     producer.poll(0)
+
+
+def produce_bulk(producer: Producer, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+    """Like :func:`produce_all`, through ``produce_batch`` (about half the cost per message)."""
+    by_topic: dict[str, list[dict[str, bytes | None]]] = {}
+    for topic, key, value in messages:
+        batch = by_topic.get(topic)
+        if batch is None:
+            batch = by_topic[topic] = []
+        batch.append({"key": key, "value": value})
+    for topic, batch in by_topic.items():
+        todo = batch
+        while todo:
+            try:
+                queued = producer.produce_batch(topic, todo)
+            except BufferError:
+                queued = 0
+            if queued == len(todo):
+                break
+            # some did not fit (queue full): wait for room, retry the ones that failed
+            todo = [m for m in todo if "_error" in m] if queued else todo
+            for m in todo:
+                m.pop("_error", None)
+            producer.poll(0.05)
+    producer.poll(0)

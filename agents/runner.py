@@ -25,7 +25,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from agents.kafka_io import produce_all
+from agents.kafka_io import produce_bulk
 from agents.metrics import WorkerMetrics
 from agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord
 from agents.state import CHUNK_BYTES, decode_snapshot, encode_snapshot, read_changelog_partition
@@ -227,7 +227,7 @@ class TransactionalRunner(threading.Thread):
             producer.begin_transaction()
             offsets = []
             for p, oc in outcomes:
-                produce_all(producer, oc.messages)
+                produce_bulk(producer, oc.messages)
                 epoch = self.epochs[p] + 1
                 for key, value in encode_snapshot(p, epoch, self.pipelines[p].snapshot()):
                     produce_all_to_partition(producer, self.changelog, p, key, value)
