@@ -1,0 +1,196 @@
+"""The status collector and page without Kafka: a fake runner, real metrics and detectors."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+from xml.etree import ElementTree
+
+import numpy as np
+import orjson
+import pytest
+
+from agents.metrics import WorkerMetrics
+from agents.status_page import (
+    HISTORY,
+    StatusCollector,
+    distribution,
+    render_html,
+    summarize,
+)
+from streams.detectors.adwin import AdwinDetector
+from streams.detectors.ks import KSWindowDetector
+
+
+class FakeRunner:
+    """What :meth:`TransactionalRunner.status` returns, from real detectors."""
+
+    def __init__(self) -> None:
+        self.ks = KSWindowDetector(reference_size=200, window_size=200, alpha=1e-6, stride=50)
+        self.adwin = AdwinDetector(delta=1e-5, cooldown=1000)
+
+    def status(self) -> dict[str, Any]:
+        dets = []
+        for name, typ, det, params in (
+            ("x_ks", "ks", self.ks, {"alpha": 1e-6, "window_size": 200}),
+            ("x_adwin", "adwin", self.adwin, {"delta": 1e-5}),
+        ):
+            dets.append(
+                {
+                    "detector": name,
+                    "type": typ,
+                    "target": "x<&>",  # escaped on the page
+                    "partition": 0,
+                    "params": params,
+                    "firing": det.drift_detected,
+                    "statistic": det.statistic,
+                    "p_value": det.p_value,
+                    "n_seen": det.n_seen,
+                    "reference": getattr(det, "reference", None),
+                    "current": getattr(det, "current_window", None),
+                }
+            )
+        return {
+            "pipeline": "p",
+            "worker_id": "w1",
+            "input_topic": "events",
+            "partitions": [0],
+            "watermarks_ms": {0: 123},
+            "detectors": dets,
+        }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_767_225_600.0
+
+    def __call__(self) -> float:
+        self.t += 0.5
+        return self.t
+
+
+@pytest.fixture
+def setup() -> tuple[FakeRunner, WorkerMetrics, StatusCollector]:
+    runner, metrics = FakeRunner(), WorkerMetrics("p")
+    col = StatusCollector(runner, metrics, clock=Clock())
+    yield runner, metrics, col
+    col.close()
+
+
+def _feed(runner: FakeRunner, xs: np.ndarray) -> list[Any]:
+    return runner.ks.update_many(xs) + runner.adwin.update_many(xs)
+
+
+def test_history_is_bounded_and_only_grows_on_new_values(setup: Any) -> None:
+    runner, _, col = setup
+    rng = np.random.default_rng(1)
+    col.sample()
+    col.sample()
+    assert col._history[("x_ks", "x<&>", 0)].__len__() == 1  # n_seen unchanged: one reading
+    for _ in range(HISTORY + 20):
+        _feed(runner, rng.normal(0, 1, 10))
+        col.sample()
+    snap = col.snapshot()
+    for d in snap["detectors"]:
+        assert len(d["history"]) == HISTORY
+        ts = [h[0] for h in d["history"]]
+        assert ts == sorted(ts) and len(set(ts)) == len(ts)
+
+
+def test_snapshot_counts_latency_distribution_and_firing(setup: Any) -> None:
+    runner, m, col = setup
+    rng = np.random.default_rng(2)
+    _feed(runner, rng.normal(0, 1, 400))
+    _feed(runner, rng.normal(3, 1, 400))
+    m.consumed.labels("events").inc(805)
+    m.dead_lettered.labels("invalid_json").inc(5)
+    m.predictions.inc(800)
+    m.observe_latency(np.full(100, 0.02))
+    m.set_lag("events", 0, 7)
+    snap = orjson.loads(col.json_bytes())  # JSON-ready, NaN-free
+    assert snap["counters"]["consumed"] == 805
+    assert snap["counters"]["dead_lettered"] == 5
+    assert snap["dead_letters_by_reason"] == {"invalid_json": 5}
+    assert snap["consumer_lag"] == {"0": 7}
+    lat = snap["latency"]
+    assert lat["count"] == 100 and 0.015 <= lat["p50"] <= lat["p99"] <= 0.02
+    ks = next(d for d in snap["detectors"] if d["type"] == "ks")
+    assert ks["firing"] and ks["p_value"] < 1e-6
+    dist = ks["distribution"]
+    assert len(dist["edges"]) == len(dist["reference"]) + 1
+    assert sum(dist["reference"]) == pytest.approx(1) and sum(dist["current"]) == pytest.approx(1)
+    assert snap["alerts_firing"] >= 1
+
+
+def test_distribution_shares_bins_and_clips_outliers() -> None:
+    d = distribution(np.array([0.0, 1.0, 2.0, 1e9]), np.array([1.0, 1.0]), bins=4)
+    assert d is not None
+    assert d["edges"][-1] < 1e9  # the outlier does not stretch the axis
+    assert sum(d["reference"]) == pytest.approx(1) and d["n_current"] == 2
+    assert distribution(None, None) is None
+    assert distribution(np.array([5.0]), np.array([5.0]), bins=2)["edges"] == [4.5, 5.0, 5.5]
+
+
+def test_recent_alerts_from_the_runner_log_until_record_alert_is_wired(setup: Any) -> None:
+    _, m, col = setup
+    log = logging.getLogger("driftline.runner")
+    log.warning(
+        "drift %s: detector=%s target=%s statistic=%.4g p=%s partition=%d offset=%d",
+        "firing", "x_ks", "x", 0.31, 1e-9, 1, 42,
+    )  # fmt: skip
+    snap = col.snapshot()
+    assert snap["recent_alerts_source"] == "log"
+    (a,) = snap["recent_alerts"]
+    assert a["window"] == {"partition": 1, "offset": 42} and a["status"] == "firing"
+    assert a["line"].startswith("[FIRING] drift on x by x_ks: statistic=0.31 p=1e-09")
+    full = {
+        "status": "resolved", "severity": "info", "kind": "covariate", "target": "x",
+        "detector": "x_ks", "detector_type": "ks", "statistic": 0.01, "p_value": 0.5,
+        "threshold": 1e-6,
+        "window": {"partition": 0, "offset": 9, "event_time_ms": 0, "n_current": 200},
+    }  # fmt: skip
+    m.record_alert(full)
+    snap = col.snapshot()
+    assert snap["recent_alerts_source"] == "worker"
+    assert [a["line"][:20] for a in snap["recent_alerts"]] == ["[RESOLVED info] cova"]
+    for i in range(60):
+        m.record_alert({**full, "window": {**full["window"], "offset": i}})
+    assert len(col.snapshot()["recent_alerts"]) == 50
+
+
+def test_page_is_self_contained_escaped_and_has_the_plots(setup: Any) -> None:
+    runner, _, col = setup
+    rng = np.random.default_rng(3)
+    for shift in (0, 0, 3, 3):
+        _feed(runner, rng.normal(shift, 1, 200))
+        col.sample()
+    page = render_html(col.snapshot())
+    assert "<script" not in page and "x<&>" not in page and "x&lt;&amp;&gt;" in page
+    assert "<link" not in page and "src=" not in page
+    svgs = re.findall(r"<svg .*?</svg>", page, re.S)
+    for svg in svgs:  # each plot is well-formed XML
+        ElementTree.fromstring(svg)
+    kinds = [re.search(r'class="plot (\w+)"', s).group(1) for s in svgs]  # type: ignore[union-attr]
+    assert kinds.count("dist") == 1  # KS only
+    assert kinds.count("series") == 3  # KS D, KS -log10 p, ADWIN statistic
+    assert kinds.count("latency") == 1
+    assert page.count('class="line"') == 3
+
+
+def test_summarize_is_key_value_lines(setup: Any) -> None:
+    runner, m, col = setup
+    rng = np.random.default_rng(4)
+    _feed(runner, rng.normal(0, 1, 400))
+    _feed(runner, rng.normal(3, 1, 400))
+    m.consumed.labels("events").inc(800)
+    m.dead_lettered.labels("oversized").inc(2)
+    m.observe_latency(np.full(10, 1.5))
+    facts = dict(line.split(": ", 1) for line in summarize(col.snapshot()).splitlines())
+    assert facts["pipeline"] == "p" and facts["partitions"] == "0"
+    assert facts["consumed"] == "800"
+    assert facts["dead letters"] == "2 (oversized 2)"
+    assert facts["alerts firing"].startswith("1 (x_ks[x<&>] p0") or facts[
+        "alerts firing"
+    ].startswith("2 (")
+    assert "p99 1.50 s" in facts["latency"]
