@@ -103,7 +103,7 @@ class WorkerMetrics:
         )
         self.drift_p_value = Gauge(
             "driftline_drift_p_value",
-            "Last drift p-value (tests only) per detector and partition.",
+            "Last drift p-value per detector and partition (statistical tests such as KS only).",
             ["detector", "target", "partition"],
             registry=r,
         )
