@@ -284,6 +284,7 @@ class TransactionalRunner(threading.Thread):
             m.feature_vectors.inc(oc.feature_vectors)
             m.predictions.inc(oc.predictions)
             for a in oc.alerts:
+                m.record_alert(a)
                 m.alerts.labels(a["kind"], a["detector"], a["status"]).inc()
                 log.warning(
                     "drift %s: detector=%s target=%s statistic=%.4g p=%s partition=%d offset=%d",

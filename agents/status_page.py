@@ -12,7 +12,6 @@ drawn here, server-side. :func:`summarize` is what ``driftline status`` prints.
 from __future__ import annotations
 
 import html
-import logging
 import math
 import time
 import urllib.error
@@ -31,8 +30,6 @@ HISTORY = 300  #: statistic readings kept per (detector, target, partition)
 RECENT_ALERTS = 50
 HIST_BINS = 30
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
-_RUNNER_LOGGER = "driftline.runner"
-_DRIFT_LOG = "drift %s: detector="
 
 Key = tuple[str, str, int]
 
@@ -56,43 +53,6 @@ def registry_samples(registry: Any) -> dict[str, list[tuple[dict[str, str], floa
 
 def _total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float:
     return sum(v for _, v in samples.get(name, []))
-
-
-class _AlertLogTap(logging.Handler):
-    """Reads the alerts the runner logs after each commit (``drift <status>: detector=...``).
-
-    Used only until the runner hands alerts to :meth:`WorkerMetrics.record_alert`.
-    """
-
-    def __init__(self, sink: deque[dict[str, Any]]) -> None:
-        super().__init__(logging.WARNING)
-        self.sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            args = record.args
-            if (
-                record.name != _RUNNER_LOGGER
-                or not isinstance(record.msg, str)
-                or not record.msg.startswith(_DRIFT_LOG)
-                or not isinstance(args, tuple)
-                or len(args) != 7
-            ):
-                return
-            status, detector, target, stat, p, partition, offset = args
-            self.sink.append(
-                {
-                    "status": str(status),
-                    "detector": str(detector),
-                    "target": str(target),
-                    "statistic": _finite(stat),
-                    "p_value": _finite(p) if p is not None else None,
-                    "window": {"partition": int(partition), "offset": int(offset)},
-                    "detected_at_ms": int(record.created * 1000),
-                }
-            )
-        except Exception:
-            self.handleError(record)
 
 
 def alert_line(a: dict[str, Any]) -> str:
@@ -163,12 +123,9 @@ class StatusCollector:
         self.clock = clock
         self._history: dict[Key, deque[tuple[int, float | None, float | None, bool]]] = {}
         self._seen: dict[Key, int] = {}
-        self._logged_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
-        self._tap = _AlertLogTap(self._logged_alerts)
-        logging.getLogger(_RUNNER_LOGGER).addHandler(self._tap)
 
     def close(self) -> None:
-        logging.getLogger(_RUNNER_LOGGER).removeHandler(self._tap)
+        """Nothing to release (kept so callers can treat the collector as a resource)."""
 
     def _record(self, detectors: Iterable[dict[str, Any]]) -> None:
         now_ms = int(self.clock() * 1000)
@@ -187,11 +144,9 @@ class StatusCollector:
         """Take one reading of every detector (the worker calls this twice a second)."""
         self._record(self.runner.status()["detectors"])
 
-    def recent_alerts(self) -> tuple[list[dict[str, Any]], str]:
-        recorded = list(getattr(self.metrics, "recent_alerts", ()))
-        if recorded:
-            return recorded, "worker"
-        return list(self._logged_alerts), "log"
+    def recent_alerts(self) -> list[dict[str, Any]]:
+        """The last alerts the runner committed (``WorkerMetrics.record_alert``), oldest first."""
+        return list(self.metrics.recent_alerts)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the page shows, as JSON-ready data."""
@@ -242,7 +197,7 @@ class StatusCollector:
                     "history": [list(h) for h in self._history.get(key, ())],
                 }
             )
-        alerts, source = self.recent_alerts()
+        alerts = self.recent_alerts()
         return {
             "pipeline": st["pipeline"],
             "worker_id": st["worker_id"],
@@ -267,7 +222,6 @@ class StatusCollector:
             "detectors": detectors,
             "alerts_firing": sum(1 for d in detectors if d["firing"]),
             "recent_alerts": [{**a, "line": alert_line(a)} for a in alerts[::-1]],
-            "recent_alerts_source": source,
         }
 
     def json_bytes(self) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 from xml.etree import ElementTree
@@ -132,18 +131,9 @@ def test_distribution_shares_bins_and_clips_outliers() -> None:
     assert distribution(np.array([5.0]), np.array([5.0]), bins=2)["edges"] == [4.5, 5.0, 5.5]
 
 
-def test_recent_alerts_from_the_runner_log_until_record_alert_is_wired(setup: Any) -> None:
+def test_recent_alerts_come_from_the_runner(setup: Any) -> None:
     _, m, col = setup
-    log = logging.getLogger("driftline.runner")
-    log.warning(
-        "drift %s: detector=%s target=%s statistic=%.4g p=%s partition=%d offset=%d",
-        "firing", "x_ks", "x", 0.31, 1e-9, 1, 42,
-    )  # fmt: skip
-    snap = col.snapshot()
-    assert snap["recent_alerts_source"] == "log"
-    (a,) = snap["recent_alerts"]
-    assert a["window"] == {"partition": 1, "offset": 42} and a["status"] == "firing"
-    assert a["line"].startswith("[FIRING] drift on x by x_ks: statistic=0.31 p=1e-09")
+    assert col.snapshot()["recent_alerts"] == []
     full = {
         "status": "resolved", "severity": "info", "kind": "covariate", "target": "x",
         "detector": "x_ks", "detector_type": "ks", "statistic": 0.01, "p_value": 0.5,
@@ -152,7 +142,6 @@ def test_recent_alerts_from_the_runner_log_until_record_alert_is_wired(setup: An
     }  # fmt: skip
     m.record_alert(full)
     snap = col.snapshot()
-    assert snap["recent_alerts_source"] == "worker"
     assert [a["line"][:20] for a in snap["recent_alerts"]] == ["[RESOLVED info] cova"]
     for i in range(60):
         m.record_alert({**full, "window": {**full["window"], "offset": i}})
