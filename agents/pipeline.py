@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from agents.decode import RecordDecoder
+from agents.encode import json_items, json_strings, key_json, template
 from driftline.errors import DriftlineError, RecordError
 from driftline.spec import (
     PREDICTION_TARGET,
@@ -291,78 +292,73 @@ class PartitionPipeline:
         feats: dict[str, np.ndarray],
         scores: np.ndarray | None,
     ) -> None:
+        """Feature vectors and predictions, built column-wise (see :mod:`agents.encode`)."""
         spec, o = self.spec, self.spec.output
         n = len(good)
-        names = tuple(feats)
         ents = ent_arr.tolist()
         keys = [e.encode() for e in ents]
-        tss = ts_arr.tolist()
-        src_topic = good[0].topic
-        part = self.partition
-        sources = [
-            {"topic": src_topic, "partition": part, "offset": r.offset, "timestamp_ms": ts}
-            for r, ts in ((r, r.timestamp_ms) for r in good)
-        ]
-        dumps = orjson.dumps
-        name = spec.name
-        feat_rows = zip(*(feats[k].tolist() for k in names), strict=True) if names else [()] * n
-        ftopic = o.features_topic
-        computed_ms = int(time.time() * 1000)
-        out.messages.extend(
-            (
-                ftopic,
-                key,
-                dumps(
-                    {
-                        "pipeline": name,
-                        "entity": ent,
-                        "event_time_ms": ts,
-                        "features": dict(zip(names, row, strict=True)),
-                        "source": src,
-                        "computed_at_ms": computed_ms,
-                        "freshness_ms": computed_ms - ts,
-                    }
-                ),
-            )
-            for key, ent, ts, row, src in zip(keys, ents, tss, feat_rows, sources, strict=True)
+        ent_j = json_strings(ents)
+        ts_j = json_items(ts_arr)
+        off_arr = np.fromiter((r.offset for r in good), dtype=np.int64, count=n)
+        off_j = json_items(off_arr)
+        stamps = [r.timestamp_ms for r in good]
+        stamp_j = json_items(stamps) if None in stamps else json_items(np.array(stamps, np.int64))
+        src_topic, part = good[0].topic, self.partition
+        source_head = (
+            b',"source":{"topic":'
+            + orjson.dumps(src_topic)
+            + b',"partition":'
+            + str(part).encode()
+            + b',"offset":'
         )
+        computed_ms = int(time.time() * 1000)
+        names = list(feats)
+        parts: list[bytes | None] = [
+            b'{"pipeline":' + orjson.dumps(spec.name) + b',"entity":',
+            None,
+            b',"event_time_ms":',
+            None,
+            b',"features":{',
+        ]
+        for i, name in enumerate(names):
+            parts += [(b"," if i else b"") + key_json(name) + b":", None]
+        parts += [b"}", source_head, None, b',"timestamp_ms":', None,
+                  b'},"computed_at_ms":' + str(computed_ms).encode() + b',"freshness_ms":', None,
+                  b"}"]  # fmt: skip
+        tmpl = template(parts)
+        fresh_j = json_items(computed_ms - ts_arr)
+        cols = [json_items(np.asarray(feats[k], dtype=np.float64)) for k in names]
+        rows = zip(ent_j, ts_j, *cols, off_j, stamp_j, fresh_j, strict=True)
+        ftopic = o.features_topic
+        out.messages.extend((ftopic, key, tmpl % row) for key, row in zip(keys, rows, strict=True))
         out.feature_vectors = n
         if scores is None or self.predictor is None:
             return
         vector = {**columns, **feats}
         in_names = self.predictor.inputs
-        in_rows = zip(*(vector[c].tolist() for c in in_names), strict=True)
-        score_list = scores.tolist()
         if self.predictor.is_classifier:
-            labels: list[int | None] = (scores >= 0.5).astype(np.int64).tolist()
+            label_j = json_items((scores >= 0.5).astype(np.int64))
         else:
-            labels = [None] * n
+            label_j = [b"null"] * n
         ingest = np.array([r.timestamp_ms or 0 for r in good], dtype=np.float64)
-        latency = np.maximum(time.time() * 1000 - ingest, 0.0).tolist()
-        ptopic, version = o.predictions_topic, self.model_version
-        out.messages.extend(
-            (
-                ptopic,
-                key,
-                dumps(
-                    {
-                        "prediction_id": f"{src_topic}:{part}:{src['offset']}",
-                        "pipeline": name,
-                        "entity": ent,
-                        "model_version": version,
-                        "score": sc,
-                        "label": lb,
-                        "inputs": dict(zip(in_names, row, strict=True)),
-                        "event_time_ms": ts,
-                        "latency_ms": lat,
-                        "source": src,
-                    }
-                ),
-            )
-            for key, ent, ts, row, src, sc, lb, lat in zip(
-                keys, ents, tss, in_rows, sources, score_list, labels, latency, strict=True
-            )
-        )
+        latency = np.maximum(time.time() * 1000 - ingest, 0.0)
+        pid_head = orjson.dumps(f"{src_topic}:{part}:")[:-1]  # open string, offset follows
+        parts = [
+            b'{"prediction_id":' + pid_head, None,
+            b'","pipeline":' + orjson.dumps(spec.name) + b',"entity":', None,
+            b',"model_version":' + orjson.dumps(self.model_version) + b',"score":', None,
+            b',"label":', None, b',"inputs":{',
+        ]  # fmt: skip
+        for i, name in enumerate(in_names):
+            parts += [(b"," if i else b"") + key_json(name) + b":", None]
+        parts += [b'},"event_time_ms":', None, b',"latency_ms":', None, source_head, None,
+                  b',"timestamp_ms":', None, b"}}"]  # fmt: skip
+        tmpl = template(parts)
+        in_cols = [json_items(np.asarray(vector[c], dtype=np.float64)) for c in in_names]
+        rows = zip(off_j, ent_j, json_items(scores), label_j, *in_cols, ts_j,
+                   json_items(latency), off_j, stamp_j, strict=True)  # fmt: skip
+        ptopic = o.predictions_topic
+        out.messages.extend((ptopic, key, tmpl % row) for key, row in zip(keys, rows, strict=True))
         out.predictions = n
 
     def _reference_description(self, dspec: DetectorSpec, d: Detection) -> str:

@@ -277,3 +277,20 @@ def test_initial_state() -> None:
     assert det.update(1.0) is None
     assert det.n_seen == 1 and det.statistic != det.statistic and det.p_value is None
     assert KSWindowDetector.name == "ks"
+
+
+@pytest.mark.parametrize(("stride", "cuts"), [(32, [5, 700, 701]), (500, [1, 999, 2_000]), (97, [])])
+def test_large_strides_take_the_direct_path_and_equal_scipy(stride: int, cuts: list[int]) -> None:
+    xs = drifting_with_ties(7, n=4_000)
+    R, W = 600, 400
+    det = KSWindowDetector(R, W, alpha=0.01, stride=stride)
+    got = evaluations(det, xs, cuts)
+    assert len(got) == (len(xs) - R - W) // stride + 1
+    for j, d, p in got:
+        exp = ks_2samp(xs[:R], xs[j - W + 1 : j + 1])
+        assert abs(d - exp.statistic) <= 1e-9 and abs(p - exp.pvalue) <= 1e-9, j
+    # and the same detections as the sweep (stride 1 evaluates a superset of the points)
+    sweep = KSWindowDetector(R, W, alpha=0.01, stride=1)
+    every = {j: (d, p) for j, d, p in evaluations(sweep, xs, cuts)}
+    for j, d, p in got:
+        assert (d, p) == every[j]
