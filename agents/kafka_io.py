@@ -97,7 +97,6 @@ def produce_all(producer: Producer, messages: Iterable[tuple[str, bytes | None, 
                 break
             except BufferError:
                 producer.poll(0.05)
-    producer.poll(0)
 
 
 def produce_bulk(producer: Producer, messages: list[tuple[str, bytes | None, bytes]]) -> None:
@@ -109,17 +108,22 @@ def produce_bulk(producer: Producer, messages: list[tuple[str, bytes | None, byt
             batch = by_topic[topic] = []
         batch.append({"key": key, "value": value})
     for topic, batch in by_topic.items():
-        todo = batch
-        while todo:
-            try:
-                queued = producer.produce_batch(topic, todo)
-            except BufferError:
-                queued = 0
-            if queued == len(todo):
-                break
-            # some did not fit (queue full): wait for room, retry the ones that failed
-            todo = [m for m in todo if "_error" in m] if queued else todo
-            for m in todo:
-                m.pop("_error", None)
-            producer.poll(0.05)
+        produce_batch_all(producer, topic, batch)
     producer.poll(0)
+
+
+def produce_batch_all(producer: Producer, topic: str, batch: list[dict[str, bytes | None]]) -> None:
+    """``produce_batch`` until every message is queued (waiting when the queue is full)."""
+    todo = batch
+    while todo:
+        try:
+            queued = producer.produce_batch(topic, todo)
+        except BufferError:
+            queued = 0
+        if queued == len(todo):
+            return
+        # some did not fit (queue full): wait for room, retry the ones that failed
+        todo = [m for m in todo if "_error" in m] if queued else todo
+        for m in todo:
+            m.pop("_error", None)
+        producer.poll(0.05)

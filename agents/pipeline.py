@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -56,6 +56,8 @@ class BatchOutcome:
     """Everything one batch produced, for the runner to send and count."""
 
     messages: list[Outbound] = field(default_factory=list)
+    #: feature vectors and predictions, per topic, ready for ``Producer.produce_batch``
+    bulk: dict[str, list[dict[str, bytes]]] = field(default_factory=dict)
     consumed: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     late_events: int = 0
@@ -66,6 +68,13 @@ class BatchOutcome:
     ingest_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     last_offset: int | None = None
     detector_readings: list[tuple[str, str, float, float | None]] = field(default_factory=list)
+
+    def all_messages(self) -> Iterator[Outbound]:
+        """Every message of the batch as (topic, key, value), bulk ones included."""
+        yield from self.messages
+        for topic, batch in self.bulk.items():
+            for m in batch:
+                yield (topic, m["key"], m["value"])
 
 
 def alert_id(pipeline: str, detector: str, partition: int, offset: int, status: str) -> str:

@@ -154,11 +154,13 @@ def replay(
             stats.late += oc.late_events
             stats.dead_letters.update(oc.dead_letters)
             stats.alerts += len(oc.alerts)
-            feats = [orjson.loads(v) for t, _k, v in oc.messages if t == o.features_topic]
+            feats = [orjson.loads(v) for t, _k, v in oc.all_messages() if t == o.features_topic]
             writer.write_many(feats)
             stats.feature_vectors += len(feats)
             if pred_writer is not None:
-                preds = [orjson.loads(v) for t, _k, v in oc.messages if t == o.predictions_topic]
+                preds = [
+                    orjson.loads(v) for t, _k, v in oc.all_messages() if t == o.predictions_topic
+                ]
                 pred_writer.write_many(preds)
                 stats.predictions += len(preds)
     if pred_writer is not None:
@@ -183,7 +185,7 @@ def build_profile(
                 continue
             for name in fields:
                 columns[name].append(doc.get(name))
-        for t, _k, v in oc.messages:
+        for t, _k, v in oc.all_messages():
             if t == o.features_topic:
                 for name, x in orjson.loads(v)["features"].items():
                     columns[name].append(np.nan if x is None else x)
@@ -203,7 +205,7 @@ def build_profile(
 def _dead_offsets(oc: Any) -> set[int]:
     """Batch positions of records that were dead-lettered or late (their offsets)."""
     out = set()
-    for _t, _k, v in oc.messages:
+    for _t, _k, v in oc.all_messages():
         if b'"reason"' in v[:200] or b'"dead_lettered_at_ms"' in v:
             doc = orjson.loads(v)
             if "reason" in doc and "source" in doc:

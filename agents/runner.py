@@ -25,7 +25,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from agents.kafka_io import produce_bulk
+from agents.kafka_io import produce_batch_all, produce_bulk
 from agents.metrics import WorkerMetrics
 from agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord
 from agents.state import CHUNK_BYTES, decode_snapshot, encode_snapshot, read_changelog_partition
@@ -228,6 +228,8 @@ class TransactionalRunner(threading.Thread):
             offsets = []
             for p, oc in outcomes:
                 produce_bulk(producer, oc.messages)
+                for topic, batch in oc.bulk.items():
+                    produce_batch_all(producer, topic, batch)
                 epoch = self.epochs[p] + 1
                 for key, value in encode_snapshot(p, epoch, self.pipelines[p].snapshot()):
                     produce_all_to_partition(producer, self.changelog, p, key, value)

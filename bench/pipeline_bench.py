@@ -421,7 +421,7 @@ def core(spec: PipelineSpec, stored: dict[int, list[RawRecord]]) -> tuple[Result
     for p, batch in order:
         out = pipes[p].process(batch)
         n += out.consumed
-        messages += len(out.messages)
+        messages += sum(1 for _ in out.all_messages())
         dead.update(out.dead_letters)
         for s, secs in out.stage_seconds.items():
             stages[s] += secs

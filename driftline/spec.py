@@ -28,7 +28,7 @@ DEFAULT_OUTPUT = {
     "late_topic": "driftline.late",
 }
 DEFAULT_WORKER: dict[str, Any] = {
-    "batch_max_records": 5000,
+    "batch_max_records": 10000,
     "batch_timeout_ms": 100,
     "web_host": "127.0.0.1",
     "web_port": 6066,

@@ -66,8 +66,8 @@ def test_documents_are_what_orjson_would_write(classifier: bool) -> None:
     scores = pipe.predictor.predict(np.column_stack([cols["amount"], cols["latency_ms"]]))
     out = BatchOutcome()
     pipe._encode(out, good, ents, ts, cols, feats, scores)
-    fv = [v for t, _k, v in out.messages if t == spec.output.features_topic]
-    pr = [v for t, _k, v in out.messages if t == spec.output.predictions_topic]
+    fv = [v for t, _k, v in out.all_messages() if t == spec.output.features_topic]
+    pr = [v for t, _k, v in out.all_messages() if t == spec.output.predictions_topic]
     assert len(fv) == len(pr) == n
     for i in range(n):
         doc = orjson.loads(fv[i])

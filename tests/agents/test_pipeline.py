@@ -57,7 +57,7 @@ def _run(spec: PipelineSpec, batch: int) -> dict[str, list[bytes]]:
         consumed += oc.consumed
         dead += sum(oc.dead_letters.values())
         assert oc.last_offset == recs[min(i + batch, len(recs)) - 1].offset
-        for topic, _key, value in oc.messages:
+        for topic, _key, value in oc.all_messages():
             out.setdefault(topic, []).append(value)
     assert consumed == len(recs)
     assert dead == 3

@@ -109,7 +109,7 @@ def test_sigkill_and_restart_gives_the_uninterrupted_outputs(
         )
     for p, recs in by_part.items():
         oc = PartitionPipeline(spec, p, pred, version).process(recs)
-        for topic, _key, value in oc.messages:
+        for topic, _key, value in oc.all_messages():
             if topic == spec.output.features_topic:
                 doc = orjson.loads(value)
                 expected_features[(p, doc["source"]["offset"])] = doc["features"]

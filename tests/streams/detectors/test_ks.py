@@ -279,7 +279,9 @@ def test_initial_state() -> None:
     assert KSWindowDetector.name == "ks"
 
 
-@pytest.mark.parametrize(("stride", "cuts"), [(32, [5, 700, 701]), (500, [1, 999, 2_000]), (97, [])])
+@pytest.mark.parametrize(
+    ("stride", "cuts"), [(32, [5, 700, 701]), (500, [1, 999, 2_000]), (97, [])]
+)
 def test_large_strides_take_the_direct_path_and_equal_scipy(stride: int, cuts: list[int]) -> None:
     xs = drifting_with_ties(7, n=4_000)
     R, W = 600, 400
