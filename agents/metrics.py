@@ -26,6 +26,10 @@ disable_created_metrics()
 #: Alert documents kept for the status page (``/status``), newest last.
 RECENT_ALERTS = 50
 
+#: Seconds, one minute to a month: how old a batch-features row is when it is used.
+AGE_BUCKETS_S = (60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 12 * 3600.0, 86400.0, 2 * 86400.0,
+                 7 * 86400.0, 30 * 86400.0)  # fmt: skip
+
 STAGES = ("poll", "decode", "features", "predict", "detect", "encode", "produce", "commit")
 
 
@@ -127,6 +131,28 @@ class WorkerMetrics:
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+        self.batch_cache_hits = Counter(
+            "driftline_batch_cache_hits",
+            "Events whose entity had a row in the batch-features cache.",
+            registry=r,
+        )
+        self.batch_cache_misses = Counter(
+            "driftline_batch_cache_misses",
+            "Events whose entity had no batch-features row (the spec's defaults were used).",
+            registry=r,
+        )
+        self.batch_cache_entries = Gauge(
+            "driftline_batch_cache_entries", "Entities in the batch-features cache.", registry=r
+        )
+        self.batch_feature_age = BucketCounts(AGE_BUCKETS_S)
+        r.register(
+            _BatchHistogramCollector(
+                "driftline_batch_feature_age_seconds",
+                "Per event: age (now minus as-of time) of the batch-features row it used.",
+                "cache",
+                {"batch_features": self.batch_feature_age},
+            )
+        )
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:

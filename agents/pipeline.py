@@ -61,6 +61,9 @@ class BatchOutcome:
     consumed: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     late_events: int = 0
+    batch_hits: int = 0
+    batch_misses: int = 0
+    batch_age_s: np.ndarray = field(default_factory=lambda: np.empty(0))
     feature_vectors: int = 0
     predictions: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -98,8 +101,10 @@ class PartitionPipeline:
         partition: int,
         predictor: BatchPredictor | None,
         model_version: str,
+        batch_cache: Any = None,
     ) -> None:
         self.spec = spec
+        self.batch_cache = batch_cache  # agents.batch_features.BatchFeatureCache, shared
         self.partition = partition
         self.predictor = predictor
         self.model_version = model_version
@@ -254,6 +259,13 @@ class PartitionPipeline:
         else:
             feats = {k: np.asarray(v) for k, v in fb.values.items()}
         vector = {**columns, **feats}
+        if self.batch_cache is not None and len(ent_arr):
+            bvals, hit, as_of = self.batch_cache.lookup(ent_arr.tolist())
+            for j, name in enumerate(self.batch_cache.names):
+                vector[name] = bvals[:, j]
+            out.batch_hits = int(hit.sum())
+            out.batch_misses = int(hit.size - out.batch_hits)
+            out.batch_age_s = (now_ms - as_of[hit]) / 1000.0
         t2 = time.perf_counter()
         out.stage_seconds["features"] = t2 - t1
         n = len(good)
@@ -284,7 +296,7 @@ class PartitionPipeline:
         t4 = time.perf_counter()
         out.stage_seconds["detect"] = t4 - t3
 
-        self._encode(out, good, ent_arr, ts_arr, columns, feats, scores)
+        self._encode(out, good, ent_arr, ts_arr, vector, feats, scores)
         out.stage_seconds["encode"] = time.perf_counter() - t4
         out.ingest_ms = np.array(
             [r.timestamp_ms if r.timestamp_ms is not None else now_ms for r in good], dtype=np.int64
@@ -343,10 +355,12 @@ class PartitionPipeline:
         out.feature_vectors = n
         if scores is None or self.predictor is None:
             return
-        vector = {**columns, **feats}
+        vector = columns  # the full model-input vector: fields, features, batch features
         in_names = self.predictor.inputs
         if self.predictor.is_classifier:
             label_j = json_items((scores >= 0.5).astype(np.int64))
+            for i in np.flatnonzero(np.isnan(scores)).tolist():
+                label_j[i] = b"null"  # an input was missing: no score, no label
         else:
             label_j = [b"null"] * n
         ingest = np.array([r.timestamp_ms or 0 for r in good], dtype=np.float64)

@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
+from agents.batch_features import BatchFeatureCache
 from agents.pipeline import PartitionPipeline, RawRecord
 from agents.worker import build_predictor
 from driftline.errors import DriftlineError
@@ -92,12 +93,22 @@ def replay_outcomes(
     partitioner: str = "consistent",
     batch: int = 10_000,
     progress: bool = True,
+    batch_features_path: str | Path | None = None,
+    with_model: bool = True,
 ) -> Iterator[tuple[list[tuple[dict[str, Any], int]], Any]]:
     """Yield ``([(input doc, offset)], BatchOutcome)`` per partition batch."""
     if partitions < 1:
         raise DriftlineError("--partitions must be at least 1")
     partition_for(b"", partitions, partitioner)  # validates the partitioner name
-    predictor, version = build_predictor(spec)
+    predictor, version = build_predictor(spec) if with_model else (None, "none")
+    cache = None
+    if spec.batch_features is not None:
+        if batch_features_path is None:
+            raise DriftlineError(
+                "the spec declares [batch_features]: pass --batch-features FILE with the table "
+                "to join (the same file `driftline batch-features load` published)"
+            )
+        cache = BatchFeatureCache.from_file(spec.batch_features, batch_features_path)
     pipes: dict[int, PartitionPipeline] = {}
     offsets: dict[int, int] = defaultdict(int)
     pending: dict[int, list[RawRecord]] = defaultdict(list)
@@ -110,7 +121,7 @@ def replay_outcomes(
     def flush(p: int) -> Iterator[tuple[list[tuple[dict[str, Any], int]], Any]]:
         pipe = pipes.get(p)
         if pipe is None:
-            pipe = pipes[p] = PartitionPipeline(spec, p, predictor, version)
+            pipe = pipes[p] = PartitionPipeline(spec, p, predictor, version, cache)
         recs, ds = pending.pop(p), docs.pop(p)
         yield list(zip(ds, (r.offset for r in recs), strict=True)), pipe.process(recs)
         bar.update(len(recs))
@@ -141,6 +152,7 @@ def replay(
     partitioner: str = "consistent",
     predictions_path: str | Path | None = None,
     progress: bool = True,
+    batch_features_path: str | Path | None = None,
 ) -> ReplayStats:
     """Write the feature vectors (and optionally predictions) the worker would write."""
     stats = ReplayStats()
@@ -148,7 +160,12 @@ def replay(
     pred_writer = RecordWriter(predictions_path) if predictions_path else None
     with RecordWriter(output_path) as writer:
         for _docs, oc in replay_outcomes(
-            spec, input_path, partitions=partitions, partitioner=partitioner, progress=progress
+            spec,
+            input_path,
+            partitions=partitions,
+            partitioner=partitioner,
+            progress=progress,
+            batch_features_path=batch_features_path,
         ):
             stats.events += oc.consumed
             stats.late += oc.late_events

@@ -55,6 +55,7 @@ class TransactionalRunner(threading.Thread):
         predictor: BatchPredictor | None,
         model_version: str,
         worker_id: str,
+        batch_cache: Any = None,
     ) -> None:
         super().__init__(name="driftline-runner", daemon=True)
         self.spec = spec
@@ -63,6 +64,7 @@ class TransactionalRunner(threading.Thread):
         self.predictor = predictor
         self.model_version = model_version
         self.worker_id = worker_id
+        self.batch_cache = batch_cache
         self.changelog = changelog_topic(spec)
         self.pipelines: dict[int, PartitionPipeline] = {}
         self.epochs: dict[int, int] = {}
@@ -81,7 +83,9 @@ class TransactionalRunner(threading.Thread):
         t0 = time.perf_counter()
         for tp in partitions:
             p = tp.partition
-            pipe = PartitionPipeline(self.spec, p, self.predictor, self.model_version)
+            pipe = PartitionPipeline(
+                self.spec, p, self.predictor, self.model_version, self.batch_cache
+            )
             saved = decode_snapshot(read_changelog_partition(self.bootstrap, self.changelog, p), p)
             if saved is not None:
                 epoch, state = saved
@@ -283,6 +287,10 @@ class TransactionalRunner(threading.Thread):
             for reason, k in oc.dead_letters.items():
                 m.dead_lettered.labels(reason).inc(k)
             m.late_events.inc(oc.late_events)
+            if oc.batch_hits or oc.batch_misses:
+                m.batch_cache_hits.inc(oc.batch_hits)
+                m.batch_cache_misses.inc(oc.batch_misses)
+                m.batch_feature_age.add(oc.batch_age_s)
             m.feature_vectors.inc(oc.feature_vectors)
             m.predictions.inc(oc.predictions)
             for a in oc.alerts:
@@ -308,6 +316,8 @@ class TransactionalRunner(threading.Thread):
                 m.observe_latency(np.maximum(now_ms - oc.ingest_ms, 0) / 1000.0)
 
     def _export_lag(self, consumer: Consumer) -> None:
+        if self.batch_cache is not None:
+            self.metrics.batch_cache_entries.set(len(self.batch_cache))
         if not self.pipelines:
             return
         tps = [TopicPartition(self.spec.input.topic, p) for p in self.pipelines]

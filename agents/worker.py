@@ -19,6 +19,7 @@ from typing import Any
 import faust
 import mode
 
+from agents.batch_features import BatchFeatureCache
 from agents.kafka_io import ensure_topics, topic_partitions, wait_for_broker
 from agents.logs import logging_config
 from agents.metrics import WorkerMetrics
@@ -95,7 +96,13 @@ def preflight(spec: PipelineSpec, bootstrap: str) -> int:
 
 
 def create_app(
-    spec: PipelineSpec, bootstrap: str, *, web_host: str, web_port: int, worker_id: str
+    spec: PipelineSpec,
+    bootstrap: str,
+    *,
+    web_host: str,
+    web_port: int,
+    worker_id: str,
+    batch_cache: BatchFeatureCache | None = None,
 ) -> faust.App:
     """The faust app hosting the batch runner and the ``/metrics`` and ``/healthz`` pages."""
     app = faust.App(
@@ -113,7 +120,9 @@ def create_app(
     )
     metrics = WorkerMetrics(spec.name)
     predictor, version = build_predictor(spec)
-    runner = TransactionalRunner(spec, bootstrap, metrics, predictor, version, worker_id)
+    runner = TransactionalRunner(
+        spec, bootstrap, metrics, predictor, version, worker_id, batch_cache
+    )
     app.service(RunnerService(runner))
 
     @app.page("/metrics")
@@ -156,7 +165,14 @@ def run_worker(
     logging.config.dictConfig(logging_config(log_format, loglevel))  # preflight's logs too
     preflight(spec, bootstrap)
     wid = worker_id or default_worker_id()
-    app = create_app(spec, bootstrap, web_host=web_host, web_port=web_port, worker_id=wid)
+    cache = None
+    if spec.batch_features is not None:
+        cache = BatchFeatureCache(spec.batch_features, bootstrap)
+        cache.start()
+        cache.wait_loaded(spec.batch_features.load_timeout_ms / 1000)
+    app = create_app(
+        spec, bootstrap, web_host=web_host, web_port=web_port, worker_id=wid, batch_cache=cache
+    )
     faust.Worker(
         app, loglevel=loglevel, quiet=True, logging_config=logging_config(log_format, loglevel)
     ).execute_from_commandline()

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from driftline.errors import DriftlineError
 from driftline.kafka_cli import add_kafka_parser
@@ -114,6 +115,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         partitioner=args.partitioner,
         predictions_path=args.predictions,
         progress=not args.no_progress,
+        batch_features_path=args.batch_features,
     )
     dead = ", ".join(f"{k}={v}" for k, v in sorted(stats.dead_letters.items())) or "none"
     print(
@@ -134,6 +136,78 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     doc = build_profile(spec, args.input, progress=not args.no_progress)
     Path(args.output).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print(f"profiled {doc['events']} events, columns {sorted(doc['columns'])} -> {args.output}")
+    return 0
+
+
+def _need_bootstrap(args: argparse.Namespace) -> str:
+    bootstrap = _bootstrap(args)
+    if not bootstrap:
+        raise DriftlineError("pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS")
+    return bootstrap
+
+
+def _batch_spec(args: argparse.Namespace) -> Any:
+    from driftline.spec import load_spec
+
+    spec = load_spec(args.config, model_file_required=False)
+    if spec.batch_features is None:
+        raise DriftlineError(f"{args.config} has no [batch_features] section")
+    return spec.batch_features
+
+
+def _cmd_bf_load(args: argparse.Namespace) -> int:
+    from agents.batch_features import load_batch_features
+
+    bf = _batch_spec(args)
+    stats = load_batch_features(
+        bf,
+        _need_bootstrap(args),
+        args.file,
+        version=args.version,
+        partitions=args.partitions,
+        progress=not args.no_progress,
+    )
+    rejected = ", ".join(f"{k}={v}" for k, v in sorted(stats.rejected.items())) or "none"
+    print(f"loaded {stats.loaded} entities to {bf.topic}; rejected rows: {rejected}")
+    return 0 if not stats.rejected else 1
+
+
+def _cmd_bf_delete(args: argparse.Namespace) -> int:
+    from agents.batch_features import delete_batch_features
+
+    bf = _batch_spec(args)
+    n = delete_batch_features(bf, _need_bootstrap(args), args.entities)
+    print(f"deleted {n} entities from {bf.topic}")
+    return 0
+
+
+def _cmd_predict_batch(args: argparse.Namespace) -> int:
+    from agents.modes import predict_batch
+    from driftline.spec import load_spec
+
+    n = predict_batch(load_spec(args.config), args.input, args.output)
+    print(f"wrote {n} predictions to {args.output}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from agents.modes import train
+    from driftline.spec import load_spec
+
+    spec = load_spec(args.config, model_file_required=False)
+    stats = train(
+        spec,
+        args.input,
+        args.output,
+        label_field=args.label,
+        batch_features_path=args.batch_features,
+        version=args.version,
+        progress=not args.no_progress,
+    )
+    skipped = ", ".join(f"{k}={v}" for k, v in sorted(stats.skipped.items())) or "none"
+    print(
+        f"trained on {stats.rows} rows (skipped: {skipped}); model {stats.version} -> {args.output}"
+    )
     return 0
 
 
@@ -260,8 +334,75 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["consistent", "murmur2"],
         help="consistent: librdkafka/kcat default (CRC-32); murmur2: Java client default",
     )
+    rp.add_argument("--batch-features", help="batch features file to join (if the spec has any)")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
     rp.set_defaults(func=_cmd_replay)
+
+    bfp = sub.add_parser("batch-features", help="publish batch features", formatter_class=_RAW)
+    bf_sub = bfp.add_subparsers(title="commands", metavar="COMMAND")
+    bl = bf_sub.add_parser(
+        "load",
+        help="publish a table (CSV, Parquet, JSON Lines) to the batch-features topic",
+        formatter_class=_RAW,
+        description="One record per entity on the compacted batch-features topic, with an as-of "
+        "time and a version; every worker caches all of them and follows updates.",
+        epilog="example:\n  driftline batch-features load -c pipeline.toml users.parquet "
+        "--bootstrap 127.0.0.1:9092",
+    )
+    bl.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
+    bl.add_argument("file", help="table with the entity key and the batch feature columns")
+    bl.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    bl.add_argument("--version", help="version string stored with each row (default: load-<ms>)")
+    bl.add_argument("--partitions", type=int, default=3, help="partitions if the topic is created")
+    bl.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bl.set_defaults(func=_cmd_bf_load)
+    bd = bf_sub.add_parser(
+        "delete",
+        help="delete entities (tombstones)",
+        formatter_class=_RAW,
+        epilog="example:\n  driftline batch-features delete -c pipeline.toml u1 u2",
+    )
+    bd.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
+    bd.add_argument("entities", nargs="+", help="entity keys to delete")
+    bd.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    bd.set_defaults(func=_cmd_bf_delete)
+    bfp.set_defaults(func=lambda _a: (bfp.print_help(), 2)[1])
+
+    pb = sub.add_parser(
+        "predict-batch",
+        help="score every entity of a batch-features file (batch prediction)",
+        formatter_class=_RAW,
+        description="Batch prediction with batch features only: the spec's model.inputs must "
+        "all be batch features. Scores equal the worker's for the same inputs.",
+        epilog="example:\n  driftline predict-batch -c pipeline.toml --input users.parquet "
+        "--output predictions.jsonl",
+    )
+    pb.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
+    pb.add_argument("--input", required=True, help="batch features file")
+    pb.add_argument("--output", required=True, help="predictions file")
+    pb.set_defaults(func=_cmd_predict_batch)
+
+    tr = sub.add_parser(
+        "train",
+        help="fit the spec's river model on a labelled events file",
+        formatter_class=_RAW,
+        description="Compute each row's model inputs with the worker's own code (event fields, "
+        "streaming features, batch features) and fit the spec's model; writes it with a version.",
+        epilog="example:\n  driftline train -c pipeline.toml --input labelled.jsonl "
+        "--output model.pkl --label label",
+    )
+    tr.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
+    tr.add_argument("--input", required=True, help="labelled events file")
+    tr.add_argument("--output", required=True, help="model file to write")
+    tr.add_argument("--label", help="label column (default: model.label_field)")
+    tr.add_argument("--batch-features", help="batch features file to join")
+    tr.add_argument("--version", help="model version (default: a hash of the model)")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_train)
 
     pf = sub.add_parser(
         "profile",

@@ -70,6 +70,20 @@ class ModelSpec:
     path: Path | None = None
     builtin: str | None = None
     version: str | None = None
+    label_field: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchFeaturesSpec:
+    topic: str
+    key_field: str
+    fields: Mapping[str, str]
+    defaults: Mapping[str, float]
+    load_timeout_ms: int = 60_000
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.fields)
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,7 @@ class PipelineSpec:
     worker: WorkerSpec
     grace_ms: int = 0
     correction: str = "bonferroni"
+    batch_features: BatchFeaturesSpec | None = None
     source_path: Path | None = None
 
     @property
@@ -138,8 +153,10 @@ class PipelineSpec:
 
     @property
     def vector_names(self) -> tuple[str, ...]:
-        """Names a model input or a detector target may use: numeric fields, then features."""
-        return self.numeric_fields + tuple(f.name for f in self.features)
+        """Names a model input or a detector target may use: numeric fields, streaming
+        features, then batch features."""
+        batch = self.batch_features.names if self.batch_features else ()
+        return self.numeric_fields + tuple(f.name for f in self.features) + batch
 
 
 def _key_path(error: ValidationError) -> str:
@@ -163,7 +180,9 @@ def _schema_error(error: ValidationError) -> SpecError:
     return SpecError(f"spec key {where}: {error.message}.{hint}")
 
 
-def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> PipelineSpec:
+def parse_spec(
+    data: Mapping[str, Any], *, base_dir: Path | None = None, model_file_required: bool = True
+) -> PipelineSpec:
     """Validate a spec already parsed from TOML and build a :class:`PipelineSpec`."""
     errors = sorted(validator("spec").iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
@@ -204,6 +223,9 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Pipe
             )
         seen.add(f.name)
     names = [n for n in fields if n in numeric] + [f.name for f in features]
+    batch = _parse_batch_features(data, key, set(names))
+    if batch is not None:
+        names += list(batch.names)
 
     model = None
     if "model" in data:
@@ -221,12 +243,16 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Pipe
             path = Path(m["path"])
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
-            if not path.is_file():
+            if model_file_required and not path.is_file():
                 raise SpecError(
                     f"spec key model.path: no model file at {path}; train one or fix the path"
                 )
         model = ModelSpec(
-            inputs=tuple(m["inputs"]), path=path, builtin=m.get("builtin"), version=m.get("version")
+            inputs=tuple(m["inputs"]),
+            path=path,
+            builtin=m.get("builtin"),
+            version=m.get("version"),
+            label_field=m.get("label_field"),
         )
 
     detectors = _parse_detectors(data, names, fields, model is not None, base_dir)
@@ -241,10 +267,11 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Pipe
         worker=WorkerSpec(**{**DEFAULT_WORKER, **data.get("worker", {})}),
         grace_ms=data.get("windows", {}).get("grace_ms", 0),
         correction=data.get("drift", {}).get("correction", "bonferroni"),
+        batch_features=batch,
     )
 
 
-def load_spec(path: str | Path) -> PipelineSpec:
+def load_spec(path: str | Path, *, model_file_required: bool = True) -> PipelineSpec:
     """Read, validate and build the spec at ``path``; raise :class:`SpecError` if it is wrong."""
     p = Path(path)
     try:
@@ -257,7 +284,7 @@ def load_spec(path: str | Path) -> PipelineSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"spec file {p} is not valid TOML: {e}") from e
-    spec = parse_spec(data, base_dir=p.resolve().parent)
+    spec = parse_spec(data, base_dir=p.resolve().parent, model_file_required=model_file_required)
     return PipelineSpec(**{**spec.__dict__, "source_path": p.resolve()})
 
 
@@ -429,3 +456,30 @@ def _check_detector_params(i: int, dtype: str, params: Mapping[str, Any]) -> Non
                 f"spec key detectors[{i}].{k}: the {dtype} detector has no parameter {k!r}; "
                 f"it takes {', '.join(accepted)}"
             )
+
+
+def _parse_batch_features(
+    data: Mapping[str, Any], key_field: str, taken: set[str]
+) -> BatchFeaturesSpec | None:
+    b = data.get("batch_features")
+    if b is None:
+        return None
+    for name in b["fields"]:
+        if name in taken:
+            raise SpecError(
+                f"spec key batch_features.fields.{name}: the name is already an input field or "
+                "a streaming feature; batch feature names must be unique"
+            )
+    defaults = dict(b.get("defaults", {}))
+    for name in defaults:
+        if name not in b["fields"]:
+            raise SpecError(
+                f"spec key batch_features.defaults.{name}: not a field of batch_features.fields"
+            )
+    return BatchFeaturesSpec(
+        topic=b.get("topic", "driftline.batch_features"),
+        key_field=b.get("key_field", key_field),
+        fields=dict(b["fields"]),
+        defaults={k: float(v) for k, v in defaults.items()},
+        load_timeout_ms=b.get("load_timeout_ms", 60_000),
+    )
