@@ -120,7 +120,12 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
-        self.latency = {"ingest_to_output": BucketCounts(LATENCY_BUCKETS_S)}
+        # ingest_to_output: broker append time of the event -> its outputs committed;
+        # event_time_to_prediction: the event's own time -> its prediction committed
+        self.latency = {
+            "ingest_to_output": BucketCounts(LATENCY_BUCKETS_S),
+            "event_time_to_prediction": BucketCounts(LATENCY_BUCKETS_S),
+        }
         r.register(
             _BatchHistogramCollector(
                 "driftline_record_latency_seconds",
@@ -168,8 +173,8 @@ class WorkerMetrics:
         """Keep a committed alert (an ``alert.schema.json`` document) for the status page."""
         self.recent_alerts.append(doc)
 
-    def observe_latency(self, seconds: np.ndarray) -> None:
-        self.latency["ingest_to_output"].add(seconds)
+    def observe_latency(self, seconds: np.ndarray, path: str = "ingest_to_output") -> None:
+        self.latency[path].add(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -69,6 +69,8 @@ class BatchOutcome:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     ingest_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    #: event times of the events that got a prediction (event time -> prediction latency)
+    prediction_event_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     last_offset: int | None = None
     detector_readings: list[tuple[str, str, float, float | None]] = field(default_factory=list)
 
@@ -301,6 +303,8 @@ class PartitionPipeline:
         out.ingest_ms = np.array(
             [r.timestamp_ms if r.timestamp_ms is not None else now_ms for r in good], dtype=np.int64
         )
+        if scores is not None:
+            out.prediction_event_ms = ts_arr
         return out
 
     def _encode(

@@ -314,6 +314,11 @@ class TransactionalRunner(threading.Thread):
                     m.drift_p_value.labels(name, target, str(p)).set(pv)
             if oc.ingest_ms.size:
                 m.observe_latency(np.maximum(now_ms - oc.ingest_ms, 0) / 1000.0)
+            if oc.prediction_event_ms.size:
+                m.observe_latency(
+                    np.maximum(now_ms - oc.prediction_event_ms, 0) / 1000.0,
+                    "event_time_to_prediction",
+                )
 
     def _export_lag(self, consumer: Consumer) -> None:
         if self.batch_cache is not None:
