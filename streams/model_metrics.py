@@ -7,8 +7,9 @@ Two windows, same metrics:
   largest time seen so far (or given to `TimeWindowMetrics.advance`). The time is the label's
   (``clock="label"``, default: "quality of what was graded in the last window") or the
   prediction's event time (``clock="event"``: "quality of the predictions made in the last window,
-  among those labelled so far"). Examples that arrive already at or before ``t - window_ms`` are
-  dropped and counted in ``n_late``.
+  among those labelled so far"). Examples already at or before ``t - window_ms`` when their
+  batch is added (``t`` including the batch's own times) are dropped and counted in ``n_late``.
+  The window's contents do not depend on how the stream is batched; ``n_late`` does.
 
 Metrics (`classification_metrics`, `regression_metrics`), recomputed exactly from the window at
 each `result` call:
