@@ -146,6 +146,12 @@ class WorkerMetrics:
             "Events whose entity had no batch-features row (the spec's defaults were used).",
             registry=r,
         )
+        self.skew_disagreements = Counter(
+            "driftline_skew_disagreements",
+            "Events whose batch feature and streaming twin disagree beyond the tolerance.",
+            ["check"],
+            registry=r,
+        )
         self.batch_cache_entries = Gauge(
             "driftline_batch_cache_entries", "Entities in the batch-features cache.", registry=r
         )

@@ -30,6 +30,7 @@ from driftline.spec import (
 from streams.detectors.base import Detection
 from streams.features import FeatureEngine
 from streams.model import BatchPredictor
+from streams.skew import SkewCheck
 
 log = logging.getLogger("driftline.pipeline")
 
@@ -61,6 +62,7 @@ class BatchOutcome:
     consumed: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     late_events: int = 0
+    skew_disagreements: Counter[str] = field(default_factory=Counter)
     batch_hits: int = 0
     batch_misses: int = 0
     batch_age_s: np.ndarray = field(default_factory=lambda: np.empty(0))
@@ -114,6 +116,7 @@ class PartitionPipeline:
         self._feature_defs = [to_feature_def(f) for f in spec.features]
         self.engine = FeatureEngine(self._feature_defs, grace_ms=spec.grace_ms)
         self.detectors = [(d, build_spec_detector(d)) for d in spec.detectors]
+        self.skew = [(c, SkewCheck(**c.params)) for c in spec.skew_checks]
         # non-numeric fields the features (distinct, filters) or detectors (categories) read
         wanted = set(self.engine.required_fields) | {d.target for d in spec.detectors}
         extra = tuple(
@@ -140,6 +143,9 @@ class PartitionPipeline:
             "fingerprint": self._fingerprint(),
             "features": self.engine.snapshot(),
             "detectors": {self._detector_key(d): det.snapshot() for d, det in self.detectors},
+            "skew": {
+                f"{c.name}|{sorted(c.params.items())}": chk.snapshot() for c, chk in self.skew
+            },
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -157,6 +163,11 @@ class PartitionPipeline:
         self.engine = FeatureEngine.restore(
             self._feature_defs, self.spec.grace_ms, state["features"]
         )
+        saved_skew = state.get("skew", {})
+        for c, chk in self.skew:
+            snap = saved_skew.get(f"{c.name}|{sorted(c.params.items())}")
+            if snap is not None:
+                chk.restore(snap)
         saved = state.get("detectors", {})
         for d, det in self.detectors:
             snap = saved.get(self._detector_key(d))
@@ -268,6 +279,14 @@ class PartitionPipeline:
             out.batch_hits = int(hit.sum())
             out.batch_misses = int(hit.size - out.batch_hits)
             out.batch_age_s = (now_ms - as_of[hit]) / 1000.0
+            for c, chk in self.skew:
+                n_dis, changes = chk.update(vector[c.batch], vector[c.streaming])
+                out.skew_disagreements[c.name] += n_dis
+                for d in changes:
+                    doc = self._skew_alert(c, d, good, ts_arr, now_ms)
+                    out.alerts.append(doc)
+                    topic = self.spec.output.alerts_topic
+                    out.messages.append((topic, doc["target"].encode(), orjson.dumps(doc)))
         t2 = time.perf_counter()
         out.stage_seconds["features"] = t2 - t1
         n = len(good)
@@ -387,6 +406,36 @@ class PartitionPipeline:
         ptopic = o.predictions_topic
         out.messages.extend((ptopic, key, tmpl % row) for key, row in zip(keys, rows, strict=True))
         out.predictions = n
+
+    def _skew_alert(
+        self, c: Any, d: Detection, good: list[RawRecord], ts_arr: np.ndarray, now_ms: int
+    ) -> dict[str, Any]:
+        rec = good[d.index]
+        return {
+            "alert_id": alert_id(self.spec.name, c.name, self.partition, rec.offset, d.status),
+            "pipeline": self.spec.name,
+            "kind": "skew",
+            "detector": c.name,
+            "detector_type": "skew",
+            "target": f"{c.batch}~{c.streaming}",
+            "status": d.status,
+            "severity": "warning" if d.status == "firing" else "info",
+            "statistic": float(d.statistic),
+            "p_value": None,
+            "threshold": float(d.threshold),
+            "window": {
+                "partition": self.partition,
+                "event_time_ms": int(ts_arr[d.index]),
+                "offset": rec.offset,
+                "n_current": int(d.n_current),
+            },
+            "reference": {
+                "description": f"batch feature {c.batch} vs streaming {c.streaming}: share of "
+                f"the last {d.n_current} compared events that disagree",
+                "n": 0,
+            },
+            "detected_at_ms": now_ms,
+        }
 
     def _reference_description(self, dspec: DetectorSpec, d: Detection) -> str:
         where = f"{dspec.target} on partition {self.partition}"

@@ -287,6 +287,8 @@ class TransactionalRunner(threading.Thread):
             for reason, k in oc.dead_letters.items():
                 m.dead_lettered.labels(reason).inc(k)
             m.late_events.inc(oc.late_events)
+            for check, k in oc.skew_disagreements.items():
+                m.skew_disagreements.labels(check).inc(k)
             if oc.batch_hits or oc.batch_misses:
                 m.batch_cache_hits.inc(oc.batch_hits)
                 m.batch_cache_misses.inc(oc.batch_misses)

@@ -74,6 +74,14 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class SkewCheckSpec:
+    name: str
+    batch: str
+    streaming: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class BatchFeaturesSpec:
     topic: str
     key_field: str
@@ -136,6 +144,7 @@ class PipelineSpec:
     grace_ms: int = 0
     correction: str = "bonferroni"
     batch_features: BatchFeaturesSpec | None = None
+    skew_checks: tuple[SkewCheckSpec, ...] = ()
     source_path: Path | None = None
 
     @property
@@ -268,6 +277,9 @@ def parse_spec(
         grace_ms=data.get("windows", {}).get("grace_ms", 0),
         correction=data.get("drift", {}).get("correction", "bonferroni"),
         batch_features=batch,
+        skew_checks=_parse_skew(
+            data, batch, [n for n in names if batch is None or n not in batch.names]
+        ),
     )
 
 
@@ -483,3 +495,29 @@ def _parse_batch_features(
         defaults={k: float(v) for k, v in defaults.items()},
         load_timeout_ms=b.get("load_timeout_ms", 60_000),
     )
+
+
+def _parse_skew(
+    data: Mapping[str, Any], batch: BatchFeaturesSpec | None, streaming: list[str]
+) -> tuple[SkewCheckSpec, ...]:
+    from streams.skew import SkewCheck
+
+    out = []
+    for i, c in enumerate(data.get("skew_checks", [])):
+        if batch is None or c["batch"] not in batch.names:
+            raise SpecError(
+                f"spec key skew_checks[{i}].batch: {c['batch']!r} is not a field of "
+                "[batch_features]"
+            )
+        if c["streaming"] not in streaming:
+            raise SpecError(
+                f"spec key skew_checks[{i}].streaming: {c['streaming']!r} is not a streaming "
+                f"feature or numeric field ({streaming})"
+            )
+        params = {k: v for k, v in c.items() if k not in ("name", "batch", "streaming")}
+        try:
+            SkewCheck(**params)
+        except SpecError as e:
+            raise _keyed(f"skew_checks[{i}]", e) from None
+        out.append(SkewCheckSpec(c["name"], c["batch"], c["streaming"], params))
+    return tuple(out)
