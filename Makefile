@@ -36,4 +36,6 @@ test: system-deps setup
 	$(PY) -m pytest
 
 bench: setup
+	$(PY) bench/features_bench.py
+	$(PY) bench/detectors_bench.py --quick
 	$(PY) bench/pipeline_bench.py
