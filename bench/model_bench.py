@@ -5,7 +5,8 @@ microseconds (wall time, best of the repeats):
 
 1. `streams.labels.LabelJoin`: ``add_predictions`` + ``add_labels`` (+ one ``expire`` per batch) at
    batch 5,000, 8 features, labels delayed by 1-3 batches, 80% of predictions labelled, 5% of
-   labels without a prediction; in steady state (~10^4 predictions waiting).
+   labels without a prediction; in steady state (~10^4 predictions waiting). Then the same
+   calls with ``max_pending`` (10^6) predictions waiting and evicted, and one ``snapshot``.
 2. `streams.model_metrics`: ``update`` of a count window (10,000) and of a sliding event-time
    window at batch 5,000, and one ``result`` call (exact AUC over the window).
 3. `streams.importance`: `permutation_importance` on a 1,000-example window with 8 features
@@ -94,6 +95,38 @@ def label_join(n_batches: int) -> dict[str, float]:
     }
 
 
+def label_join_full(cap: int) -> dict[str, float]:
+    """Predictions that never get labels: fill to ``cap`` pending, then evict at every batch."""
+    rng = np.random.default_rng(3)
+    n_batches = cap // BATCH + 10
+    ids = np.array([f"events:1:{i}" for i in range(n_batches * BATCH)], dtype=object)
+    feats = rng.normal(size=(BATCH, N_FEATURES))
+    j = LabelJoin(ttl_ms=10**12, max_pending=cap)
+    t_fill = t_cap = 0.0
+    for b in range(n_batches):
+        s = slice(b * BATCH, (b + 1) * BATCH)
+        t0 = time.perf_counter()
+        j.add_predictions(ids[s], np.arange(s.start, s.stop), rng.random(BATCH), None, feats)
+        dt = time.perf_counter() - t0
+        if b < n_batches - 10:
+            t_fill += dt
+        else:
+            t_cap += dt
+    lids = ids[cap // 2 : cap // 2 + BATCH]
+    t0 = time.perf_counter()
+    j.add_labels(lids, np.ones(BATCH), np.full(BATCH, cap, dtype=np.int64))
+    t_lab = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    j.snapshot()
+    t_snap = time.perf_counter() - t0
+    return {
+        "add_predictions per prediction, filling": 1e6 * t_fill / ((n_batches - 10) * BATCH),
+        "add_predictions per prediction, evicting": 1e6 * t_cap / (10 * BATCH),
+        "add_labels per label, store full": 1e6 * t_lab / BATCH,
+        "snapshot() of the full store (ms)": 1e3 * t_snap,
+    }
+
+
 def metrics(repeats: int) -> dict[str, float]:
     rng = np.random.default_rng(1)
     y = (rng.random(BATCH * 4) < 0.3).astype(np.float64)
@@ -145,8 +178,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer batches and repeats")
     args = ap.parse_args()
     repeats = 3 if args.quick else 10
+    cap = 100_000 if args.quick else 1_000_000
     sections = {
         f"label join (batch {BATCH:,})": label_join(8 if args.quick else 30),
+        f"label join, {cap:,} predictions waiting": label_join_full(cap),
         f"model metrics (batch {BATCH:,})": metrics(repeats),
         "feature importance": importance(repeats),
     }

@@ -132,25 +132,32 @@ def _first_rows(ids: np.ndarray) -> np.ndarray:
 class _Store:
     """Rows keyed by a unique id: a time column and ``n_cols`` float columns, append-only.
 
-    Removed rows are marked dead and compacted away once they outnumber the live ones; row order
-    is arrival order throughout (eviction breaks time ties by it).
+    Columns live in buffers that double when full (amortised O(1) appends). Removed rows are
+    marked dead and compacted away once they outnumber the live ones; row order is arrival order
+    throughout (eviction breaks time ties by it).
     """
 
     def __init__(self, n_cols: int) -> None:
         self.n_cols = n_cols
-        self.ids = np.empty(0, dtype=object)
-        self.t = np.empty(0, dtype=np.int64)
-        self.vals = np.empty((0, n_cols), dtype=np.float64)
-        self.alive = np.empty(0, dtype=bool)
+        self.n_rows = 0
+        self._ids = np.empty(0, dtype=object)
+        self._t = np.empty(0, dtype=np.int64)
+        self._vals = np.empty((0, n_cols), dtype=np.float64)
+        self._alive = np.empty(0, dtype=bool)
         self.index: dict[Any, int] = {}
+
+    ids = property(lambda self: self._ids[: self.n_rows])
+    t = property(lambda self: self._t[: self.n_rows])
+    vals = property(lambda self: self._vals[: self.n_rows])
+    alive = property(lambda self: self._alive[: self.n_rows])
 
     def __len__(self) -> int:
         return len(self.index)
 
     def widen(self, n_cols: int) -> None:
         """Add NaN columns up to ``n_cols``."""
-        extra = np.full((self.vals.shape[0], n_cols - self.n_cols), np.nan)
-        self.vals = np.concatenate([self.vals, extra], axis=1)
+        extra = np.full((self._vals.shape[0], n_cols - self.n_cols), np.nan)
+        self._vals = np.concatenate([self._vals, extra], axis=1)
         self.n_cols = n_cols
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
@@ -159,13 +166,26 @@ class _Store:
             map(self.index.get, ids.tolist(), repeat(-1)), dtype=np.int64, count=ids.shape[0]
         )
 
+    def _reserve(self, n: int) -> None:
+        cap = self._t.shape[0]
+        if n <= cap:
+            return
+        new = max(n, 2 * cap, 1024)
+        grow = new - cap
+        self._ids = np.concatenate([self._ids, np.empty(grow, dtype=object)])
+        self._t = np.concatenate([self._t, np.empty(grow, dtype=np.int64)])
+        self._vals = np.concatenate([self._vals, np.empty((grow, self.n_cols))])
+        self._alive = np.concatenate([self._alive, np.zeros(grow, dtype=bool)])
+
     def append(self, ids: np.ndarray, t: np.ndarray, vals: np.ndarray) -> None:
-        n0 = self.ids.shape[0]
-        self.ids = np.concatenate([self.ids, ids])
-        self.t = np.concatenate([self.t, t])
-        self.vals = np.concatenate([self.vals, vals.reshape(ids.shape[0], self.n_cols)])
-        self.alive = np.concatenate([self.alive, np.ones(ids.shape[0], dtype=bool)])
-        self.index.update(zip(ids.tolist(), range(n0, n0 + ids.shape[0]), strict=True))
+        n0, m = self.n_rows, ids.shape[0]
+        self._reserve(n0 + m)
+        self._ids[n0 : n0 + m] = ids
+        self._t[n0 : n0 + m] = t
+        self._vals[n0 : n0 + m] = vals.reshape(m, self.n_cols)
+        self._alive[n0 : n0 + m] = True
+        self.n_rows = n0 + m
+        self.index.update(zip(ids.tolist(), range(n0, n0 + m), strict=True))
 
     def remove(self, rows: np.ndarray) -> None:
         if rows.size == 0:
@@ -177,13 +197,17 @@ class _Store:
         self._maybe_compact()
 
     def _maybe_compact(self) -> None:
-        n_rows, n_alive = self.alive.shape[0], len(self.index)
-        if n_rows - n_alive <= max(n_alive, 1024):
+        n_alive = len(self.index)
+        if self.n_rows - n_alive <= max(n_alive, 1024):
             return
         keep = np.flatnonzero(self.alive)
-        self.ids, self.t, self.vals = self.ids[keep], self.t[keep], self.vals[keep]
-        self.alive = np.ones(keep.size, dtype=bool)
-        self.index = dict(zip(self.ids.tolist(), range(keep.size), strict=True))
+        m = keep.size
+        self._ids[:m], self._t[:m], self._vals[:m] = self.ids[keep], self.t[keep], self.vals[keep]
+        self._ids[m : self.n_rows] = None  # release the dead ids
+        self._alive[:m] = True
+        self._alive[m:] = False
+        self.n_rows = m
+        self.index = dict(zip(self._ids[:m].tolist(), range(m), strict=True))
 
     def expire(self, cutoff_ms: int) -> int:
         """Remove live rows timed before ``cutoff_ms``; return how many."""
