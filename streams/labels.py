@@ -19,8 +19,8 @@ waiting is dropped (counted as an expired prediction or an unmatched label) and 
 in its place. `LabelJoin.expire` takes ``now_ms``, a *watermark* (e.g. the largest record
 timestamp seen minus the allowed lateness), and drops everything timed before
 ``now_ms - ttl_ms``. With a true watermark (no later record is timed before it) the join results
-do not depend on when or how often `LabelJoin.expire` is called, nor on how the streams are split
-into batches.
+do not depend on when or how often `LabelJoin.expire` is called, nor (while ``max_pending`` is not
+reached: eviction happens at the end of each call) on how the streams are split into batches.
 
 **Bounded memory.** At most ``max_pending`` predictions, ``max_pending`` early labels and
 ``max_pending`` joined ids are kept; beyond that the oldest (smallest time, then earliest
