@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 from confluent_kafka import (
-    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaException,
     Producer,
@@ -197,28 +196,24 @@ class TransactionalRunner(threading.Thread):
             self._committer.shutdown(wait=True)
 
     def _process(self, msgs: list[Any]) -> list[tuple[int, BatchOutcome]]:
-        by_part: dict[int, list[RawRecord]] = defaultdict(list)
+        by_part: dict[int, list[Any]] = defaultdict(list)
         for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                log.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err)
-                continue
-            ts_type, ts = msg.timestamp()
-            by_part[msg.partition()].append(
-                RawRecord(
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
-                    None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
-                    msg.key(),
-                    msg.value(),
+            if msg.error() is not None:
+                log.warning(
+                    "consumer error on %s[%s]: %s", msg.topic(), msg.partition(), msg.error()
                 )
-            )
+                continue
+            by_part[msg.partition()].append(msg)
+        topic = self.spec.input.topic
         outcomes: list[tuple[int, BatchOutcome]] = []
-        for p, recs in by_part.items():
+        for p, ms in by_part.items():
             pipe = self.pipelines.get(p)
             if pipe is None:  # not ours any more (revoked while fetched)
                 continue
+            recs = [
+                RawRecord(topic, p, m.offset(), ts if ts >= 0 else None, m.key(), m.value())
+                for m, ts in ((m, m.timestamp()[1]) for m in ms)
+            ]
             outcomes.append((p, pipe.process(recs)))
         return outcomes
 

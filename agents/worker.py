@@ -117,6 +117,10 @@ def create_app(
         web_in_thread=False,
         topic_partitions=1,
         topic_replication_factor=1,
+        # faust's own (topic-less) consumer group: after a crash its dead member must time out
+        # before the host app is ready, so keep that short (the runner has its own group)
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )
     metrics = WorkerMetrics(spec.name)
     predictor, version = build_predictor(spec)

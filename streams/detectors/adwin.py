@@ -160,17 +160,22 @@ class AdwinDetector(DriftDetector):
         if vals.size == 0:
             return out
         adwin = self._adwin
-        update = adwin.update
         cooldown = self.cooldown
+        # river's ADWIN.update is ``if drift_detected: _reset()`` then ``_helper.update(x)``;
+        # calling its Cython helper directly does the same without the Python-level overhead
+        helper = adwin._helper
         for j, x in enumerate(vals.tolist()):
             # river resets the whole window on the update after a detection
-            if adwin.drift_detected:
+            if adwin._drift_detected:
+                adwin._reset()
+                helper = adwin._helper
                 pre_width, pre_total = 0.0, 0.0
             else:
-                pre_width, pre_total = adwin.width, adwin.total
-            update(x)
-            if adwin.drift_detected:
-                width, total = adwin.width, adwin.total
+                pre_width, pre_total = helper.get_width(), helper.get_total()
+            detected = helper.update(x)
+            adwin._drift_detected = detected
+            if detected:
+                width, total = helper.get_width(), helper.get_total()
                 n_old = pre_width + 1.0 - width
                 if n_old > 0 and width > 0:
                     stat = abs((pre_total + x - total) / n_old - total / width)
