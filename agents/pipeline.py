@@ -48,6 +48,59 @@ class RawRecord(NamedTuple):
     value: bytes | None
 
 
+class RecordColumns:
+    """One partition's batch as columns: no per-record object on the hot path.
+
+    ``cols[i]`` builds the :class:`RawRecord` of one record when one is needed (dead letters,
+    alerts); ``take`` selects rows.
+    """
+
+    __slots__ = ("keys", "offsets", "partition", "stamps", "topic", "values")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offsets: list[int],
+        stamps: list[int | None],
+        keys: list[bytes | None],
+        values: list[bytes | None],
+    ) -> None:
+        self.topic, self.partition = topic, partition
+        self.offsets, self.stamps, self.keys, self.values = offsets, stamps, keys, values
+
+    @classmethod
+    def from_records(cls, records: Sequence[RawRecord]) -> RecordColumns:
+        if not records:
+            return cls("", 0, [], [], [], [])
+        return cls(
+            records[0].topic,
+            records[0].partition,
+            [r.offset for r in records],
+            [r.timestamp_ms for r in records],
+            [r.key for r in records],
+            [r.value for r in records],
+        )
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> RawRecord:
+        return RawRecord(self.topic, self.partition, self.offsets[i], self.stamps[i],
+                         self.keys[i], self.values[i])  # fmt: skip
+
+    def take(self, idx: list[int]) -> RecordColumns:
+        o, s, k, v = self.offsets, self.stamps, self.keys, self.values
+        return RecordColumns(
+            self.topic,
+            self.partition,
+            [o[i] for i in idx],
+            [s[i] for i in idx],
+            [k[i] for i in idx],
+            [v[i] for i in idx],
+        )
+
+
 #: A message to send: (topic, key, value).
 Outbound = tuple[str, bytes | None, bytes]
 
@@ -205,40 +258,45 @@ class PartitionPipeline:
         return (topic or self.spec.output.dlq_topic, rec.key, orjson.dumps(doc))
 
     # -- the batch step -----------------------------------------------------------------------
-    def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        out = BatchOutcome(consumed=len(records))
-        if not records:
+    def process(self, records: Sequence[RawRecord] | RecordColumns) -> BatchOutcome:
+        cols = (
+            records if isinstance(records, RecordColumns) else RecordColumns.from_records(records)
+        )
+        out = BatchOutcome(consumed=len(cols))
+        if not len(cols):
             return out
-        out.last_offset = records[-1].offset
+        out.last_offset = cols.offsets[-1]
         now_ms = int(time.time() * 1000)
         t0 = time.perf_counter()
 
-        good: list[RawRecord] = []
+        good_idx: list[int] = []
         entities: list[str] = []
         times: list[int] = []
         rows: list[tuple[float, ...]] = []
         extras: list[tuple[Any, ...]] = []
         decode = self.decoder.decode
-        for rec in records:
+        for i, raw in enumerate(cols.values):
             try:
-                ent, ts, nums, ext = decode(rec.value)
+                ent, ts, nums, ext = decode(raw)
             except RecordError as e:
                 out.dead_letters[e.reason] += 1
-                out.messages.append(self._dead_letter(rec, e.reason, e.detail, now_ms))
+                out.messages.append(self._dead_letter(cols[i], e.reason, e.detail, now_ms))
                 continue
             except Exception as e:  # a bug must not kill the worker; the record is kept
+                rec = cols[i]
                 log.exception("cannot decode %s/%d@%d", rec.topic, rec.partition, rec.offset)
                 out.dead_letters["processing_error"] += 1
                 out.messages.append(self._dead_letter(rec, "processing_error", repr(e), now_ms))
                 continue
-            good.append(rec)
+            good_idx.append(i)
             entities.append(ent)
             times.append(ts)
             rows.append(nums)
             extras.append(ext)
+        good = cols if len(good_idx) == len(cols) else cols.take(good_idx)
         t1 = time.perf_counter()
         out.stage_seconds["decode"] = t1 - t0
-        if not good:
+        if not len(good):
             return out
 
         ent_arr = np.array(entities, dtype=object)
@@ -265,7 +323,7 @@ class PartitionPipeline:
                 late_topic = self.spec.output.late_topic
                 out.messages.append(self._dead_letter(rec, "late_event", err, now_ms, late_topic))
             keep = np.flatnonzero(~late)
-            good = [good[i] for i in keep.tolist()]
+            good = good.take(keep.tolist())
             ent_arr, ts_arr = ent_arr[keep], ts_arr[keep]
             columns = {k: v[keep] for k, v in columns.items()}
             feats = {k: np.asarray(v)[keep] for k, v in fb.values.items()}
@@ -319,9 +377,7 @@ class PartitionPipeline:
 
         self._encode(out, good, ent_arr, ts_arr, vector, feats, scores)
         out.stage_seconds["encode"] = time.perf_counter() - t4
-        out.ingest_ms = np.array(
-            [r.timestamp_ms if r.timestamp_ms is not None else now_ms for r in good], dtype=np.int64
-        )
+        out.ingest_ms = np.array([now_ms if t is None else t for t in good.stamps], dtype=np.int64)
         if scores is not None:
             out.prediction_event_ms = ts_arr
         return out
@@ -329,7 +385,7 @@ class PartitionPipeline:
     def _encode(
         self,
         out: BatchOutcome,
-        good: list[RawRecord],
+        good: RecordColumns,
         ent_arr: np.ndarray,
         ts_arr: np.ndarray,
         columns: dict[str, np.ndarray],
@@ -343,11 +399,11 @@ class PartitionPipeline:
         keys = [e.encode() for e in ents]
         ent_j = json_strings(ents)
         ts_j = json_items(ts_arr)
-        off_arr = np.fromiter((r.offset for r in good), dtype=np.int64, count=n)
+        off_arr = np.array(good.offsets, dtype=np.int64)
         off_j = json_items(off_arr)
-        stamps = [r.timestamp_ms for r in good]
+        stamps = good.stamps
         stamp_j = json_items(stamps) if None in stamps else json_items(np.array(stamps, np.int64))
-        src_topic, part = good[0].topic, self.partition
+        src_topic, part = good.topic, self.partition
         source_head = (
             b',"source":{"topic":'
             + orjson.dumps(src_topic)
@@ -386,7 +442,7 @@ class PartitionPipeline:
                 label_j[i] = b"null"  # an input was missing: no score, no label
         else:
             label_j = [b"null"] * n
-        ingest = np.array([r.timestamp_ms or 0 for r in good], dtype=np.float64)
+        ingest = np.array([t or 0 for t in stamps], dtype=np.float64)
         latency = np.maximum(time.time() * 1000 - ingest, 0.0)
         pid_head = orjson.dumps(f"{src_topic}:{part}:")[:-1]  # open string, offset follows
         parts = [
@@ -408,7 +464,7 @@ class PartitionPipeline:
         out.predictions = n
 
     def _skew_alert(
-        self, c: Any, d: Detection, good: list[RawRecord], ts_arr: np.ndarray, now_ms: int
+        self, c: Any, d: Detection, good: RecordColumns, ts_arr: np.ndarray, now_ms: int
     ) -> dict[str, Any]:
         rec = good[d.index]
         return {
@@ -454,7 +510,7 @@ class PartitionPipeline:
         self,
         dspec: DetectorSpec,
         d: Detection,
-        good: list[RawRecord],
+        good: RecordColumns,
         ts_arr: np.ndarray,
         now_ms: int,
     ) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from confluent_kafka import (
 
 from agents.kafka_io import produce_batch_all, produce_bulk
 from agents.metrics import WorkerMetrics
-from agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord
+from agents.pipeline import BatchOutcome, PartitionPipeline, RecordColumns
 from agents.state import CHUNK_BYTES, decode_snapshot, encode_snapshot, read_changelog_partition
 from driftline.errors import DriftlineError
 from driftline.spec import PipelineSpec
@@ -210,11 +210,14 @@ class TransactionalRunner(threading.Thread):
             pipe = self.pipelines.get(p)
             if pipe is None:  # not ours any more (revoked while fetched)
                 continue
-            recs = [
-                RawRecord(topic, p, m.offset(), ts if ts >= 0 else None, m.key(), m.value())
-                for m, ts in ((m, m.timestamp()[1]) for m in ms)
-            ]
-            outcomes.append((p, pipe.process(recs)))
+            stamps: list[int | None] = [m.timestamp()[1] for m in ms]
+            if min(stamps) < 0:  # type: ignore[type-var]
+                stamps = [None if t < 0 else t for t in stamps]  # type: ignore[operator]
+            cols = RecordColumns(
+                topic, p, [m.offset() for m in ms], stamps, [m.key() for m in ms],
+                [m.value() for m in ms],
+            )  # fmt: skip
+            outcomes.append((p, pipe.process(cols)))
         return outcomes
 
     def _send(

@@ -11,7 +11,7 @@ from river import linear_model
 
 from agents.demo import demo_spec_text
 from agents.encode import json_items, json_strings, template
-from agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord
+from agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord, RecordColumns
 from driftline.spec import parse_spec
 from streams.model import BatchPredictor
 
@@ -65,7 +65,7 @@ def test_documents_are_what_orjson_would_write(classifier: bool) -> None:
     }
     scores = pipe.predictor.predict(np.column_stack([cols["amount"], cols["latency_ms"]]))
     out = BatchOutcome()
-    pipe._encode(out, good, ents, ts, cols, feats, scores)
+    pipe._encode(out, RecordColumns.from_records(good), ents, ts, {**cols, **feats}, feats, scores)
     fv = [v for t, _k, v in out.all_messages() if t == spec.output.features_topic]
     pr = [v for t, _k, v in out.all_messages() if t == spec.output.predictions_topic]
     assert len(fv) == len(pr) == n

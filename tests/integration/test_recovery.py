@@ -88,6 +88,13 @@ def test_sigkill_and_restart_gives_the_uninterrupted_outputs(
             assert w2.poll() is None, log2.read_text()[-3000:]
             assert time.monotonic() < deadline, log2.read_text()[-3000:]
             time.sleep(0.3)
+        # metrics follow the commit (counted when the worker collects it): let them land,
+        # then make sure nothing more is counted
+        want = N - done_before
+        while metric(url, "driftline_records_consumed_total") < want:
+            assert time.monotonic() < deadline, log2.read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(1.0)
         consumed_after = metric(url, "driftline_records_consumed_total")
     finally:
         w2.send_signal(signal.SIGTERM)
