@@ -62,13 +62,16 @@ def train_demo_model(path: Path, inputs: list[str], seed: int = 99, n: int = 20_
     return save_model(model, path, version="demo-logreg-1")
 
 
-def read_metric(url: str, name: str) -> float:
-    """Sum of the samples of ``name`` on a /metrics page (0 when absent)."""
+def read_metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """Sum of the samples named ``name`` on a /metrics page whose labels include ``labels``
+    (0 when absent)."""
     with urllib.request.urlopen(url, timeout=5) as r:
         text = r.read().decode()
     total = 0.0
-    for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M):
-        total += float(m.group(1))
+    for m in re.finditer(rf"^{re.escape(name)}(?:{{([^}}]*)}})? (\S+)$", text, re.M):
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if all(got.get(k) == v for k, v in (labels or {}).items()):
+            total += float(m.group(2))
     return total
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from agents.demo import read_metric
 
 
 @dataclass(frozen=True)
@@ -63,16 +63,8 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Rec]
         c.close()
 
 
-def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
-    """Sum of the samples named ``name`` whose labels include ``labels``."""
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for m in re.finditer(rf"^{re.escape(name)}(?:{{([^}}]*)}})? (\S+)$", text, re.M):
-        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
-        if all(got.get(k) == v for k, v in (labels or {}).items()):
-            total += float(m.group(2))
-    return total
+#: the demo's /metrics reader, with a label filter
+metric = read_metric
 
 
 def start_worker(
