@@ -30,7 +30,15 @@ RECENT_ALERTS = 50
 AGE_BUCKETS_S = (60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 12 * 3600.0, 86400.0, 2 * 86400.0,
                  7 * 86400.0, 30 * 86400.0)  # fmt: skip
 
-STAGES = ("poll", "decode", "features", "predict", "detect", "encode", "produce", "commit")
+#: Seconds, one second to a month: label time minus the prediction's event time.
+DELAY_BUCKETS_S = (1.0, 10.0, 60.0, 600.0, 3600.0, 6 * 3600.0, 86400.0, 3 * 86400.0,
+                   7 * 86400.0, 30 * 86400.0)  # fmt: skip
+LABEL_COUNTERS = ("unmatched_label", "expired_prediction", "duplicate_label",
+                  "duplicate_prediction")  # fmt: skip
+
+STAGES = (
+    "poll", "decode", "features", "predict", "detect", "encode", "labels", "produce", "commit"
+)  # fmt: skip
 
 
 class _BatchHistogramCollector(Collector):
@@ -164,7 +172,75 @@ class WorkerMetrics:
                 {"batch_features": self.batch_feature_age},
             )
         )
+        # -- labels and live model quality ------------------------------------------------
+        self.label_outcomes = Counter(
+            "driftline_label_join_outcomes",
+            "Labels and predictions by join outcome: joined, unmatched_label (its prediction "
+            "never came within labels.ttl_ms), expired_prediction (no label within the TTL), "
+            "duplicate_label, duplicate_prediction.",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("joined", *LABEL_COUNTERS):
+            self.label_outcomes.labels(outcome)
+        self.labels_forwarded = Counter(
+            "driftline_labels_forwarded",
+            "Labels read on another partition than their prediction's, forwarded to it.",
+            registry=r,
+        )
+        self.model_metric = Gauge(
+            "driftline_model_metric",
+            "Live model quality from joined labels (accuracy, precision, recall, f1, auc or "
+            "mae, rmse; n = examples) per window and partition; NaN until defined.",
+            ["metric", "window", "partition"],
+            registry=r,
+        )
+        self.feature_importance = Gauge(
+            "driftline_feature_importance_share",
+            "Share of each model input in the rolling feature importance (sums to 1).",
+            ["feature", "partition"],
+            registry=r,
+        )
+        self.online_learned = Counter(
+            "driftline_online_learned_examples",
+            "Joined examples the online model learnt from (labels.learn = true).",
+            registry=r,
+        )
+        self.label_delay = BucketCounts(DELAY_BUCKETS_S)
+        r.register(
+            _BatchHistogramCollector(
+                "driftline_label_delay_seconds",
+                "Per joined label: label time minus the prediction's event time.",
+                "join",
+                {"labels": self.label_delay},
+            )
+        )
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
+
+    def count_labels(self, partition: int, oc: Any) -> None:
+        """Count one committed batch's ``agents.labels.LabelOutcome``."""
+        if oc.joined:
+            self.label_outcomes.labels("joined").inc(oc.joined)
+            self.label_delay.add(oc.delay_s)
+        for outcome, k in oc.counts.items():
+            if k:
+                self.label_outcomes.labels(outcome).inc(k)
+        p = str(partition)
+        for metric, window, value in oc.model_metrics:
+            self.model_metric.labels(metric, window, p).set(value)
+        for feature, share in oc.importance:
+            self.feature_importance.labels(feature, p).set(share)
+        if oc.learned:
+            self.online_learned.inc(oc.learned)
+
+    def remove_partition(self, partition: int) -> None:
+        """Drop per-partition gauges of a partition this worker no longer owns."""
+        p = str(partition)
+        for g in (self.model_metric, self.feature_importance, self.drift_statistic,
+                  self.drift_p_value):  # fmt: skip
+            for labels in list(g._metrics):  # prometheus_client has no filter
+                if labels[-1] == p:
+                    g.remove(*labels)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(lag)

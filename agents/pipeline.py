@@ -19,8 +19,18 @@ import orjson
 
 from agents.decode import RecordDecoder
 from agents.encode import json_items, json_strings, key_json, template
+from agents.labels import (
+    EVENT_ID_SEP,
+    LabelDecoder,
+    LabelOutcome,
+    PartitionLabels,
+    prediction_ids,
+)
+from agents.state import decode_label_log, encode_label_log, label_log_keys
 from driftline.errors import DriftlineError, RecordError
 from driftline.spec import (
+    ERROR_TARGET,
+    LABEL_TARGETS,
     PREDICTION_TARGET,
     DetectorSpec,
     PipelineSpec,
@@ -29,6 +39,8 @@ from driftline.spec import (
 )
 from streams.detectors.base import Detection
 from streams.features import FeatureEngine
+from streams.label_log import LoggedLabelJoin
+from streams.labels import JoinedBatch
 from streams.model import BatchPredictor
 from streams.skew import SkewCheck
 
@@ -128,6 +140,10 @@ class BatchOutcome:
     prediction_event_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     last_offset: int | None = None
     detector_readings: list[tuple[str, str, float, float | None]] = field(default_factory=list)
+    #: the label side's results (label batches, and early labels met by predictions)
+    labels: LabelOutcome | None = None
+    #: labels for a prediction made on another partition: (partition, key, value) to forward
+    forwarded: list[tuple[int, bytes | None, bytes]] = field(default_factory=list)
 
     def all_messages(self) -> Iterator[Outbound]:
         """Every message of the batch as (topic, key, value), bulk ones included."""
@@ -137,10 +153,19 @@ class BatchOutcome:
                 yield (topic, m["key"], m["value"])
 
 
-def alert_id(pipeline: str, detector: str, partition: int, offset: int, status: str) -> str:
-    """Deterministic id: the same trigger record yields the same id after a replay or restart."""
-    raw = f"{pipeline}|{detector}|{partition}|{offset}|{status}".encode()
+def alert_id(
+    pipeline: str, detector: str, partition: int, offset: int, status: str, topic: str = ""
+) -> str:
+    """Deterministic id: the same trigger record yields the same id after a replay or restart.
+
+    ``topic`` is given for triggers on another topic than the input (the labels topic)."""
+    where = f"{topic}/{partition}" if topic else str(partition)
+    raw = f"{pipeline}|{detector}|{where}|{offset}|{status}".encode()
     return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def floats_or_none(a: np.ndarray) -> list[float | None]:
+    return [v if np.isfinite(v) else None for v in np.asarray(a, dtype=np.float64).tolist()]
 
 
 def _text(b: bytes | None, limit: int | None = None) -> str | None:
@@ -170,8 +195,19 @@ class PartitionPipeline:
         self.engine = FeatureEngine(self._feature_defs, grace_ms=spec.grace_ms)
         self.detectors = [(d, build_spec_detector(d)) for d in spec.detectors]
         self.skew = [(c, SkewCheck(**c.params)) for c in spec.skew_checks]
+        self.labels: PartitionLabels | None = None
+        self.label_decoder: LabelDecoder | None = None
+        self._label_clock_ms: int | None = None  # largest label time seen
+        self._log_keys: list[bytes] = []  # live label-log records on the changelog
+        self._log_records: list[tuple[bytes, bytes | None]] = []
+        if spec.labels is not None and predictor is not None:
+            self.labels = PartitionLabels(spec, partition, predictor)
+            self.predictor = self.labels.predictor  # its own copy when learning online
+            self.label_decoder = LabelDecoder(spec, predictor.is_classifier)
         # non-numeric fields the features (distinct, filters) or detectors (categories) read
         wanted = set(self.engine.required_fields) | {d.target for d in spec.detectors}
+        if spec.labels is not None and spec.input.event_id_field is not None:
+            wanted.add(spec.input.event_id_field)
         extra = tuple(
             n
             for n, t in inp.fields.items()
@@ -199,9 +235,62 @@ class PartitionPipeline:
             "skew": {
                 f"{c.name}|{sorted(c.params.items())}": chk.snapshot() for c, chk in self.skew
             },
+            "labels": None
+            if self.labels is None
+            else {**self.labels.snapshot(), "clock_ms": self._label_clock_ms},
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def drain_log(self) -> list[tuple[bytes, bytes | None]]:
+        """Changelog records of the label-join log since the last call (before `snapshot`):
+        the new delta or checkpoint, and tombstones for entries a checkpoint made obsolete."""
+        if self.labels is None:
+            return []
+        entry = self.labels.join.drain()
+        if entry is None:
+            return []
+        kind, seq, data = entry
+        records: list[tuple[bytes, bytes | None]] = list(
+            encode_label_log(self.partition, seq, kind, data)
+        )
+        if kind == "checkpoint":
+            records += [(k, None) for k in self._log_keys]
+            self._log_keys = []
+        self._log_keys += [k for k, _ in records if _ is not None]
+        return records
+
+    @property
+    def model_version_now(self) -> str:
+        """The version written on predictions: with online learning, the examples learnt."""
+        if self.labels is not None and self.labels.ls.learn:
+            return f"{self.model_version}+online.p{self.partition}.{self.labels.n_learned}"
+        return self.model_version
+
+    def _restore_labels(self, state: dict[str, Any] | None, records: dict[bytes, bytes]) -> None:
+        if self.labels is None or state is None:
+            return
+        ls = self.labels.ls
+        pos = state["log"]
+        seq, ck = int(pos["seq"]), pos["checkpoint_seq"]
+        keys: list[bytes] = []
+        checkpoint = None
+        if ck is not None:
+            kind, data, n = decode_label_log(records, self.partition, int(ck))
+            if kind != "checkpoint":
+                raise DriftlineError(f"label-join log entry {ck} is a {kind}, not a checkpoint")
+            checkpoint = (int(ck), data)
+            keys += label_log_keys(self.partition, int(ck), n)
+        deltas = []
+        for q in range((ck or 0) + 1, seq + 1):
+            _kind, data, n = decode_label_log(records, self.partition, q)
+            deltas.append(data)
+            keys += label_log_keys(self.partition, q, n)
+        join = LoggedLabelJoin.recover(ls.ttl_ms, ls.max_pending, checkpoint, deltas)
+        self.labels.restore(state, join)
+        self.predictor = self.labels.predictor
+        self._label_clock_ms = state.get("clock_ms")
+        self._log_keys = keys
+
+    def restore(self, state: dict[str, Any], records: dict[bytes, bytes] | None = None) -> None:
         """Continue from :meth:`snapshot`'s output.
 
         Feature state written under other feature definitions cannot be reused: that is an
@@ -221,6 +310,7 @@ class PartitionPipeline:
             snap = saved_skew.get(f"{c.name}|{sorted(c.params.items())}")
             if snap is not None:
                 chk.restore(snap)
+        self._restore_labels(state.get("labels"), records or {})
         saved = state.get("detectors", {})
         for d, det in self.detectors:
             snap = saved.get(self._detector_key(d))
@@ -359,6 +449,8 @@ class PartitionPipeline:
         out.stage_seconds["predict"] = t3 - t2
 
         for dspec, det in self.detectors:
+            if dspec.target in LABEL_TARGETS:
+                continue  # fed by joined labels (see _grade)
             values = scores if dspec.target == PREDICTION_TARGET else vector[dspec.target]
             if values is None:
                 continue
@@ -376,10 +468,193 @@ class PartitionPipeline:
         out.stage_seconds["detect"] = t4 - t3
 
         self._encode(out, good, ent_arr, ts_arr, vector, feats, scores)
-        out.stage_seconds["encode"] = time.perf_counter() - t4
+        t5 = time.perf_counter()
+        out.stage_seconds["encode"] = t5 - t4
         out.ingest_ms = np.array([now_ms if t is None else t for t in good.stamps], dtype=np.int64)
         if scores is not None:
             out.prediction_event_ms = ts_arr
+            if self.labels is not None:
+                self._await_labels(out, good, ent_arr, ts_arr, vector, columns, scores, now_ms)
+                out.stage_seconds["labels"] = time.perf_counter() - t5
+        return out
+
+    # -- labels ---------------------------------------------------------------------------------
+    def _join_ids(
+        self, good: RecordColumns, ent_arr: np.ndarray, columns: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        if self.spec.labels is not None and self.spec.labels.join_key == "event_id":
+            eid = self.spec.input.event_id_field
+            assert eid is not None
+            col = columns[eid]
+            if col.dtype != object:  # an int field, decoded as float64
+                col = col.astype(np.int64)
+            out = np.empty(len(col), dtype=object)
+            out[:] = [f"{e}{EVENT_ID_SEP}{v}" for e, v in zip(ent_arr.tolist(), col.tolist(),
+                                                              strict=True)]  # fmt: skip
+            return out
+        return prediction_ids(good.topic, self.partition, good.offsets)
+
+    def _await_labels(
+        self,
+        out: BatchOutcome,
+        good: RecordColumns,
+        ent_arr: np.ndarray,
+        ts_arr: np.ndarray,
+        vector: dict[str, np.ndarray],
+        columns: dict[str, np.ndarray],
+        scores: np.ndarray,
+        now_ms: int,
+    ) -> None:
+        """Store this batch's predictions until their labels come (early labels join now)."""
+        lab = self.labels
+        assert lab is not None and self.predictor is not None
+        ids = self._join_ids(good, ent_arr, columns)
+        pred = (
+            (scores >= lab.ls.threshold).astype(np.float64)
+            if self.predictor.is_classifier
+            else None
+        )
+        X = None
+        if lab.keeps_features:
+            X = np.column_stack([vector[c] for c in self.predictor.inputs])
+        jb = lab.join.add_predictions(ids, ts_arr, scores, pred, X)
+        before = lab.counters()
+        out.labels = LabelOutcome()
+        if len(jb):
+            where = dict(zip(ids.tolist(), zip(good.offsets, ts_arr.tolist(), strict=True),
+                             strict=True))  # fmt: skip
+            self._grade(jb, out, good.topic, where, now_ms)
+        self._advance_labels(out, before, now_ms)
+
+    def _advance_labels(self, out: BatchOutcome, before: dict[str, int], now_ms: int) -> None:
+        lab = self.labels
+        assert lab is not None and out.labels is not None
+        clocks = [c for c in (self.engine.watermark_ms, self._label_clock_ms) if c is not None]
+        if clocks:
+            lab.advance(max(clocks) - self.spec.grace_ms)
+        after = lab.counters()
+        out.labels.counts = {k: after[k] - before.get(k, after[k]) for k in after}
+        if out.labels.joined:
+            readings = lab.metric_readings()
+            out.labels.model_metrics = readings
+            if lab.last_shares is not None:
+                out.labels.importance = list(
+                    zip(self.predictor.inputs if self.predictor else (),
+                        lab.last_shares.tolist(), strict=True)
+                )  # fmt: skip
+            out.messages.append(self._model_metrics_message(readings, now_ms))
+
+    def _model_metrics_message(
+        self, readings: list[tuple[str, str, float]], now_ms: int
+    ) -> Outbound:
+        lab = self.labels
+        assert lab is not None and lab.ls is not None
+        windows: dict[str, dict[str, float | None]] = {}
+        for metric, wname, v in readings:
+            windows.setdefault(wname, {})[metric] = v if np.isfinite(v) else None
+        j = lab.join.join
+        doc = {
+            "pipeline": self.spec.name,
+            "partition": self.partition,
+            "model_version": self.model_version_now,
+            "task": lab.task,
+            "windows": windows,
+            "labels": {
+                "joined": j.n_joined,
+                "pending_predictions": j.n_pending,
+                "pending_labels": j.n_pending_labels,
+                **lab.counters(),
+            },
+            "label_time_ms": self._label_clock_ms,
+            "computed_at_ms": now_ms,
+        }
+        if lab.last_shares is not None and self.predictor is not None:
+            doc["importance"] = dict(
+                zip(self.predictor.inputs, floats_or_none(lab.last_shares), strict=True)
+            )
+        topic = self.spec.output.model_metrics_topic
+        return (topic, f"{self.spec.name}/{self.partition}".encode(), orjson.dumps(doc))
+
+    def _grade(
+        self,
+        jb: JoinedBatch,
+        out: BatchOutcome,
+        topic: str,
+        where: dict[str, tuple[int, int]],
+        now_ms: int,
+    ) -> None:
+        """Joined rows: metrics, error/label detectors, importance (``where`` maps a join id to
+        the trigger record's offset and time, for alerts)."""
+        lab = self.labels
+        assert lab is not None and out.labels is not None
+        events = lab.grade(jb, out.labels)
+        ids = jb.ids.tolist()
+        alerts_topic = self.spec.output.alerts_topic
+        for dspec, det in self.detectors:
+            if dspec.target not in LABEL_TARGETS:
+                continue
+            values = lab.errors(jb) if dspec.target == ERROR_TARGET else jb.labels
+            for d in det.update_many(values):
+                off, t = where.get(ids[d.index], (-1, int(jb.label_time_ms[d.index])))
+                doc = self._alert_doc(dspec, d, topic, off, t, now_ms)
+                out.alerts.append(doc)
+                out.messages.append((alerts_topic, dspec.target.encode(), orjson.dumps(doc)))
+            out.detector_readings.append((dspec.name, dspec.target, det.statistic, det.p_value))
+        for e in events:
+            off, _ = where.get(ids[-1], (-1, 0))
+            doc = self._importance_alert(e, topic, off, now_ms)
+            out.alerts.append(doc)
+            out.messages.append((alerts_topic, e.feature.encode(), orjson.dumps(doc)))
+
+    def process_labels(self, cols: RecordColumns) -> BatchOutcome:
+        """One batch of the labels topic's partition: decode, forward, join, grade."""
+        out = BatchOutcome(consumed=len(cols))
+        if not len(cols) or self.labels is None or self.label_decoder is None:
+            return out
+        out.last_offset = cols.offsets[-1]
+        now_ms = int(time.time() * 1000)
+        t0 = time.perf_counter()
+        lab, dec = self.labels, self.label_decoder
+        before = lab.counters()
+        out.labels = LabelOutcome()
+        ids: list[str] = []
+        ys: list[float] = []
+        ts: list[int] = []
+        rows: list[int] = []
+        for i, (raw, stamp) in enumerate(zip(cols.values, cols.stamps, strict=True)):
+            try:
+                jid, y, t, part = dec.decode(raw, stamp)
+            except RecordError as e:
+                out.dead_letters[e.reason] += 1
+                out.messages.append(self._dead_letter(cols[i], e.reason, e.detail, now_ms))
+                continue
+            except Exception as e:  # a bug must not kill the worker; the record is kept
+                rec = cols[i]
+                log.exception("cannot decode label %s/%d@%d", rec.topic, rec.partition, rec.offset)
+                out.dead_letters["processing_error"] += 1
+                out.messages.append(self._dead_letter(rec, "processing_error", repr(e), now_ms))
+                continue
+            if part is not None and part != self.partition:
+                out.forwarded.append((part, cols.keys[i], raw))  # type: ignore[arg-type]
+                continue
+            ids.append(jid)
+            ys.append(y)
+            ts.append(t)
+            rows.append(i)
+        if ids:
+            id_arr = np.empty(len(ids), dtype=object)
+            id_arr[:] = ids
+            t_arr = np.array(ts, dtype=np.int64)
+            top = int(t_arr.max())
+            if self._label_clock_ms is None or top > self._label_clock_ms:
+                self._label_clock_ms = top
+            jb = lab.join.add_labels(id_arr, np.array(ys, dtype=np.float64), t_arr)
+            if len(jb):
+                offs = [cols.offsets[r] for r in rows]
+                where = dict(zip(ids, zip(offs, ts, strict=True), strict=True))
+                self._grade(jb, out, cols.topic, where, now_ms)
+        self._advance_labels(out, before, now_ms)
+        out.stage_seconds["labels"] = time.perf_counter() - t0
         return out
 
     def _encode(
@@ -448,7 +723,7 @@ class PartitionPipeline:
         parts = [
             b'{"prediction_id":' + pid_head, None,
             b'","pipeline":' + orjson.dumps(spec.name) + b',"entity":', None,
-            b',"model_version":' + orjson.dumps(self.model_version) + b',"score":', None,
+            b',"model_version":' + orjson.dumps(self.model_version_now) + b',"score":', None,
             b',"label":', None, b',"inputs":{',
         ]  # fmt: skip
         for i, name in enumerate(in_names):
@@ -514,8 +789,56 @@ class PartitionPipeline:
         ts_arr: np.ndarray,
         now_ms: int,
     ) -> dict[str, Any]:
-        rec = good[d.index]
-        kind = "prediction" if dspec.target == PREDICTION_TARGET else "covariate"
+        off = good.offsets[d.index]
+        return self._alert_doc(dspec, d, good.topic, off, int(ts_arr[d.index]), now_ms)
+
+    def _trigger_topic(self, topic: str) -> str:
+        """Part of an alert id: empty for input records (ids as before labels existed)."""
+        return topic if self.spec.labels is not None and topic == self.spec.labels.topic else ""
+
+    def _importance_alert(self, e: Any, topic: str, offset: int, now_ms: int) -> dict[str, Any]:
+        own = self._trigger_topic(topic)
+        imp = self.spec.labels.importance if self.spec.labels else None
+        return {
+            "alert_id": alert_id(
+                self.spec.name, f"importance:{e.feature}", self.partition, offset, e.status, own
+            ),
+            "pipeline": self.spec.name,
+            "kind": "importance",
+            "detector": "importance",
+            "detector_type": "importance",
+            "target": e.feature,
+            "status": e.status,
+            "severity": "warning" if e.status == "firing" else "info",
+            "statistic": float(e.current_share),
+            "p_value": None,
+            "threshold": float(imp.threshold if imp else 0.0),
+            "window": {
+                "partition": self.partition,
+                "topic": topic,
+                "event_time_ms": int(e.time_ms or 0),
+                "offset": offset,
+                "n_current": int(e.n_examples),
+            },
+            "reference": {
+                "description": f"{imp.method if imp else ''} importance share of {e.feature} "
+                f"at the first evaluation: {e.reference_share:.4f}",
+                "n": int(e.n_examples),
+            },
+            "detected_at_ms": now_ms,
+        }
+
+    def _alert_doc(
+        self,
+        dspec: DetectorSpec,
+        d: Detection,
+        topic: str,
+        offset: int,
+        event_time_ms: int,
+        now_ms: int,
+    ) -> dict[str, Any]:
+        kinds = {PREDICTION_TARGET: "prediction", ERROR_TARGET: "concept", "label": "label"}
+        kind = kinds.get(dspec.target, "covariate")
         if d.status == "resolved":
             severity = "info"
         elif d.p_value is not None and d.p_value < d.threshold * 1e-3:
@@ -523,8 +846,9 @@ class PartitionPipeline:
         else:
             severity = "warning"
         ref = self._reference_description(dspec, d)
+        own = self._trigger_topic(topic)
         doc = {
-            "alert_id": alert_id(self.spec.name, dspec.name, self.partition, rec.offset, d.status),
+            "alert_id": alert_id(self.spec.name, dspec.name, self.partition, offset, d.status, own),
             "pipeline": self.spec.name,
             "kind": kind,
             "detector": dspec.name,
@@ -537,8 +861,9 @@ class PartitionPipeline:
             "threshold": float(d.threshold),
             "window": {
                 "partition": self.partition,
-                "event_time_ms": int(ts_arr[d.index]),
-                "offset": rec.offset,
+                "topic": topic,
+                "event_time_ms": event_time_ms,
+                "offset": offset,
                 "n_current": int(d.n_current),
             },
             "reference": {"description": ref, "n": int(d.n_reference)},

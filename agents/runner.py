@@ -34,6 +34,9 @@ from streams.model import BatchPredictor
 
 log = logging.getLogger("driftline.runner")
 
+#: One batch's result for one (topic, partition).
+Outcome = tuple[str, int, BatchOutcome]
+
 
 def changelog_topic(spec: PipelineSpec) -> str:
     return f"{spec.group_id}.state-changelog"
@@ -65,6 +68,8 @@ class TransactionalRunner(threading.Thread):
         self.worker_id = worker_id
         self.batch_cache = batch_cache
         self.changelog = changelog_topic(spec)
+        self.labels_topic = spec.labels.topic if spec.labels is not None else None
+        self.topics = [spec.input.topic] + ([self.labels_topic] if self.labels_topic else [])
         self.pipelines: dict[int, PartitionPipeline] = {}
         self.epochs: dict[int, int] = {}
         self.error: BaseException | None = None
@@ -72,7 +77,7 @@ class TransactionalRunner(threading.Thread):
         self._stop = threading.Event()
         self.consumer: Consumer | None = None
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-commit")
-        self._pending: tuple[Future[float], list[tuple[int, BatchOutcome]], float] | None = None
+        self._pending: tuple[Future[float], list[Outcome], float] | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -80,15 +85,19 @@ class TransactionalRunner(threading.Thread):
     # -- rebalance callbacks (run inside consumer.consume, between transactions) ---------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         t0 = time.perf_counter()
-        for tp in partitions:
-            p = tp.partition
+        # input partition p and labels partition p share one state (range assignment keeps
+        # them on the same worker)
+        for p in sorted({tp.partition for tp in partitions}):
+            if p in self.pipelines:
+                continue
             pipe = PartitionPipeline(
                 self.spec, p, self.predictor, self.model_version, self.batch_cache
             )
-            saved = decode_snapshot(read_changelog_partition(self.bootstrap, self.changelog, p), p)
+            records = read_changelog_partition(self.bootstrap, self.changelog, p)
+            saved = decode_snapshot(records, p)
             if saved is not None:
                 epoch, state = saved
-                pipe.restore(state)
+                pipe.restore(state, records)
                 self.epochs[p] = epoch
             else:
                 self.epochs[p] = 0
@@ -105,6 +114,7 @@ class TransactionalRunner(threading.Thread):
         for tp in partitions:
             self.pipelines.pop(tp.partition, None)
             self.metrics.remove_lag(tp.topic, tp.partition)
+            self.metrics.remove_partition(tp.partition)
         self.metrics.assigned.set(len(self.pipelines))
         log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
 
@@ -135,6 +145,8 @@ class TransactionalRunner(threading.Thread):
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
                 "queued.max.messages.kbytes": 256 * 1024,
+                # the same partition number of the input and labels topics on one worker
+                "partition.assignment.strategy": "range",
             }
         )
         producer = Producer(
@@ -160,7 +172,7 @@ class TransactionalRunner(threading.Thread):
         except KafkaException as e:
             raise DriftlineError(f"cannot start transactions on {self.bootstrap}: {e}") from e
         consumer.subscribe(
-            [spec.input.topic],
+            self.topics,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
@@ -195,18 +207,19 @@ class TransactionalRunner(threading.Thread):
             producer.flush(10)
             self._committer.shutdown(wait=True)
 
-    def _process(self, msgs: list[Any]) -> list[tuple[int, BatchOutcome]]:
-        by_part: dict[int, list[Any]] = defaultdict(list)
+    def _process(self, msgs: list[Any]) -> list[Outcome]:
+        by_part: dict[tuple[str, int], list[Any]] = defaultdict(list)
         for msg in msgs:
             if msg.error() is not None:
                 log.warning(
                     "consumer error on %s[%s]: %s", msg.topic(), msg.partition(), msg.error()
                 )
                 continue
-            by_part[msg.partition()].append(msg)
-        topic = self.spec.input.topic
-        outcomes: list[tuple[int, BatchOutcome]] = []
-        for p, ms in by_part.items():
+            by_part[(msg.topic(), msg.partition())].append(msg)
+        outcomes: list[Outcome] = []
+        # predictions before the labels of the same batch (the join is order-insensitive
+        # within its TTL; this order only saves early-label round trips)
+        for (topic, p), ms in sorted(by_part.items(), key=lambda kv: kv[0][0] == self.labels_topic):
             pipe = self.pipelines.get(p)
             if pipe is None:  # not ours any more (revoked while fetched)
                 continue
@@ -217,27 +230,35 @@ class TransactionalRunner(threading.Thread):
                 topic, p, [m.offset() for m in ms], stamps, [m.key() for m in ms],
                 [m.value() for m in ms],
             )  # fmt: skip
-            outcomes.append((p, pipe.process(cols)))
+            if topic == self.labels_topic:
+                outcomes.append((topic, p, pipe.process_labels(cols)))
+            else:
+                outcomes.append((topic, p, pipe.process(cols)))
         return outcomes
 
-    def _send(
-        self, consumer: Consumer, producer: Producer, outcomes: list[tuple[int, BatchOutcome]]
-    ) -> None:
+    def _send(self, consumer: Consumer, producer: Producer, outcomes: list[Outcome]) -> None:
         """Open the batch's transaction, queue everything, and commit it in the background."""
         t0 = time.perf_counter()
         try:
             producer.begin_transaction()
             offsets = []
-            for p, oc in outcomes:
+            for topic, p, oc in outcomes:
                 produce_bulk(producer, oc.messages)
-                for topic, batch in oc.bulk.items():
-                    produce_batch_all(producer, topic, batch)
+                for out_topic, batch in oc.bulk.items():
+                    produce_batch_all(producer, out_topic, batch)
+                for q, key, value in oc.forwarded:  # labels for another partition's predictions
+                    assert self.labels_topic is not None
+                    produce_all_to_partition(producer, self.labels_topic, q, key, value)
+                assert oc.last_offset is not None
+                offsets.append(TopicPartition(topic, p, oc.last_offset + 1))
+            for p in dict.fromkeys(p for _, p, _ in outcomes):
+                pipe = self.pipelines[p]
+                for key, value in pipe.drain_log():
+                    produce_all_to_partition(producer, self.changelog, p, key, value)
                 epoch = self.epochs[p] + 1
-                for key, value in encode_snapshot(p, epoch, self.pipelines[p].snapshot()):
+                for key, value in encode_snapshot(p, epoch, pipe.snapshot()):
                     produce_all_to_partition(producer, self.changelog, p, key, value)
                 self.epochs[p] = epoch
-                assert oc.last_offset is not None
-                offsets.append(TopicPartition(self.spec.input.topic, p, oc.last_offset + 1))
             producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 60)
         except KafkaException as e:
             self._fail(producer, e)
@@ -271,17 +292,18 @@ class TransactionalRunner(threading.Thread):
         producer.abort_transaction(60)
         raise DriftlineError(f"transaction aborted ({err}); restarting restores the state") from e
 
-    def _count(
-        self, outcomes: list[tuple[int, BatchOutcome]], produce_s: float, commit_s: float
-    ) -> None:
+    def _count(self, outcomes: list[Outcome], produce_s: float, commit_s: float) -> None:
         m = self.metrics
         now_ms = time.time() * 1000
         m.stage_seconds.labels("produce").observe(produce_s)
         m.stage_seconds.labels("commit").observe(commit_s)
         m.batches.inc()
-        topic = self.spec.input.topic
-        for p, oc in outcomes:
+        for topic, p, oc in outcomes:
             m.consumed.labels(topic).inc(oc.consumed)
+            if oc.labels is not None:
+                m.count_labels(p, oc.labels)
+            if oc.forwarded:
+                m.labels_forwarded.inc(len(oc.forwarded))
             for reason, k in oc.dead_letters.items():
                 m.dead_lettered.labels(reason).inc(k)
             m.late_events.inc(oc.late_events)
@@ -375,7 +397,7 @@ class TransactionalRunner(threading.Thread):
 
 
 def produce_all_to_partition(
-    producer: Producer, topic: str, partition: int, key: bytes, value: bytes
+    producer: Producer, topic: str, partition: int, key: bytes | None, value: bytes | None
 ) -> None:
     while True:
         try:

@@ -110,3 +110,41 @@ def read_changelog_partition(
                         latest[key] = value
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------------------- label-join log
+# The label join logs deltas and rare checkpoints (streams.label_log) on the same changelog
+# partition: ``<p>/labels/<seq>/chunk/<i>`` and ``<p>/labels/<seq>/head`` (``{"kind", "chunks",
+# "sha256"}``). The partition's snapshot names the last seq and the checkpoint's; older entries
+# are deleted with tombstones when a checkpoint supersedes them.
+
+
+def label_log_keys(partition: int, seq: int, chunks: int) -> list[bytes]:
+    base = f"{partition}/labels/{seq}"
+    return [f"{base}/chunk/{i}".encode() for i in range(chunks)] + [f"{base}/head".encode()]
+
+
+def encode_label_log(partition: int, seq: int, kind: str, data: Any) -> list[tuple[bytes, bytes]]:
+    """Records storing one delta or checkpoint of the label-join log; the head comes last."""
+    blob = zlib.compress(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), 1)
+    chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
+    keys = label_log_keys(partition, seq, len(chunks))
+    head = {"kind": kind, "chunks": len(chunks), "sha256": hashlib.sha256(blob).hexdigest()}
+    return [*zip(keys[:-1], chunks, strict=True), (keys[-1], orjson.dumps(head))]
+
+
+def decode_label_log(records: dict[bytes, bytes], partition: int, seq: int) -> tuple[str, Any, int]:
+    """(kind, data, chunk count) of log entry ``seq``; DriftlineError if it is missing."""
+    where = f"state changelog partition {partition}: label-join log entry {seq}"
+    raw_head = records.get(f"{partition}/labels/{seq}/head".encode())
+    if raw_head is None:
+        raise DriftlineError(f"{where} is missing; the changelog was altered outside driftline")
+    head = orjson.loads(raw_head)
+    keys = label_log_keys(partition, seq, head["chunks"])[:-1]
+    parts = [records.get(k) for k in keys]
+    if any(p is None for p in parts):
+        raise DriftlineError(f"{where} has missing chunks")
+    blob = b"".join(p for p in parts if p is not None)
+    if hashlib.sha256(blob).hexdigest() != head["sha256"]:
+        raise DriftlineError(f"{where}: checksum mismatch")
+    return head["kind"], orjson.loads(zlib.decompress(blob)), head["chunks"]

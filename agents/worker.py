@@ -83,6 +83,16 @@ def preflight(spec: PipelineSpec, bootstrap: str) -> int:
         )
     o = spec.output
     ensure_topics(bootstrap, o.all_topics, n_in)
+    if spec.labels is not None:
+        lt = spec.labels.topic
+        ensure_topics(bootstrap, [lt], n_in)
+        n_lab = topic_partitions(bootstrap, lt)
+        if n_lab != n_in:
+            raise SpecError(
+                f"the labels topic {lt!r} (spec key labels.topic) has {n_lab} partitions but "
+                f"the input topic has {n_in}: a label is joined on the partition its "
+                "prediction was made on, so give both topics the same partition count"
+            )
     changelog = changelog_topic(spec)
     ensure_topics(bootstrap, [changelog], n_in, config=CHANGELOG_CONFIG)
     n_log = topic_partitions(bootstrap, changelog)

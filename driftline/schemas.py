@@ -10,7 +10,10 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-SCHEMA_NAMES = ("spec", "source", "feature_vector", "prediction", "alert", "dead_letter")
+SCHEMA_NAMES = (
+    "spec", "source", "feature_vector", "prediction", "alert", "dead_letter", "label",
+    "model_metrics",
+)  # fmt: skip
 
 
 def schemas_dir() -> Path:

@@ -19,6 +19,10 @@ from driftline.schemas import validator
 
 NUMERIC_TYPES = frozenset({"float", "int", "bool"})
 PREDICTION_TARGET = "prediction"
+#: Detector targets fed by joined labels: the model's error stream and the observed labels.
+ERROR_TARGET = "error"
+LABEL_TARGET = "label"
+LABEL_TARGETS = frozenset({ERROR_TARGET, LABEL_TARGET})
 
 DEFAULT_OUTPUT = {
     "features_topic": "driftline.features",
@@ -26,6 +30,7 @@ DEFAULT_OUTPUT = {
     "alerts_topic": "driftline.alerts",
     "dlq_topic": "driftline.dlq",
     "late_topic": "driftline.late",
+    "model_metrics_topic": "driftline.model_metrics",
 }
 DEFAULT_WORKER: dict[str, Any] = {
     "batch_max_records": 10000,
@@ -48,6 +53,7 @@ class InputSpec:
     time_field: str
     fields: Mapping[str, str]
     max_message_bytes: int = 1_048_576
+    event_id_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,35 @@ class BatchFeaturesSpec:
 
 
 @dataclass(frozen=True)
+class ImportanceSpec:
+    method: str = "permutation"
+    window: int = 2000
+    every: int = 500
+    threshold: float = 0.2
+    min_examples: int = 500
+    n_confirm: int = 2
+    n_clear: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LabelsSpec:
+    """``[labels]``: where delayed labels come from and what is computed from them."""
+
+    topic: str = "driftline.labels"
+    join_key: str = "prediction_id"
+    label_field: str = "label"
+    time_field: str | None = None
+    ttl_ms: int = 7 * 86_400_000
+    max_pending: int = 1_000_000
+    threshold: float = 0.5
+    count_window: int = 1000
+    time_window_ms: int = 3_600_000
+    learn: bool = False
+    importance: ImportanceSpec | None = None
+
+
+@dataclass(frozen=True)
 class DetectorSpec:
     name: str
     type: str
@@ -110,6 +145,7 @@ class OutputSpec:
     alerts_topic: str
     dlq_topic: str
     late_topic: str
+    model_metrics_topic: str = "driftline.model_metrics"
 
     @property
     def all_topics(self) -> list[str]:
@@ -120,6 +156,7 @@ class OutputSpec:
             self.alerts_topic,
             self.dlq_topic,
             self.late_topic,
+            self.model_metrics_topic,
         ]
 
 
@@ -145,6 +182,7 @@ class PipelineSpec:
     correction: str = "bonferroni"
     batch_features: BatchFeaturesSpec | None = None
     skew_checks: tuple[SkewCheckSpec, ...] = ()
+    labels: LabelsSpec | None = None
     source_path: Path | None = None
 
     @property
@@ -218,7 +256,14 @@ def parse_spec(
         time_field=tfield,
         fields=fields,
         max_message_bytes=inp.get("max_message_bytes", 1_048_576),
+        event_id_field=inp.get("event_id_field"),
     )
+    eid = input_spec.event_id_field
+    if eid is not None and fields.get(eid) not in ("string", "int"):
+        raise SpecError(
+            f"spec key input.event_id_field: {eid!r} must be a 'string' or 'int' field of "
+            "input.fields"
+        )
     numeric = {n for n, t in fields.items() if t in NUMERIC_TYPES and n != key}
 
     features = [
@@ -264,7 +309,8 @@ def parse_spec(
             label_field=m.get("label_field"),
         )
 
-    detectors = _parse_detectors(data, names, fields, model is not None, base_dir)
+    labels = _parse_labels(data, input_spec, model)
+    detectors = _parse_detectors(data, names, fields, model is not None, base_dir, labels)
 
     return PipelineSpec(
         name=data["pipeline"]["name"],
@@ -280,6 +326,7 @@ def parse_spec(
         skew_checks=_parse_skew(
             data, batch, [n for n in names if batch is None or n not in batch.names]
         ),
+        labels=labels,
     )
 
 
@@ -392,6 +439,7 @@ def _parse_detectors(
     fields: Mapping[str, str],
     has_model: bool,
     base_dir: Path | None,
+    labels: LabelsSpec | None = None,
 ) -> list[DetectorSpec]:
     """``[[detectors]]``: targets exist, hyperparameters accepted by the detector itself.
 
@@ -402,6 +450,8 @@ def _parse_detectors(
     correction = data.get("drift", {}).get("correction", "bonferroni")
     m = sum(1 for d in raw if d["type"] in TEST_DETECTORS)
     numeric_targets = set(names) | ({PREDICTION_TARGET} if has_model else set())
+    if labels is not None:
+        numeric_targets |= LABEL_TARGETS
     strings = {n for n, t in fields.items() if t == "string"}
     out: list[DetectorSpec] = []
     seen: set[str] = set()
@@ -411,7 +461,8 @@ def _parse_detectors(
         seen.add(d["name"])
         targets = numeric_targets | (strings if d["type"] in CATEGORICAL_DETECTORS else set())
         if d["target"] not in targets:
-            kinds = "a numeric field, feature or 'prediction' (with a model)"
+            kinds = "a numeric field, feature, 'prediction' (with a model)"
+            kinds += " or 'error'/'label' (with [labels])"
             if d["type"] in CATEGORICAL_DETECTORS:
                 kinds += ", or a string field"
             raise SpecError(
@@ -468,6 +519,41 @@ def _check_detector_params(i: int, dtype: str, params: Mapping[str, Any]) -> Non
                 f"spec key detectors[{i}].{k}: the {dtype} detector has no parameter {k!r}; "
                 f"it takes {', '.join(accepted)}"
             )
+
+
+def _parse_labels(
+    data: Mapping[str, Any], inp: InputSpec, model: ModelSpec | None
+) -> LabelsSpec | None:
+    raw = data.get("labels")
+    if raw is None:
+        return None
+    if model is None:
+        raise SpecError("spec key labels: labels grade predictions; add a [model] section")
+    clash = LABEL_TARGETS & set(inp.fields)
+    if clash:
+        raise SpecError(
+            f"spec key input.fields: {sorted(clash)} are reserved for the label-stream "
+            "detector targets when [labels] is set; rename the field"
+        )
+    kw = {k: v for k, v in raw.items() if k != "importance"}
+    spec = LabelsSpec(**kw)
+    if spec.join_key == "event_id" and inp.event_id_field is None:
+        raise SpecError(
+            "spec key labels.join_key: 'event_id' needs input.event_id_field (the field with "
+            "each event's unique id)"
+        )
+    if spec.topic == inp.topic:
+        raise SpecError("spec key labels.topic: must differ from input.topic")
+    imp = raw.get("importance")
+    if imp is not None:
+        importance = ImportanceSpec(**imp)
+        if importance.min_examples > importance.window:
+            raise SpecError(
+                f"spec key labels.importance.min_examples: {importance.min_examples} is more "
+                f"than labels.importance.window ({importance.window}); it could never be met"
+            )
+        spec = LabelsSpec(**{**spec.__dict__, "importance": importance})
+    return spec
 
 
 def _parse_batch_features(
