@@ -32,12 +32,14 @@ from driftline.spec import (
     ERROR_TARGET,
     LABEL_TARGETS,
     PREDICTION_TARGET,
+    TEST_DETECTORS,
     DetectorSpec,
     PipelineSpec,
     build_spec_detector,
     to_feature_def,
 )
 from streams.detectors.base import Detection
+from streams.fdr import bh_levels
 from streams.features import FeatureEngine
 from streams.label_log import LoggedLabelJoin
 from streams.labels import JoinedBatch
@@ -195,6 +197,7 @@ class PartitionPipeline:
         self.engine = FeatureEngine(self._feature_defs, grace_ms=spec.grace_ms)
         self.detectors = [(d, build_spec_detector(d)) for d in spec.detectors]
         self.skew = [(c, SkewCheck(**c.params)) for c in spec.skew_checks]
+        self._tests = [(d, det) for d, det in self.detectors if d.type in TEST_DETECTORS]
         self.labels: PartitionLabels | None = None
         self.label_decoder: LabelDecoder | None = None
         self._label_clock_ms: int | None = None  # largest label time seen
@@ -448,6 +451,7 @@ class PartitionPipeline:
         t3 = time.perf_counter()
         out.stage_seconds["predict"] = t3 - t2
 
+        self._bh_levels()
         for dspec, det in self.detectors:
             if dspec.target in LABEL_TARGETS:
                 continue  # fed by joined labels (see _grade)
@@ -477,6 +481,19 @@ class PartitionPipeline:
                 self._await_labels(out, good, ent_arr, ts_arr, vector, columns, scores, now_ms)
                 out.stage_seconds["labels"] = time.perf_counter() - t5
         return out
+
+    def _bh_levels(self) -> None:
+        """``[drift] correction = "benjamini_hochberg"``: give each test-based detector the level
+        at which BH would reject it, given the family's latest p-values (``bh_levels``)."""
+        if self.spec.correction != "benjamini_hochberg" or len(self._tests) < 2:
+            return
+        p = [det.p_value for _, det in self._tests]
+        for alpha in {d.family_alpha for d, _ in self._tests}:
+            assert alpha is not None
+            levels = bh_levels(p, alpha)
+            for (d, det), level in zip(self._tests, levels.tolist(), strict=True):
+                if d.family_alpha == alpha:
+                    det.set_alpha(level)
 
     # -- labels ---------------------------------------------------------------------------------
     def _join_ids(

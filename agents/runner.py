@@ -377,6 +377,7 @@ class TransactionalRunner(threading.Thread):
                         "target": d.target,
                         "partition": p,
                         "params": dict(d.params),
+                        "alpha": getattr(det, "alpha", None),
                         "firing": bool(det.drift_detected),
                         "statistic": float(det.statistic),
                         "p_value": det.p_value,

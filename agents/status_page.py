@@ -549,7 +549,8 @@ def render_html(data: dict[str, Any], refresh_s: int = 5) -> str:
                     pseries,
                     now,
                     {"detector": name},
-                    hline=-math.log10(float(ds[0]["params"]["alpha"])),
+                    # the level in force (Benjamini-Hochberg moves it between batches)
+                    hline=-math.log10(float(ds[0].get("alpha") or ds[0]["params"]["alpha"])),
                 )
             )
     parts.append("</div>")

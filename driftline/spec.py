@@ -136,6 +136,8 @@ class DetectorSpec:
     target: str
     params: Mapping[str, Any] = field(default_factory=dict)
     reference_profile: Path | None = None
+    #: the spec's alpha before the correction (test-based detectors only)
+    family_alpha: float | None = None
 
 
 @dataclass(frozen=True)
@@ -472,9 +474,12 @@ def _parse_detectors(
         params = {
             k: v for k, v in d.items() if k not in ("name", "type", "target", "reference_profile")
         }
+        family_alpha = None
         if d["type"] in TEST_DETECTORS:
-            alpha = float(params.get("alpha", DEFAULT_ALPHA))
-            params["alpha"] = alpha / m if correction == "bonferroni" and m > 1 else alpha
+            # bonferroni: alpha / m throughout; benjamini_hochberg: alpha / m until the others'
+            # p-values allow more (streams.fdr.bh_levels, applied per batch by the pipeline)
+            family_alpha = alpha = float(params.get("alpha", DEFAULT_ALPHA))
+            params["alpha"] = alpha / m if correction != "none" and m > 1 else alpha
         profile = None
         if "reference_profile" in d:
             profile = Path(d["reference_profile"])
@@ -486,7 +491,7 @@ def _parse_detectors(
                     "build one with `driftline profile`"
                 )
         _check_detector_params(i, d["type"], params)
-        spec = DetectorSpec(d["name"], d["type"], d["target"], params, profile)
+        spec = DetectorSpec(d["name"], d["type"], d["target"], params, profile, family_alpha)
         try:
             build_spec_detector(spec)
         except SpecError as e:

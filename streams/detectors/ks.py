@@ -86,6 +86,16 @@ def _positive_int(name: str, value: object, minimum: int = 1) -> int:
     return int_param(name, value, minimum)
 
 
+def _alpha_param(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.floating)
+        or not 0.0 < float(value) < 1.0
+    ):
+        raise SpecError(f"alpha: got {value!r}; expected a number strictly between 0 and 1")
+    return float(value)
+
+
 def _slots(u: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Grid slot of each x w.r.t. sorted unique reference values ``u`` (``2k + 1`` slots)."""
     j = np.searchsorted(u, x, side="left")
@@ -111,7 +121,8 @@ class KSWindowDetector(DriftDetector):
     window_size
         Size of the sliding current window (>= 1); unused by ``"previous_window"``.
     alpha
-        Significance level per evaluation, in (0, 1).
+        Significance level per evaluation, in (0, 1). `set_alpha` changes it between updates
+        (e.g. to a Benjamini-Hochberg level, `streams.fdr.bh_levels`).
     stride
         Evaluate every ``stride`` values once ``min_samples`` are there (>= 1).
     reference
@@ -179,13 +190,7 @@ class KSWindowDetector(DriftDetector):
         self.reference_mode = reference_mode
         self.window_size = _positive_int("window_size", window_size)
         self.stride = _positive_int("stride", stride)
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, int | float | np.floating)
-            or not 0.0 < float(alpha) < 1.0
-        ):
-            raise SpecError(f"alpha: got {alpha!r}; expected a number strictly between 0 and 1")
-        self.alpha = float(alpha)
+        self._base_alpha = self._alpha = _alpha_param(alpha)
         if n_clear is None:  # quiet for a window's worth of values
             n_clear = max(1, -(-self.window_size // self.stride))
         self._alarm = Alarm(n_confirm, n_clear, cooldown)
@@ -267,6 +272,35 @@ class KSWindowDetector(DriftDetector):
         R[2::2] = c
         self._ref_sorted, self._u, self._R, self._n1 = s, u, R, int(s.size)
         self._diff = None
+
+    # ------------------------------------------------------------------ level
+    @property
+    def alpha(self) -> float:
+        """Significance level in force: the constructor's ``alpha`` or the last `set_alpha`."""
+        return self._alpha
+
+    def set_alpha(self, alpha: float) -> None:
+        """Test the next evaluations at level ``alpha`` (in (0, 1)).
+
+        From the next `update_many` on, decisions are exactly those of a detector constructed
+        with this ``alpha`` (the exact critical D is memoised per level; the alarm's hysteresis
+        counts carry over), and `Detection.threshold` reports it. The constructor's ``alpha``
+        remains the hyperparameter that `restore` checks; the current level is state and
+        round-trips through `snapshot`.
+
+        Raises
+        ------
+        SpecError
+            If ``alpha`` is not a number strictly between 0 and 1.
+
+        Examples
+        --------
+        >>> det = KSWindowDetector(alpha=1e-6)
+        >>> det.set_alpha(0.01)
+        >>> det.alpha, det.snapshot()["alpha"], det.snapshot()["params"]["alpha"]
+        (0.01, 0.01, 1e-06)
+        """
+        self._alpha = _alpha_param(alpha)
 
     # ------------------------------------------------------------------ state
     @property
@@ -635,7 +669,16 @@ class KSWindowDetector(DriftDetector):
         lcm = n1 // g * n2
         beyond = self._beyond(n1, n2, h, lcm)
         self._n_eval += idx.size
-        self._trace = (idx.astype(np.int64), n1, n2, h)
+        if self._trace is None:
+            self._trace = (idx.astype(np.int64), n1, n2, h)
+        else:  # "previous_window": one call per event-time window of the batch
+            i0, a0, b0, h0 = self._trace
+            self._trace = (
+                np.concatenate([i0, idx.astype(np.int64)]),
+                np.concatenate([a0, n1]),
+                np.concatenate([b0, n2]),
+                np.concatenate([h0, h]),
+            )
         last = idx.size - 1
         self._last = (int(n1[last]), int(n2[last]), int(h[last]))
         self._statistic = float(h[last] / lcm[last])
@@ -647,7 +690,7 @@ class KSWindowDetector(DriftDetector):
                     index=int(idx[k]),
                     statistic=float(c / lcm[k]),
                     p_value=ks_pvalue(a, b, c),
-                    threshold=self.alpha,
+                    threshold=self._alpha,
                     n_reference=a,
                     n_current=b,
                     status=status,
@@ -656,7 +699,7 @@ class KSWindowDetector(DriftDetector):
         return out
 
     def _beyond(self, n1: np.ndarray, n2: np.ndarray, h: np.ndarray, lcm: np.ndarray) -> np.ndarray:
-        alpha = self.alpha
+        alpha = self._alpha
         if n1[0] == n1[-1] and n2[0] == n2[-1] and (n1 == n1[0]).all() and (n2 == n2[0]).all():
             return h >= critical_h(int(n1[0]), int(n2[0]), alpha)
         beyond = np.zeros(h.size, dtype=bool)
@@ -671,7 +714,7 @@ class KSWindowDetector(DriftDetector):
         return {
             "reference_size": self.reference_size,
             "window_size": self.window_size,
-            "alpha": self.alpha,
+            "alpha": self._base_alpha,
             "stride": self.stride,
             "reference_mode": self.reference_mode,
             "window_ms": self.window_ms,
@@ -696,6 +739,7 @@ class KSWindowDetector(DriftDetector):
             "n_seen": self._n_seen,
             "n_evaluations": self._n_eval,
             "n_late": self._n_late,
+            "alpha": self._alpha,
             "alarm": self._alarm.snapshot(),
             "statistic": None if math.isnan(self._statistic) else self._statistic,
             "last": None if self._last is None else list(self._last),
@@ -703,6 +747,9 @@ class KSWindowDetector(DriftDetector):
 
     def restore(self, state: dict[str, Any]) -> None:
         """Load a `snapshot` taken by a detector with the same hyperparameters.
+
+        The constructor's ``alpha`` is a hyperparameter; the level in force (`set_alpha`) is
+        restored from the snapshot.
 
         Raises
         ------
@@ -722,7 +769,8 @@ class KSWindowDetector(DriftDetector):
             alarm = state["alarm"]
             stat = state["statistic"]
             last = state["last"]
-        except (KeyError, TypeError, ValueError) as exc:
+            alpha = _alpha_param(state.get("alpha", self._base_alpha))  # older snapshots: none
+        except (KeyError, TypeError, ValueError, SpecError) as exc:
             raise DriftlineError(f"state: not a KS detector snapshot ({exc!r})") from exc
         cap = self.window_size + (self.reference_size if self.reference_mode == "sliding" else 0)
         if (
@@ -746,6 +794,7 @@ class KSWindowDetector(DriftDetector):
         self._alarm.restore(alarm)
         self._statistic = math.nan if stat is None else float(stat)
         self._last = None if last is None else (int(last[0]), int(last[1]), int(last[2]))
+        self._alpha = alpha
 
 
 def _chunk_size(grid: int) -> int:

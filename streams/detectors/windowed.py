@@ -451,6 +451,16 @@ class _Categorical(_Windowed):
         return ref, cur
 
 
+def _alpha_param(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.floating)
+        or not 0.0 < float(value) < 1.0
+    ):
+        raise SpecError(f"alpha: got {value!r}; expected a number strictly between 0 and 1")
+    return float(value)
+
+
 class Chi2Detector(_Categorical):
     """Chi-square homogeneity test of reference vs window category counts.
 
@@ -462,7 +472,8 @@ class Chi2Detector(_Categorical):
     reference
         `Profile` or array of categories; default the first ``reference_size`` values.
     alpha
-        Significance level per evaluation, in (0, 1).
+        Significance level per evaluation, in (0, 1). `set_alpha` changes it between updates
+        (e.g. to a Benjamini-Hochberg level, `streams.fdr.bh_levels`).
     reference_size, window_size, stride, min_samples, n_confirm, n_clear, cooldown
         As `SummaryDetector`.
 
@@ -492,13 +503,7 @@ class Chi2Detector(_Categorical):
         n_clear: int = 20,
         cooldown: int = 0,
     ) -> None:
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, int | float | np.floating)
-            or not 0.0 < float(alpha) < 1.0
-        ):
-            raise SpecError(f"alpha: got {alpha!r}; expected a number strictly between 0 and 1")
-        self.alpha = float(alpha)
+        self._base_alpha = self._alpha = _alpha_param(alpha)
         super().__init__(
             reference,
             reference_size,
@@ -510,11 +515,56 @@ class Chi2Detector(_Categorical):
             cooldown,
         )
 
+    @property
+    def alpha(self) -> float:
+        """Significance level in force: the constructor's ``alpha`` or the last `set_alpha`."""
+        return self._alpha
+
+    def set_alpha(self, alpha: float) -> None:
+        """Test the next evaluations at level ``alpha`` (in (0, 1)).
+
+        From the next `update_many` on, decisions are exactly those of a detector constructed
+        with this ``alpha`` (the alarm's hysteresis counts carry over), and
+        `Detection.threshold` reports it. The constructor's ``alpha`` remains the hyperparameter
+        that `restore` checks; the current level is state and round-trips through `snapshot`.
+
+        Raises
+        ------
+        SpecError
+            If ``alpha`` is not a number strictly between 0 and 1.
+
+        Examples
+        --------
+        >>> det = Chi2Detector(alpha=1e-6)
+        >>> det.set_alpha(0.01)
+        >>> det.alpha, det.snapshot()["alpha"], det.snapshot()["params"]["alpha"]
+        (0.01, 0.01, 1e-06)
+        """
+        self._alpha = _alpha_param(alpha)
+
     def _threshold(self) -> float:
-        return self.alpha
+        return self._alpha
 
     def _params(self) -> dict[str, Any]:
-        return {**self._base_params(), "alpha": self.alpha}
+        return {**self._base_params(), "alpha": self._base_alpha}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain-data state (JSON-able; NaN stored as None), the level in force included."""
+        return {**super().snapshot(), "alpha": self._alpha}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a `snapshot` taken by a detector with the same hyperparameters.
+
+        The constructor's ``alpha`` is a hyperparameter; the level in force (`set_alpha`) is
+        restored from the snapshot.
+        """
+        check_state_params(self.name, state, self._params())
+        try:
+            alpha = _alpha_param(state.get("alpha", self._base_alpha))  # older snapshots: none
+        except SpecError as exc:
+            raise DriftlineError(f"state: not a {self.name} detector snapshot ({exc!r})") from exc
+        super().restore(state)
+        self._alpha = alpha
 
     def _evaluate(self, window: deque[Any]) -> tuple[float, float | None, bool, str]:
         ref, cur = self._counts(window)
@@ -523,7 +573,8 @@ class Chi2Detector(_Categorical):
             return 0.0, 1.0, False, ""
         res = chi2_contingency(np.vstack([ref[keep], cur[keep]]))
         p = float(res.pvalue)
-        return float(res.statistic), p, p < self.alpha, f"chi2 p={p:.3g}" if p < self.alpha else ""
+        beyond = p < self._alpha
+        return float(res.statistic), p, beyond, f"chi2 p={p:.3g}" if beyond else ""
 
 
 class _Divergence(_Categorical):
