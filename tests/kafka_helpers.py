@@ -23,8 +23,21 @@ class Rec:
     value: bytes | None
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Rec]:
-    """Every record now on ``topic`` (all partitions, up to the high watermarks)."""
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0, at_least: int = 0) -> list[Rec]:
+    """Every record now on ``topic`` (all partitions, up to the high watermarks).
+
+    With ``at_least``, read again (until ``timeout_s``) while fewer records came back: a
+    just-committed transaction's records can take a moment to show in the watermarks.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        recs = _read_topic_once(bootstrap, topic, timeout_s)
+        if len(recs) >= at_least or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.5)
+
+
+def _read_topic_once(bootstrap: str, topic: str, timeout_s: float) -> list[Rec]:
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,

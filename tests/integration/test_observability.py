@@ -218,7 +218,7 @@ def test_prometheus_scrapes_the_worker_and_loads_the_alert_rules(
                     break
             assert time.monotonic() < deadline, rules
             time.sleep(0.3)
-        assert len(rules) == 5
+        assert len(rules) == 8
         assert all(r["health"] == "ok" for r in rules), rules
     finally:
         proc.terminate()
