@@ -319,3 +319,49 @@ def test_error_target_needs_labels(model_path: Path) -> None:
     data["detectors"] = [{"name": "e", "type": "ddm", "target": "error"}]
     with pytest.raises(SpecError, match="'error'/'label' \\(with \\[labels\\]\\)"):
         parse_spec(data)
+
+
+def _stream_with(y: np.ndarray, model_path: Path, **labels: Any) -> list[dict[str, Any]]:
+    spec = _spec(model_path, ttl_ms=100_000, **labels)
+    events, _ = _events()
+    rng = np.random.default_rng(6)
+    t = T0 + 10 * np.arange(N) + rng.integers(0, 2_000, N)
+    order = np.argsort(t, kind="stable")
+    labs = [_label(int(i), y[i], int(t[i]), k) for k, i in enumerate(order.tolist())]
+    pipe = _pipe(spec)
+    return [a for o in _run(pipe, list(_interleave(events, labs, 250))) for a in o.alerts]
+
+
+def test_label_shift_alert_after_the_prior_changes_only(model_path: Path) -> None:
+    events, y = _events()
+    y = y.copy()
+    y[:CONCEPT_AT] = labels_for(*(_arrays()[k][:CONCEPT_AT] for k in ("amount", "latency_ms")), 5)
+    rng = np.random.default_rng(8)
+    y[CONCEPT_AT:] = (rng.random(N - CONCEPT_AT) < 0.9).astype(float)  # prior: ~50% -> 90%
+    alerts = _stream_with(y, model_path)
+    label = [a for a in alerts if a["kind"] == "label" and a["status"] == "firing"]
+    assert label and label[0]["detector"] == "label_adwin" and label[0]["target"] == "label"
+    for a in alerts:
+        validate("alert", a)
+    first = min(a["window"]["event_time_ms"] for a in label)  # the label's time
+    assert T0 + 10 * CONCEPT_AT <= first <= T0 + 10 * (CONCEPT_AT + 1_000) + 2_000
+
+
+def _arrays() -> dict[str, np.ndarray]:
+    return SyntheticStream(n=N, shift_at=N, seed=3, n_entities=50).arrays()
+
+
+def test_importance_alert_when_the_label_stops_following_a_feature(model_path: Path) -> None:
+    a = _arrays()
+    y = labels_for(a["amount"], a["latency_ms"], 5).astype(float)
+    rng = np.random.default_rng(12)
+    z = 0.3 * (a["latency_ms"] - 100.0)  # after the change: latency only
+    y[CONCEPT_AT:] = (rng.random(N) < 1.0 / (1.0 + np.exp(-z)))[CONCEPT_AT:]
+    imp = {"every": 250, "min_examples": 500, "window": 1_000, "threshold": 0.2, "n_confirm": 2}
+    alerts = _stream_with(y, model_path, importance=imp)
+    found = [x for x in alerts if x["kind"] == "importance" and x["status"] == "firing"]
+    assert found, [x["kind"] for x in alerts]
+    for x in found:
+        validate("alert", x)
+        assert x["detector_type"] == "importance" and x["target"] in INPUTS
+        assert x["window"]["event_time_ms"] >= T0 + 10 * CONCEPT_AT
