@@ -44,11 +44,15 @@ from streams.features import FeatureEngine
 from streams.label_log import LoggedLabelJoin
 from streams.labels import JoinedBatch
 from streams.model import BatchPredictor
+from streams.positions import PositionLog
 from streams.skew import SkewCheck
 
 log = logging.getLogger("driftline.pipeline")
 
 DLQ_VALUE_LIMIT = 4096
+#: Values whose positions are kept per detector target, to report where alert windows start
+#: (at least a KS window_size; adaptive windows beyond this report an unknown start).
+POSITIONS_DEFAULT, POSITIONS_MAX = 2_000, 20_000
 
 
 class RawRecord(NamedTuple):
@@ -198,6 +202,14 @@ class PartitionPipeline:
         self.detectors = [(d, build_spec_detector(d)) for d in spec.detectors]
         self.skew = [(c, SkewCheck(**c.params)) for c in spec.skew_checks]
         self._tests = [(d, det) for d, det in self.detectors if d.type in TEST_DETECTORS]
+        # where each input target's detector windows start (alerts' window bounds)
+        self._positions: dict[str, PositionLog] = {}
+        for d in spec.detectors:
+            if d.target not in LABEL_TARGETS:
+                cap = max(int(d.params.get("window_size", 0) or 0), POSITIONS_DEFAULT)
+                old = self._positions.get(d.target)
+                if old is None or old.capacity < cap:
+                    self._positions[d.target] = PositionLog(min(cap, POSITIONS_MAX))
         self.labels: PartitionLabels | None = None
         self.label_decoder: LabelDecoder | None = None
         self._label_clock_ms: int | None = None  # largest label time seen
@@ -238,6 +250,7 @@ class PartitionPipeline:
             "skew": {
                 f"{c.name}|{sorted(c.params.items())}": chk.snapshot() for c, chk in self.skew
             },
+            "positions": {t: log.snapshot() for t, log in self._positions.items()},
             "labels": None
             if self.labels is None
             else {**self.labels.snapshot(), "clock_ms": self._label_clock_ms},
@@ -314,6 +327,9 @@ class PartitionPipeline:
             if snap is not None:
                 chk.restore(snap)
         self._restore_labels(state.get("labels"), records or {})
+        for target, snap in state.get("positions", {}).items():
+            if target in self._positions:
+                self._positions[target].restore(snap)
         saved = state.get("detectors", {})
         for d, det in self.detectors:
             snap = saved.get(self._detector_key(d))
@@ -452,22 +468,33 @@ class PartitionPipeline:
         out.stage_seconds["predict"] = t3 - t2
 
         self._bh_levels()
+        off_arr = np.asarray(good.offsets, dtype=np.int64)
+        finite: dict[str, np.ndarray] = {}
         for dspec, det in self.detectors:
             if dspec.target in LABEL_TARGETS:
                 continue  # fed by joined labels (see _grade)
             values = scores if dspec.target == PREDICTION_TARGET else vector[dspec.target]
             if values is None:
                 continue
+            if dspec.target not in finite:
+                finite[dspec.target] = (
+                    np.isfinite(values) if values.dtype != object else np.ones(n, dtype=bool)
+                )
             if getattr(det, "reference_mode", None) == "previous_window":
                 detections = det.update_many(values, ts_ms=ts_arr)
             else:
                 detections = det.update_many(values)
             for d in detections:
-                doc = self._alert(dspec, d, good, ts_arr, now_ms)
+                start = self._positions[dspec.target].window_start(
+                    ts_arr, off_arr, finite[dspec.target], d.index, d.n_current
+                )
+                doc = self._alert(dspec, d, good, ts_arr, now_ms, start)
                 out.alerts.append(doc)
                 topic = self.spec.output.alerts_topic
                 out.messages.append((topic, dspec.target.encode(), orjson.dumps(doc)))
             out.detector_readings.append((dspec.name, dspec.target, det.statistic, det.p_value))
+        for target, mask in finite.items():
+            self._positions[target].extend(ts_arr, off_arr, mask)
         t4 = time.perf_counter()
         out.stage_seconds["detect"] = t4 - t3
 
@@ -805,9 +832,10 @@ class PartitionPipeline:
         good: RecordColumns,
         ts_arr: np.ndarray,
         now_ms: int,
+        start: tuple[int, int] | None = None,
     ) -> dict[str, Any]:
         off = good.offsets[d.index]
-        return self._alert_doc(dspec, d, good.topic, off, int(ts_arr[d.index]), now_ms)
+        return self._alert_doc(dspec, d, good.topic, off, int(ts_arr[d.index]), now_ms, start)
 
     def _trigger_topic(self, topic: str) -> str:
         """Part of an alert id: empty for input records (ids as before labels existed)."""
@@ -853,6 +881,7 @@ class PartitionPipeline:
         offset: int,
         event_time_ms: int,
         now_ms: int,
+        start: tuple[int, int] | None = None,
     ) -> dict[str, Any]:
         kinds = {PREDICTION_TARGET: "prediction", ERROR_TARGET: "concept", "label": "label"}
         kind = kinds.get(dspec.target, "covariate")
@@ -881,6 +910,8 @@ class PartitionPipeline:
                 "topic": topic,
                 "event_time_ms": event_time_ms,
                 "offset": offset,
+                "start_event_time_ms": None if start is None else start[0],
+                "start_offset": None if start is None else start[1],
                 "n_current": int(d.n_current),
             },
             "reference": {"description": ref, "n": int(d.n_reference)},

@@ -333,7 +333,7 @@ def _stream_with(y: np.ndarray, model_path: Path, **labels: Any) -> list[dict[st
 
 
 def test_label_shift_alert_after_the_prior_changes_only(model_path: Path) -> None:
-    events, y = _events()
+    _, y = _events()
     y = y.copy()
     y[:CONCEPT_AT] = labels_for(*(_arrays()[k][:CONCEPT_AT] for k in ("amount", "latency_ms")), 5)
     rng = np.random.default_rng(8)

@@ -108,3 +108,10 @@ def test_alerts_are_deterministic_and_after_the_shift(spec: PipelineSpec) -> Non
         assert a["alert_id"] == alert_id(
             spec.name, a["detector"], 3, a["window"]["offset"], a["status"]
         )
+        w = a["window"]
+        if a["detector_type"] == "ks":  # window bounds: its window_size values, no gaps here
+            assert w["start_offset"] is not None
+            assert w["start_offset"] <= w["offset"] - (w["n_current"] - 1)
+            assert w["start_event_time_ms"] <= w["event_time_ms"]
+        elif w["start_offset"] is not None:
+            assert w["start_offset"] <= w["offset"]
