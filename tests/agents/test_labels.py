@@ -365,3 +365,35 @@ def test_importance_alert_when_the_label_stops_following_a_feature(model_path: P
         validate("alert", x)
         assert x["detector_type"] == "importance" and x["target"] in INPUTS
         assert x["window"]["event_time_ms"] >= T0 + 10 * CONCEPT_AT
+
+
+@pytest.mark.parametrize("id_type", ["string", "int"])
+def test_event_id_join_key(model_path: Path, id_type: str) -> None:
+    from agents.pipeline import RecordColumns
+
+    data = tomllib.loads(demo_spec_text())
+    data["model"]["path"] = str(model_path)
+    data["input"]["fields"]["event_id"] = id_type
+    data["input"]["event_id_field"] = "event_id"
+    data["detectors"] = []
+    data["labels"] = {"join_key": "event_id", "ttl_ms": 100_000}
+    spec = parse_spec(data)
+    pipe = _pipe(spec)
+    events = []
+    for i, e in enumerate(SyntheticStream(n=200, shift_at=200, seed=1, n_entities=5).events()):
+        e["event_id"] = f"ev-{i}" if id_type == "string" else 10**15 + i
+        events.append(RawRecord("in", 0, i, e["ts"], e["user_id"].encode(), orjson.dumps(e)))
+    pipe.process(events)
+    docs = [orjson.loads(r.value) for r in events]
+    labels = [
+        {"user_id": d["user_id"], "event_id": d["event_id"], "label": i % 2}
+        for i, d in enumerate(docs[:50])
+    ]
+    labels.append({"user_id": "nobody", "event_id": docs[0]["event_id"], "label": 1})
+    labels.append({"user_id": docs[0]["user_id"], "label": 1})  # no event id: dead letter
+    recs = [RawRecord("driftline.labels", 0, k, T0 + 3_000, None, orjson.dumps(d))
+            for k, d in enumerate(labels)]  # fmt: skip
+    oc = pipe.process_labels(RecordColumns.from_records(recs))
+    assert oc.labels.joined == 50
+    assert dict(oc.dead_letters) == {"missing_field": 1}
+    assert pipe.labels.join.join.n_pending_labels == 1  # (nobody, ev-0) waits for its event
