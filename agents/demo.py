@@ -115,6 +115,101 @@ class AlertTail(threading.Thread):
             c.close()
 
 
+class Labeller(threading.Thread):
+    """Plays the user's ground-truth system: labels the demo's predictions, late and out of order.
+
+    The truth follows the relation the model was trained on until event ``shift_at``, then the
+    effect of ``amount`` inverts (concept drift), so live accuracy drops and the error-stream
+    detector fires. ``share`` of the predictions get a label, 0-60 s (event time) after the event.
+    """
+
+    def __init__(self, bootstrap: str, predictions_topic: str, labels_topic: str,
+                 pipeline: str, shift_at: int, seed: int, share: float = 0.9) -> None:  # fmt: skip
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.labels_topic = bootstrap, predictions_topic, labels_topic
+        self.pipeline, self.shift_at, self.share = pipeline, shift_at, share
+        self.rng = np.random.default_rng(seed + 1)
+        self.sent = 0
+        self.seen = 0
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+
+    def truth(self, amount: np.ndarray, latency: np.ndarray, index: np.ndarray) -> np.ndarray:
+        z = np.where(index < self.shift_at,
+                     0.15 * (amount - 50.0) + 0.05 * (latency - 100.0),
+                     -0.15 * (amount - 58.0) + 0.05 * (latency - 130.0))  # fmt: skip
+        return (self.rng.random(amount.size) < 1.0 / (1.0 + np.exp(-z))).astype(np.int64)
+
+    def run(self) -> None:
+        start, step = SyntheticStream.start_ms, SyntheticStream.step_ms
+        c = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"driftline-demo-labeller-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        md = c.list_topics(self.topic, timeout=10).topics[self.topic]
+        tps = []
+        for p in md.partitions:
+            _, hi = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+            tps.append(TopicPartition(self.topic, p, hi))
+        c.assign(tps)
+        producer = make_producer(self.bootstrap, log_level=3)
+        self.ready.set()
+        try:
+            while not self.stop_event.is_set():
+                msgs = [m for m in c.consume(5_000, 0.2) if m.error() is None]
+                docs = [orjson.loads(m.value()) for m in msgs]
+                docs = [d for d in docs if d.get("pipeline") == self.pipeline]
+                if not docs:
+                    continue
+                self.seen += len(docs)
+                t = np.array([d["event_time_ms"] for d in docs], dtype=np.int64)
+                amount = np.array([d["inputs"]["amount"] for d in docs])
+                latency = np.array([d["inputs"]["latency_ms"] for d in docs])
+                y = self.truth(amount, latency, (t - start) // step)
+                keep = self.rng.random(len(docs)) < self.share
+                delay = self.rng.integers(0, 60_000, len(docs))
+                order = self.rng.permutation(len(docs))  # out of order
+                out = []
+                for i in order[keep[order]].tolist():
+                    pid = docs[i]["prediction_id"]
+                    doc = {"prediction_id": pid, "label": int(y[i]),
+                           "label_time_ms": int(t[i] + delay[i])}  # fmt: skip
+                    # keyed by entity like the events: each label lands on the partition that
+                    # made its prediction (a label keyed otherwise is forwarded there)
+                    key = docs[i]["entity"].encode()
+                    out.append((self.labels_topic, key, orjson.dumps(doc)))
+                produce_all(producer, out)
+                producer.flush(30)
+                self.sent += len(out)
+        finally:
+            producer.flush(30)
+            c.close()
+
+
+def model_quality_line(url: str, window: str) -> str:
+    """One line: live accuracy and AUC over ``window`` (mean over partitions), label counts."""
+
+    def avg(metric: str) -> float:
+        vals = [read_metric(url, "driftline_model_metric",
+                            {"metric": metric, "window": window, "partition": str(p)})
+                for p in (0, 1)]  # fmt: skip
+        vals = [v for v in vals if v == v and v >= 0]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    outcome = "driftline_label_join_outcomes_total"
+    joined = read_metric(url, outcome, {"outcome": "joined"})
+    expired = read_metric(url, outcome, {"outcome": "expired_prediction"})
+    return (
+        f"labels: {joined:.0f} joined, {expired:.0f} predictions expired unlabelled; model "
+        f"accuracy over the {window.removeprefix('last_')} latest labels {avg('accuracy'):.3f}, "
+        f"AUC {avg('auc'):.3f}"
+    )
+
+
 def run_demo(
     *,
     bootstrap: str | None,
@@ -144,12 +239,18 @@ def run_demo(
         data["input"]["topic"] = f"driftline.demo-{run_id}.events"
         port = web_port or free_port()
         data["worker"]["web_port"] = port
+        # delayed labels from the Labeller below: live model metrics and concept drift
+        data["labels"] = {"topic": f"driftline.demo-{run_id}.labels",
+                          "time_field": "label_time_ms", "count_window": 1000}  # fmt: skip
+        data["detectors"].append({"name": "error_adwin", "type": "adwin", "target": "error",
+                                  "delta": 1e-5, "cooldown": 20000})  # fmt: skip
         version = train_demo_model(tmp / "demo-model.pkl", list(data["model"]["inputs"]))
         spec = parse_spec(data, base_dir=tmp)
         spec_path = tmp / "demo.toml"
         spec_path.write_text(_to_toml(data))
         o = spec.output
-        ensure_topics(bootstrap, [spec.input.topic], partitions=2)
+        assert spec.labels is not None
+        ensure_topics(bootstrap, [spec.input.topic, spec.labels.topic], partitions=2)
         ensure_topics(bootstrap, o.all_topics, 2)
         print(
             f"pipeline {spec.name}: model {version}; {events} events, shift at event {shift_at}; "
@@ -161,6 +262,11 @@ def run_demo(
         tail.start()
         tail.ready.wait(30)
         stack.callback(tail.stop_event.set)
+        labeller = Labeller(bootstrap, o.predictions_topic, spec.labels.topic, spec.name,
+                            min(shift_at, events), seed)  # fmt: skip
+        labeller.start()
+        labeller.ready.wait(30)
+        stack.callback(labeller.stop_event.set)
 
         worker = subprocess.Popen(
             [
@@ -208,7 +314,9 @@ def run_demo(
                     + (tmp / "worker.log").read_text()[-3000:]
                 )
             try:
-                consumed = read_metric(url, "driftline_records_consumed_total")
+                consumed = read_metric(
+                    url, "driftline_records_consumed_total", {"topic": spec.input.topic}
+                )
             except OSError:
                 time.sleep(0.5)
                 continue
@@ -219,14 +327,27 @@ def run_demo(
                 break
             time.sleep(0.25)
         dead = read_metric(url, "driftline_records_dead_lettered_total")
+        t_done = time.monotonic()
+        # the labeller labels what the worker predicted; wait for the worker to join it all
+        joined = "driftline_label_join_outcomes_total"
+        while (
+            time.monotonic() < deadline
+            and worker.poll() is None
+            and (
+                labeller.seen < events
+                or read_metric(url, joined, {"outcome": "joined"}) < labeller.sent
+            )
+        ):
+            time.sleep(0.25)
         time.sleep(1.0)  # let the tail print the last alerts
         if first is not None and consumed > first[1]:
-            rate = (consumed - first[1]) / max(time.monotonic() - 1.0 - first[0], 1e-9)
+            rate = (consumed - first[1]) / max(t_done - first[0], 1e-9)
             print(
                 f"worker consumed {consumed:.0f} records ({dead:.0f} dead-lettered) at "
                 f"~{rate:,.0f} events/s; {len(tail.alerts)} alerts",
                 flush=True,
             )
+            print(model_quality_line(url, "last_1000"), flush=True)
         if consumed < total:
             print(
                 f"stopped after {timeout_s:.0f}s with {consumed:.0f}/{total} records consumed",
