@@ -75,6 +75,25 @@ def read_metric(url: str, name: str, labels: dict[str, str] | None = None) -> fl
     return total
 
 
+def consumer_at_end(bootstrap: str, topic: str, group_prefix: str) -> Consumer:
+    """A read_committed consumer assigned to every partition of ``topic`` at its current end."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{group_prefix}-{uuid.uuid4()}",  # assign() only; never commits
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    md = c.list_topics(topic, timeout=10).topics[topic]
+    tps = []
+    for p in md.partitions:
+        _, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        tps.append(TopicPartition(topic, p, hi))
+    c.assign(tps)
+    return c
+
+
 class AlertTail(threading.Thread):
     """Prints every alert that arrives on the alerts topic after it started."""
 
@@ -86,20 +105,7 @@ class AlertTail(threading.Thread):
         self.ready = threading.Event()
 
     def run(self) -> None:
-        c = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"driftline-demo-tail-{uuid.uuid4()}",
-                "auto.offset.reset": "latest",
-                "enable.auto.commit": False,
-            }
-        )
-        md = c.list_topics(self.topic, timeout=10).topics[self.topic]
-        tps = []
-        for p in md.partitions:
-            _, hi = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
-            tps.append(TopicPartition(self.topic, p, hi))
-        c.assign(tps)
+        c = consumer_at_end(self.bootstrap, self.topic, "driftline-demo-tail")
         self.ready.set()
         try:
             while not self.stop_event.is_set():
@@ -142,20 +148,7 @@ class Labeller(threading.Thread):
 
     def run(self) -> None:
         start, step = SyntheticStream.start_ms, SyntheticStream.step_ms
-        c = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"driftline-demo-labeller-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
-        md = c.list_topics(self.topic, timeout=10).topics[self.topic]
-        tps = []
-        for p in md.partitions:
-            _, hi = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
-            tps.append(TopicPartition(self.topic, p, hi))
-        c.assign(tps)
+        c = consumer_at_end(self.bootstrap, self.topic, "driftline-demo-labeller")
         producer = make_producer(self.bootstrap, log_level=3)
         self.ready.set()
         try:

@@ -366,6 +366,21 @@ class PartitionPipeline:
         )
         return (topic or self.spec.output.dlq_topic, rec.key, orjson.dumps(doc))
 
+    def _reject(
+        self, out: BatchOutcome, cols: RecordColumns, i: int, e: Exception, now_ms: int
+    ) -> None:
+        """Record ``i`` could not be decoded: one dead letter, counted by reason. Called in the
+        ``except`` block; anything but a `RecordError` is a bug, logged with its traceback,
+        and must not kill the worker either."""
+        rec = cols[i]
+        if isinstance(e, RecordError):
+            reason, detail = e.reason, e.detail
+        else:
+            log.exception("cannot decode %s/%d@%d", rec.topic, rec.partition, rec.offset)
+            reason, detail = "processing_error", repr(e)
+        out.dead_letters[reason] += 1
+        out.messages.append(self._dead_letter(rec, reason, detail, now_ms))
+
     # -- the batch step -----------------------------------------------------------------------
     def process(self, records: Sequence[RawRecord] | RecordColumns) -> BatchOutcome:
         cols = (
@@ -387,15 +402,8 @@ class PartitionPipeline:
         for i, raw in enumerate(cols.values):
             try:
                 ent, ts, nums, ext = decode(raw)
-            except RecordError as e:
-                out.dead_letters[e.reason] += 1
-                out.messages.append(self._dead_letter(cols[i], e.reason, e.detail, now_ms))
-                continue
-            except Exception as e:  # a bug must not kill the worker; the record is kept
-                rec = cols[i]
-                log.exception("cannot decode %s/%d@%d", rec.topic, rec.partition, rec.offset)
-                out.dead_letters["processing_error"] += 1
-                out.messages.append(self._dead_letter(rec, "processing_error", repr(e), now_ms))
+            except Exception as e:
+                self._reject(out, cols, i, e, now_ms)
                 continue
             good_idx.append(i)
             entities.append(ent)
@@ -668,15 +676,8 @@ class PartitionPipeline:
         for i, (raw, stamp) in enumerate(zip(cols.values, cols.stamps, strict=True)):
             try:
                 jid, y, t, part = dec.decode(raw, stamp)
-            except RecordError as e:
-                out.dead_letters[e.reason] += 1
-                out.messages.append(self._dead_letter(cols[i], e.reason, e.detail, now_ms))
-                continue
-            except Exception as e:  # a bug must not kill the worker; the record is kept
-                rec = cols[i]
-                log.exception("cannot decode label %s/%d@%d", rec.topic, rec.partition, rec.offset)
-                out.dead_letters["processing_error"] += 1
-                out.messages.append(self._dead_letter(rec, "processing_error", repr(e), now_ms))
+            except Exception as e:
+                self._reject(out, cols, i, e, now_ms)
                 continue
             if part is not None and part != self.partition:
                 out.forwarded.append((part, cols.keys[i], raw))  # type: ignore[arg-type]
