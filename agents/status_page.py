@@ -198,6 +198,15 @@ class StatusCollector:
                 }
             )
         alerts = self.recent_alerts()
+        quality: dict[tuple[str, str], dict[str, float | None]] = {}
+        for lb, v in s.get("driftline_model_metric", []):
+            key = (lb.get("partition", ""), lb.get("window", ""))
+            quality.setdefault(key, {})[lb.get("metric", "")] = _finite(v)
+        labels = {
+            lb.get("outcome", ""): int(v)
+            for lb, v in s.get("driftline_label_join_outcomes_total", [])
+            if v
+        }
         return {
             "pipeline": st["pipeline"],
             "worker_id": st["worker_id"],
@@ -222,6 +231,10 @@ class StatusCollector:
             "detectors": detectors,
             "alerts_firing": sum(1 for d in detectors if d["firing"]),
             "recent_alerts": [{**a, "line": alert_line(a)} for a in alerts[::-1]],
+            "labels": labels,
+            "model_quality": [
+                {"partition": p, "window": w, **vals} for (p, w), vals in sorted(quality.items())
+            ],
         }
 
     def json_bytes(self) -> bytes:
@@ -566,6 +579,26 @@ def render_html(data: dict[str, Any], refresh_s: int = 5) -> str:
     parts.append("<h3>Per batch, by stage</h3>")
     parts.append(_table(["stage", "batches", "mean"], stage_rows, num_from=1))
 
+    # model quality (delayed labels)
+    if data.get("model_quality") or data.get("labels"):
+        parts.append("<h2>Model quality <span class='muted'>(from joined labels)</span></h2>")
+        labels = data.get("labels", {})
+        if labels:
+            parts.append(_table(["outcome", "count"], sorted(labels.items()), num_from=1))
+        rows = data.get("model_quality", [])
+        names = [k for k in ("n", "accuracy", "precision", "recall", "f1", "auc", "mae", "rmse")
+                 if any(r.get(k) is not None for r in rows)]  # fmt: skip
+        parts.append(
+            _table(
+                ["partition", "window", *names],
+                (
+                    [_esc(r["partition"]), _esc(r["window"]), *(fmt_num(r.get(k)) for k in names)]
+                    for r in rows
+                ),
+                num_from=2,
+            )
+        )
+
     # alerts
     parts.append(
         f"<h2>Recent alerts <span class='muted'>(last {RECENT_ALERTS}, newest first)</span></h2>"
@@ -640,6 +673,13 @@ def summarize(data: dict[str, Any]) -> str:
             f"p{round(q * 100)} {fmt_seconds(lat.get(f'p{round(q * 100)}'))}" for q in QUANTILES
         ),
     ]
+    labels = data.get("labels") or {}
+    if labels:
+        lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
+    for r in data.get("model_quality", []):
+        vals = "  ".join(f"{k} {fmt_num(v)}" for k, v in r.items()
+                         if k not in ("partition", "window"))  # fmt: skip
+        lines.append(f"model p{r['partition']} {r['window']}: {vals}")
     if data["recent_alerts"]:
         lines.append(f"last alert: {data['recent_alerts'][0]['line']}")
     return "\n".join(lines)

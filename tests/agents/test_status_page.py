@@ -183,3 +183,22 @@ def test_summarize_is_key_value_lines(setup: Any) -> None:
         "alerts firing"
     ].startswith("2 (")
     assert "p99 1.50 s" in facts["latency"]
+
+
+def test_model_quality_from_labels_on_the_page_and_in_the_summary(setup: Any) -> None:
+    _, m, col = setup
+    assert "Model quality" not in render_html(col.snapshot())  # no labels yet: no section
+    m.label_outcomes.labels("joined").inc(900)
+    m.label_outcomes.labels("expired_prediction").inc(12)
+    for metric, v in (("n", 500.0), ("accuracy", 0.875), ("auc", float("nan"))):
+        m.model_metric.labels(metric, "last_500", "0").set(v)
+    data = col.snapshot()
+    assert data["labels"] == {"joined": 900, "expired_prediction": 12}
+    assert data["model_quality"] == [
+        {"partition": "0", "window": "last_500", "n": 500.0, "accuracy": 0.875, "auc": None}
+    ]
+    page = render_html(data)
+    assert "Model quality" in page and "0.875" in page
+    facts = dict(line.split(": ", 1) for line in summarize(data).splitlines())
+    assert facts["labels"] == "expired_prediction 12, joined 900"
+    assert facts["model p0 last_500"].startswith("n 500  accuracy 0.875")
