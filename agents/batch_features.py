@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,14 @@ class BatchFeatureCache:
         self.bootstrap = bootstrap
         self.names = bf.names
         self.defaults = np.array([bf.defaults.get(n, np.nan) for n in self.names])
-        self._rows: dict[str, tuple[np.ndarray, int]] = {}
+        # entity -> row of one contiguous table (lookups are numpy gathers); deleted rows are
+        # reused; the lock keeps the follower thread's writes and the lookups apart
+        self._index: dict[str, int] = {}
+        self._vals = np.empty((16, len(self.names)))
+        self._as_of = np.zeros(16, dtype=np.int64)
+        self._free: list[int] = []
+        self._n_rows = 0
+        self._lock = threading.Lock()
         self._loaded = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,7 +147,10 @@ class BatchFeatureCache:
             return
         entity = key.decode("utf-8", errors="replace")
         if value is None:
-            self._rows.pop(entity, None)
+            with self._lock:
+                i = self._index.pop(entity, None)
+                if i is not None:
+                    self._free.append(i)
             return
         try:
             doc = orjson.loads(value)
@@ -148,8 +159,22 @@ class BatchFeatureCache:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             log.warning("batch features for %r unusable (%s); keeping the previous row", entity, e)
             return
-        self._rows[entity] = (vals, as_of)
+        with self._lock:
+            i = self._index.get(entity)
+            if i is None:
+                i = self._free.pop() if self._free else self._grow()
+                self._index[entity] = i
+            self._vals[i] = vals
+            self._as_of[i] = as_of
         self.updates += 1
+
+    def _grow(self) -> int:
+        """A new row at the end of the table (doubling it when full)."""
+        if self._n_rows == len(self._as_of):
+            self._vals = np.concatenate([self._vals, np.empty_like(self._vals)])
+            self._as_of = np.concatenate([self._as_of, np.zeros_like(self._as_of)])
+        self._n_rows += 1
+        return self._n_rows - 1
 
     @classmethod
     def from_file(cls, bf: BatchFeaturesSpec, path: str | Path) -> BatchFeatureCache:
@@ -216,7 +241,7 @@ class BatchFeatureCache:
                         if err.code() == KafkaError._PARTITION_EOF:
                             pending.discard(m.partition())
                             if not pending and not self._loaded.is_set():
-                                log.info("batch features loaded: %d entities", len(self._rows))
+                                log.info("batch features loaded: %d entities", len(self))
                                 self._loaded.set()
                         continue
                     self.apply(m.key(), m.value())
@@ -229,24 +254,30 @@ class BatchFeatureCache:
 
     # -- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._index)
+
+    def entities(self) -> list[str]:
+        """The entities that have a row."""
+        with self._lock:
+            return list(self._index)
+
+    def items(self) -> list[tuple[str, np.ndarray]]:
+        """(entity, feature values in ``names`` order) for every row."""
+        with self._lock:
+            return [(e, self._vals[i].copy()) for e, i in self._index.items()]
 
     def lookup(self, entities: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(values (n, k), hit mask (n,), as_of_ms (n,), -1 on a miss) for each entity.
 
         Misses get the spec's defaults (NaN where none is given).
         """
-        uniq, inv = np.unique(np.asarray(entities, dtype=object), return_inverse=True)
-        k = len(self.names)
-        vals = np.empty((len(uniq), k))
-        hit = np.zeros(len(uniq), dtype=bool)
-        as_of = np.full(len(uniq), -1, dtype=np.int64)
-        rows = self._rows
-        for i, e in enumerate(uniq.tolist()):
-            r = rows.get(e)
-            if r is None:
-                vals[i] = self.defaults
-            else:
-                vals[i], as_of[i] = r
-                hit[i] = True
-        return vals[inv], hit[inv], as_of[inv]
+        n = len(entities)
+        with self._lock:
+            idx = np.fromiter(map(self._index.get, entities, repeat(-1)), np.int64, count=n)
+            hit = idx >= 0
+            vals = self._vals[idx]  # misses read the last row; replaced below
+            as_of = self._as_of[idx]
+        if not hit.all():
+            vals[~hit] = self.defaults
+            as_of[~hit] = -1
+        return vals, hit, as_of

@@ -43,7 +43,7 @@ def predict_batch(spec: PipelineSpec, input_path: str | Path, output_path: str |
     predictor, version = build_predictor(spec)
     assert predictor is not None
     cache = BatchFeatureCache.from_file(bf, input_path)
-    entities = list(cache._rows)
+    entities = cache.entities()
     vals, _hit, as_of = cache.lookup(entities)
     idx = [bf.names.index(c) for c in m.inputs]
     X = vals[:, idx]
@@ -108,7 +108,7 @@ def train(
     if spec.batch_features is not None and batch_features_path is not None:
         cache = BatchFeatureCache.from_file(spec.batch_features, batch_features_path)
         names = spec.batch_features.names
-        batch = {e: dict(zip(names, r[0].tolist(), strict=True)) for e, r in cache._rows.items()}
+        batch = {e: dict(zip(names, v.tolist(), strict=True)) for e, v in cache.items()}
     stats = TrainStats()
     bar = tqdm(unit="row", desc="train", disable=not progress, file=sys.stderr)
     for docs, oc in replay_outcomes(

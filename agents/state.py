@@ -32,9 +32,18 @@ CHANGELOG_CONFIG = {
 }
 
 
+def snapshot_json(state: dict[str, Any]) -> bytes:
+    return orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def encode_snapshot(partition: int, epoch: int, state: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     """The (key, value) records that store ``state`` for ``partition``; the head comes last."""
-    blob = zlib.compress(orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY), 1)
+    return encode_snapshot_json(partition, epoch, snapshot_json(state))
+
+
+def encode_snapshot_json(partition: int, epoch: int, raw: bytes) -> list[tuple[bytes, bytes]]:
+    """`encode_snapshot` of a state already serialised by `snapshot_json`."""
+    blob = zlib.compress(raw, 1)
     chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
     records = [
         (f"{partition}/chunk/{i}".encode(), epoch.to_bytes(8, "big") + c)
