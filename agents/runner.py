@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from confluent_kafka import (
+    OFFSET_STORED,
     Consumer,
     KafkaException,
     Producer,
@@ -30,6 +31,7 @@ from agents.pipeline import BatchOutcome, PartitionPipeline, RecordColumns
 from agents.state import (
     CHUNK_BYTES,
     decode_snapshot,
+    encode_snapshot,
     encode_snapshot_json,
     read_changelog_partition,
     snapshot_json,
@@ -75,6 +77,14 @@ class TransactionalRunner(threading.Thread):
         self.batch_cache = batch_cache
         self.changelog = changelog_topic(spec)
         self.labels_topic = spec.labels.topic if spec.labels is not None else None
+        self.exactly_once = spec.worker.processing_guarantee == "exactly_once"
+        #: per input partition: the next offset of each of its topics (in the snapshot)
+        self.positions: dict[int, dict[str, int]] = {}
+        self._delivery_error: str | None = None
+        self._producer: Producer | None = None
+        # at_least_once: partitions processed since their last snapshot, and when that was
+        self._dirty: set[int] = set()
+        self._last_checkpoint = time.monotonic()
         self.topics = [spec.input.topic] + ([self.labels_topic] if self.labels_topic else [])
         self.pipelines: dict[int, PartitionPipeline] = {}
         self.epochs: dict[int, int] = {}
@@ -106,9 +116,17 @@ class TransactionalRunner(threading.Thread):
                 epoch, state = saved
                 pipe.restore(state, records)
                 self.epochs[p] = epoch
+                self.positions[p] = dict(state.get("offsets", {}))
             else:
                 self.epochs[p] = 0
+                self.positions[p] = {}
             self.pipelines[p] = pipe
+        if not self.exactly_once:
+            # at least once: the snapshot, not the group's committed offsets, says where the
+            # state ends (offsets are committed after the snapshot is acknowledged)
+            for tp in partitions:
+                tp.offset = self.positions[tp.partition].get(tp.topic, OFFSET_STORED)
+            consumer.assign(partitions)
         self.metrics.assigned.set(len(self.pipelines))
         log.info(
             "assigned partitions %s (state restored in %.2fs)",
@@ -118,8 +136,20 @@ class TransactionalRunner(threading.Thread):
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._await_commit()  # hand partitions over only once their offsets are committed
+        if not self.exactly_once and self._producer is not None:
+            self._checkpoint(consumer, self._producer)
+        self._drop(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away without a revoke (session expired): another worker may own
+        them already, so nothing of theirs is written; exactly_once's transaction is fenced."""
+        self._dirty -= {tp.partition for tp in partitions}
+        self._drop(partitions)
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.pipelines.pop(tp.partition, None)
+            self.positions.pop(tp.partition, None)
             self.metrics.remove_lag(tp.topic, tp.partition)
             self.metrics.remove_partition(tp.partition)
         self.metrics.assigned.set(len(self.pipelines))
@@ -156,12 +186,23 @@ class TransactionalRunner(threading.Thread):
                 "partition.assignment.strategy": "range",
             }
         )
-        producer = Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
+        if self.exactly_once:
+            mode: dict[str, Any] = {
                 "transactional.id": f"{spec.group_id}.{self.worker_id}",
                 "transaction.timeout.ms": 30_000,
                 "linger.ms": 5,
+            }
+        else:  # no transaction: send at once; failed deliveries are reported to _delivered
+            mode = {
+                "enable.idempotence": True,
+                "linger.ms": 1,
+                "delivery.report.only.error": True,
+                "on_delivery": self._delivered,
+            }
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                **mode,
                 # after a commit the coordinator answers the next AddOffsetsToTxn with
                 # CONCURRENT_TRANSACTIONS until it has written the markers; librdkafka's default
                 # 100 ms retry backoff then stalls every batch (measured: 97-105 ms vs 5 ms)
@@ -178,16 +219,17 @@ class TransactionalRunner(threading.Thread):
     def _run(self) -> None:
         spec, w, m = self.spec, self.spec.worker, self.metrics
         consumer, producer = self._clients()
-        self.consumer = consumer
-        try:
-            producer.init_transactions(60)
-        except KafkaException as e:
-            raise DriftlineError(f"cannot start transactions on {self.bootstrap}: {e}") from e
+        self.consumer, self._producer = consumer, producer
+        if self.exactly_once:
+            try:
+                producer.init_transactions(60)
+            except KafkaException as e:
+                raise DriftlineError(f"cannot start transactions on {self.bootstrap}: {e}") from e
         consumer.subscribe(
             self.topics,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
         self.ready.set()
         log.info(
@@ -206,14 +248,21 @@ class TransactionalRunner(threading.Thread):
                 if msgs:
                     m.stage_seconds.labels("poll").observe(time.perf_counter() - t0)
                     outcomes = self._process(msgs)
-                    # the previous batch's commit ran in the background while we computed
-                    self._await_commit()
-                    if outcomes:
-                        self._send(consumer, producer, outcomes)
+                    if not self.exactly_once:
+                        self._send_at_least_once(producer, outcomes)
+                    else:
+                        # the previous batch's commit ran in the background while we computed
+                        self._await_commit()
+                        if outcomes:
+                            self._send(consumer, producer, outcomes)
                 else:
                     self._await_commit()
+                if not self.exactly_once and self._checkpoint_due():
+                    self._checkpoint(consumer, producer)
                 self._export_lag(consumer)
             self._await_commit()
+            if not self.exactly_once:
+                self._checkpoint(consumer, producer)
         finally:
             consumer.close()
             producer.flush(10)
@@ -276,6 +325,7 @@ class TransactionalRunner(threading.Thread):
                     produce_all_to_partition(producer, self.labels_topic, q, key, value)
                 assert oc.last_offset is not None
                 offsets.append(TopicPartition(topic, p, oc.last_offset + 1))
+                self.positions.setdefault(p, {})[topic] = oc.last_offset + 1
             states: list[tuple[int, int, bytes]] = []
             for p in dict.fromkeys(p for _, p, _ in outcomes):
                 pipe = self.pipelines[p]
@@ -284,7 +334,8 @@ class TransactionalRunner(threading.Thread):
                 self.epochs[p] += 1
                 # serialised here (the state moves on with the next batch); compressed and
                 # sent by the commit thread
-                states.append((p, self.epochs[p], snapshot_json(pipe.snapshot())))
+                state = {**pipe.snapshot(), "offsets": dict(self.positions[p])}
+                states.append((p, self.epochs[p], snapshot_json(state)))
             group = consumer.consumer_group_metadata()
         except KafkaException as e:
             self._fail(producer, e)
@@ -303,6 +354,75 @@ class TransactionalRunner(threading.Thread):
 
         self._pending = (self._committer.submit(commit), outcomes, t1 - t0)
 
+    # -- at_least_once --------------------------------------------------------------------------
+    def _send_at_least_once(self, producer: Producer, outcomes: list[Outcome]) -> None:
+        """Send the batch's outputs at once (no transaction); state follows in `_checkpoint`."""
+        t0 = time.perf_counter()
+        try:
+            for topic, p, oc in outcomes:
+                produce_bulk(producer, oc.messages)
+                for out_topic, batch in oc.bulk.items():
+                    produce_batch_all(producer, out_topic, batch)
+                for q, key, value in oc.forwarded:
+                    assert self.labels_topic is not None
+                    produce_all_to_partition(producer, self.labels_topic, q, key, value)
+                assert oc.last_offset is not None
+                self.positions.setdefault(p, {})[topic] = oc.last_offset + 1
+                self._dirty.add(p)
+            producer.poll(0)
+        except KafkaException as e:
+            self._fail(producer, e)
+        if self._delivery_error is not None:
+            raise DriftlineError(f"outputs not delivered: {self._delivery_error}; restart")
+        # counted when handed to the producer (acks follow within linger.ms + a round trip)
+        self._count(outcomes, time.perf_counter() - t0, None, time.time())
+
+    def _checkpoint_due(self) -> bool:
+        interval = self.spec.worker.commit_interval_ms / 1000
+        return bool(self._dirty) and time.monotonic() - self._last_checkpoint >= interval
+
+    def _checkpoint(self, consumer: Consumer, producer: Producer) -> None:
+        """at_least_once: snapshot every partition processed since its last snapshot, with the
+        offsets it covers; wait for every message to be acknowledged; then commit the offsets to
+        the group (for lag and monitoring: a restart resumes from the snapshot's offsets)."""
+        t0 = time.perf_counter()
+        offsets = []
+        try:
+            for p in sorted(self._dirty):
+                pipe = self.pipelines.get(p)
+                if pipe is None:
+                    continue
+                for key, value in pipe.drain_log():
+                    produce_all_to_partition(producer, self.changelog, p, key, value)
+                self.epochs[p] += 1
+                state = {**pipe.snapshot(), "offsets": dict(self.positions[p])}
+                for key, value in encode_snapshot(p, self.epochs[p], state):
+                    produce_all_to_partition(producer, self.changelog, p, key, value)
+                offsets += [TopicPartition(t, p, o) for t, o in self.positions[p].items()]
+        except KafkaException as e:
+            self._fail(producer, e)
+        self._flush(producer)
+        self._dirty.clear()
+        self._last_checkpoint = time.monotonic()
+        if offsets:
+            consumer.commit(offsets=offsets, asynchronous=True)
+        self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        """at_least_once: librdkafka reports failed deliveries only (delivery.report.only.error)."""
+        if err is not None and self._delivery_error is None:
+            self._delivery_error = f"{msg.topic()}[{msg.partition()}]: {err}"
+
+    def _flush(self, producer: Producer) -> None:
+        """at_least_once: every message of the batch acknowledged, or the worker stops (its
+        offsets are not committed: a restart redoes the batch from the last snapshot)."""
+        left = producer.flush(120)
+        if left or self._delivery_error is not None:
+            raise DriftlineError(
+                f"outputs not delivered ({left} pending; {self._delivery_error or 'timeout'}); "
+                "restarting redoes the batch from the last acknowledged snapshot"
+            )
+
     def _await_commit(self) -> None:
         """Wait for the batch being committed, then count it (metrics follow commits only)."""
         if self._pending is None:
@@ -314,6 +434,8 @@ class TransactionalRunner(threading.Thread):
 
     def _fail(self, producer: Producer, e: KafkaException) -> None:
         err = e.args[0]
+        if not self.exactly_once:
+            raise DriftlineError(f"cannot send the batch's outputs ({err}); restart") from e
         if getattr(err, "fatal", lambda: False)():
             raise DriftlineError(
                 f"fatal transaction error ({err}); another worker with worker id "
@@ -323,12 +445,17 @@ class TransactionalRunner(threading.Thread):
         raise DriftlineError(f"transaction aborted ({err}); restarting restores the state") from e
 
     def _count(
-        self, outcomes: list[Outcome], produce_s: float, commit_s: float, committed_at: float
+        self,
+        outcomes: list[Outcome],
+        produce_s: float,
+        commit_s: float | None,
+        committed_at: float,
     ) -> None:
         m = self.metrics
         now_ms = committed_at * 1000  # latencies end when the outputs became visible
         m.stage_seconds.labels("produce").observe(produce_s)
-        m.stage_seconds.labels("commit").observe(commit_s)
+        if commit_s is not None:
+            m.stage_seconds.labels("commit").observe(commit_s)
         m.batches.inc()
         for topic, p, oc in outcomes:
             m.consumed.labels(topic).inc(oc.consumed)

@@ -38,6 +38,8 @@ DEFAULT_WORKER: dict[str, Any] = {
     "web_host": "127.0.0.1",
     "web_port": 6066,
     "auto_offset_reset": "earliest",
+    "processing_guarantee": "exactly_once",
+    "commit_interval_ms": 1000,
 }
 #: Detectors that test a hypothesis at level ``alpha`` (subject to the family-wise correction).
 TEST_DETECTORS = frozenset({"ks", "chi2"})
@@ -169,6 +171,8 @@ class WorkerSpec:
     web_host: str
     web_port: int
     auto_offset_reset: str
+    processing_guarantee: str = "exactly_once"
+    commit_interval_ms: int = 1000
 
 
 @dataclass(frozen=True)
@@ -321,7 +325,7 @@ def parse_spec(
         model=model,
         detectors=tuple(detectors),
         output=OutputSpec(**{**DEFAULT_OUTPUT, **data.get("output", {})}),
-        worker=WorkerSpec(**{**DEFAULT_WORKER, **data.get("worker", {})}),
+        worker=_parse_worker(data.get("worker", {})),
         grace_ms=data.get("windows", {}).get("grace_ms", 0),
         correction=data.get("drift", {}).get("correction", "bonferroni"),
         batch_features=batch,
@@ -524,6 +528,15 @@ def _check_detector_params(i: int, dtype: str, params: Mapping[str, Any]) -> Non
                 f"spec key detectors[{i}].{k}: the {dtype} detector has no parameter {k!r}; "
                 f"it takes {', '.join(accepted)}"
             )
+
+
+def _parse_worker(raw: Mapping[str, Any]) -> WorkerSpec:
+    if "commit_interval_ms" in raw and raw.get("processing_guarantee") != "at_least_once":
+        raise SpecError(
+            "spec key worker.commit_interval_ms: only with processing_guarantee = "
+            '"at_least_once"; exactly_once commits every batch in one transaction'
+        )
+    return WorkerSpec(**{**DEFAULT_WORKER, **raw})
 
 
 def _parse_labels(

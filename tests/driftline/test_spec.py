@@ -49,7 +49,7 @@ def test_demo_spec_parses_with_defaults(base: dict[str, Any], tmp_path: Path) ->
 def _set(d: dict[str, Any], path: str, value: Any) -> None:
     keys = path.split(".")
     for k in keys[:-1]:
-        d = d[int(k)] if k.isdigit() else d[k]
+        d = d[int(k)] if k.isdigit() else d.setdefault(k, {})
     last = keys[-1]
     if value is _DEL:
         del d[last]
@@ -90,6 +90,9 @@ _DEL = object()
         ("output.alerts_topic", "bad topic!", "spec key output.alerts_topic"),
         ("worker.batch_max_records", 0, "spec key worker.batch_max_records"),
         ("worker.typo", 1, "spec key worker: Additional properties are not allowed ('typo'"),
+        ("worker.commit_interval_ms", 500, "spec key worker.commit_interval_ms: only with"),
+        ("worker.processing_guarantee", "maybe_once", "spec key worker.processing_guarantee"),
+        ("drift.correction", "holm", "spec key drift.correction"),
     ],
 )
 def test_errors_name_the_offending_key(
