@@ -31,7 +31,6 @@ from agents.pipeline import BatchOutcome, PartitionPipeline, RecordColumns
 from agents.state import (
     CHUNK_BYTES,
     decode_snapshot,
-    encode_snapshot,
     encode_snapshot_json,
     read_changelog_partition,
     snapshot_json,
@@ -84,6 +83,7 @@ class TransactionalRunner(threading.Thread):
         self._producer: Producer | None = None
         # at_least_once: partitions processed since their last snapshot, and when that was
         self._dirty: set[int] = set()
+        self._checkpointing: Future[None] | None = None
         self._last_checkpoint = time.monotonic()
         self.topics = [spec.input.topic] + ([self.labels_topic] if self.labels_topic else [])
         self.pipelines: dict[int, PartitionPipeline] = {}
@@ -258,7 +258,7 @@ class TransactionalRunner(threading.Thread):
                 else:
                     self._await_commit()
                 if not self.exactly_once and self._checkpoint_due():
-                    self._checkpoint(consumer, producer)
+                    self._checkpoint(consumer, producer, wait=False)
                 self._export_lag(consumer)
             self._await_commit()
             if not self.exactly_once:
@@ -379,34 +379,57 @@ class TransactionalRunner(threading.Thread):
 
     def _checkpoint_due(self) -> bool:
         interval = self.spec.worker.commit_interval_ms / 1000
+        if self._checkpointing is not None:
+            if not self._checkpointing.done():
+                return False
+            self._checkpointing.result()  # re-raises a failed checkpoint
+            self._checkpointing = None
         return bool(self._dirty) and time.monotonic() - self._last_checkpoint >= interval
 
-    def _checkpoint(self, consumer: Consumer, producer: Producer) -> None:
+    def _checkpoint(self, consumer: Consumer, producer: Producer, wait: bool = True) -> None:
         """at_least_once: snapshot every partition processed since its last snapshot, with the
         offsets it covers; wait for every message to be acknowledged; then commit the offsets to
-        the group (for lag and monitoring: a restart resumes from the snapshot's offsets)."""
+        the group (for lag and monitoring: a restart resumes from the snapshot's offsets).
+
+        The snapshot is taken here; serialising, sending and waiting for the acks run on the
+        commit thread while the loop goes on, unless ``wait`` (revoke, shutdown)."""
+        if self._checkpointing is not None:
+            self._checkpointing.result()
+            self._checkpointing = None
         t0 = time.perf_counter()
-        offsets = []
-        try:
-            for p in sorted(self._dirty):
-                pipe = self.pipelines.get(p)
-                if pipe is None:
-                    continue
-                for key, value in pipe.drain_log():
-                    produce_all_to_partition(producer, self.changelog, p, key, value)
-                self.epochs[p] += 1
-                state = {**pipe.snapshot(), "offsets": dict(self.positions[p])}
-                for key, value in encode_snapshot(p, self.epochs[p], state):
-                    produce_all_to_partition(producer, self.changelog, p, key, value)
-                offsets += [TopicPartition(t, p, o) for t, o in self.positions[p].items()]
-        except KafkaException as e:
-            self._fail(producer, e)
-        self._flush(producer)
+        offsets: list[TopicPartition] = []
+        logs: list[tuple[int, bytes, bytes | None]] = []
+        states: list[tuple[int, int, bytes]] = []
+        for p in sorted(self._dirty):
+            pipe = self.pipelines.get(p)
+            if pipe is None:
+                continue
+            logs += [(p, k, v) for k, v in pipe.drain_log()]
+            self.epochs[p] += 1
+            state = {**pipe.snapshot(), "offsets": dict(self.positions[p])}
+            states.append((p, self.epochs[p], snapshot_json(state)))
+            offsets += [TopicPartition(t, p, o) for t, o in self.positions[p].items()]
         self._dirty.clear()
         self._last_checkpoint = time.monotonic()
-        if offsets:
-            consumer.commit(offsets=offsets, asynchronous=True)
-        self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
+
+        def write() -> None:
+            try:
+                for p, key, value in logs:
+                    produce_all_to_partition(producer, self.changelog, p, key, value)
+                for p, epoch, raw in states:
+                    for key, value in encode_snapshot_json(p, epoch, raw):
+                        produce_all_to_partition(producer, self.changelog, p, key, value)
+            except KafkaException as e:
+                self._fail(producer, e)
+            self._flush(producer)
+            if offsets:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
+
+        self._checkpointing = self._committer.submit(write)
+        if wait:
+            self._checkpointing.result()
+            self._checkpointing = None
 
     def _delivered(self, err: Any, msg: Any) -> None:
         """at_least_once: librdkafka reports failed deliveries only (delivery.report.only.error)."""
