@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import math
-import pickle
 from typing import Any, ClassVar
 
 import numpy as np
 from river.drift import ADWIN
 
-from driftline.errors import DriftlineError, SpecError
+from driftline.errors import SpecError
 from streams.detectors.base import (
     FIRING,
     RESOLVED,
     Detection,
-    DriftDetector,
-    check_state_params,
     finite_values,
 )
+from streams.detectors.river_base import RiverWrapper
 
 __all__ = ["AdwinDetector"]
 
@@ -29,7 +25,7 @@ def _int_param(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-class AdwinDetector(DriftDetector):
+class AdwinDetector(RiverWrapper):
     """River's ADWIN with firing/resolved states.
 
     Every change river's ADWIN detects becomes a ``"firing"`` `Detection` whose ``statistic``
@@ -72,6 +68,7 @@ class AdwinDetector(DriftDetector):
     """
 
     name: ClassVar[str] = "adwin"
+    _noun: ClassVar[str] = "an ADWIN"
 
     def __init__(
         self,
@@ -94,12 +91,8 @@ class AdwinDetector(DriftDetector):
         self.min_window_length = _int_param("min_window_length", min_window_length, 1)
         self.grace_period = _int_param("grace_period", grace_period, 0)
         self.cooldown = _int_param("cooldown", cooldown, 0)
-        self._adwin = self._new_adwin()
-        self._firing = False
-        self._since = 0  # values since the last detection, while firing
-        self._statistic = math.nan
-        self._n_seen = 0
-        self._n_detections = 0
+        self._river = self._new_adwin()
+        self._reset_state()
 
     def _new_adwin(self) -> ADWIN:
         return ADWIN(
@@ -112,34 +105,9 @@ class AdwinDetector(DriftDetector):
 
     # ------------------------------------------------------------------ state
     @property
-    def drift_detected(self) -> bool:
-        """True from a detection until ``cooldown`` values pass without another."""
-        return self._firing
-
-    @property
-    def statistic(self) -> float:
-        """Mean difference at the last detection (NaN before the first)."""
-        return self._statistic
-
-    @property
-    def p_value(self) -> float | None:
-        """Always None: ADWIN is a bound test, not a p-value test."""
-        return None
-
-    @property
-    def n_seen(self) -> int:
-        """Finite values consumed."""
-        return self._n_seen
-
-    @property
-    def n_detections(self) -> int:
-        """River detections so far."""
-        return self._n_detections
-
-    @property
     def width(self) -> int:
         """Current ADWIN window length."""
-        return int(self._adwin.width)
+        return int(self._river.width)
 
     # ------------------------------------------------------------------ update
     def update_many(self, xs: np.ndarray) -> list[Detection]:
@@ -159,7 +127,7 @@ class AdwinDetector(DriftDetector):
         out: list[Detection] = []
         if vals.size == 0:
             return out
-        adwin = self._adwin
+        adwin = self._river
         cooldown = self.cooldown
         # river's ADWIN.update is ``if drift_detected: _reset()`` then ``_helper.update(x)``;
         # calling its Cython helper directly does the same without the Python-level overhead
@@ -224,46 +192,3 @@ class AdwinDetector(DriftDetector):
             "grace_period": self.grace_period,
             "cooldown": self.cooldown,
         }
-
-    def snapshot(self) -> dict[str, Any]:
-        """Plain-data state; river's ADWIN is pickled, base64-encoded, under ``"river"``.
-
-        Only `restore` snapshots you produced yourself: unpickling runs code.
-        """
-        return {
-            "detector": self.name,
-            "params": self._params(),
-            "river": base64.b64encode(pickle.dumps(self._adwin, protocol=5)).decode("ascii"),
-            "firing": self._firing,
-            "since": self._since,
-            "statistic": None if math.isnan(self._statistic) else self._statistic,
-            "n_seen": self._n_seen,
-            "n_detections": self._n_detections,
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Load a `snapshot` taken by a detector with the same hyperparameters.
-
-        Raises
-        ------
-        DriftlineError
-            If ``state`` is not an ADWIN snapshot with these hyperparameters.
-        """
-        check_state_params(self.name, state, self._params())
-        try:
-            adwin = pickle.loads(base64.b64decode(state["river"]))
-            firing = bool(state["firing"])
-            since = int(state["since"])
-            stat = state["statistic"]
-            n_seen = int(state["n_seen"])
-            n_detections = int(state["n_detections"])
-        except (KeyError, TypeError, ValueError, pickle.UnpicklingError) as exc:
-            raise DriftlineError(f"state: not an ADWIN detector snapshot ({exc!r})") from exc
-        if not isinstance(adwin, ADWIN):
-            raise DriftlineError(f"state: 'river' holds a {type(adwin).__name__}, not an ADWIN")
-        self._adwin = adwin
-        self._firing = firing
-        self._since = since
-        self._statistic = math.nan if stat is None else float(stat)
-        self._n_seen = n_seen
-        self._n_detections = n_detections

@@ -14,9 +14,7 @@ the mean of the values since the last detection (the error rate).
 
 from __future__ import annotations
 
-import base64
 import math
-import pickle
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,10 +27,9 @@ from streams.detectors.base import (
     FIRING,
     RESOLVED,
     Detection,
-    DriftDetector,
-    check_state_params,
     finite_values,
 )
+from streams.detectors.river_base import RiverWrapper
 
 __all__ = ["DDMDetector", "HDDMADetector", "HDDMWDetector", "PageHinkleyDetector"]
 
@@ -58,7 +55,7 @@ def _positive(name: str, value: object) -> float:
     return float(value)
 
 
-class _RiverDetector(DriftDetector):
+class _RiverDetector(RiverWrapper):
     """Shared machinery: one river detector fed value by value, firing/resolved with cooldown."""
 
     _lo: ClassVar[float] = -math.inf  # accepted input range
@@ -68,11 +65,7 @@ class _RiverDetector(DriftDetector):
     def __init__(self, cooldown: int) -> None:
         self.cooldown = int_param("cooldown", cooldown, 0)
         self._river = self._new_river()
-        self._firing = False
-        self._since = 0
-        self._statistic = math.nan
-        self._n_seen = 0
-        self._n_detections = 0
+        self._reset_state()
         self._sum = 0.0  # since the last detection
         self._n = 0
 
@@ -84,31 +77,6 @@ class _RiverDetector(DriftDetector):
 
     def _stat(self) -> float:
         return self._sum / self._n if self._n else math.nan
-
-    @property
-    def drift_detected(self) -> bool:
-        """True from a detection until ``cooldown`` values pass without another."""
-        return self._firing
-
-    @property
-    def statistic(self) -> float:
-        """See the module docstring (NaN before any value)."""
-        return self._statistic
-
-    @property
-    def p_value(self) -> float | None:
-        """Always None: these are bound / threshold tests."""
-        return None
-
-    @property
-    def n_seen(self) -> int:
-        """Finite values consumed."""
-        return self._n_seen
-
-    @property
-    def n_detections(self) -> int:
-        """River detections so far."""
-        return self._n_detections
 
     @property
     def warning_detected(self) -> bool:
@@ -163,40 +131,14 @@ class _RiverDetector(DriftDetector):
     def _threshold(self) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def snapshot(self) -> dict[str, Any]:
-        """Plain-data state; river's detector is pickled, base64-encoded, under ``"river"``.
+    def _extra_state(self) -> dict[str, Any]:
+        return {"sum": self._sum, "n": self._n}
 
-        Only `restore` snapshots you produced yourself: unpickling runs code.
-        """
-        return {
-            "detector": self.name,
-            "params": self._params(),
-            "river": base64.b64encode(pickle.dumps(self._river, protocol=5)).decode("ascii"),
-            "firing": self._firing,
-            "since": self._since,
-            "statistic": None if math.isnan(self._statistic) else self._statistic,
-            "n_seen": self._n_seen,
-            "n_detections": self._n_detections,
-            "sum": self._sum,
-            "n": self._n,
-        }
+    def _load_extra(self, state: dict[str, Any]) -> tuple[float, int]:
+        return float(state["sum"]), int(state["n"])
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Load a `snapshot` taken by a detector with the same hyperparameters."""
-        check_state_params(self.name, state, self._params())
-        try:
-            river = pickle.loads(base64.b64decode(state["river"]))
-            firing, since = bool(state["firing"]), int(state["since"])
-            stat = state["statistic"]
-            n_seen, n_det = int(state["n_seen"]), int(state["n_detections"])
-            s, n = float(state["sum"]), int(state["n"])
-        except (KeyError, TypeError, ValueError, pickle.UnpicklingError) as exc:
-            raise DriftlineError(f"state: not a {self.name} detector snapshot ({exc!r})") from exc
-        if type(river) is not type(self._river):
-            raise DriftlineError(f"state: 'river' holds a {type(river).__name__}")
-        self._river, self._firing, self._since = river, firing, since
-        self._statistic = math.nan if stat is None else float(stat)
-        self._n_seen, self._n_detections, self._sum, self._n = n_seen, n_det, s, n
+    def _apply_extra(self, parsed: tuple[float, int]) -> None:
+        self._sum, self._n = parsed
 
 
 class PageHinkleyDetector(_RiverDetector):
