@@ -202,9 +202,13 @@ def fmt_ms(v: float) -> str:
 
     >>> fmt_ms(0.01234), fmt_ms(1.5), fmt_ms(12.34), fmt_ms(1234.5), fmt_ms(math.nan)
     ('0.0123', '1.50', '12.3', '1,234', '-')
+    >>> fmt_ms(-31.0129)  # a difference of quantiles can be negative
+    '-31.0'
     """
     if not math.isfinite(v):
         return "-"
+    if v < 0:
+        return "-" + fmt_ms(-v)
     if v < 0.1:
         return f"{v:.4f}"
     if v < 10:
