@@ -202,6 +202,7 @@ class PartitionPipeline:
         self.detectors = [(d, build_spec_detector(d)) for d in spec.detectors]
         self.skew = [(c, SkewCheck(**c.params)) for c in spec.skew_checks]
         self._tests = [(d, det) for d, det in self.detectors if d.type in TEST_DETECTORS]
+        self._alerting: dict[str, bool] = {}  # detector -> an alert episode is open
         # where each input target's detector windows start (alerts' window bounds)
         self._positions: dict[str, PositionLog] = {}
         for d in spec.detectors:
@@ -251,6 +252,7 @@ class PartitionPipeline:
                 f"{c.name}|{sorted(c.params.items())}": chk.snapshot() for c, chk in self.skew
             },
             "positions": {t: log.snapshot() for t, log in self._positions.items()},
+            "alerting": dict(self._alerting),
             "labels": None
             if self.labels is None
             else {**self.labels.snapshot(), "clock_ms": self._label_clock_ms},
@@ -327,6 +329,7 @@ class PartitionPipeline:
             if snap is not None:
                 chk.restore(snap)
         self._restore_labels(state.get("labels"), records or {})
+        self._alerting = {k: bool(v) for k, v in state.get("alerting", {}).items()}
         for target, snap in state.get("positions", {}).items():
             if target in self._positions:
                 self._positions[target].restore(snap)
@@ -493,6 +496,8 @@ class PartitionPipeline:
             else:
                 detections = det.update_many(values)
             for d in detections:
+                if not self._new_episode(dspec.name, d.status):
+                    continue
                 start = self._positions[dspec.target].window_start(
                     ts_arr, off_arr, finite[dspec.target], d.index, d.n_current
                 )
@@ -516,6 +521,17 @@ class PartitionPipeline:
                 self._await_labels(out, good, ent_arr, ts_arr, vector, columns, scores, now_ms)
                 out.stage_seconds["labels"] = time.perf_counter() - t5
         return out
+
+    def _new_episode(self, detector: str, status: str) -> bool:
+        """Alerts follow drift episodes: one ``firing`` when a detector starts firing and one
+        ``resolved`` when it stops. A detector that detects again while firing (ADWIN and the
+        sequential tests report every river detection; each restarts their cooldown) adds
+        nothing: its statistic stays on ``/metrics``."""
+        firing = self._alerting.get(detector, False)
+        if (status == "firing") == firing:
+            return False
+        self._alerting[detector] = status == "firing"
+        return True
 
     def _bh_levels(self) -> None:
         """``[drift] correction = "benjamini_hochberg"``: give each test-based detector the level
@@ -647,6 +663,8 @@ class PartitionPipeline:
                 continue
             values = lab.errors(jb) if dspec.target == ERROR_TARGET else jb.labels
             for d in det.update_many(values):
+                if not self._new_episode(dspec.name, d.status):
+                    continue
                 off, t = where.get(ids[d.index], (-1, int(jb.label_time_ms[d.index])))
                 doc = self._alert_doc(dspec, d, topic, off, t, now_ms)
                 out.alerts.append(doc)
