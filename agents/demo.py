@@ -183,6 +183,47 @@ class Labeller(threading.Thread):
             c.close()
 
 
+def run_labeller(
+    spec_path: str | Path,
+    bootstrap: str,
+    *,
+    shift_at: int,
+    seed: int = 7,
+    share: float = 0.9,
+    seconds: float | None = None,
+) -> int:
+    """``driftline label-synthetic``: the demo's ground-truth system for a running pipeline.
+
+    Labels the predictions the pipeline writes from now on (see `Labeller`), until SIGINT or
+    SIGTERM, or for ``seconds``.
+    """
+    from driftline.spec import load_spec
+
+    if not 0.0 < share <= 1.0:
+        raise DriftlineError(f"--share: got {share}; expected a number in (0, 1]")
+    spec = load_spec(spec_path, model_file_required=False)
+    if spec.labels is None:
+        raise DriftlineError(
+            f"spec {spec_path} has no [labels] section: the worker would not read the labels"
+        )
+    wait_for_broker(bootstrap, 60)
+    ensure_topics(bootstrap, [spec.output.predictions_topic], 1)
+    labeller = Labeller(bootstrap, spec.output.predictions_topic, spec.labels.topic, spec.name,
+                        shift_at, seed, share)  # fmt: skip
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    labeller.start()
+    labeller.ready.wait(30)
+    print(f"labelling predictions of {spec.name} from {spec.output.predictions_topic} "
+          f"to {spec.labels.topic}", flush=True)  # fmt: skip
+    stop.wait(seconds)
+    labeller.stop_event.set()
+    labeller.join(30)
+    print(f"sent {labeller.sent} labels for {labeller.seen} predictions", flush=True)
+    return 0
+
+
 def model_quality_line(url: str, window: str) -> str:
     """One line: live accuracy and AUC over ``window`` (mean over partitions), label counts."""
 

@@ -55,6 +55,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_label(args: argparse.Namespace) -> int:
+    from agents.demo import run_labeller
+
+    bootstrap = _bootstrap(args)
+    if not bootstrap:
+        raise DriftlineError("pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS")
+    return run_labeller(
+        args.config, bootstrap, shift_at=args.shift_at, seed=args.seed, share=args.share,
+        seconds=args.seconds,
+    )  # fmt: skip
+
+
 def _cmd_produce(args: argparse.Namespace) -> int:
     from agents.demo import produce_synthetic
 
@@ -311,6 +323,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ps.add_argument("--seed", type=int, default=7)
     ps.set_defaults(func=_cmd_produce)
+
+    lb = sub.add_parser(
+        "label-synthetic",
+        help="label a running pipeline's predictions like the demo (late, out of order)",
+        formatter_class=_RAW,
+        description="Play the ground-truth system for the synthetic stream: read the "
+        "pipeline's predictions and send a label for --share of them to its labels topic, "
+        "0-60 s (event time) late and out of order; the concept changes at --shift-at. Runs "
+        "until interrupted (or --seconds).",
+        epilog="example:\n  driftline label-synthetic -c pipeline.toml --bootstrap 127.0.0.1:9092 "
+        "--shift-at 600000",
+    )
+    lb.add_argument("-c", "--config", required=True, help="the pipeline spec (with [labels])")
+    lb.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    lb.add_argument("--shift-at", type=int, default=120_000, help="event index of the change")
+    lb.add_argument("--share", type=float, default=0.9, help="share of predictions labelled")
+    lb.add_argument("--seed", type=int, default=7)
+    lb.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    lb.set_defaults(func=_cmd_label)
 
     rp = sub.add_parser(
         "replay",

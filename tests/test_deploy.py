@@ -27,13 +27,20 @@ def compose() -> dict:
 
 def test_compose_has_the_stack(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) >= {"kafka", "topics", "worker", "producer", "prometheus", "grafana"}
+    assert set(services) >= {
+        "kafka", "topics", "worker", "producer", "labeller", "prometheus", "grafana"
+    }  # fmt: skip
     assert services["grafana"]["image"].startswith("grafana/grafana-oss:")
     assert services["kafka"]["image"].startswith("apache/kafka:4.1.1")
     assert services["worker"]["deploy"]["replicas"] >= 2
     assert services["worker"]["build"] == "."
     assert "--bootstrap" in services["worker"]["command"]
     assert services["producer"]["command"][0] == "produce-synthetic"
+    assert services["labeller"]["command"][:3] == [
+        "label-synthetic",
+        "-c",
+        "/etc/driftline/pipeline.toml",
+    ]
 
 
 def test_files_the_stack_mounts_exist_and_are_valid(compose: dict) -> None:
@@ -49,14 +56,9 @@ def test_files_the_stack_mounts_exist_and_are_valid(compose: dict) -> None:
     spec = load_spec(ROOT / "deploy" / "pipeline.toml")
     assert spec.input.topic == "driftline.demo.events"
     topics_cmd = compose["services"]["topics"]["command"][0]
-    for t in (
-        spec.input.topic,
-        spec.output.features_topic,
-        spec.output.alerts_topic,
-        spec.output.predictions_topic,
-        spec.output.dlq_topic,
-    ):
-        assert t in topics_cmd
+    assert spec.labels is not None  # the labeller's labels give the model-quality panels data
+    for t in (spec.input.topic, spec.labels.topic, *spec.output.all_topics):
+        assert t in topics_cmd.replace(";", " ").split(), t
 
 
 @pytest.fixture(scope="module")

@@ -127,3 +127,56 @@ def test_produce_synthetic_writes_the_seeded_stream(kafka_bootstrap: str, unique
         (orjson.loads(x.value) for x in read_topic(kafka_bootstrap, topic)), key=lambda e: e["ts"]
     )
     assert got == list(SyntheticStream(n=3000, shift_at=2000, seed=3).events())
+
+
+def test_compose_pipeline_with_producer_and_labeller_yields_model_metrics(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """The compose stack's pipeline, producer and labeller, as the compose services run them."""
+    import signal
+
+    from driftline.localkafka import free_port
+    from tests.kafka_helpers import metric, start_worker, wait_for_metric
+
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "deploy" / "pipeline.toml").read_text())
+    data["pipeline"]["name"] = f"compose-{unique}"
+    data["input"]["topic"] = topic = f"compose-{unique}.events"
+    data["labels"]["topic"] = f"compose-{unique}.labels"
+    data["output"] = {k: f"compose-{unique}.{k}" for k in
+                      ("features_topic", "predictions_topic", "alerts_topic", "dlq_topic",
+                       "late_topic", "model_metrics_topic")}  # fmt: skip
+    data["worker"].update(web_host="127.0.0.1", web_port=free_port())
+    spec = tmp_path / "pipeline.toml"
+    spec.write_text(_to_toml(data))
+    from agents.kafka_io import ensure_topics
+
+    ensure_topics(kafka_bootstrap, [topic], 2)
+    log = tmp_path / "worker.log"
+    worker = start_worker(spec, kafka_bootstrap, log)
+    labeller = subprocess.Popen(
+        [sys.executable, "-m", "driftline.cli", "label-synthetic", "-c", str(spec),
+         "--bootstrap", kafka_bootstrap, "--shift-at", "3000", "--share", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{data['worker']['web_port']}/metrics"
+    try:
+        wait_for_metric(url, "driftline_assigned_partitions", 2, worker, log)
+        r = _cli("produce-synthetic", "--bootstrap", kafka_bootstrap, "--topic", topic,
+                 "--events", "6000", "--shift-at", "3000")  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_for_metric(url, "driftline_predictions_total", 6000, worker, log)
+        joined = 'driftline_label_join_outcomes_total{outcome="joined"}'
+        wait_for_metric(url, joined, 2_000, worker, log)
+        assert metric(url, "driftline_model_metric", {"metric": "n", "window": "last_1000",
+                                                     "partition": "0"}) > 0  # fmt: skip
+    finally:
+        labeller.send_signal(signal.SIGTERM)
+        out, _ = labeller.communicate(timeout=60)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    assert labeller.returncode == 0, out
+    m = re.search(r"sent (\d+) labels for (\d+) predictions", out)
+    assert m is not None, out
+    sent, seen = int(m.group(1)), int(m.group(2))
+    assert seen == 6000 and 0.4 * seen < sent < 0.6 * seen
