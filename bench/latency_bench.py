@@ -1026,20 +1026,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    t0 = time.monotonic()
-    try:
-        with pb.sigterm_as_interrupt(), ExitStack() as stack:
-            rc = run(args, stack)
-            log("cleaning up ...")
-    except KeyboardInterrupt:
-        log("interrupted; subprocesses and broker stopped")
-        return 130
-    except BenchError as e:
-        print(f"latency_bench: error: {e}", file=sys.stderr)
-        return 1
-    log(f"done in {time.monotonic() - t0:.0f}s")
-    return rc
+    return pb.run_main("latency_bench", parse_args(argv), run)
 
 
 if __name__ == "__main__":

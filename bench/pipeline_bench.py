@@ -774,21 +774,26 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_main(prog: str, args: argparse.Namespace, body: Any) -> int:
+    """Run ``body(args, stack)`` with SIGTERM as Ctrl-C and everything it started cleaned up;
+    the exit code of a bench's ``main`` (130 when interrupted, 1 on a `BenchError`)."""
     t0 = time.monotonic()
     try:
         with sigterm_as_interrupt(), ExitStack() as stack:
-            rc = run(args, stack)
+            rc = body(args, stack)
             log("cleaning up ...")
     except KeyboardInterrupt:
         log("interrupted; subprocesses and broker stopped")
         return 130
     except BenchError as e:
-        print(f"pipeline_bench: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     log(f"done in {time.monotonic() - t0:.0f}s")
-    return rc
+    return int(rc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main("pipeline_bench", parse_args(argv), run)
 
 
 if __name__ == "__main__":
