@@ -108,3 +108,74 @@ def test_at_least_once_repeats_outputs_never_state(
     assert repeated < first, f"{repeated} repeated vectors: more than the first run processed"
     alerts = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, spec.output.alerts_topic)]
     assert {(a["alert_id"], a["status"]) for a in alerts} == expected_alerts
+
+
+def test_at_least_once_resumes_from_the_snapshot_not_the_group_offsets(
+    kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
+) -> None:
+    """The group's committed offsets lag the snapshot after a crash between the two; simulate
+    that by rewinding the group: the restarted worker must still resume at the snapshot."""
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from tests.kafka_helpers import metric
+
+    data = tomllib.loads(demo_spec_text())
+    data["pipeline"]["name"] = f"alo2-{unique}"
+    data["input"]["topic"] = f"alo2-{unique}.events"
+    data["output"] = {k: f"alo2-{unique}.{k.removesuffix('_topic')}" for k in data["output"]}
+    data["worker"].update(web_port=free_port(), processing_guarantee="at_least_once")
+    train_demo_model(tmp_path / "demo-model.pkl", list(data["model"]["inputs"]), n=3000)
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(_to_toml(data))
+    spec = load_spec(spec_path)
+    ensure_topics(kafka_bootstrap, [spec.input.topic], partitions=2)
+    stream = SyntheticStream(n=6_000, shift_at=6_000, seed=3, n_entities=50)
+    lines = [e["user_id"].encode() + b"|" + orjson.dumps(e) for e in stream.events()]
+    kcat_produce(kcat, kafka_bootstrap, spec.input.topic, lines[:4_000])
+    url = f"http://127.0.0.1:{data['worker']['web_port']}/metrics"
+
+    log1 = tmp_path / "worker1.log"
+    w1 = start_worker(spec_path, kafka_bootstrap, log1, worker_id="w-rewind")
+    try:
+        wait_for_metric(url, "driftline_records_consumed_total", 4_000, w1, log1)
+    finally:
+        w1.send_signal(signal.SIGTERM)  # a clean stop: the last snapshot covers all 4,000
+        assert w1.wait(60) == 0
+    # rewind the group to the start (possible once the static member's session has expired)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    rewind = ConsumerGroupTopicPartitions(
+        spec.group_id, [TopicPartition(spec.input.topic, p, 0) for p in (0, 1)]
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            done = admin.alter_consumer_group_offsets([rewind])[spec.group_id].result(timeout=30)
+            if all(tp.error is None for tp in done.topic_partitions):
+                break
+        except Exception:  # the group is not empty yet: the member's session is still alive
+            pass
+        assert time.monotonic() < deadline, "could not rewind the group"
+        time.sleep(2)
+    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": spec.group_id})
+    committed = probe.committed([TopicPartition(spec.input.topic, p) for p in (0, 1)], 10)
+    probe.close()
+    assert [tp.offset for tp in committed] == [0, 0], committed
+    kcat_produce(kcat, kafka_bootstrap, spec.input.topic, lines[4_000:])
+
+    log2 = tmp_path / "worker2.log"
+    w2 = start_worker(spec_path, kafka_bootstrap, log2, worker_id="w-rewind")
+    try:
+        wait_for_metric(url, "driftline_records_consumed_total", 2_000, w2, log2)
+        time.sleep(1.5)
+        consumed = metric(url, "driftline_records_consumed_total")
+    finally:
+        w2.send_signal(signal.SIGTERM)
+        assert w2.wait(60) == 0
+    assert consumed == 2_000, "the restarted worker read from the group's offsets, not its state's"
+    vectors = read_topic(kafka_bootstrap, spec.output.features_topic, at_least=6_000)
+    positions = Counter(
+        (orjson.loads(r.value)["source"]["partition"], orjson.loads(r.value)["source"]["offset"])
+        for r in vectors
+    )
+    assert len(positions) == 6_000 and max(positions.values()) == 1
