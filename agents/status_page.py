@@ -425,6 +425,13 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], num_from: int = 9
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _quality_cell(metric: str, v: float | None) -> str:
+    """A model-quality table cell: counts as integers, metrics as numbers."""
+    if metric == "n" and v is not None:
+        return f"{int(v):,}"
+    return fmt_num(v)
+
+
 def render_html(data: dict[str, Any], refresh_s: int = 5) -> str:
     """The ``/status`` page for a :meth:`StatusCollector.snapshot`."""
     c = data["counters"]
@@ -592,7 +599,11 @@ def render_html(data: dict[str, Any], refresh_s: int = 5) -> str:
             _table(
                 ["partition", "window", *names],
                 (
-                    [_esc(r["partition"]), _esc(r["window"]), *(fmt_num(r.get(k)) for k in names)]
+                    [
+                        _esc(r["partition"]),
+                        _esc(r["window"]),
+                        *(_quality_cell(k, r.get(k)) for k in names),
+                    ]
                     for r in rows
                 ),
                 num_from=2,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -30,7 +31,7 @@ from agents.demo import _to_toml, demo_spec_text, train_demo_model
 from agents.kafka_io import ensure_topics
 from agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
-from tests.kafka_helpers import kcat_produce, metric, wait_for_metric
+from tests.kafka_helpers import kcat_produce, metric, read_topic, wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +54,7 @@ class Worker:
     topic: str
     produced: int
     tmp: Path
+    labels: int = 0  # label records sent (all joined)
 
     def get(self, path: str) -> bytes:
         with urllib.request.urlopen(self.url + path, timeout=10) as r:
@@ -71,6 +73,8 @@ def worker(
     data["output"] = {k: f"obs-{uid}.{k.removesuffix('_topic')}" for k in data["output"]}
     port = free_port()
     data["worker"]["web_port"] = port
+    data["labels"] = {"topic": f"obs-{uid}.labels", "time_field": "label_time_ms",
+                      "count_window": 500}  # fmt: skip
     train_demo_model(tmp / "demo-model.pkl", list(data["model"]["inputs"]))
     spec_path = tmp / "spec.toml"
     spec_path.write_text(_to_toml(data))
@@ -109,6 +113,19 @@ def worker(
         wait_for_metric(
             w.url + "/metrics", "driftline_records_consumed_total", w.produced, proc, log
         )
+        # ground truth for every prediction, keyed like the events: live model metrics
+        rng = np.random.default_rng(6)
+        labels = []
+        for r in read_topic(kafka_bootstrap, data["output"]["predictions_topic"], at_least=N):
+            doc = orjson.loads(r.value)
+            y = int(rng.random() < doc["score"])
+            lab = {"prediction_id": doc["prediction_id"], "label": y,
+                   "label_time_ms": doc["event_time_ms"] + 5_000}  # fmt: skip
+            labels.append(doc["entity"].encode() + b"|" + orjson.dumps(lab))
+        kcat_produce(kcat, kafka_bootstrap, data["labels"]["topic"], labels)
+        w.labels = len(labels)
+        joined = 'driftline_label_join_outcomes_total{outcome="joined"}'
+        wait_for_metric(w.url + "/metrics", joined, w.labels, proc, log)
         time.sleep(1.2)  # two more status samples after the last batch
         yield w
     finally:
@@ -204,9 +221,19 @@ def test_prometheus_scrapes_the_worker_and_loads_the_alert_rules(
                 break
             time.sleep(0.3)
         assert got, f"Prometheus never scraped the worker:\n{log.read_text()[-3000:]}"
-        assert float(got[0]["value"][1]) == worker.produced
+        assert float(got[0]["value"][1]) == worker.produced + worker.labels
         per_topic = _prom_get(base, "/api/v1/query", query="driftline_records_consumed_total")
-        assert [r["metric"]["topic"] for r in per_topic["result"]] == [worker.topic]
+        assert {r["metric"]["topic"] for r in per_topic["result"]} == {
+            worker.topic, worker.topic.replace(".events", ".labels")
+        }  # fmt: skip
+        # live model quality, read back through Prometheus equals the worker's own value
+        q = 'driftline_model_metric{metric="accuracy",window="last_500",partition="0"}'
+        acc = _prom_get(base, "/api/v1/query", query=q)["result"]
+        assert acc and float(acc[0]["value"][1]) == pytest.approx(
+            metric(worker.url + "/metrics", "driftline_model_metric",
+                   {"metric": "accuracy", "window": "last_500", "partition": "0"})
+        )  # fmt: skip
+        assert 0.5 < float(acc[0]["value"][1]) <= 1.0
         targets = _prom_get(base, "/api/v1/targets")["activeTargets"]
         assert [t["health"] for t in targets] == ["up"]
         # the deploy's alert rules evaluate on the real series without errors
@@ -236,7 +263,8 @@ def test_status_json_reports_partitions_detectors_history_and_alerts(worker: Wor
     url = worker.url + "/metrics"
     assert st["partitions"] == [0, 1]
     c = st["counters"]
-    assert c["consumed"] == worker.produced == metric(url, "driftline_records_consumed_total")
+    total = worker.produced + worker.labels
+    assert c["consumed"] == total == metric(url, "driftline_records_consumed_total")
     assert c["dead_lettered"] == len(BAD)
     assert st["dead_letters_by_reason"] == {"invalid_json": 1, "missing_field": 1}
     assert c["alerts"] == metric(url, "driftline_alerts_total") >= 4
@@ -334,6 +362,7 @@ def test_status_page_renders_in_headless_chromium(worker: Worker) -> None:
     assert html.count('<li class="alert-line firing">') >= 4, alerts
     assert "drift on amount by amount_ks" in html
     assert "drift on latency_ms by latency_adwin" in html
+    assert "Model quality" in html and "last_500" in html
 
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / ".gitignore").write_text("*\n")
@@ -359,7 +388,9 @@ def test_driftline_status_summarises_the_running_worker(worker: Worker) -> None:
     facts = dict(line.split(": ", 1) for line in r.stdout.splitlines())
     assert facts["pipeline"].startswith("obs-")
     assert facts["partitions"] == "0, 1"
-    assert facts["consumed"] == str(worker.produced)
+    assert facts["consumed"] == str(worker.produced + worker.labels)
+    assert facts["labels"].startswith(f"joined {worker.labels}")
+    assert facts["model p0 last_500"].startswith("n 500  accuracy 0.")
     assert facts["dead letters"] == "2 (invalid_json 1, missing_field 1)"
     assert facts["alerts firing"].startswith("4 (")
     assert "amount_ks[amount] p0" in facts["alerts firing"]
