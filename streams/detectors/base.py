@@ -14,9 +14,17 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from driftline.errors import DriftlineError
+from driftline.errors import DriftlineError, SpecError
 
-__all__ = ["FIRING", "RESOLVED", "Detection", "DriftDetector", "finite_values"]
+__all__ = [
+    "FIRING",
+    "RESOLVED",
+    "AdjustableLevel",
+    "Detection",
+    "DriftDetector",
+    "alpha_param",
+    "finite_values",
+]
 
 FIRING: Literal["firing"] = "firing"
 RESOLVED: Literal["resolved"] = "resolved"
@@ -140,3 +148,59 @@ def check_state_params(name: str, state: dict[str, Any], params: dict[str, Any])
             f"state: snapshot hyperparameters {state.get('params')} differ from this "
             f"detector's {params}; restore into a detector built with the same ones"
         )
+
+
+def alpha_param(value: object) -> float:
+    """A significance level: a number strictly between 0 and 1 (`SpecError` otherwise)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.floating)
+        or not 0.0 < float(value) < 1.0
+    ):
+        raise SpecError(f"alpha: got {value!r}; expected a number strictly between 0 and 1")
+    return float(value)
+
+
+class AdjustableLevel:
+    """The significance level of a test-based detector (KS, chi2), changeable between updates.
+
+    The constructor's ``alpha`` (``_base_alpha``) stays the hyperparameter that ``restore``
+    checks; the level in force (``_alpha``) is state: it round-trips through ``snapshot`` and
+    is what `Detection.threshold` reports.
+    """
+
+    _alpha: float
+    _base_alpha: float
+
+    def _init_alpha(self, alpha: object) -> None:
+        self._base_alpha = self._alpha = alpha_param(alpha)
+
+    @property
+    def alpha(self) -> float:
+        """Significance level in force: the constructor's ``alpha`` or the last `set_alpha`."""
+        return self._alpha
+
+    def set_alpha(self, alpha: float) -> None:
+        """Test the next evaluations at level ``alpha`` (in (0, 1)).
+
+        From the next ``update_many`` on, decisions are exactly those of a detector constructed
+        with this ``alpha`` (the alarm's hysteresis counts carry over).
+
+        Raises
+        ------
+        SpecError
+            If ``alpha`` is not a number strictly between 0 and 1.
+
+        Examples
+        --------
+        >>> from streams.detectors.ks import KSWindowDetector
+        >>> det = KSWindowDetector(alpha=1e-6)
+        >>> det.set_alpha(0.01)
+        >>> det.alpha, det.snapshot()["alpha"], det.snapshot()["params"]["alpha"]
+        (0.01, 0.01, 1e-06)
+        """
+        self._alpha = alpha_param(alpha)
+
+    def _saved_alpha(self, state: dict[str, Any]) -> float:
+        """The level in force stored in ``state`` (older snapshots have none: the base one)."""
+        return alpha_param(state.get("alpha", self._base_alpha))

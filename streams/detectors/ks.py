@@ -62,6 +62,7 @@ from streams.detectors._ksexact import (
 )
 from streams.detectors.alarm import Alarm, int_param
 from streams.detectors.base import (
+    AdjustableLevel,
     Detection,
     DriftDetector,
     check_state_params,
@@ -86,16 +87,6 @@ def _positive_int(name: str, value: object, minimum: int = 1) -> int:
     return int_param(name, value, minimum)
 
 
-def _alpha_param(value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float | np.floating)
-        or not 0.0 < float(value) < 1.0
-    ):
-        raise SpecError(f"alpha: got {value!r}; expected a number strictly between 0 and 1")
-    return float(value)
-
-
 def _slots(u: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Grid slot of each x w.r.t. sorted unique reference values ``u`` (``2k + 1`` slots)."""
     j = np.searchsorted(u, x, side="left")
@@ -103,7 +94,7 @@ def _slots(u: np.ndarray, x: np.ndarray) -> np.ndarray:
     return 2 * j + eq
 
 
-class KSWindowDetector(DriftDetector):
+class KSWindowDetector(AdjustableLevel, DriftDetector):
     """Exact KS test of a reference sample against a current window, after every event.
 
     The current window is the last ``window_size`` values (modes ``"fixed"``, ``"sliding"``) or
@@ -190,7 +181,7 @@ class KSWindowDetector(DriftDetector):
         self.reference_mode = reference_mode
         self.window_size = _positive_int("window_size", window_size)
         self.stride = _positive_int("stride", stride)
-        self._base_alpha = self._alpha = _alpha_param(alpha)
+        self._init_alpha(alpha)
         if n_clear is None:  # quiet for a window's worth of values
             n_clear = max(1, -(-self.window_size // self.stride))
         self._alarm = Alarm(n_confirm, n_clear, cooldown)
@@ -272,35 +263,6 @@ class KSWindowDetector(DriftDetector):
         R[2::2] = c
         self._ref_sorted, self._u, self._R, self._n1 = s, u, R, int(s.size)
         self._diff = None
-
-    # ------------------------------------------------------------------ level
-    @property
-    def alpha(self) -> float:
-        """Significance level in force: the constructor's ``alpha`` or the last `set_alpha`."""
-        return self._alpha
-
-    def set_alpha(self, alpha: float) -> None:
-        """Test the next evaluations at level ``alpha`` (in (0, 1)).
-
-        From the next `update_many` on, decisions are exactly those of a detector constructed
-        with this ``alpha`` (the exact critical D is memoised per level; the alarm's hysteresis
-        counts carry over), and `Detection.threshold` reports it. The constructor's ``alpha``
-        remains the hyperparameter that `restore` checks; the current level is state and
-        round-trips through `snapshot`.
-
-        Raises
-        ------
-        SpecError
-            If ``alpha`` is not a number strictly between 0 and 1.
-
-        Examples
-        --------
-        >>> det = KSWindowDetector(alpha=1e-6)
-        >>> det.set_alpha(0.01)
-        >>> det.alpha, det.snapshot()["alpha"], det.snapshot()["params"]["alpha"]
-        (0.01, 0.01, 1e-06)
-        """
-        self._alpha = _alpha_param(alpha)
 
     # ------------------------------------------------------------------ state
     @property
@@ -769,7 +731,7 @@ class KSWindowDetector(DriftDetector):
             alarm = state["alarm"]
             stat = state["statistic"]
             last = state["last"]
-            alpha = _alpha_param(state.get("alpha", self._base_alpha))  # older snapshots: none
+            alpha = self._saved_alpha(state)
         except (KeyError, TypeError, ValueError, SpecError) as exc:
             raise DriftlineError(f"state: not a KS detector snapshot ({exc!r})") from exc
         cap = self.window_size + (self.reference_size if self.reference_mode == "sliding" else 0)

@@ -40,7 +40,12 @@ from scipy.stats import chi2_contingency
 
 from driftline.errors import DriftlineError, SpecError
 from streams.detectors.alarm import Alarm, int_param
-from streams.detectors.base import Detection, DriftDetector, check_state_params
+from streams.detectors.base import (
+    AdjustableLevel,
+    Detection,
+    DriftDetector,
+    check_state_params,
+)
 from streams.profile import OTHER, Profile
 
 __all__ = ["Chi2Detector", "JSDDetector", "PSIDetector", "SummaryDetector"]
@@ -451,17 +456,7 @@ class _Categorical(_Windowed):
         return ref, cur
 
 
-def _alpha_param(value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float | np.floating)
-        or not 0.0 < float(value) < 1.0
-    ):
-        raise SpecError(f"alpha: got {value!r}; expected a number strictly between 0 and 1")
-    return float(value)
-
-
-class Chi2Detector(_Categorical):
+class Chi2Detector(AdjustableLevel, _Categorical):
     """Chi-square homogeneity test of reference vs window category counts.
 
     Equals ``scipy.stats.chi2_contingency([ref_counts, window_counts])`` on the categories seen
@@ -503,7 +498,7 @@ class Chi2Detector(_Categorical):
         n_clear: int = 20,
         cooldown: int = 0,
     ) -> None:
-        self._base_alpha = self._alpha = _alpha_param(alpha)
+        self._init_alpha(alpha)
         super().__init__(
             reference,
             reference_size,
@@ -514,33 +509,6 @@ class Chi2Detector(_Categorical):
             n_clear,
             cooldown,
         )
-
-    @property
-    def alpha(self) -> float:
-        """Significance level in force: the constructor's ``alpha`` or the last `set_alpha`."""
-        return self._alpha
-
-    def set_alpha(self, alpha: float) -> None:
-        """Test the next evaluations at level ``alpha`` (in (0, 1)).
-
-        From the next `update_many` on, decisions are exactly those of a detector constructed
-        with this ``alpha`` (the alarm's hysteresis counts carry over), and
-        `Detection.threshold` reports it. The constructor's ``alpha`` remains the hyperparameter
-        that `restore` checks; the current level is state and round-trips through `snapshot`.
-
-        Raises
-        ------
-        SpecError
-            If ``alpha`` is not a number strictly between 0 and 1.
-
-        Examples
-        --------
-        >>> det = Chi2Detector(alpha=1e-6)
-        >>> det.set_alpha(0.01)
-        >>> det.alpha, det.snapshot()["alpha"], det.snapshot()["params"]["alpha"]
-        (0.01, 0.01, 1e-06)
-        """
-        self._alpha = _alpha_param(alpha)
 
     def _threshold(self) -> float:
         return self._alpha
@@ -560,7 +528,7 @@ class Chi2Detector(_Categorical):
         """
         check_state_params(self.name, state, self._params())
         try:
-            alpha = _alpha_param(state.get("alpha", self._base_alpha))  # older snapshots: none
+            alpha = self._saved_alpha(state)
         except SpecError as exc:
             raise DriftlineError(f"state: not a {self.name} detector snapshot ({exc!r})") from exc
         super().restore(state)
