@@ -24,7 +24,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from tqdm import tqdm
 
-from agents.kafka_io import ensure_topics, make_producer, produce_all, wait_for_broker
+from driftline.agents.kafka_io import ensure_topics, make_producer, produce_all, wait_for_broker
 from driftline.errors import DriftlineError
 from driftline.io_files import count_records, read_records
 from driftline.spec import BatchFeaturesSpec

@@ -23,14 +23,14 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 from river import compose, linear_model, optim, preprocessing
 
-from agents.kafka_io import ensure_topics, make_producer, produce_all, wait_for_broker
-from agents.synthetic import SyntheticStream, labels_for
+from driftline.agents.kafka_io import ensure_topics, make_producer, produce_all, wait_for_broker
+from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.alert_format import format_alert
 from driftline.errors import DriftlineError
 from driftline.localkafka import LocalKafka, free_port
 from driftline.model_io import save_model
 from driftline.spec import parse_spec
-from streams.features import FeatureDef, FeatureEngine
+from driftline.streams.features import FeatureDef, FeatureEngine
 
 MALFORMED: list[bytes] = [
     b"{not json",

@@ -18,19 +18,19 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
-from agents.decode import parse_timestamp_ms
+from driftline.agents.decode import parse_timestamp_ms
 from driftline.errors import DriftlineError, RecordError
 from driftline.spec import LabelsSpec, PipelineSpec
-from streams.importance import (
+from driftline.streams.importance import (
     ImportanceMonitor,
     LabelledWindow,
     linear_importance,
     permutation_importance,
 )
-from streams.label_log import LoggedLabelJoin
-from streams.labels import JoinedBatch
-from streams.model import BatchPredictor
-from streams.model_metrics import CountWindowMetrics, TimeWindowMetrics
+from driftline.streams.label_log import LoggedLabelJoin
+from driftline.streams.labels import JoinedBatch
+from driftline.streams.model import BatchPredictor
+from driftline.streams.model_metrics import CountWindowMetrics, TimeWindowMetrics
 
 #: Join-id separator for ``join_key = "event_id"``: entity, then event id.
 EVENT_ID_SEP = "\x1f"

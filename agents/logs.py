@@ -147,7 +147,7 @@ def logging_config(log_format: str, loglevel: str | int = "info") -> dict[str, A
         raise ValueError(f"log format: got {log_format!r}; expected one of {', '.join(FORMATS)}")
     level = logging.getLevelName(loglevel.upper()) if isinstance(loglevel, str) else loglevel
     if log_format == "json":
-        formatter: dict[str, Any] = {"()": "agents.logs.JsonFormatter"}
+        formatter: dict[str, Any] = {"()": "driftline.agents.logs.JsonFormatter"}
     else:
         from mode.utils.logging import DEFAULT_FORMATTERS
 
@@ -156,7 +156,7 @@ def logging_config(log_format: str, loglevel: str | int = "info") -> dict[str, A
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": "agents.logs.RedactFilter"}},
+        "filters": {"redact": {"()": "driftline.agents.logs.RedactFilter"}},
         "formatters": {"driftline": formatter},
         "handlers": {
             "default": {

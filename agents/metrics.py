@@ -18,7 +18,7 @@ from prometheus_client import (
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from streams.histogram import LATENCY_BUCKETS_S, BucketCounts
+from driftline.streams.histogram import LATENCY_BUCKETS_S, BucketCounts
 
 # No ``*_created`` series: Prometheus does not use them, and they double every counter's series.
 disable_created_metrics()

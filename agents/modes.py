@@ -19,14 +19,14 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
-from agents.batch_features import BatchFeatureCache
-from agents.replay import replay_outcomes
-from agents.worker import build_predictor
+from driftline.agents.batch_features import BatchFeatureCache
+from driftline.agents.predictor import build_predictor
+from driftline.agents.replay import replay_outcomes
 from driftline.errors import SpecError
 from driftline.io_files import RecordWriter
 from driftline.model_io import load_model, save_model
 from driftline.spec import PipelineSpec
-from streams.model import BatchPredictor, build_builtin
+from driftline.streams.model import BatchPredictor, build_builtin
 
 
 def predict_batch(spec: PipelineSpec, input_path: str | Path, output_path: str | Path) -> int:

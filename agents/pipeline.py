@@ -17,16 +17,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from agents.decode import RecordDecoder
-from agents.encode import json_items, json_strings, key_json, template
-from agents.labels import (
+from driftline.agents.decode import RecordDecoder
+from driftline.agents.encode import json_items, json_strings, key_json, template
+from driftline.agents.labels import (
     EVENT_ID_SEP,
     LabelDecoder,
     LabelOutcome,
     PartitionLabels,
     prediction_ids,
 )
-from agents.state import decode_label_log, encode_label_log, label_log_keys
+from driftline.agents.state import decode_label_log, encode_label_log, label_log_keys
 from driftline.errors import DriftlineError, RecordError
 from driftline.spec import (
     ERROR_TARGET,
@@ -38,14 +38,14 @@ from driftline.spec import (
     build_spec_detector,
     to_feature_def,
 )
-from streams.detectors.base import Detection
-from streams.fdr import bh_levels
-from streams.features import FeatureEngine
-from streams.label_log import LoggedLabelJoin
-from streams.labels import JoinedBatch
-from streams.model import BatchPredictor
-from streams.positions import PositionLog
-from streams.skew import SkewCheck
+from driftline.streams.detectors.base import Detection
+from driftline.streams.fdr import bh_levels
+from driftline.streams.features import FeatureEngine
+from driftline.streams.label_log import LoggedLabelJoin
+from driftline.streams.labels import JoinedBatch
+from driftline.streams.model import BatchPredictor
+from driftline.streams.positions import PositionLog
+from driftline.streams.skew import SkewCheck
 
 log = logging.getLogger("driftline.pipeline")
 

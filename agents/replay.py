@@ -21,13 +21,13 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
-from agents.batch_features import BatchFeatureCache
-from agents.pipeline import PartitionPipeline, RawRecord
-from agents.worker import build_predictor
+from driftline.agents.batch_features import BatchFeatureCache
+from driftline.agents.pipeline import PartitionPipeline, RawRecord
+from driftline.agents.predictor import build_predictor
 from driftline.errors import DriftlineError
 from driftline.io_files import RecordWriter, count_records, read_records
 from driftline.spec import PipelineSpec
-from streams.profile import Profile
+from driftline.streams.profile import Profile
 
 PARTITIONERS = ("consistent", "murmur2")
 PROFILE_FORMAT = "driftline-profile/1"

@@ -25,10 +25,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from agents.kafka_io import produce_batch_all, produce_bulk
-from agents.metrics import WorkerMetrics
-from agents.pipeline import BatchOutcome, PartitionPipeline, RecordColumns
-from agents.state import (
+from driftline.agents.kafka_io import produce_batch_all, produce_bulk
+from driftline.agents.metrics import WorkerMetrics
+from driftline.agents.pipeline import BatchOutcome, PartitionPipeline, RecordColumns
+from driftline.agents.state import (
     CHUNK_BYTES,
     decode_snapshot,
     encode_snapshot_json,
@@ -37,7 +37,7 @@ from agents.state import (
 )
 from driftline.errors import DriftlineError
 from driftline.spec import PipelineSpec
-from streams.model import BatchPredictor
+from driftline.streams.model import BatchPredictor
 
 log = logging.getLogger("driftline.runner")
 

@@ -19,30 +19,18 @@ from typing import Any
 import faust
 import mode
 
-from agents.batch_features import BatchFeatureCache
-from agents.kafka_io import ensure_topics, topic_partitions, wait_for_broker
-from agents.logs import logging_config
-from agents.metrics import WorkerMetrics
-from agents.runner import TransactionalRunner, changelog_topic, default_worker_id
-from agents.state import CHANGELOG_CONFIG
-from agents.status_page import StatusCollector, render_html
+from driftline.agents.batch_features import BatchFeatureCache
+from driftline.agents.kafka_io import ensure_topics, topic_partitions, wait_for_broker
+from driftline.agents.logs import logging_config
+from driftline.agents.metrics import WorkerMetrics
+from driftline.agents.predictor import build_predictor
+from driftline.agents.runner import TransactionalRunner, changelog_topic, default_worker_id
+from driftline.agents.state import CHANGELOG_CONFIG
+from driftline.agents.status_page import StatusCollector, render_html
 from driftline.errors import DriftlineError, SpecError
-from driftline.model_io import load_model
 from driftline.spec import PipelineSpec
-from streams.model import BatchPredictor, build_builtin
 
 log = logging.getLogger("driftline.worker")
-
-
-def build_predictor(spec: PipelineSpec) -> tuple[BatchPredictor | None, str]:
-    m = spec.model
-    if m is None:
-        return None, "none"
-    if m.path is not None:
-        model, version = load_model(m.path)
-    else:
-        model, version = build_builtin(m.builtin or ""), "untrained"
-    return BatchPredictor(model, m.inputs), m.version or version
 
 
 class RunnerService(mode.Service):

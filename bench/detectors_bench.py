@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from river.drift import KSWIN
 from scipy.stats import ks_2samp
 
-from streams.detectors.adwin import AdwinDetector
-from streams.detectors.base import DriftDetector
-from streams.detectors.factory import build_detector
-from streams.detectors.ks import KSWindowDetector
+from driftline.streams.detectors.adwin import AdwinDetector
+from driftline.streams.detectors.base import DriftDetector
+from driftline.streams.detectors.factory import build_detector
+from driftline.streams.detectors.ks import KSWindowDetector
 
 R = W = 500
 BATCH = 1_000

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from streams.features import FeatureDef, FeatureEngine
+from driftline.streams.features import FeatureDef, FeatureEngine
 
 KINDS: dict[str, list[FeatureDef]] = {
     "tumbling count+mean": [

@@ -78,12 +78,12 @@ import numpy as np
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from agents.batch_features import BatchFeatureCache, load_batch_features
-from agents.demo import _to_toml, demo_spec_text, train_demo_model
-from agents.kafka_io import ensure_topics, make_producer, wait_for_broker
-from agents.pipeline import PartitionPipeline, RawRecord
-from agents.synthetic import SyntheticStream
-from agents.worker import build_predictor
+from driftline.agents.batch_features import BatchFeatureCache, load_batch_features
+from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
+from driftline.agents.kafka_io import ensure_topics, make_producer, wait_for_broker
+from driftline.agents.pipeline import PartitionPipeline, RawRecord
+from driftline.agents.predictor import build_predictor
+from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import LocalKafka, free_port
 from driftline.spec import PipelineSpec, parse_spec
 

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from river import compose, linear_model, preprocessing
 
-from streams.importance import linear_importance, permutation_importance
-from streams.labels import LabelJoin
-from streams.model import BatchPredictor
-from streams.model_metrics import CountWindowMetrics, TimeWindowMetrics
+from driftline.streams.importance import linear_importance, permutation_importance
+from driftline.streams.labels import LabelJoin
+from driftline.streams.model import BatchPredictor
+from driftline.streams.model_metrics import CountWindowMetrics, TimeWindowMetrics
 
 BATCH = 5_000
 N_FEATURES = 8

@@ -54,11 +54,11 @@ from aiokafka import TopicPartition as AioTopicPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer
 from confluent_kafka import TopicPartition as CkTopicPartition
 
-from agents.demo import _to_toml, demo_spec_text, train_demo_model
-from agents.kafka_io import ensure_topics, wait_for_broker
-from agents.pipeline import PartitionPipeline, RawRecord
-from agents.synthetic import SyntheticStream
-from agents.worker import build_predictor
+from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
+from driftline.agents.kafka_io import ensure_topics, wait_for_broker
+from driftline.agents.pipeline import PartitionPipeline, RawRecord
+from driftline.agents.predictor import build_predictor
+from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import LocalKafka, free_port
 from driftline.spec import PipelineSpec, load_spec
 

@@ -21,7 +21,7 @@ def _bootstrap(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from agents.worker import run_worker
+    from driftline.agents.worker import run_worker
     from driftline.spec import load_spec
 
     spec = load_spec(args.config)
@@ -44,7 +44,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from agents.demo import run_demo
+    from driftline.agents.demo import run_demo
 
     return run_demo(
         bootstrap=_bootstrap(args),
@@ -56,7 +56,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from agents.demo import run_labeller
+    from driftline.agents.demo import run_labeller
 
     bootstrap = _bootstrap(args)
     if not bootstrap:
@@ -68,7 +68,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from agents.demo import produce_synthetic
+    from driftline.agents.demo import produce_synthetic
 
     bootstrap = _bootstrap(args)
     if not bootstrap:
@@ -84,7 +84,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
 
 def _cmd_alerts_tail(args: argparse.Namespace) -> int:
-    from agents.alerts_tail import tail_alerts
+    from driftline.agents.alerts_tail import tail_alerts
 
     bootstrap = _bootstrap(args)
     if not bootstrap:
@@ -107,7 +107,7 @@ def _cmd_alerts_tail(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from agents.status_page import fetch_status, summarize
+    from driftline.agents.status_page import fetch_status, summarize
 
     data = fetch_status(args.url, args.timeout)
     print(json.dumps(data, indent=2) if args.json else summarize(data))
@@ -115,7 +115,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from agents.replay import replay
+    from driftline.agents.replay import replay
     from driftline.spec import load_spec
 
     spec = load_spec(args.config)
@@ -141,7 +141,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_profile(args: argparse.Namespace) -> int:
     import orjson
 
-    from agents.replay import build_profile
+    from driftline.agents.replay import build_profile
     from driftline.spec import load_spec
 
     spec = load_spec(args.config)
@@ -168,7 +168,7 @@ def _batch_spec(args: argparse.Namespace) -> Any:
 
 
 def _cmd_bf_load(args: argparse.Namespace) -> int:
-    from agents.batch_features import load_batch_features
+    from driftline.agents.batch_features import load_batch_features
 
     bf = _batch_spec(args)
     stats = load_batch_features(
@@ -185,7 +185,7 @@ def _cmd_bf_load(args: argparse.Namespace) -> int:
 
 
 def _cmd_bf_delete(args: argparse.Namespace) -> int:
-    from agents.batch_features import delete_batch_features
+    from driftline.agents.batch_features import delete_batch_features
 
     bf = _batch_spec(args)
     n = delete_batch_features(bf, _need_bootstrap(args), args.entities)
@@ -194,7 +194,7 @@ def _cmd_bf_delete(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict_batch(args: argparse.Namespace) -> int:
-    from agents.modes import predict_batch
+    from driftline.agents.modes import predict_batch
     from driftline.spec import load_spec
 
     n = predict_batch(load_spec(args.config), args.input, args.output)
@@ -203,7 +203,7 @@ def _cmd_predict_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from agents.modes import train
+    from driftline.agents.modes import train
     from driftline.spec import load_spec
 
     spec = load_spec(args.config, model_file_required=False)

@@ -360,7 +360,7 @@ def _parse_feature(
     i: int, f: Mapping[str, Any], fields: Mapping[str, str], numeric: set[str]
 ) -> FeatureSpec:
     """One ``[[features]]`` entry, checked against the declared fields and the window rules."""
-    from streams.features import FeatureDef  # pure; imported here to keep the spec light
+    from driftline.streams.features import FeatureDef  # pure; imported here to keep the spec light
 
     where = f.get("where")
     src = f.get("field")
@@ -404,7 +404,7 @@ def _parse_feature(
 def to_feature_def(f: FeatureSpec, cls: Any = None) -> Any:
     """The ``streams.features.FeatureDef`` for a feature of the spec."""
     if cls is None:
-        from streams.features import FeatureDef as cls
+        from driftline.streams.features import FeatureDef as cls
     kw: dict[str, Any] = {"window": f.window}
     for k in ("step_ms", "count", "idle_ttl_ms", "where_field", "where_equals"):
         v = getattr(f, k)
@@ -416,13 +416,13 @@ def to_feature_def(f: FeatureSpec, cls: Any = None) -> Any:
 
 def build_spec_detector(d: DetectorSpec) -> Any:
     """A fresh detector for ``d`` (with its reference profile, if any)."""
-    from streams.detectors.factory import build_detector
+    from driftline.streams.detectors.factory import build_detector
 
     params = dict(d.params)
     if d.reference_profile is not None:
         import orjson
 
-        from streams.profile import Profile
+        from driftline.streams.profile import Profile
 
         doc = orjson.loads(d.reference_profile.read_bytes())
         columns = doc.get("columns", {d.target: doc}) if isinstance(doc, dict) else {}
@@ -515,7 +515,7 @@ def _keyed(where: str, e: SpecError) -> SpecError:
 def _check_detector_params(i: int, dtype: str, params: Mapping[str, Any]) -> None:
     import inspect
 
-    from streams.detectors.factory import DETECTORS
+    from driftline.streams.detectors.factory import DETECTORS
 
     accepted = [
         n
@@ -604,7 +604,7 @@ def _parse_batch_features(
 def _parse_skew(
     data: Mapping[str, Any], batch: BatchFeaturesSpec | None, streaming: list[str]
 ) -> tuple[SkewCheckSpec, ...]:
-    from streams.skew import SkewCheck
+    from driftline.streams.skew import SkewCheck
 
     out = []
     for i, c in enumerate(data.get("skew_checks", [])):

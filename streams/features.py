@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from driftline.errors import DriftlineError, SpecError
-from streams.aggregators import (
+from driftline.streams.aggregators import (
     AGGREGATIONS,
     DISTINCT_CAP,
     NEEDS_FIELD,
@@ -53,7 +53,7 @@ from streams.aggregators import (
     segment_ffill,
     segmented_accumulate,
 )
-from streams.windows import WINDOW_KINDS, check_size_ms, check_step_ms, tumbling_start_ms
+from driftline.streams.windows import WINDOW_KINDS, check_size_ms, check_step_ms, tumbling_start_ms
 
 __all__ = ["AGGREGATIONS", "FeatureBatch", "FeatureDef", "FeatureEngine"]
 

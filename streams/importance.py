@@ -41,9 +41,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from driftline.errors import DriftlineError, SpecError
-from streams.detectors.alarm import Alarm
-from streams.labels import JoinedBatch, float_array, floats_to_json
-from streams.model import BatchPredictor
+from driftline.streams.detectors.alarm import Alarm
+from driftline.streams.labels import JoinedBatch, float_array, floats_to_json
+from driftline.streams.model import BatchPredictor
 
 __all__ = [
     "ImportanceEvent",

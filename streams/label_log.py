@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from driftline.errors import DriftlineError
-from streams.labels import JoinedBatch, LabelJoin, float_array, floats_to_json
+from driftline.streams.labels import JoinedBatch, LabelJoin, float_array, floats_to_json
 
 __all__ = ["LoggedLabelJoin"]
 

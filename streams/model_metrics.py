@@ -42,7 +42,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from driftline.errors import DriftlineError, SpecError
-from streams.labels import JoinedBatch, float_array, floats_to_json
+from driftline.streams.labels import JoinedBatch, float_array, floats_to_json
 
 __all__ = [
     "CLASSIFICATION_METRICS",

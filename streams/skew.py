@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from driftline.errors import SpecError
-from streams.detectors.base import Detection
+from driftline.streams.detectors.base import Detection
 
 MODES = ("relative", "absolute")
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.kafka_io import wait_for_broker
+from driftline.agents.kafka_io import wait_for_broker
 
 
 def _docker_answers() -> bool:

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from agents.metrics import LABEL_COUNTERS, STAGES, WorkerMetrics
+from driftline.agents.metrics import LABEL_COUNTERS, STAGES, WorkerMetrics
 from driftline.schemas import load_schema
 from driftline.spec import load_spec
-from streams.model_metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from driftline.streams.model_metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 

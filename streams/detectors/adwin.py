@@ -8,13 +8,13 @@ import numpy as np
 from river.drift import ADWIN
 
 from driftline.errors import SpecError
-from streams.detectors.base import (
+from driftline.streams.detectors.base import (
     FIRING,
     RESOLVED,
     Detection,
     finite_values,
 )
-from streams.detectors.river_base import RiverWrapper
+from driftline.streams.detectors.river_base import RiverWrapper
 
 __all__ = ["AdwinDetector"]
 

@@ -92,7 +92,7 @@ class DriftDetector(ABC):
 
     Examples
     --------
-    >>> from streams.detectors.ks import KSWindowDetector
+    >>> from driftline.streams.detectors.ks import KSWindowDetector
     >>> det = KSWindowDetector(reference_size=20, window_size=20, stride=5)
     >>> det.update(float("nan"))
     >>> det.n_seen, det.drift_detected
@@ -193,7 +193,7 @@ class AdjustableLevel:
 
         Examples
         --------
-        >>> from streams.detectors.ks import KSWindowDetector
+        >>> from driftline.streams.detectors.ks import KSWindowDetector
         >>> det = KSWindowDetector(alpha=1e-6)
         >>> det.set_alpha(0.01)
         >>> det.alpha, det.snapshot()["alpha"], det.snapshot()["params"]["alpha"]

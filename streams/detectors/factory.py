@@ -10,16 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from driftline.errors import SpecError
-from streams.detectors.adwin import AdwinDetector
-from streams.detectors.base import DriftDetector
-from streams.detectors.ks import KSWindowDetector
-from streams.detectors.sequential import (
+from driftline.streams.detectors.adwin import AdwinDetector
+from driftline.streams.detectors.base import DriftDetector
+from driftline.streams.detectors.ks import KSWindowDetector
+from driftline.streams.detectors.sequential import (
     DDMDetector,
     HDDMADetector,
     HDDMWDetector,
     PageHinkleyDetector,
 )
-from streams.detectors.windowed import Chi2Detector, JSDDetector, PSIDetector, SummaryDetector
+from driftline.streams.detectors.windowed import (
+    Chi2Detector,
+    JSDDetector,
+    PSIDetector,
+    SummaryDetector,
+)
 
 __all__ = ["DETECTORS", "build_detector"]
 

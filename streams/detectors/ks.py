@@ -53,15 +53,15 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from driftline.errors import DriftlineError, SpecError
-from streams.detectors._ksexact import (
+from driftline.streams.detectors._ksexact import (
     asymptotic_pvalues,
     critical_h,
     ks_pvalue,
     sweep_growing,
     sweep_steps,
 )
-from streams.detectors.alarm import Alarm, int_param
-from streams.detectors.base import (
+from driftline.streams.detectors.alarm import Alarm, int_param
+from driftline.streams.detectors.base import (
     AdjustableLevel,
     Detection,
     DriftDetector,

@@ -9,7 +9,7 @@ import pickle
 from typing import Any, ClassVar
 
 from driftline.errors import DriftlineError
-from streams.detectors.base import DriftDetector, check_state_params
+from driftline.streams.detectors.base import DriftDetector, check_state_params
 
 __all__ = ["RiverWrapper"]
 

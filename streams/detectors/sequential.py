@@ -22,14 +22,14 @@ from river.drift import PageHinkley
 from river.drift.binary import DDM, HDDMA, HDDMW
 
 from driftline.errors import DriftlineError, SpecError
-from streams.detectors.alarm import int_param
-from streams.detectors.base import (
+from driftline.streams.detectors.alarm import int_param
+from driftline.streams.detectors.base import (
     FIRING,
     RESOLVED,
     Detection,
     finite_values,
 )
-from streams.detectors.river_base import RiverWrapper
+from driftline.streams.detectors.river_base import RiverWrapper
 
 __all__ = ["DDMDetector", "HDDMADetector", "HDDMWDetector", "PageHinkleyDetector"]
 

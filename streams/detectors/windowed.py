@@ -39,14 +39,14 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency
 
 from driftline.errors import DriftlineError, SpecError
-from streams.detectors.alarm import Alarm, int_param
-from streams.detectors.base import (
+from driftline.streams.detectors.alarm import Alarm, int_param
+from driftline.streams.detectors.base import (
     AdjustableLevel,
     Detection,
     DriftDetector,
     check_state_params,
 )
-from streams.profile import OTHER, Profile
+from driftline.streams.profile import OTHER, Profile
 
 __all__ = ["Chi2Detector", "JSDDetector", "PSIDetector", "SummaryDetector"]
 

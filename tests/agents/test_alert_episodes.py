@@ -8,8 +8,8 @@ import tomllib
 import numpy as np
 import orjson
 
-from agents.demo import demo_spec_text
-from agents.pipeline import PartitionPipeline, RawRecord
+from driftline.agents.demo import demo_spec_text
+from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.spec import parse_spec
 
 N, K = 30_000, 10_000

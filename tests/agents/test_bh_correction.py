@@ -8,11 +8,11 @@ import numpy as np
 import orjson
 import pytest
 
-from agents.demo import demo_spec_text
-from agents.pipeline import PartitionPipeline, RawRecord
-from agents.synthetic import SyntheticStream
+from driftline.agents.demo import demo_spec_text
+from driftline.agents.pipeline import PartitionPipeline, RawRecord
+from driftline.agents.synthetic import SyntheticStream
 from driftline.spec import parse_spec
-from streams.fdr import benjamini_hochberg
+from driftline.streams.fdr import benjamini_hochberg
 
 ALPHA, N, SHIFT = 1e-4, 30_000, 15_000
 

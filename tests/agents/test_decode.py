@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.decode import RecordDecoder, parse_timestamp_ms
+from driftline.agents.decode import RecordDecoder, parse_timestamp_ms
 from driftline.errors import RecordError
 
 FIELDS = {"user": "string", "ts": "timestamp", "x": "float", "n": "int", "ok": "bool"}

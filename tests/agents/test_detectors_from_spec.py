@@ -9,11 +9,11 @@ import numpy as np
 import orjson
 import pytest
 
-from agents.demo import demo_spec_text, train_demo_model
-from agents.pipeline import PartitionPipeline, RawRecord
-from agents.replay import build_profile
-from agents.synthetic import SyntheticStream
-from agents.worker import build_predictor
+from driftline.agents.demo import demo_spec_text, train_demo_model
+from driftline.agents.pipeline import PartitionPipeline, RawRecord
+from driftline.agents.predictor import build_predictor
+from driftline.agents.replay import build_profile
+from driftline.agents.synthetic import SyntheticStream
 from driftline.schemas import validate
 from driftline.spec import parse_spec
 

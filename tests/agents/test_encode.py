@@ -9,11 +9,11 @@ import orjson
 import pytest
 from river import linear_model
 
-from agents.demo import demo_spec_text
-from agents.encode import json_items, json_strings, template
-from agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord, RecordColumns
+from driftline.agents.demo import demo_spec_text
+from driftline.agents.encode import json_items, json_strings, template
+from driftline.agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord, RecordColumns
 from driftline.spec import parse_spec
-from streams.model import BatchPredictor
+from driftline.streams.model import BatchPredictor
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from agents.demo import demo_spec_text, train_demo_model
-from agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord
-from agents.synthetic import SyntheticStream, labels_for
-from agents.worker import build_predictor
+from driftline.agents.demo import demo_spec_text, train_demo_model
+from driftline.agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord
+from driftline.agents.predictor import build_predictor
+from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.errors import SpecError
 from driftline.schemas import validate
 from driftline.spec import PipelineSpec, parse_spec
@@ -99,7 +99,7 @@ def _run(pipe: PartitionPipeline, batches: list[tuple[str, list[RawRecord]]]) ->
         if kind == "events":
             outs.append(pipe.process(recs))
         else:
-            from agents.pipeline import RecordColumns
+            from driftline.agents.pipeline import RecordColumns
 
             outs.append(pipe.process_labels(RecordColumns.from_records(recs)))
     return outs
@@ -149,7 +149,7 @@ def test_metrics_equal_sklearn_on_the_joined_window(model_path: Path) -> None:
     idx = rng.permutation(CONCEPT_AT)[:1_000]  # labels in a random order, all in one batch
     t_lab = T0 + 10 * CONCEPT_AT
     recs = [_label(int(i), y[i], t_lab, k) for k, i in enumerate(idx.tolist())]
-    from agents.pipeline import RecordColumns
+    from driftline.agents.pipeline import RecordColumns
 
     oc = pipe.process_labels(RecordColumns.from_records(recs))
     assert oc.labels.joined == 1_000
@@ -235,7 +235,7 @@ def test_state_recovers_from_changelog_records_mid_stream(model_path: Path) -> N
 
 
 def test_bad_labels_are_dead_lettered_and_foreign_ones_forwarded(model_path: Path) -> None:
-    from agents.pipeline import RecordColumns
+    from driftline.agents.pipeline import RecordColumns
 
     spec = _spec(model_path)
     pipe = _pipe(spec)
@@ -369,7 +369,7 @@ def test_importance_alert_when_the_label_stops_following_a_feature(model_path: P
 
 @pytest.mark.parametrize("id_type", ["string", "int"])
 def test_event_id_join_key(model_path: Path, id_type: str) -> None:
-    from agents.pipeline import RecordColumns
+    from driftline.agents.pipeline import RecordColumns
 
     data = tomllib.loads(demo_spec_text())
     data["model"]["path"] = str(model_path)

@@ -8,11 +8,11 @@ import sys
 import orjson
 import pytest
 
-from agents.logs import logging_config, redact
+from driftline.agents.logs import logging_config, redact
 
 SCRIPT = """
 import logging, logging.config, sys
-from agents.logs import logging_config
+from driftline.agents.logs import logging_config
 logging.config.dictConfig(logging_config(sys.argv[1], "info"))
 log = logging.getLogger("driftline.pipeline")
 log.debug("not shown")

@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.demo import demo_spec_text, train_demo_model
-from agents.pipeline import PartitionPipeline, RawRecord, alert_id
-from agents.synthetic import SyntheticStream
-from agents.worker import build_predictor
+from driftline.agents.demo import demo_spec_text, train_demo_model
+from driftline.agents.pipeline import PartitionPipeline, RawRecord, alert_id
+from driftline.agents.predictor import build_predictor
+from driftline.agents.synthetic import SyntheticStream
 from driftline.schemas import validate
 from driftline.spec import PipelineSpec, parse_spec
 

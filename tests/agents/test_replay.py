@@ -12,13 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agents.demo import demo_spec_text
-from agents.replay import build_profile, murmur2, partition_for, replay
-from agents.synthetic import SyntheticStream
+from driftline.agents.demo import demo_spec_text
+from driftline.agents.replay import build_profile, murmur2, partition_for, replay
+from driftline.agents.synthetic import SyntheticStream
 from driftline.errors import DriftlineError
 from driftline.io_files import RecordWriter, read_records
 from driftline.spec import PipelineSpec, parse_spec
-from streams.profile import Profile
+from driftline.streams.profile import Profile
 
 N = 3000
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.batch_features import BatchFeatureCache
-from agents.demo import demo_spec_text
-from agents.pipeline import PartitionPipeline, RawRecord
+from driftline.agents.batch_features import BatchFeatureCache
+from driftline.agents.demo import demo_spec_text
+from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.errors import SpecError
 from driftline.schemas import validate
 from driftline.spec import parse_spec

@@ -10,16 +10,16 @@ import numpy as np
 import orjson
 import pytest
 
-from agents.metrics import WorkerMetrics
-from agents.status_page import (
+from driftline.agents.metrics import WorkerMetrics
+from driftline.agents.status_page import (
     HISTORY,
     StatusCollector,
     distribution,
     render_html,
     summarize,
 )
-from streams.detectors.adwin import AdwinDetector
-from streams.detectors.ks import KSWindowDetector
+from driftline.streams.detectors.adwin import AdwinDetector
+from driftline.streams.detectors.ks import KSWindowDetector
 
 
 class FakeRunner:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agents.demo import demo_spec_text
+from driftline.agents.demo import demo_spec_text
 from driftline.errors import SpecError
 from driftline.spec import load_spec, parse_spec
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.demo import _to_toml, demo_spec_text
+from driftline.agents.demo import _to_toml, demo_spec_text
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def test_worker_refuses_a_missing_input_topic(
     assert r.returncode == 2
     assert f"input topic 'missing-{unique}' (spec key input.topic) does not exist" in r.stderr
     # and the check did not create it as a side effect
-    from agents.kafka_io import topic_partitions
+    from driftline.agents.kafka_io import topic_partitions
 
     assert topic_partitions(kafka_bootstrap, f"missing-{unique}") is None
 
@@ -98,8 +98,8 @@ def test_worker_needs_a_cluster(tmp_path: Path) -> None:
 
 
 def test_produce_synthetic_writes_the_seeded_stream(kafka_bootstrap: str, unique: str) -> None:
-    from agents.kafka_io import ensure_topics
-    from agents.synthetic import SyntheticStream
+    from driftline.agents.kafka_io import ensure_topics
+    from driftline.agents.synthetic import SyntheticStream
     from tests.kafka_helpers import read_topic
 
     topic = f"synth-{unique}"
@@ -149,7 +149,7 @@ def test_compose_pipeline_with_producer_and_labeller_yields_model_metrics(
     data["worker"].update(web_host="127.0.0.1", web_port=free_port())
     spec = tmp_path / "pipeline.toml"
     spec.write_text(_to_toml(data))
-    from agents.kafka_io import ensure_topics
+    from driftline.agents.kafka_io import ensure_topics
 
     ensure_topics(kafka_bootstrap, [topic], 2)
     log = tmp_path / "worker.log"

@@ -17,9 +17,9 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from agents.demo import _to_toml, demo_spec_text, train_demo_model
-from agents.kafka_io import ensure_topics
-from agents.synthetic import SyntheticStream, labels_for
+from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
+from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.localkafka import free_port
 from driftline.schemas import validate
 from tests.kafka_helpers import kcat_produce, metric, read_topic, start_worker, wait_for_metric

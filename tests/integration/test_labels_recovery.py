@@ -18,9 +18,9 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from agents.demo import _to_toml, demo_spec_text, train_demo_model
-from agents.kafka_io import ensure_topics
-from agents.synthetic import SyntheticStream, labels_for
+from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
+from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.localkafka import free_port
 from tests.kafka_helpers import kcat_produce, read_topic, start_worker, wait_for_metric
 

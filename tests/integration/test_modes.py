@@ -21,9 +21,9 @@ import numpy as np
 import orjson
 import pytest
 
-from agents.demo import _to_toml, demo_spec_text
-from agents.kafka_io import ensure_topics
-from agents.synthetic import SyntheticStream
+from driftline.agents.demo import _to_toml, demo_spec_text
+from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from driftline.schemas import validate
 from driftline.spec import load_spec

@@ -27,9 +27,9 @@ import numpy as np
 import orjson
 import pytest
 
-from agents.demo import _to_toml, demo_spec_text, train_demo_model
-from agents.kafka_io import ensure_topics
-from agents.synthetic import SyntheticStream
+from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
+from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from tests.kafka_helpers import kcat_produce, metric, read_topic, wait_for_metric
 

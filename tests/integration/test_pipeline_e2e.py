@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.demo import _to_toml, demo_spec_text, train_demo_model
-from agents.kafka_io import ensure_topics
-from agents.synthetic import SyntheticStream
+from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
+from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.synthetic import SyntheticStream
 from driftline.alert_format import format_alert
 from driftline.localkafka import free_port
 from driftline.model_io import load_model

@@ -16,11 +16,11 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from agents.demo import _to_toml, demo_spec_text, train_demo_model
-from agents.kafka_io import ensure_topics
-from agents.pipeline import PartitionPipeline, RawRecord
-from agents.synthetic import SyntheticStream
-from agents.worker import build_predictor
+from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
+from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.pipeline import PartitionPipeline, RawRecord
+from driftline.agents.predictor import build_predictor
+from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from driftline.spec import load_spec
 from tests.kafka_helpers import kcat_produce, metric, read_topic, start_worker, wait_for_metric

@@ -15,10 +15,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.demo import _to_toml, demo_spec_text
-from agents.kafka_io import ensure_topics
-from agents.replay import partition_for
-from agents.synthetic import SyntheticStream
+from driftline.agents.demo import _to_toml, demo_spec_text
+from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.replay import partition_for
+from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from driftline.spec import load_spec
 from tests.kafka_helpers import kcat_produce, read_topic, start_worker, wait_for_metric

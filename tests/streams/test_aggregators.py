@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.aggregators import (
+from driftline.streams.aggregators import (
     AGGREGATORS,
     DISTINCT_CAP,
     Count,

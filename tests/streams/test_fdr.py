@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.errors import SpecError
-from streams.fdr import benjamini_hochberg, bh_levels, bonferroni
+from driftline.streams.fdr import benjamini_hochberg, bh_levels, bonferroni
 
 
 def levels_by_definition(p: list[float | None], alpha: float) -> list[float]:
@@ -148,7 +148,8 @@ def test_bh_levels_reject_exactly_as_benjamini_hochberg(family) -> None:
     assert rejected.tolist() == bh_with_missing_as_one(p, alpha).tolist()
     if known.all():  # without missing p-values: plain benjamini_hochberg
         assert rejected.tolist() == benjamini_hochberg(p, alpha).tolist()
-    # no other test at or below alpha: Bonferroni
+    # no other test at or below BH's largest level (alpha*m/m, rounded as bh_levels rounds it):
+    # Bonferroni
     for i in range(m):
-        if all(not known[j] or pv[j] > alpha for j in range(m) if j != i):
+        if all(not known[j] or pv[j] > alpha * m / m for j in range(m) if j != i):
             assert levels[i] == alpha * 1 / m

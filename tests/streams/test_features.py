@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driftline.errors import DriftlineError, SpecError
-from streams.features import FeatureBatch, FeatureDef, FeatureEngine
+from driftline.streams.features import FeatureBatch, FeatureDef, FeatureEngine
 
 MIN = 60_000
 COUNT = FeatureDef("n_1m", None, "count", MIN)
@@ -443,7 +443,7 @@ def test_engine_validation() -> None:
 
 
 # ============================================================================ all window kinds
-from streams.aggregators import AGGREGATIONS, DISTINCT_CAP  # noqa: E402
+from driftline.streams.aggregators import AGGREGATIONS, DISTINCT_CAP  # noqa: E402
 
 KINDS = {
     "tumbling": {"window_ms": 10_000},

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from streams.histogram import LATENCY_BUCKETS_S, BucketCounts
+from driftline.streams.histogram import LATENCY_BUCKETS_S, BucketCounts
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

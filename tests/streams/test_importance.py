@@ -8,17 +8,17 @@ import orjson
 import pytest
 from river import compose, linear_model, optim, preprocessing, tree
 
-import streams.importance as imp
+import driftline.streams.importance as imp
 from driftline.errors import DriftlineError, SpecError
-from streams.importance import (
+from driftline.streams.importance import (
     ImportanceMonitor,
     LabelledWindow,
     linear_importance,
     permutation_importance,
     shares,
 )
-from streams.labels import LabelJoin
-from streams.model import BatchPredictor
+from driftline.streams.labels import LabelJoin
+from driftline.streams.model import BatchPredictor
 
 NAMES = ["x0", "x1", "x2", "x3"]
 

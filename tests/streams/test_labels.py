@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from driftline.errors import DriftlineError, SpecError
-from streams.labels import JoinedBatch, LabelJoin, float_array, floats_to_json
+from driftline.streams.labels import JoinedBatch, LabelJoin, float_array, floats_to_json
 
 NF = 2  # feature columns in the random streams
 

@@ -7,7 +7,7 @@ import pytest
 from river import compose, linear_model, preprocessing, tree
 
 from driftline.errors import SpecError
-from streams.model import BatchPredictor, build_builtin
+from driftline.streams.model import BatchPredictor, build_builtin
 
 INPUTS = ["a", "b", "c"]
 

@@ -10,8 +10,8 @@ import pytest
 from river import metrics, utils
 
 from driftline.errors import DriftlineError, SpecError
-from streams.labels import JoinedBatch, LabelJoin
-from streams.model_metrics import (
+from driftline.streams.labels import JoinedBatch, LabelJoin
+from driftline.streams.model_metrics import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
     CountWindowMetrics,

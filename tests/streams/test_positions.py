@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from driftline.errors import SpecError
-from streams.positions import PositionLog
+from driftline.streams.positions import PositionLog
 
 
 @pytest.mark.parametrize("capacity", [1, 5, 64])

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import ks_2samp
 
 from driftline.errors import DriftlineError
-from streams.profile import OTHER, Profile
+from driftline.streams.profile import OTHER, Profile
 
 
 def test_merge_equals_profile_of_the_union() -> None:

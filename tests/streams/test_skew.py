@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftline.errors import SpecError
-from streams.skew import SkewCheck
+from driftline.streams.skew import SkewCheck
 
 
 def brute(b, s, tol, mode, window, max_rate, min_samples):

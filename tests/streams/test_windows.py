@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from driftline.errors import DriftlineError, SpecError
-from streams.windows import check_size_ms, tumbling_start_ms, window_end_ms
+from driftline.streams.windows import check_size_ms, tumbling_start_ms, window_end_ms
 
 MIN = 60_000
 
@@ -89,7 +89,7 @@ def test_property_start_contains_ts(ts: int, size: int) -> None:
 
 
 # ---------------------------------------------------------------------------- hopping, sliding
-from streams.windows import check_step_ms, hopping_starts_ms, sliding_range_ms  # noqa: E402
+from driftline.streams.windows import check_step_ms, hopping_starts_ms, sliding_range_ms  # noqa: E402
 
 
 @given(

@@ -10,8 +10,8 @@ import pytest
 from river.drift import ADWIN
 
 from driftline.errors import DriftlineError, SpecError
-from streams.detectors.adwin import AdwinDetector
-from streams.detectors.base import Detection
+from driftline.streams.detectors.adwin import AdwinDetector
+from driftline.streams.detectors.base import Detection
 
 
 def river_detections(xs: np.ndarray, **kw) -> list[int]:

@@ -11,9 +11,9 @@ import pytest
 from scipy.stats import ks_2samp
 
 from driftline.errors import DriftlineError, SpecError
-from streams.detectors._ksexact import critical_h, ks_pvalue
-from streams.detectors.base import Detection
-from streams.detectors.ks import KSWindowDetector
+from driftline.streams.detectors._ksexact import critical_h, ks_pvalue
+from driftline.streams.detectors.base import Detection
+from driftline.streams.detectors.ks import KSWindowDetector
 
 
 def rebase(ds: list[Detection], off: int) -> list[Detection]:

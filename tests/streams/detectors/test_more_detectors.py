@@ -13,18 +13,23 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, chisquare
 
 from driftline.errors import DriftlineError, SpecError
-from streams.detectors.alarm import Alarm
-from streams.detectors.base import Detection
-from streams.detectors.factory import DETECTORS, build_detector
-from streams.detectors.sequential import (
+from driftline.streams.detectors.alarm import Alarm
+from driftline.streams.detectors.base import Detection
+from driftline.streams.detectors.factory import DETECTORS, build_detector
+from driftline.streams.detectors.sequential import (
     DDMDetector,
     HDDMADetector,
     HDDMWDetector,
     PageHinkleyDetector,
 )
-from streams.detectors.windowed import Chi2Detector, JSDDetector, PSIDetector, SummaryDetector
-from streams.fdr import benjamini_hochberg, bonferroni
-from streams.profile import Profile
+from driftline.streams.detectors.windowed import (
+    Chi2Detector,
+    JSDDetector,
+    PSIDetector,
+    SummaryDetector,
+)
+from driftline.streams.fdr import benjamini_hochberg, bonferroni
+from driftline.streams.profile import Profile
 
 CATS = np.array(["a", "b", "c", "d", "e"], dtype=object)
 P0 = [0.4, 0.25, 0.15, 0.12, 0.08]

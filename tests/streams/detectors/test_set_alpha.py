@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from driftline.errors import DriftlineError, SpecError
-from streams.detectors.alarm import Alarm
-from streams.detectors.base import Detection
-from streams.detectors.ks import KSWindowDetector
-from streams.detectors.windowed import Chi2Detector
+from driftline.streams.detectors.alarm import Alarm
+from driftline.streams.detectors.base import Detection
+from driftline.streams.detectors.ks import KSWindowDetector
+from driftline.streams.detectors.windowed import Chi2Detector
 
 CATS = np.array(["a", "b", "c", "d", "e"], dtype=object)
 P0 = [0.4, 0.25, 0.15, 0.12, 0.08]
