@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -17,10 +17,14 @@ import orjson
 from driftline.errors import RecordError
 
 _BIG = 2**1023  # integers beyond this do not fit a float64
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
-def _too_big(name: str, v: int) -> RecordError:
-    return RecordError("non_finite", f"field {name!r} is an integer too large for a float64")
+def _int_as_float(name: str, v: int) -> float:
+    if not -_BIG < v < _BIG:
+        raise RecordError("non_finite", f"field {name!r} is an integer too large for a float64")
+    return float(v)
 
 
 def _check_float(name: str, v: Any) -> float:
@@ -29,17 +33,13 @@ def _check_float(name: str, v: Any) -> float:
             raise RecordError("non_finite", f"field {name!r} is {v}, expected a finite number")
         return v
     if type(v) is int:
-        if not -_BIG < v < _BIG:
-            raise _too_big(name, v)
-        return float(v)
+        return _int_as_float(name, v)
     raise RecordError("wrong_type", f"field {name!r} is {type(v).__name__}, expected a number")
 
 
 def _check_int(name: str, v: Any) -> float:
     if type(v) is int:
-        if not -_BIG < v < _BIG:
-            raise _too_big(name, v)
-        return float(v)
+        return _int_as_float(name, v)
     raise RecordError("wrong_type", f"field {name!r} is {type(v).__name__}, expected an integer")
 
 
@@ -56,7 +56,17 @@ def _check_string(name: str, v: Any) -> str:
 
 
 def parse_timestamp_ms(name: str, v: Any) -> int:
-    """Epoch milliseconds from an integer, or from an ISO-8601 string that carries a zone."""
+    """Epoch milliseconds from an integer, or from an ISO-8601 string that carries a zone.
+
+    ISO times are floored to the millisecond with integer arithmetic on the offset from the
+    epoch: ``dt.timestamp() * 1000`` is a float product that lands just below the integer for
+    some instants (e.g. ``2004-04-08T05:56:40.031Z`` gave ...030).
+
+    >>> parse_timestamp_ms("ts", "2004-04-08T05:56:40.031Z")
+    1081403800031
+    >>> parse_timestamp_ms("ts", "2004-04-08T11:26:40.031+05:30")
+    1081403800031
+    """
     if type(v) is int:
         return v
     if type(v) is str:
@@ -68,7 +78,7 @@ def parse_timestamp_ms(name: str, v: Any) -> int:
             raise RecordError(
                 "bad_timestamp", f"field {name!r}={v!r} has no time zone; add Z or +hh:mm"
             )
-        return int(dt.timestamp() * 1000)
+        return (dt - _EPOCH) // _MS
     raise RecordError(
         "bad_timestamp", f"field {name!r} is {type(v).__name__}, expected epoch ms or ISO-8601 text"
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -103,6 +105,58 @@ def test_integer_keys_are_allowed_when_declared() -> None:
 )
 def test_timestamps(value: object, ms: int) -> None:
     assert parse_timestamp_ms("ts", value) == ms
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso(ms: int, offset_min: int = 0) -> str:
+    """ISO-8601 text of ``ms`` at a zone offset, built with integer (timedelta) arithmetic."""
+    dt = (EPOCH + timedelta(milliseconds=ms)).astimezone(timezone(timedelta(minutes=offset_min)))
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        # float seconds * 1000 truncated these to one millisecond less
+        ("2004-04-08T05:56:40.031Z", 1081403800031),
+        ("2004-04-08T11:26:40.031+05:30", 1081403800031),
+        ("2004-04-07T21:56:40.031-08:00", 1081403800031),
+        ("1970-07-14T10:40:35.762Z", 16800035762),
+        ("1970-07-14T12:40:35.762+02:00", 16800035762),
+        ("2038-01-29T20:18:52.569Z", 2148409132569),
+        ("2038-01-30T09:03:52.569+12:45", 2148409132569),
+        ("1969-06-18T06:55:14.131Z", -16995885869),
+        # these were right before and stay right
+        ("2024-01-01T00:00:00.001Z", 1704067200001),
+        ("2024-01-01T00:00:00.009Z", 1704067200009),
+        ("2024-01-01T00:00:00.123Z", 1704067200123),
+        ("2023-12-31T19:00:00.123-05:00", 1704067200123),
+        ("2024-01-01T00:00:00.123999Z", 1704067200123),  # microseconds are floored
+        ("1969-12-31T23:59:59.9995Z", -1),  # floored, not truncated towards zero
+    ],
+)
+def test_iso_timestamps_keep_every_millisecond(dec: RecordDecoder, text: str, ms: int) -> None:
+    assert parse_timestamp_ms("ts", text) == ms
+    raw = json.dumps({"user": "a", "ts": text, "x": 0, "n": 0, "ok": True}).encode()
+    assert dec.decode(raw)[1] == dec.decode_checked(raw)[1] == ms
+
+
+def test_random_iso_timestamps_equal_integer_arithmetic() -> None:
+    rng = random.Random(20240101)
+    cases = []
+    for _ in range(3000):
+        if rng.random() < 0.5:  # anywhere in 1900..2100
+            ms = rng.randrange(-2_208_988_800_000, 4_102_444_800_000)
+        else:  # just after a power of two of seconds, where the float product errs most
+            ms = 2 ** rng.randrange(20, 33) * 1000 + rng.randrange(0, 30 * 86_400_000)
+        cases.append((ms, iso(ms, 15 * rng.randrange(-48, 57))))
+    got = [parse_timestamp_ms("ts", text) for _, text in cases]
+    assert got == [ms for ms, _ in cases]
+    # the sample does exercise the old float truncation
+    floats = [int(datetime.fromisoformat(text).timestamp() * 1000) for _, text in cases]
+    assert sum(f != ms for f, (ms, _) in zip(floats, cases, strict=True)) > 100
 
 
 _values = st.one_of(
