@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import tempfile
 import threading
 import time
 import tomllib
-import urllib.request
 import uuid
 from contextlib import ExitStack
 from importlib import resources
@@ -24,6 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 from river import compose, linear_model, optim, preprocessing
 
 from driftline.agents.kafka_io import ensure_topics, make_producer, produce_all, wait_for_broker
+from driftline.agents.scrape import read_metric
 from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.alert_format import format_alert
 from driftline.errors import DriftlineError
@@ -60,19 +59,6 @@ def train_demo_model(path: Path, inputs: list[str], seed: int = 99, n: int = 20_
     for row, label in zip(rows, y.tolist(), strict=True):
         model.learn_one(dict(zip(inputs, row, strict=True)), bool(label))
     return save_model(model, path, version="demo-logreg-1")
-
-
-def read_metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
-    """Sum of the samples named ``name`` on a /metrics page whose labels include ``labels``
-    (0 when absent)."""
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for m in re.finditer(rf"^{re.escape(name)}(?:{{([^}}]*)}})? (\S+)$", text, re.M):
-        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
-        if all(got.get(k) == v for k, v in (labels or {}).items()):
-            total += float(m.group(2))
-    return total
 
 
 def consumer_at_end(bootstrap: str, topic: str, group_prefix: str) -> Consumer:

@@ -30,14 +30,12 @@ import logging
 import math
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
-import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
@@ -58,6 +56,8 @@ from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
 from driftline.agents.kafka_io import ensure_topics, wait_for_broker
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
+from driftline.agents.scrape import parse_samples as parse_metrics
+from driftline.agents.scrape import read_text, sample_sum
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import LocalKafka, free_port
 from driftline.spec import PipelineSpec, load_spec
@@ -133,27 +133,10 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """Samples of a Prometheus text exposition: ``(name, labels, value)``.
-
-    >>> parse_metrics('a_total{x="1"} 3.0\\n# HELP b b\\nb 2')
-    [('a_total', {'x': '1'}, 3.0), ('b', {}, 2.0)]
-    """
-    out = []
-    for m in re.finditer(r"^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})? (\S+)$", text, re.M):
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        out.append((m.group(1), labels, float(m.group(3))))
-    return out
-
-
 def metric_sum(
     samples: Sequence[tuple[str, dict[str, str], float]], name: str, **labels: str
 ) -> float:
-    return sum(
-        v
-        for n, lab, v in samples
-        if n == name and all(lab.get(k) == want for k, want in labels.items())
-    )
+    return sample_sum(samples, name, labels)
 
 
 def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
@@ -186,11 +169,6 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
             return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
         prev_le, prev_count = le, count
     return bs[-2][0] if len(bs) > 1 else math.nan
-
-
-def read_text(url: str, timeout: float = 5.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return str(r.read().decode())
 
 
 def load_average() -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from driftline.agents.demo import read_metric
+from driftline.agents.scrape import read_metric
 
 
 @dataclass(frozen=True)
