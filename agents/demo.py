@@ -61,6 +61,13 @@ def train_demo_model(path: Path, inputs: list[str], seed: int = 99, n: int = 20_
     return save_model(model, path, version="demo-logreg-1")
 
 
+def worker_argv(spec_path: str | Path, bootstrap: str, *options: str) -> list[str]:
+    """The command line of a ``driftline worker`` subprocess on this interpreter (the demo's and
+    the integration tests')."""
+    return [sys.executable, "-m", "driftline.cli", "worker", "-c", str(spec_path),
+            "--bootstrap", bootstrap, *options]  # fmt: skip
+
+
 def consumer_at_end(bootstrap: str, topic: str, group_prefix: str) -> Consumer:
     """A read_committed consumer assigned to every partition of ``topic`` at its current end."""
     c = Consumer(
@@ -289,18 +296,7 @@ def run_demo(
         stack.callback(labeller.stop_event.set)
 
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "driftline.cli",
-                "worker",
-                "-c",
-                str(spec_path),
-                "--bootstrap",
-                bootstrap,
-                "--loglevel",
-                "warning",
-            ],
+            worker_argv(spec_path, bootstrap, "--loglevel", "warning"),
             stdout=subprocess.DEVNULL,
             stderr=open(tmp / "worker.log", "wb"),
         )

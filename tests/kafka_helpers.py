@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from driftline.agents.demo import worker_argv
 from driftline.agents.scrape import read_metric
 
 
@@ -81,23 +81,13 @@ metric = read_metric
 
 
 def start_worker(
-    spec_path: Path, bootstrap: str, log_path: Path, worker_id: str | None = None
+    spec_path: Path, bootstrap: str, log_path: Path, worker_id: str | None = None, *options: str
 ) -> subprocess.Popen[bytes]:
+    """A worker subprocess at log level info (more ``options`` are passed on), stderr to
+    ``log_path``."""
     extra = ["--worker-id", worker_id] if worker_id else []
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "driftline.cli",
-            "worker",
-            "-c",
-            str(spec_path),
-            "--bootstrap",
-            bootstrap,
-            "--loglevel",
-            "info",
-            *extra,
-        ],
+        worker_argv(spec_path, bootstrap, "--loglevel", "info", *extra, *options),
         stdout=subprocess.DEVNULL,
         stderr=log_path.open("wb"),
     )

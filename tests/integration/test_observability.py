@@ -31,7 +31,7 @@ from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
 from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
-from tests.kafka_helpers import kcat_produce, metric, read_topic, wait_for_metric
+from tests.kafka_helpers import kcat_produce, metric, read_topic, start_worker, wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -86,22 +86,7 @@ def worker(
     kcat_produce(kcat, kafka_bootstrap, topic, chunks[0] + [k + b"|" + v for k, v in BAD])
 
     log = tmp / "worker.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "driftline.cli",
-            "worker",
-            "-c",
-            str(spec_path),
-            "--bootstrap",
-            kafka_bootstrap,
-            "--log-format",
-            "json",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
+    proc = start_worker(spec_path, kafka_bootstrap, log, None, "--log-format", "json")
     w = Worker(port, f"http://127.0.0.1:{port}", proc, log, topic, N + len(BAD), tmp)
     try:
         wait_for_metric(
