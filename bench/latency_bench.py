@@ -58,7 +58,6 @@ import json
 import logging
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -69,7 +68,6 @@ import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -810,21 +808,9 @@ def sweep_table(runs: Sequence[E2E]) -> str:
 
 
 def facts(bootstrap: str, broker: str) -> str:
-    import confluent_kafka
-
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return "\n".join(
         [
-            f"machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}",
-            f"python:  {platform.python_implementation()} {platform.python_version()}, "
-            f"confluent-kafka {version('confluent-kafka')}, "
-            f"librdkafka {confluent_kafka.libversion()[0]}",
-            f"broker:  {broker} at {bootstrap} (shares this machine's cores)",
+            *pb.machine_facts(bootstrap, broker, ("confluent-kafka",)),
             f"load:    {pb.load_average()} (1/5/15 min) before measuring",
         ]
     )

@@ -571,24 +571,34 @@ def topic_size(bootstrap: str, topic: str) -> int:
 # ----------------------------------------------------------------------------- report
 
 
-def facts(bootstrap: str, broker: str, n: int, mean_size: float, compression: str) -> str:
-    libs = ", ".join(
-        f"{p} {version(p)}" for p in ("faust-streaming", "aiokafka", "confluent-kafka", "orjson")
-    )
-    import confluent_kafka
-
+def cpu_model() -> str:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return cpu
+
+
+def machine_facts(bootstrap: str, broker: str, packages: Sequence[str]) -> list[str]:
+    """The lines every benchmark prints first: machine, Python and library versions, broker."""
+    import confluent_kafka
+
+    libs = ", ".join(f"{p} {version(p)}" for p in packages)
+    return [
+        f"machine: {os.cpu_count()} cores ({cpu_model()}), "
+        f"{platform.system()} {platform.release()}",
+        f"python:  {platform.python_implementation()} {platform.python_version()}",
+        f"libs:    {libs}, librdkafka {confluent_kafka.libversion()[0]}",
+        f"broker:  {broker} at {bootstrap} (shares this machine's cores)",
+    ]
+
+
+def facts(bootstrap: str, broker: str, n: int, mean_size: float, compression: str) -> str:
+    packages = ("faust-streaming", "aiokafka", "confluent-kafka", "orjson")
     return "\n".join(
         [
-            f"machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}",
-            f"python:  {platform.python_implementation()} {platform.python_version()}",
-            f"libs:    {libs}, librdkafka {confluent_kafka.libversion()[0]}",
-            f"broker:  {broker} at {bootstrap} (shares this machine's cores)",
+            *machine_facts(bootstrap, broker, packages),
             f"input:   {n} events, {PARTITIONS} partitions, mean value {mean_size:.0f} B, "
             f"compression {compression}",
             f"load:    {load_average()} (1/5/15 min) before measuring; anything else running "
