@@ -5,14 +5,21 @@ input partition in the same order: give ``--partitions`` (the input topic's coun
 producer's partitioner (``consistent`` = librdkafka's default, CRC-32 of the key, used by kcat
 and confluent-kafka; ``murmur2`` = the Java client's default). Feature state never crosses
 entities, so only lateness (a per-partition watermark) depends on the partitioning.
+
+A JSON Lines record is replayed as its line's bytes, the value a producer would have sent: a line
+that is not JSON, not an object or not valid against the spec is dead-lettered exactly as the
+worker does it (same ``reason`` and ``error``), counted, and the replay goes on. The offline run
+has no broker, so no record has a broker timestamp: predictions carry no ``latency_ms``.
 """
 
 from __future__ import annotations
 
+import gzip
 import sys
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +32,7 @@ from driftline.agents.batch_features import BatchFeatureCache
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
 from driftline.errors import DriftlineError
-from driftline.io_files import RecordWriter, count_records, read_records
+from driftline.io_files import RecordWriter, count_records, file_format, read_records
 from driftline.spec import PipelineSpec
 from driftline.streams.profile import Profile
 
@@ -73,6 +80,32 @@ def partition_for(key: bytes, partitions: int, partitioner: str) -> int:
     if partitioner == "murmur2":
         return (murmur2(key) & 0x7FFFFFFF) % partitions
     raise DriftlineError(f"unknown partitioner {partitioner!r}; use one of {PARTITIONERS}")
+
+
+def input_records(
+    path: str | Path, fields: Mapping[str, str] | None = None
+) -> Iterator[tuple[Any, bytes]]:
+    """``(document or None, value bytes)`` per record of an events file.
+
+    JSON Lines give each non-blank line's own bytes (without the line end) and its parsed
+    document, None when the line is not JSON: the pipeline's decoder dead-letters it as the
+    worker would. CSV and Parquet rows are documents, serialised to JSON values.
+    """
+    fmt = file_format(path)
+    if fmt not in ("jsonl", "jsonl.gz"):
+        for doc in read_records(path, fields):
+            yield doc, orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        return
+    with gzip.open(path, "rb") if fmt == "jsonl.gz" else open(path, "rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            value = line.rstrip(b"\r\n")
+            try:
+                doc = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                doc = None
+            yield doc, value
 
 
 @dataclass
@@ -127,11 +160,10 @@ def replay_outcomes(
         bar.update(len(recs))
 
     try:
-        for doc in read_records(input_path, spec.input.fields):
+        for doc, value in input_records(input_path, spec.input.fields):
             k = doc.get(key_field) if isinstance(doc, dict) else None
             key = None if k is None else str(k).encode()
             p = partition_for(key or b"", partitions, partitioner)
-            value = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
             pending[p].append(RawRecord(topic, p, offsets[p], None, key, value))
             docs[p].append(doc)
             offsets[p] += 1
@@ -151,14 +183,21 @@ def replay(
     partitions: int = 1,
     partitioner: str = "consistent",
     predictions_path: str | Path | None = None,
+    alerts_path: str | Path | None = None,
+    dead_letters_path: str | Path | None = None,
     progress: bool = True,
     batch_features_path: str | Path | None = None,
 ) -> ReplayStats:
-    """Write the feature vectors (and optionally predictions) the worker would write."""
+    """Write the feature vectors the worker would write, and optionally its predictions, alerts
+    and dead letters (documents of the predictions, alerts and DLQ topics' schemas)."""
     stats = ReplayStats()
     o = spec.output
-    pred_writer = RecordWriter(predictions_path) if predictions_path else None
-    with RecordWriter(output_path) as writer:
+    with ExitStack() as files:
+        writer = files.enter_context(RecordWriter(output_path))
+        pred_writer, alert_writer, dlq_writer = (
+            None if path is None else files.enter_context(RecordWriter(path))
+            for path in (predictions_path, alerts_path, dead_letters_path)
+        )
         for _docs, oc in replay_outcomes(
             spec,
             input_path,
@@ -171,18 +210,31 @@ def replay(
             stats.late += oc.late_events
             stats.dead_letters.update(oc.dead_letters)
             stats.alerts += len(oc.alerts)
-            feats = [orjson.loads(v) for t, _k, v in oc.all_messages() if t == o.features_topic]
+            by_topic: dict[str, list[bytes]] = defaultdict(list)
+            for t, _k, v in oc.all_messages():
+                by_topic[t].append(v)
+            feats = [orjson.loads(v) for v in by_topic[o.features_topic]]
             writer.write_many(feats)
             stats.feature_vectors += len(feats)
             if pred_writer is not None:
                 preds = [
-                    orjson.loads(v) for t, _k, v in oc.all_messages() if t == o.predictions_topic
+                    _no_unknown_latency(orjson.loads(v)) for v in by_topic[o.predictions_topic]
                 ]
                 pred_writer.write_many(preds)
                 stats.predictions += len(preds)
-    if pred_writer is not None:
-        pred_writer.close()
+            if alert_writer is not None:
+                alert_writer.write_many(oc.alerts)
+            if dlq_writer is not None:
+                dlq_writer.write_many(orjson.loads(v) for v in by_topic[o.dlq_topic])
     return stats
+
+
+def _no_unknown_latency(prediction: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``latency_ms`` (broker append time to prediction) from a prediction whose record has
+    no broker timestamp: the pipeline counts from 0 there, i.e. from 1970."""
+    if prediction["source"].get("timestamp_ms") is None:
+        prediction.pop("latency_ms", None)
+    return prediction
 
 
 def build_profile(

@@ -126,6 +126,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         partitioner=args.partitioner,
         predictions_path=args.predictions,
+        alerts_path=args.alerts,
+        dead_letters_path=args.dlq,
         progress=not args.no_progress,
         batch_features_path=args.batch_features,
     )
@@ -360,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--input", required=True, help="events file")
     rp.add_argument("--output", required=True, help="feature vectors file")
     rp.add_argument("--predictions", help="also write predictions to this file")
+    rp.add_argument("--alerts", help="also write drift alerts to this file")
+    rp.add_argument("--dlq", help="also write dead letters (undecodable records) to this file")
     rp.add_argument("--partitions", type=int, default=1, help="input topic partitions (default 1)")
     rp.add_argument(
         "--partitioner",
