@@ -1,15 +1,14 @@
 """What the detectors that wrap one river detector share: firing/resolved state with a cooldown,
-the read-only properties, and snapshots that pickle the river object."""
+the read-only properties, and snapshots holding the river object's state as plain data."""
 
 from __future__ import annotations
 
-import base64
 import math
-import pickle
 from typing import Any, ClassVar
 
 from driftline.errors import DriftlineError
 from driftline.streams.detectors.base import DriftDetector, check_state_params
+from driftline.streams.plain_state import restore_river_detector, river_detector_state
 
 __all__ = ["RiverWrapper"]
 
@@ -71,14 +70,12 @@ class RiverWrapper(DriftDetector):
         pass
 
     def snapshot(self) -> dict[str, Any]:
-        """Plain-data state; the river detector is pickled, base64-encoded, under ``"river"``.
-
-        Only `restore` snapshots you produced yourself: unpickling runs code.
-        """
+        """Plain-data state; the river detector's fields under ``"river"``
+        (`streams.plain_state.river_detector_state`: numbers and lists, no pickle)."""
         return {
             "detector": self.name,
             "params": self._params(),
-            "river": base64.b64encode(pickle.dumps(self._river, protocol=5)).decode("ascii"),
+            "river": river_detector_state(self._river),
             "firing": self._firing,
             "since": self._since,
             "statistic": None if math.isnan(self._statistic) else self._statistic,
@@ -90,6 +87,9 @@ class RiverWrapper(DriftDetector):
     def restore(self, state: dict[str, Any]) -> None:
         """Load a `snapshot` taken by a detector with the same hyperparameters.
 
+        The river detector is rebuilt from this detector's hyperparameters, then its state
+        fields are set from ``state["river"]``, each checked; nothing in ``state`` is executed.
+
         Raises
         ------
         DriftlineError
@@ -98,17 +98,17 @@ class RiverWrapper(DriftDetector):
         check_state_params(self.name, state, self._params())
         noun = self._noun or f"a {self.name}"
         try:
-            river = pickle.loads(base64.b64decode(state["river"]))
-            firing, since = bool(state["firing"]), int(state["since"])
+            river = restore_river_detector(self._river, state["river"])
+            firing, since = state["firing"], state["since"]
             stat = state["statistic"]
-            n_seen, n_det = int(state["n_seen"]), int(state["n_detections"])
+            n_seen, n_det = state["n_seen"], state["n_detections"]
+            if type(firing) is not bool or any(type(v) is not int for v in (since, n_seen, n_det)):
+                raise TypeError("firing must be a boolean, since/n_seen/n_detections integers")
+            if stat is not None and type(stat) not in (int, float):
+                raise TypeError(f"statistic must be a number or null, got {stat!r}"[:120])
             extra = self._load_extra(state)
-        except (KeyError, TypeError, ValueError, pickle.UnpicklingError) as exc:
-            raise DriftlineError(f"state: not {noun} detector snapshot ({exc!r})") from exc
-        if type(river) is not type(self._river):
-            raise DriftlineError(
-                f"state: 'river' holds a {type(river).__name__}, not {noun} detector"
-            )
+        except (KeyError, TypeError, ValueError, DriftlineError) as exc:
+            raise DriftlineError(f"state: not {noun} detector snapshot ({exc})") from exc
         self._river, self._firing, self._since = river, firing, since
         self._statistic = math.nan if stat is None else float(stat)
         self._n_seen, self._n_detections = n_seen, n_det
