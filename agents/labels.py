@@ -8,10 +8,9 @@ the labels topic (labels that name a prediction id made elsewhere are forwarded 
 
 from __future__ import annotations
 
-import base64
 import copy
+import logging
 import math
-import pickle
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -31,6 +30,14 @@ from driftline.streams.label_log import LoggedLabelJoin
 from driftline.streams.labels import JoinedBatch
 from driftline.streams.model import BatchPredictor
 from driftline.streams.model_metrics import CountWindowMetrics, TimeWindowMetrics
+from driftline.streams.plain_state import (
+    ModelMismatch,
+    check_learnable,
+    model_state,
+    restore_model,
+)
+
+log = logging.getLogger("driftline.labels")
 
 #: Join-id separator for ``join_key = "event_id"``: entity, then event id.
 EVENT_ID_SEP = "\x1f"
@@ -184,7 +191,11 @@ class PartitionLabels:
         }
         self.predictor = predictor
         self.n_learned = 0
+        self._configured_model = predictor.model
         if ls.learn:  # each partition learns on its own copy (its state is partition-local)
+            # the learnt model goes to the state changelog as plain data (no pickle), which
+            # only some models have: refuse the others before anything is processed
+            check_learnable(predictor.model)
             self.predictor = BatchPredictor(copy.deepcopy(predictor.model), predictor.inputs)
         imp = ls.importance
         self.importance_window = None if imp is None else LabelledWindow(imp.window)
@@ -286,8 +297,8 @@ class PartitionLabels:
                 "monitor": self.importance.snapshot(),
                 "shares": None if self.last_shares is None else self.last_shares.tolist(),
             }
-        if self.ls.learn:
-            state["model"] = base64.b64encode(pickle.dumps(self.predictor.model)).decode()
+        if self.ls.learn:  # weights, intercept, scaler statistics: streams.plain_state
+            state["model"] = model_state(self.predictor.model)
         return state
 
     def restore(self, state: dict[str, Any], join: LoggedLabelJoin) -> None:
@@ -306,9 +317,17 @@ class PartitionLabels:
             self.last_shares = None if shares is None else np.array(shares, dtype=np.float64)
         if self.ls.learn and "model" in state:
             try:
-                model = pickle.loads(base64.b64decode(state["model"]))
-            except Exception as e:
+                model = restore_model(self._configured_model, state["model"])
+            except ModelMismatch as e:
+                log.warning(
+                    "partition %d: %s; the configured model changed, so online learning starts "
+                    "again from it",
+                    self.partition,
+                    e,
+                )
+                model, self.n_learned = copy.deepcopy(self._configured_model), 0
+            except DriftlineError as e:
                 raise DriftlineError(
-                    f"partition {self.partition}: the saved online model cannot be read ({e!r})"
+                    f"partition {self.partition}: the saved online model cannot be read ({e})"
                 ) from e
             self.predictor = BatchPredictor(model, self.predictor.inputs)
