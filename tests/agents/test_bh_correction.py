@@ -59,7 +59,7 @@ def test_levels_and_alerts(correction: str) -> None:
     assert {a["target"] for a in firing} >= {"amount", "latency_ms"}
     if correction == "benjamini_hochberg":
         # after the batch step, the levels in force are BH's for the latest p-values
-        pipe._bh_levels()
+        pipe.bh_correction.apply()
         levels = np.array([det.alpha for _, det in pipe.detectors])
         p_arr = np.array([np.nan if v is None else v for v in p])
         assert ((p_arr <= levels) == benjamini_hochberg(p_arr, ALPHA)).all()

@@ -1,0 +1,171 @@
+"""Alert documents (``alert.schema.json``) and their deterministic ids."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from driftline.agents.stages.outcome import BatchOutcome
+from driftline.spec import ERROR_TARGET, PREDICTION_TARGET, DetectorSpec, PipelineSpec
+from driftline.streams.detectors.base import Detection
+
+_KINDS = {PREDICTION_TARGET: "prediction", ERROR_TARGET: "concept", "label": "label"}
+_ADAPTIVE = ("adwin", "page_hinkley", "ddm", "hddm_a", "hddm_w")
+
+
+def alert_id(
+    pipeline: str, detector: str, partition: int, offset: int, status: str, topic: str = ""
+) -> str:
+    """Deterministic id: the same trigger record yields the same id after a replay or restart.
+
+    ``topic`` is given for triggers on another topic than the input (the labels topic)."""
+    where = f"{topic}/{partition}" if topic else str(partition)
+    raw = f"{pipeline}|{detector}|{where}|{offset}|{status}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+class AlertDocs:
+    """Builds one partition's alert documents and puts them in a batch's outcome."""
+
+    def __init__(self, spec: PipelineSpec, partition: int) -> None:
+        self.spec = spec
+        self.pipeline = spec.name
+        self.partition = partition
+        self.topic = spec.output.alerts_topic
+        self._labels_topic = spec.labels.topic if spec.labels is not None else None
+
+    def emit(self, out: BatchOutcome, key: str, doc: dict[str, Any]) -> None:
+        """``doc`` joins the batch's alerts and its messages (on the alerts topic, by ``key``)."""
+        out.alerts.append(doc)
+        out.messages.append((self.topic, key.encode(), orjson.dumps(doc)))
+
+    def _id_topic(self, topic: str) -> str:
+        """Part of an alert id: empty for input records (ids as before labels existed)."""
+        return topic if topic == self._labels_topic else ""
+
+    def reference_description(self, dspec: DetectorSpec, d: Detection) -> str:
+        where = f"{dspec.target} on partition {self.partition}"
+        if dspec.reference_profile is not None:
+            return f"profile {dspec.reference_profile.name} of {dspec.target}"
+        mode = dspec.params.get("reference_mode", "fixed")
+        if dspec.type in _ADAPTIVE:
+            return f"{dspec.type} adaptive history of {where}"
+        if mode == "previous_window":
+            return f"previous {dspec.params.get('window_ms')} ms event-time window of {where}"
+        if mode == "sliding":
+            return f"the {d.n_reference} values before the current window of {where}"
+        return f"first {d.n_reference} values of {where}"
+
+    def detection(
+        self,
+        dspec: DetectorSpec,
+        d: Detection,
+        topic: str,
+        offset: int,
+        event_time_ms: int,
+        now_ms: int,
+        start: tuple[int, int] | None = None,
+    ) -> dict[str, Any]:
+        """A detector's alert; the trigger record is ``topic``/partition@``offset``, and
+        ``start`` (event time, offset) the first value of the detector's window if known."""
+        kind = _KINDS.get(dspec.target, "covariate")
+        if d.status == "resolved":
+            severity = "info"
+        elif d.p_value is not None and d.p_value < d.threshold * 1e-3:
+            severity = "critical"
+        else:
+            severity = "warning"
+        ref = self.reference_description(dspec, d)
+        own = self._id_topic(topic)
+        doc = {
+            "alert_id": alert_id(self.pipeline, dspec.name, self.partition, offset, d.status, own),
+            "pipeline": self.pipeline,
+            "kind": kind,
+            "detector": dspec.name,
+            "detector_type": dspec.type,
+            "target": dspec.target,
+            "status": d.status,
+            "severity": severity,
+            "statistic": float(d.statistic),
+            "p_value": None if d.p_value is None else float(d.p_value),
+            "threshold": float(d.threshold),
+            "window": {
+                "partition": self.partition,
+                "topic": topic,
+                "event_time_ms": event_time_ms,
+                "offset": offset,
+                "start_event_time_ms": None if start is None else start[0],
+                "start_offset": None if start is None else start[1],
+                "n_current": int(d.n_current),
+            },
+            "reference": {"description": ref, "n": int(d.n_reference)},
+            "detected_at_ms": now_ms,
+        }
+        if getattr(d, "detail", ""):
+            doc["detail"] = d.detail
+        return doc
+
+    def skew(
+        self, c: Any, d: Detection, offset: int, event_time_ms: int, now_ms: int
+    ) -> dict[str, Any]:
+        """A skew check's alert (``c`` is its ``SkewCheckSpec``)."""
+        return {
+            "alert_id": alert_id(self.pipeline, c.name, self.partition, offset, d.status),
+            "pipeline": self.pipeline,
+            "kind": "skew",
+            "detector": c.name,
+            "detector_type": "skew",
+            "target": f"{c.batch}~{c.streaming}",
+            "status": d.status,
+            "severity": "warning" if d.status == "firing" else "info",
+            "statistic": float(d.statistic),
+            "p_value": None,
+            "threshold": float(d.threshold),
+            "window": {
+                "partition": self.partition,
+                "event_time_ms": event_time_ms,
+                "offset": offset,
+                "n_current": int(d.n_current),
+            },
+            "reference": {
+                "description": f"batch feature {c.batch} vs streaming {c.streaming}: share of "
+                f"the last {d.n_current} compared events that disagree",
+                "n": 0,
+            },
+            "detected_at_ms": now_ms,
+        }
+
+    def importance(self, e: Any, topic: str, offset: int, now_ms: int) -> dict[str, Any]:
+        """A feature-importance shift's alert (``e`` is an ``ImportanceEvent``)."""
+        own = self._id_topic(topic)
+        imp = self.spec.labels.importance if self.spec.labels else None
+        return {
+            "alert_id": alert_id(
+                self.pipeline, f"importance:{e.feature}", self.partition, offset, e.status, own
+            ),
+            "pipeline": self.pipeline,
+            "kind": "importance",
+            "detector": "importance",
+            "detector_type": "importance",
+            "target": e.feature,
+            "status": e.status,
+            "severity": "warning" if e.status == "firing" else "info",
+            "statistic": float(e.current_share),
+            "p_value": None,
+            "threshold": float(imp.threshold if imp else 0.0),
+            "window": {
+                "partition": self.partition,
+                "topic": topic,
+                "event_time_ms": int(e.time_ms or 0),
+                "offset": offset,
+                "n_current": int(e.n_examples),
+            },
+            "reference": {
+                "description": f"{imp.method if imp else ''} importance share of {e.feature} "
+                f"at the first evaluation: {e.reference_share:.4f}",
+                "n": int(e.n_examples),
+            },
+            "detected_at_ms": now_ms,
+        }

@@ -1,0 +1,107 @@
+"""Encode stage: one feature vector and one prediction per event, built column-wise.
+
+Each column is serialised once and each document is one ``bytes % tuple`` of a per-batch
+template (see :mod:`driftline.agents.encode`): byte for byte what ``orjson.dumps`` of the
+documents would give.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import orjson
+
+from driftline.agents.encode import json_items, json_strings, key_json, template
+from driftline.agents.stages.frame import Frame
+from driftline.agents.stages.outcome import BatchOutcome
+from driftline.spec import PipelineSpec
+from driftline.streams.model import BatchPredictor
+
+
+class OutputEncoder:
+    """Feature vectors (``feature_vector.schema.json``) and predictions
+    (``prediction.schema.json``) of one partition."""
+
+    def __init__(self, spec: PipelineSpec, partition: int) -> None:
+        self.spec = spec
+        self.partition = partition
+
+    def encode(
+        self,
+        out: BatchOutcome,
+        frame: Frame,
+        predictor: BatchPredictor | None,
+        model_version: str,
+    ) -> None:
+        """Append the frame's feature vectors, and with ``frame.scores`` its predictions."""
+        spec, o = self.spec, self.spec.output
+        good, ts_arr, feats, scores = frame.records, frame.times, frame.features, frame.scores
+        n = len(good)
+        ents = frame.entities.tolist()
+        keys = [e.encode() for e in ents]
+        ent_j = json_strings(ents)
+        ts_j = json_items(ts_arr)
+        off_arr = np.array(good.offsets, dtype=np.int64)
+        off_j = json_items(off_arr)
+        stamps = good.stamps
+        stamp_j = json_items(stamps) if None in stamps else json_items(np.array(stamps, np.int64))
+        src_topic, part = good.topic, self.partition
+        source_head = (
+            b',"source":{"topic":'
+            + orjson.dumps(src_topic)
+            + b',"partition":'
+            + str(part).encode()
+            + b',"offset":'
+        )
+        computed_ms = int(time.time() * 1000)
+        names = list(feats)
+        parts: list[bytes | None] = [
+            b'{"pipeline":' + orjson.dumps(spec.name) + b',"entity":',
+            None,
+            b',"event_time_ms":',
+            None,
+            b',"features":{',
+        ]
+        for i, name in enumerate(names):
+            parts += [(b"," if i else b"") + key_json(name) + b":", None]
+        parts += [b"}", source_head, None, b',"timestamp_ms":', None,
+                  b'},"computed_at_ms":' + str(computed_ms).encode() + b',"freshness_ms":', None,
+                  b"}"]  # fmt: skip
+        tmpl = template(parts)
+        fresh_j = json_items(computed_ms - ts_arr)
+        cols = [json_items(np.asarray(feats[k], dtype=np.float64)) for k in names]
+        rows = zip(ent_j, ts_j, *cols, off_j, stamp_j, fresh_j, strict=True)
+        ftopic = o.features_topic
+        out.messages.extend((ftopic, key, tmpl % row) for key, row in zip(keys, rows, strict=True))
+        out.feature_vectors = n
+        if scores is None or predictor is None:
+            return
+        vector = frame.vector  # the full model-input vector: fields, features, batch features
+        in_names = predictor.inputs
+        if predictor.is_classifier:
+            label_j = json_items((scores >= 0.5).astype(np.int64))
+            for i in np.flatnonzero(np.isnan(scores)).tolist():
+                label_j[i] = b"null"  # an input was missing: no score, no label
+        else:
+            label_j = [b"null"] * n
+        ingest = np.array([t or 0 for t in stamps], dtype=np.float64)
+        latency = np.maximum(time.time() * 1000 - ingest, 0.0)
+        pid_head = orjson.dumps(f"{src_topic}:{part}:")[:-1]  # open string, offset follows
+        parts = [
+            b'{"prediction_id":' + pid_head, None,
+            b'","pipeline":' + orjson.dumps(spec.name) + b',"entity":', None,
+            b',"model_version":' + orjson.dumps(model_version) + b',"score":', None,
+            b',"label":', None, b',"inputs":{',
+        ]  # fmt: skip
+        for i, name in enumerate(in_names):
+            parts += [(b"," if i else b"") + key_json(name) + b":", None]
+        parts += [b'},"event_time_ms":', None, b',"latency_ms":', None, source_head, None,
+                  b',"timestamp_ms":', None, b"}}"]  # fmt: skip
+        tmpl = template(parts)
+        in_cols = [json_items(np.asarray(vector[c], dtype=np.float64)) for c in in_names]
+        rows = zip(off_j, ent_j, json_items(scores), label_j, *in_cols, ts_j,
+                   json_items(latency), off_j, stamp_j, strict=True)  # fmt: skip
+        ptopic = o.predictions_topic
+        out.messages.extend((ptopic, key, tmpl % row) for key, row in zip(keys, rows, strict=True))
+        out.predictions = n
