@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 import numpy as np
 from river.drift import ADWIN
 
-from driftline.errors import SpecError
 from driftline.streams.detectors.base import (
     FIRING,
     RESOLVED,
@@ -15,14 +14,9 @@ from driftline.streams.detectors.base import (
     finite_values,
 )
 from driftline.streams.detectors.river_base import RiverWrapper
+from driftline.streams.params import int_param, probability_param
 
 __all__ = ["AdwinDetector"]
-
-
-def _int_param(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise SpecError(f"{name}: got {value!r}; expected an integer >= {minimum}")
-    return int(value)
 
 
 class AdwinDetector(RiverWrapper):
@@ -41,13 +35,19 @@ class AdwinDetector(RiverWrapper):
     Parameters
     ----------
     delta
-        Significance value, in (0, 1).
+        Confidence of the cut test, strictly between 0 and 1 (default 0.002). Smaller: fewer
+        false alarms, later detections.
     clock
-        Check for a change every ``clock`` values (>= 1).
-    max_buckets, min_window_length, grace_period
-        Passed to `river.drift.ADWIN` (>= 2, >= 1, >= 0).
+        Check for a change every ``clock`` values (integer >= 1, default 32).
+    max_buckets
+        Buckets of each size kept by ADWIN's exponential histogram (integer >= 2, default 5).
+    min_window_length
+        Smallest sub-window a cut may leave (integer >= 1, default 5).
+    grace_period
+        Values before the first check (integer >= 0, default 10).
     cooldown
-        Values without detection after which a firing detector resolves (>= 0).
+        Values without detection after which a firing detector resolves (integer >= 0,
+        default 1000).
 
     Raises
     ------
@@ -79,18 +79,12 @@ class AdwinDetector(RiverWrapper):
         grace_period: int = 10,
         cooldown: int = 1000,
     ) -> None:
-        if (
-            isinstance(delta, bool)
-            or not isinstance(delta, int | float | np.floating)
-            or not 0.0 < float(delta) < 1.0
-        ):
-            raise SpecError(f"delta: got {delta!r}; expected a number strictly between 0 and 1")
-        self.delta = float(delta)
-        self.clock = _int_param("clock", clock, 1)
-        self.max_buckets = _int_param("max_buckets", max_buckets, 2)
-        self.min_window_length = _int_param("min_window_length", min_window_length, 1)
-        self.grace_period = _int_param("grace_period", grace_period, 0)
-        self.cooldown = _int_param("cooldown", cooldown, 0)
+        self.delta = probability_param("delta", delta)
+        self.clock = int_param("clock", clock, 1)
+        self.max_buckets = int_param("max_buckets", max_buckets, 2)
+        self.min_window_length = int_param("min_window_length", min_window_length, 1)
+        self.grace_period = int_param("grace_period", grace_period, 0)
+        self.cooldown = int_param("cooldown", cooldown, 0)
         self._river = self._new_adwin()
         self._reset_state()
 

@@ -17,16 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from driftline.errors import DriftlineError, SpecError
+from driftline.errors import DriftlineError
+from driftline.streams.params import int_param
 
-__all__ = ["Alarm", "int_param"]
-
-
-def int_param(name: str, value: object, minimum: int) -> int:
-    """``value`` as an int, or `SpecError` naming ``name`` if it is not an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise SpecError(f"{name}: got {value!r}; expected an integer >= {minimum}")
-    return int(value)
+__all__ = ["Alarm"]
 
 
 class Alarm:

@@ -14,10 +14,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from driftline.errors import DriftlineError, SpecError
+from driftline.errors import DriftlineError
+from driftline.streams.params import probability_param
 
 __all__ = [
     "FIRING",
+    "INPUT_KINDS",
     "RESOLVED",
     "AdjustableLevel",
     "Detection",
@@ -28,6 +30,11 @@ __all__ = [
 
 FIRING: Literal["firing"] = "firing"
 RESOLVED: Literal["resolved"] = "resolved"
+
+#: What a detector's `DriftDetector.update` accepts (its ``inputs``): ``"real"`` any number
+#: (non-finite ones skipped), ``"binary"`` 0/1 (a classifier's errors), ``"unit_interval"``
+#: numbers in [0, 1] (errors scaled into [0, 1]), ``"categorical"`` strings (None/NaN = null).
+INPUT_KINDS: tuple[str, ...] = ("real", "binary", "unit_interval", "categorical")
 
 
 @dataclass(frozen=True)
@@ -88,18 +95,34 @@ class DriftDetector(ABC):
     """Base class of univariate drift detectors (river-like).
 
     Subclasses implement `update_many`, the read-only state properties and
-    `snapshot` / `restore`; `update` is `update_many` on a one-element batch.
+    `snapshot` / `restore`; `update` is `update_many` on a one-element batch, so feeding a
+    stream value by value or in batches of any sizes gives the same detections (at positions
+    relative to each batch) and the same state.
+
+    Attributes
+    ----------
+    name
+        The detector's type name (``[[detectors]] type`` in a spec, key of
+        `streams.detectors.factory.DETECTORS`).
+    inputs
+        The values it accepts, one of `INPUT_KINDS`.
 
     Examples
     --------
     >>> from driftline.streams.detectors.ks import KSWindowDetector
+    >>> rng = np.random.default_rng(0)
     >>> det = KSWindowDetector(reference_size=20, window_size=20, stride=5)
     >>> det.update(float("nan"))
     >>> det.n_seen, det.drift_detected
     (0, False)
+    >>> for x in rng.normal(0.0, 1.0, 40):
+    ...     det.update(x)
+    >>> det.n_seen, det.n_evaluations, round(det.statistic, 2)
+    (40, 1, 0.2)
     """
 
     name: ClassVar[str]
+    inputs: ClassVar[str] = "real"
 
     def update(self, x: float) -> None:
         """Consume one value (skipped if not finite); same as ``update_many(np.array([x]))``."""
@@ -151,14 +174,18 @@ def check_state_params(name: str, state: dict[str, Any], params: dict[str, Any])
 
 
 def alpha_param(value: object) -> float:
-    """A significance level: a number strictly between 0 and 1 (`SpecError` otherwise)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float | np.floating)
-        or not 0.0 < float(value) < 1.0
-    ):
-        raise SpecError(f"alpha: got {value!r}; expected a number strictly between 0 and 1")
-    return float(value)
+    """A significance level: a number strictly between 0 and 1 (`SpecError` otherwise).
+
+    Examples
+    --------
+    >>> alpha_param(1e-6)
+    1e-06
+    >>> alpha_param(2.0)
+    Traceback (most recent call last):
+    ...
+    driftline.errors.SpecError: alpha: got 2.0; expected a number strictly between 0 and 1
+    """
+    return probability_param("alpha", value)
 
 
 class AdjustableLevel:

@@ -1,4 +1,10 @@
-"""Build a detector from its type name and hyperparameters (spec ``[[detectors]]`` entries).
+"""The detector registry: every detector by its type name, and `build_detector`.
+
+`DETECTORS` maps each type name (a spec's ``[[detectors]] type``, the class's ``name``) to its
+class; `register_detector` adds one. Everything that works on "every detector" -- the spec's
+parameter check, the public `driftline.detectors` module, the contract test suite
+(``tests/streams/test_contract.py``) -- reads this registry, so a registered detector is
+covered by all of them.
 
 Prediction drift and label shift are not separate classes: they are these detectors applied to
 the score stream (``ks``, ``summary``, ``psi``) or the label stream (``chi2``, ``psi``, ``jsd``).
@@ -7,11 +13,12 @@ Concept drift is ``ddm`` / ``hddm_a`` / ``hddm_w`` / ``page_hinkley`` on the err
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, TypeVar
 
-from driftline.errors import SpecError
+from driftline.errors import DriftlineError, SpecError
 from driftline.streams.detectors.adwin import AdwinDetector
-from driftline.streams.detectors.base import DriftDetector
+from driftline.streams.detectors.base import INPUT_KINDS, DriftDetector
 from driftline.streams.detectors.ks import KSWindowDetector
 from driftline.streams.detectors.sequential import (
     DDMDetector,
@@ -25,22 +32,65 @@ from driftline.streams.detectors.windowed import (
     PSIDetector,
     SummaryDetector,
 )
+from driftline.streams.params import choice_param
 
-__all__ = ["DETECTORS", "build_detector"]
+__all__ = ["DETECTORS", "build_detector", "detector_parameters", "register_detector"]
+
+D = TypeVar("D", bound=type[DriftDetector])
 
 #: Detector type name -> class.
-DETECTORS: dict[str, type[DriftDetector]] = {
-    "ks": KSWindowDetector,
-    "adwin": AdwinDetector,
-    "summary": SummaryDetector,
-    "chi2": Chi2Detector,
-    "psi": PSIDetector,
-    "jsd": JSDDetector,
-    "page_hinkley": PageHinkleyDetector,
-    "ddm": DDMDetector,
-    "hddm_a": HDDMADetector,
-    "hddm_w": HDDMWDetector,
-}
+DETECTORS: dict[str, type[DriftDetector]] = {}
+
+
+def register_detector(cls: D) -> D:
+    """Add ``cls`` to `DETECTORS` under its ``name`` (usable as a class decorator).
+
+    Raises
+    ------
+    DriftlineError
+        If the name is taken by another class or ``cls.inputs`` is not one of `INPUT_KINDS`.
+
+    Examples
+    --------
+    >>> register_detector(AdwinDetector) is AdwinDetector
+    True
+    """
+    other = DETECTORS.get(cls.name)
+    if other is not None and other is not cls:
+        raise DriftlineError(f"type: {cls.name!r} is already the {other.__name__} detector")
+    if cls.inputs not in INPUT_KINDS:
+        raise DriftlineError(
+            f"{cls.__name__}.inputs: got {cls.inputs!r}; expected one of {', '.join(INPUT_KINDS)}"
+        )
+    DETECTORS[cls.name] = cls
+    return cls
+
+
+for _cls in (
+    KSWindowDetector,
+    AdwinDetector,
+    SummaryDetector,
+    Chi2Detector,
+    PSIDetector,
+    JSDDetector,
+    PageHinkleyDetector,
+    DDMDetector,
+    HDDMADetector,
+    HDDMWDetector,
+):
+    register_detector(_cls)
+
+
+def detector_parameters(type: str) -> list[str]:
+    """The hyperparameters of detector ``type``, in constructor order.
+
+    Examples
+    --------
+    >>> detector_parameters("hddm_w")
+    ['drift_confidence', 'warning_confidence', 'lambda_val', 'two_sided_test', 'cooldown']
+    """
+    cls = DETECTORS[choice_param("type", type, sorted(DETECTORS))]
+    return [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
 
 
 def build_detector(type: str, **params: Any) -> DriftDetector:
@@ -49,7 +99,7 @@ def build_detector(type: str, **params: Any) -> DriftDetector:
     Raises
     ------
     SpecError
-        If ``type`` is unknown or a parameter is unknown / out of range.
+        If ``type`` is unknown or a parameter is unknown / out of range; the message names it.
 
     Examples
     --------
@@ -59,11 +109,16 @@ def build_detector(type: str, **params: Any) -> DriftDetector:
     Traceback (most recent call last):
     ...
     driftline.errors.SpecError: type: got 'kswin'; expected one of adwin, chi2, ...
+    >>> build_detector("adwin", alpha=0.1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    driftline.errors.SpecError: alpha: the adwin detector has no parameter 'alpha'; it takes ...
     """
-    cls = DETECTORS.get(type)
-    if cls is None:
-        raise SpecError(f"type: got {type!r}; expected one of {', '.join(sorted(DETECTORS))}")
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise SpecError(f"{type}: {exc}") from exc
+    accepted = detector_parameters(type)
+    for key in params:
+        if key not in accepted:
+            raise SpecError(
+                f"{key}: the {type} detector has no parameter {key!r}; "
+                f"it takes {', '.join(accepted)}"
+            )
+    return DETECTORS[type](**params)

@@ -60,7 +60,7 @@ from driftline.streams.detectors._ksexact import (
     sweep_growing,
     sweep_steps,
 )
-from driftline.streams.detectors.alarm import Alarm, int_param
+from driftline.streams.detectors.alarm import Alarm
 from driftline.streams.detectors.base import (
     AdjustableLevel,
     Detection,
@@ -68,11 +68,12 @@ from driftline.streams.detectors.base import (
     check_state_params,
     finite_values,
 )
+from driftline.streams.params import choice_param, int_param, show
 
 __all__ = ["KSWindowDetector"]
 
 ReferenceMode = Literal["fixed", "sliding", "previous_window"]
-_MODES = ("fixed", "sliding", "previous_window")
+_MODES: tuple[ReferenceMode, ...] = ("fixed", "sliding", "previous_window")
 #: Strides from which fixed-mode evaluations are computed one by one instead of by a sweep.
 _DIRECT_STRIDE = 32
 #: Exact p-values are computed when Kolmogorov's limit p is below ``alpha * _SCREEN`` (growing
@@ -81,10 +82,6 @@ _DIRECT_STRIDE = 32
 _SCREEN = 1e4
 _SCREEN_MIN_N = 20
 _GRID_CELLS = 1 << 18  # max matrix cells per chunk for growing samples
-
-
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    return int_param(name, value, minimum)
 
 
 def _slots(u: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -107,28 +104,40 @@ class KSWindowDetector(AdjustableLevel, DriftDetector):
     Parameters
     ----------
     reference_size
-        Size of the reference (>= 1): head of the stream (``"fixed"`` without ``reference``) or
-        the values before the current window (``"sliding"``). Ignored otherwise.
+        Size of the reference (integer >= 1, default 500): head of the stream (``"fixed"``
+        without ``reference``) or the values just before the current window (``"sliding"``).
+        Ignored otherwise (with ``reference`` it is the reference's length).
     window_size
-        Size of the sliding current window (>= 1); unused by ``"previous_window"``.
+        Size of the sliding current window (integer >= 1, default 500); unused by
+        ``"previous_window"``.
     alpha
-        Significance level per evaluation, in (0, 1). `set_alpha` changes it between updates
-        (e.g. to a Benjamini-Hochberg level, `streams.fdr.bh_levels`).
+        Significance level per evaluation, strictly between 0 and 1 (default 1e-6).
+        `set_alpha` changes it between updates (e.g. to a Benjamini-Hochberg level,
+        `streams.fdr.bh_levels`).
     stride
-        Evaluate every ``stride`` values once ``min_samples`` are there (>= 1).
+        Evaluate every ``stride`` values once ``min_samples`` are there (integer >= 1,
+        default 1: after every value).
     reference
-        Fixed reference sample (1-D, finite, non-empty) for ``"fixed"``.
+        Fixed reference sample (1-D, finite, non-empty) for ``"fixed"``, e.g. training data
+        or `streams.profile.Profile.sample`; default None (the head of the stream).
     reference_mode
-        ``"fixed"``, ``"sliding"`` or ``"previous_window"`` (see the module docstring).
+        ``"fixed"`` (default), ``"sliding"`` or ``"previous_window"`` (see the module
+        docstring).
     window_ms
-        Tumbling window length in ms (``"previous_window"`` only, >= 1).
+        Tumbling window length in milliseconds (integer >= 1), required by
+        ``"previous_window"`` and refused by the other modes.
     min_samples
         Current-sample size of the first evaluation: ``1 <= min_samples <= window_size``
         (default ``window_size``; 100 for ``"previous_window"``). ``"sliding"`` always waits for
         both windows to be full.
-    n_confirm, n_clear, cooldown
-        Hysteresis, see `streams.detectors.alarm.Alarm`. ``n_clear`` defaults to
-        ``ceil(window_size / stride)`` evaluations: a window's worth of quiet values.
+    n_confirm
+        Consecutive beyond evaluations needed to fire (integer >= 1, default 1).
+    n_clear
+        Consecutive quiet evaluations needed to resolve (integer >= 1, default
+        ``ceil(window_size / stride)``: a window's worth of quiet values).
+    cooldown
+        Values after a resolution before the detector may fire again (integer >= 0,
+        default 0).
 
     Raises
     ------
@@ -174,13 +183,9 @@ class KSWindowDetector(AdjustableLevel, DriftDetector):
         n_clear: int | None = None,
         cooldown: int = 0,
     ) -> None:
-        if reference_mode not in _MODES:
-            raise SpecError(
-                f"reference_mode: got {reference_mode!r}; expected one of {', '.join(_MODES)}"
-            )
-        self.reference_mode = reference_mode
-        self.window_size = _positive_int("window_size", window_size)
-        self.stride = _positive_int("stride", stride)
+        self.reference_mode: ReferenceMode = choice_param("reference_mode", reference_mode, _MODES)
+        self.window_size = int_param("window_size", window_size, 1)
+        self.stride = int_param("stride", stride, 1)
         self._init_alpha(alpha)
         if n_clear is None:  # quiet for a window's worth of values
             n_clear = max(1, -(-self.window_size // self.stride))
@@ -188,25 +193,25 @@ class KSWindowDetector(AdjustableLevel, DriftDetector):
         if reference_mode == "previous_window":
             if window_ms is None:
                 raise SpecError(
-                    "window_ms: got None; expected an integer >= 1 (the tumbling window length) "
-                    "with reference_mode='previous_window'"
+                    "window_ms: got None; reference_mode='previous_window' needs the tumbling "
+                    "window length, an integer number of milliseconds >= 1"
                 )
-            self.window_ms: int | None = _positive_int("window_ms", window_ms)
-            self.min_samples = _positive_int(
-                "min_samples", 100 if min_samples is None else min_samples
+            self.window_ms: int | None = int_param("window_ms", window_ms, 1, unit="milliseconds")
+            self.min_samples = int_param(
+                "min_samples", 100 if min_samples is None else min_samples, 1
             )
         else:
             if window_ms is not None:
                 raise SpecError(
-                    f"window_ms: got {window_ms!r}; expected None unless "
-                    "reference_mode='previous_window'"
+                    f"window_ms: got {show(window_ms)}; only reference_mode='previous_window' "
+                    "uses it: leave it out, or set that mode"
                 )
             self.window_ms = None
             m = self.window_size if min_samples is None else min_samples
-            self.min_samples = _positive_int("min_samples", m)
+            self.min_samples = int_param("min_samples", m, 1)
             if self.min_samples > self.window_size:
                 raise SpecError(
-                    f"min_samples: got {min_samples!r}; expected at most window_size "
+                    f"min_samples: got {show(min_samples)}; expected at most window_size "
                     f"({self.window_size})"
                 )
         if reference is not None:
@@ -225,7 +230,7 @@ class KSWindowDetector(AdjustableLevel, DriftDetector):
             self.reference_size = int(ref.size)
             self._given_reference = True
         else:
-            self.reference_size = _positive_int("reference_size", reference_size)
+            self.reference_size = int_param("reference_size", reference_size, 1)
             self._given_reference = False
             ref = np.empty(0, dtype=np.float64)
         self._reset_state(ref)

@@ -21,8 +21,7 @@ import numpy as np
 from river.drift import PageHinkley
 from river.drift.binary import DDM, HDDMA, HDDMW
 
-from driftline.errors import DriftlineError, SpecError
-from driftline.streams.detectors.alarm import int_param
+from driftline.errors import DriftlineError
 from driftline.streams.detectors.base import (
     FIRING,
     RESOLVED,
@@ -30,29 +29,17 @@ from driftline.streams.detectors.base import (
     finite_values,
 )
 from driftline.streams.detectors.river_base import RiverWrapper
+from driftline.streams.params import (
+    bool_param,
+    choice_param,
+    float_param,
+    int_param,
+    probability_param,
+)
 
 __all__ = ["DDMDetector", "HDDMADetector", "HDDMWDetector", "PageHinkleyDetector"]
 
-
-def _prob(name: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float | np.floating)
-        or not 0.0 < float(value) < 1.0
-    ):
-        raise SpecError(f"{name}: got {value!r}; expected a number strictly between 0 and 1")
-    return float(value)
-
-
-def _positive(name: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float | np.floating)
-        or not float(value) > 0.0
-        or not math.isfinite(float(value))
-    ):
-        raise SpecError(f"{name}: got {value!r}; expected a finite number > 0")
-    return float(value)
+_MODES = ("up", "down", "both")
 
 
 class _RiverDetector(RiverWrapper):
@@ -148,13 +135,23 @@ class PageHinkleyDetector(_RiverDetector):
 
     Parameters
     ----------
-    min_instances, delta, threshold, alpha, mode
-        As `river.drift.PageHinkley` (>= 1, > 0, > 0, in (0, 1], ``"up"``/``"down"``/``"both"``).
-        ``delta`` and ``threshold`` are in the units of the values: scale them to the stream.
-        River's default fading ``alpha=0.9999`` makes the cumulative sums forget their minimum
-        level, so long stationary streams alarm regularly; ``alpha=1`` is the classic test.
+    min_instances
+        Values before the first test (integer >= 1, default 30).
+    delta
+        Magnitude of change tolerated: subtracted from every deviation from the running mean
+        (number > 0, default 0.005), in the units of the values.
+    threshold
+        Alarm when the cumulative deviation exceeds it (``lambda``; number > 0, default 50),
+        in the units of the values: scale ``delta`` and ``threshold`` to the stream.
+    alpha
+        Fading factor of the cumulative deviation sums, in (0, 1] (default 0.9999). River's
+        default makes the sums forget their minimum level, so long stationary streams alarm
+        regularly; ``alpha=1`` is the classic test.
+    mode
+        ``"up"`` (increases of the mean), ``"down"`` (decreases) or ``"both"`` (default).
     cooldown
-        Values without detection after which a firing detector resolves (>= 0).
+        Values without detection after which a firing detector resolves (integer >= 0,
+        default 1000).
 
     Examples
     --------
@@ -178,15 +175,10 @@ class PageHinkleyDetector(_RiverDetector):
         cooldown: int = 1000,
     ) -> None:
         self.min_instances = int_param("min_instances", min_instances, 1)
-        self.delta = _positive("delta", delta)
-        self.threshold = _positive("threshold", threshold)
-        if alpha == 1:
-            self.alpha = 1.0
-        else:
-            self.alpha = _prob("alpha", alpha)
-        if mode not in ("up", "down", "both"):
-            raise SpecError(f"mode: got {mode!r}; expected 'up', 'down' or 'both'")
-        self.mode = mode
+        self.delta = float_param("delta", delta, low=0.0)
+        self.threshold = float_param("threshold", threshold, low=0.0)
+        self.alpha = float_param("alpha", alpha, low=0.0, high=1.0, high_open=False)
+        self.mode = choice_param("mode", mode, _MODES)
         super().__init__(cooldown)
 
     def _new_river(self) -> PageHinkley:
@@ -219,12 +211,24 @@ class PageHinkleyDetector(_RiverDetector):
 class DDMDetector(_RiverDetector):
     """River's `DDM` (Drift Detection Method) on a 0/1 error stream.
 
+    DDM tracks the error rate ``p`` and its standard deviation ``s`` since the last drift and
+    the point where ``p + s`` was lowest (``p_min``, ``s_min``); it warns when ``p + s >
+    p_min + warning_threshold * s_min`` and detects drift when ``p + s > p_min +
+    drift_threshold * s_min``.
+
     Parameters
     ----------
-    warm_start, warning_threshold, drift_threshold
-        As `river.drift.binary.DDM` (>= 1, > 0, > 0).
+    warm_start
+        Values before the first test (integer >= 1, default 30).
+    warning_threshold
+        Standard deviations above the best rate for the warning zone, `warning_detected`
+        (number > 0, default 2: about 95% confidence).
+    drift_threshold
+        Standard deviations above the best rate for a drift (number > 0, default 3: about
+        99% confidence).
     cooldown
-        Values without detection after which a firing detector resolves (>= 0).
+        Values without detection after which a firing detector resolves (integer >= 0,
+        default 1000).
 
     Examples
     --------
@@ -237,6 +241,7 @@ class DDMDetector(_RiverDetector):
     """
 
     name: ClassVar[str] = "ddm"
+    inputs: ClassVar[str] = "binary"
     _lo, _hi, _binary = 0.0, 1.0, True
 
     def __init__(
@@ -247,8 +252,8 @@ class DDMDetector(_RiverDetector):
         cooldown: int = 1000,
     ) -> None:
         self.warm_start = int_param("warm_start", warm_start, 1)
-        self.warning_threshold = _positive("warning_threshold", warning_threshold)
-        self.drift_threshold = _positive("drift_threshold", drift_threshold)
+        self.warning_threshold = float_param("warning_threshold", warning_threshold, low=0.0)
+        self.drift_threshold = float_param("drift_threshold", drift_threshold, low=0.0)
         super().__init__(cooldown)
 
     def _new_river(self) -> DDM:
@@ -267,10 +272,37 @@ class DDMDetector(_RiverDetector):
 
 
 class _HDDM(_RiverDetector):
+    """What HDDM_A and HDDM_W share: errors in [0, 1], the two confidences, one or two sides."""
+
     _lo, _hi = 0.0, 1.0
+    inputs: ClassVar[str] = "unit_interval"
+
+    def __init__(
+        self,
+        drift_confidence: float,
+        warning_confidence: float,
+        two_sided_test: bool,
+        cooldown: int,
+    ) -> None:
+        self.drift_confidence = probability_param("drift_confidence", drift_confidence)
+        self.warning_confidence = probability_param("warning_confidence", warning_confidence)
+        self.two_sided_test = bool_param("two_sided_test", two_sided_test)
+        super().__init__(cooldown)
 
     def _threshold(self) -> float:
         return self.drift_confidence
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "drift_confidence": self.drift_confidence,
+            "warning_confidence": self.warning_confidence,
+            **self._own_params(),
+            "two_sided_test": self.two_sided_test,
+            "cooldown": self.cooldown,
+        }
+
+    def _own_params(self) -> dict[str, Any]:
+        return {}
 
 
 class HDDMADetector(_HDDM):
@@ -278,12 +310,17 @@ class HDDMADetector(_HDDM):
 
     Parameters
     ----------
-    drift_confidence, warning_confidence
-        As `river.drift.binary.HDDMA`, in (0, 1).
+    drift_confidence
+        Confidence level of the drift test, strictly between 0 and 1 (default 0.001);
+        smaller: fewer false alarms, later detections.
+    warning_confidence
+        Confidence level of the warning zone (`warning_detected`), strictly between 0 and 1
+        (default 0.005).
     two_sided_test
-        Also detect decreases of the error rate.
+        True: also detect decreases of the error rate; False (default): increases only.
     cooldown
-        Values without detection after which a firing detector resolves (>= 0).
+        Values without detection after which a firing detector resolves (integer >= 0,
+        default 1000).
 
     Examples
     --------
@@ -304,23 +341,10 @@ class HDDMADetector(_HDDM):
         two_sided_test: bool = False,
         cooldown: int = 1000,
     ) -> None:
-        self.drift_confidence = _prob("drift_confidence", drift_confidence)
-        self.warning_confidence = _prob("warning_confidence", warning_confidence)
-        if not isinstance(two_sided_test, bool):
-            raise SpecError(f"two_sided_test: got {two_sided_test!r}; expected true or false")
-        self.two_sided_test = two_sided_test
-        super().__init__(cooldown)
+        super().__init__(drift_confidence, warning_confidence, two_sided_test, cooldown)
 
     def _new_river(self) -> HDDMA:
         return HDDMA(self.drift_confidence, self.warning_confidence, self.two_sided_test)
-
-    def _params(self) -> dict[str, Any]:
-        return {
-            "drift_confidence": self.drift_confidence,
-            "warning_confidence": self.warning_confidence,
-            "two_sided_test": self.two_sided_test,
-            "cooldown": self.cooldown,
-        }
 
 
 class HDDMWDetector(_HDDM):
@@ -328,14 +352,20 @@ class HDDMWDetector(_HDDM):
 
     Parameters
     ----------
-    drift_confidence, warning_confidence
-        As `river.drift.binary.HDDMW`, in (0, 1).
     lambda_val
-        EWMA weight of the newest value, in (0, 1).
+        Weight of the newest value in the exponentially weighted moving averages, strictly
+        between 0 and 1 (default 0.05); larger: faster reaction, noisier.
+    drift_confidence
+        Confidence level of the drift test, strictly between 0 and 1 (default 0.001);
+        smaller: fewer false alarms, later detections.
+    warning_confidence
+        Confidence level of the warning zone (`warning_detected`), strictly between 0 and 1
+        (default 0.005).
     two_sided_test
-        Also detect decreases of the error rate.
+        True: also detect decreases of the error rate; False (default): increases only.
     cooldown
-        Values without detection after which a firing detector resolves (>= 0).
+        Values without detection after which a firing detector resolves (integer >= 0,
+        default 1000).
 
     Examples
     --------
@@ -357,24 +387,13 @@ class HDDMWDetector(_HDDM):
         two_sided_test: bool = False,
         cooldown: int = 1000,
     ) -> None:
-        self.drift_confidence = _prob("drift_confidence", drift_confidence)
-        self.warning_confidence = _prob("warning_confidence", warning_confidence)
-        self.lambda_val = _prob("lambda_val", lambda_val)
-        if not isinstance(two_sided_test, bool):
-            raise SpecError(f"two_sided_test: got {two_sided_test!r}; expected true or false")
-        self.two_sided_test = two_sided_test
-        super().__init__(cooldown)
+        self.lambda_val = probability_param("lambda_val", lambda_val)
+        super().__init__(drift_confidence, warning_confidence, two_sided_test, cooldown)
 
     def _new_river(self) -> HDDMW:
         return HDDMW(
             self.drift_confidence, self.warning_confidence, self.lambda_val, self.two_sided_test
         )
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "drift_confidence": self.drift_confidence,
-            "warning_confidence": self.warning_confidence,
-            "lambda_val": self.lambda_val,
-            "two_sided_test": self.two_sided_test,
-            "cooldown": self.cooldown,
-        }
+    def _own_params(self) -> dict[str, Any]:
+        return {"lambda_val": self.lambda_val}

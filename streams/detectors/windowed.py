@@ -39,30 +39,19 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency
 
 from driftline.errors import DriftlineError, SpecError
-from driftline.streams.detectors.alarm import Alarm, int_param
+from driftline.streams.detectors.alarm import Alarm
 from driftline.streams.detectors.base import (
     AdjustableLevel,
     Detection,
     DriftDetector,
     check_state_params,
 )
+from driftline.streams.params import float_param, int_param, optional_float_param, show
 from driftline.streams.profile import OTHER, Profile
 
 __all__ = ["Chi2Detector", "JSDDetector", "PSIDetector", "SummaryDetector"]
 
 PSI_EPS = 1e-4
-
-
-def _opt_positive(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float | np.floating)
-        or not 0.0 < float(value) < math.inf
-    ):
-        raise SpecError(f"{name}: got {value!r}; expected a finite number > 0, or None (off)")
-    return float(value)
 
 
 class _Windowed(DriftDetector):
@@ -81,6 +70,7 @@ class _Windowed(DriftDetector):
         n_clear: int,
         cooldown: int,
     ) -> None:
+        self._given_reference = reference is not None
         self.window_size = int_param("window_size", window_size, 1)
         self.reference_size = int_param("reference_size", reference_size, 1)
         self.stride = int_param("stride", stride, 1)
@@ -88,7 +78,7 @@ class _Windowed(DriftDetector):
         self.min_samples = int_param("min_samples", m, 1)
         if self.min_samples > self.window_size:
             raise SpecError(
-                f"min_samples: got {m!r}; expected at most window_size ({self.window_size})"
+                f"min_samples: got {show(m)}; expected at most window_size ({self.window_size})"
             )
         self._alarm = Alarm(n_confirm, n_clear, cooldown)
         self._profile: Profile | None = None
@@ -308,11 +298,42 @@ class SummaryDetector(_Windowed):
     Parameters
     ----------
     reference
-        `Profile` or numeric array of the reference; default the first ``reference_size`` values.
-    reference_size, window_size, stride, min_samples, n_confirm, n_clear, cooldown
-        As `streams.detectors.ks.KSWindowDetector` (counts of values, nulls included).
-    mean_shift, std_ratio, max_null_increase, max_out_of_range, range_margin
-        Thresholds (> 0, ``std_ratio > 1``) or None.
+        `Profile` or numeric array of the reference (NaN = null); default None: the first
+        ``reference_size`` values of the stream.
+    reference_size
+        Values at the head of the stream that form the reference when no ``reference`` is
+        given (integer >= 1, default 1000).
+    window_size
+        Values in the sliding current window (integer >= 1, default 1000).
+    stride
+        Evaluate every ``stride`` values once ``min_samples`` are there (integer >= 1,
+        default 50).
+    min_samples
+        Window size of the first evaluation, ``1 <= min_samples <= window_size`` (default
+        ``window_size``).
+    n_confirm
+        Consecutive beyond evaluations needed to fire (integer >= 1, default 1).
+    n_clear
+        Consecutive quiet evaluations needed to resolve (integer >= 1, default 20).
+    cooldown
+        Values after a resolution before the detector may fire again (integer >= 0,
+        default 0).
+    mean_shift
+        Largest allowed ``|mean_w - mean_ref|`` in reference standard deviations (number > 0,
+        default 0.5), or None (off).
+    std_ratio
+        Largest allowed ratio of the two standard deviations, either way (number > 1,
+        default 1.5), or None (off).
+    max_null_increase
+        Largest allowed rise of the null rate, absolute (number > 0, default 0.1), or None.
+    max_out_of_range
+        Largest allowed fraction of non-null window values outside the reference's
+        ``[min, max]`` (number > 0, default 0.05), or None.
+    range_margin
+        Allowed overshoot of the window's min/max beyond the reference's, as a fraction of the
+        reference range (number > 0), or None (default: off).
+
+    All counts are of values, nulls included.
 
     Examples
     --------
@@ -347,7 +368,6 @@ class SummaryDetector(_Windowed):
         n_clear: int = 20,
         cooldown: int = 0,
     ) -> None:
-        self._given_reference = reference is not None
         super().__init__(
             reference,
             reference_size,
@@ -358,13 +378,13 @@ class SummaryDetector(_Windowed):
             n_clear,
             cooldown,
         )
-        self.mean_shift = _opt_positive("mean_shift", mean_shift)
-        self.std_ratio = _opt_positive("std_ratio", std_ratio)
-        if self.std_ratio is not None and self.std_ratio <= 1.0:
-            raise SpecError(f"std_ratio: got {std_ratio!r}; expected a number > 1, or None")
-        self.max_null_increase = _opt_positive("max_null_increase", max_null_increase)
-        self.max_out_of_range = _opt_positive("max_out_of_range", max_out_of_range)
-        self.range_margin = _opt_positive("range_margin", range_margin)
+        self.mean_shift = optional_float_param("mean_shift", mean_shift, low=0.0)
+        self.std_ratio = optional_float_param("std_ratio", std_ratio, low=1.0)
+        self.max_null_increase = optional_float_param(
+            "max_null_increase", max_null_increase, low=0.0
+        )
+        self.max_out_of_range = optional_float_param("max_out_of_range", max_out_of_range, low=0.0)
+        self.range_margin = optional_float_param("range_margin", range_margin, low=0.0)
 
     def _threshold(self) -> float:
         return 1.0
@@ -423,20 +443,7 @@ class SummaryDetector(_Windowed):
 
 class _Categorical(_Windowed):
     _categorical = True
-
-    def __init__(self, reference, reference_size, window_size, stride, min_samples,
-                 n_confirm, n_clear, cooldown) -> None:  # fmt: skip
-        self._given_reference = reference is not None
-        super().__init__(
-            reference,
-            reference_size,
-            window_size,
-            stride,
-            min_samples,
-            n_confirm,
-            n_clear,
-            cooldown,
-        )
+    inputs: ClassVar[str] = "categorical"
 
     def _counts(self, window: deque[Any]) -> tuple[np.ndarray, np.ndarray]:
         freq = self._profile.frequencies()
@@ -465,12 +472,32 @@ class Chi2Detector(AdjustableLevel, _Categorical):
     Parameters
     ----------
     reference
-        `Profile` or array of categories; default the first ``reference_size`` values.
+        Categorical `Profile` or array of categories; default None: the first
+        ``reference_size`` values of the stream.
+    reference_size
+        Values at the head of the stream that form the reference when no ``reference`` is
+        given (integer >= 1, default 1000).
+    window_size
+        Values in the sliding current window (integer >= 1, default 1000).
+    stride
+        Evaluate every ``stride`` values once ``min_samples`` are there (integer >= 1,
+        default 50).
+    min_samples
+        Window size of the first evaluation, ``1 <= min_samples <= window_size`` (default
+        ``window_size``).
+    n_confirm
+        Consecutive beyond evaluations needed to fire (integer >= 1, default 1).
+    n_clear
+        Consecutive quiet evaluations needed to resolve (integer >= 1, default 20).
+    cooldown
+        Values after a resolution before the detector may fire again (integer >= 0,
+        default 0).
     alpha
-        Significance level per evaluation, in (0, 1). `set_alpha` changes it between updates
-        (e.g. to a Benjamini-Hochberg level, `streams.fdr.bh_levels`).
-    reference_size, window_size, stride, min_samples, n_confirm, n_clear, cooldown
-        As `SummaryDetector`.
+        Significance level per evaluation, strictly between 0 and 1 (default 1e-6).
+        `set_alpha` changes it between updates (e.g. to a Benjamini-Hochberg level,
+        `streams.fdr.bh_levels`).
+
+    Counts are of values, nulls (None, NaN) included; nulls are not counted as a category.
 
     Examples
     --------
@@ -560,9 +587,7 @@ class _Divergence(_Categorical):
         cooldown: int = 0,
     ) -> None:
         t = self._default_threshold if threshold is None else threshold
-        thr = _opt_positive("threshold", t)
-        assert thr is not None
-        self.threshold = thr
+        self.threshold = float_param("threshold", t, low=0.0)
         super().__init__(
             reference,
             reference_size,
@@ -600,6 +625,33 @@ class PSIDetector(_Divergence):
     ``PSI = sum((w_i - r_i) ln(w_i / r_i))`` with proportions floored at ``1e-4``; beyond when
     ``PSI >= threshold`` (default 0.25).
 
+    Parameters
+    ----------
+    reference
+        Categorical `Profile` or array of categories; default None: the first
+        ``reference_size`` values of the stream.
+    reference_size
+        Values at the head of the stream that form the reference when no ``reference`` is
+        given (integer >= 1, default 1000).
+    window_size
+        Values in the sliding current window (integer >= 1, default 1000).
+    stride
+        Evaluate every ``stride`` values once ``min_samples`` are there (integer >= 1,
+        default 50).
+    min_samples
+        Window size of the first evaluation, ``1 <= min_samples <= window_size`` (default
+        ``window_size``).
+    n_confirm
+        Consecutive beyond evaluations needed to fire (integer >= 1, default 1).
+    n_clear
+        Consecutive quiet evaluations needed to resolve (integer >= 1, default 20).
+    cooldown
+        Values after a resolution before the detector may fire again (integer >= 0,
+        default 0).
+    threshold
+        PSI at or above which an evaluation is beyond (number > 0, default
+        0.25: a "major" shift by convention; 0.1 is "moderate").
+
     Examples
     --------
     >>> rng = np.random.default_rng(1)
@@ -625,6 +677,33 @@ class JSDDetector(_Divergence):
 
     Equals ``scipy.spatial.distance.jensenshannon(ref, window)``; beyond when ``>= threshold``
     (default 0.1; the maximum is ``sqrt(ln 2) = 0.83``).
+
+    Parameters
+    ----------
+    reference
+        Categorical `Profile` or array of categories; default None: the first
+        ``reference_size`` values of the stream.
+    reference_size
+        Values at the head of the stream that form the reference when no ``reference`` is
+        given (integer >= 1, default 1000).
+    window_size
+        Values in the sliding current window (integer >= 1, default 1000).
+    stride
+        Evaluate every ``stride`` values once ``min_samples`` are there (integer >= 1,
+        default 50).
+    min_samples
+        Window size of the first evaluation, ``1 <= min_samples <= window_size`` (default
+        ``window_size``).
+    n_confirm
+        Consecutive beyond evaluations needed to fire (integer >= 1, default 1).
+    n_clear
+        Consecutive quiet evaluations needed to resolve (integer >= 1, default 20).
+    cooldown
+        Values after a resolution before the detector may fire again (integer >= 0,
+        default 0).
+    threshold
+        Jensen-Shannon distance at or above which an evaluation is beyond (number > 0, default
+        0.1; distances range over [0, 0.83]).
 
     Examples
     --------
