@@ -482,7 +482,14 @@ def _parse_detectors(
         if d["type"] in TEST_DETECTORS:
             # bonferroni: alpha / m throughout; benjamini_hochberg: alpha / m until the others'
             # p-values allow more (streams.fdr.bh_levels, applied per batch by the pipeline)
-            family_alpha = alpha = float(params.get("alpha", DEFAULT_ALPHA))
+            from driftline.streams.params import probability_param
+
+            try:  # the user's level, checked before it is split
+                family_alpha = alpha = probability_param(
+                    "alpha", params.get("alpha", DEFAULT_ALPHA)
+                )
+            except SpecError as e:
+                raise _keyed(f"detectors[{i}]", e) from None
             params["alpha"] = alpha / m if correction != "none" and m > 1 else alpha
         profile = None
         if "reference_profile" in d:
