@@ -55,7 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from driftline.errors import DriftlineError, SpecError
+from driftline.errors import DriftlineError
+from driftline.streams.params import int_param
 
 __all__ = ["JoinedBatch", "LabelJoin", "float_array", "floats_to_json"]
 
@@ -93,12 +94,6 @@ def float_array(values: Any, shape: tuple[int, ...] | None = None) -> np.ndarray
     if shape is not None:
         a = a.reshape(shape)
     return a
-
-
-def _int_param(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise SpecError(f"{name}: got {value!r}; expected an integer >= {minimum}")
-    return int(value)
 
 
 def _ids(values: Any, name: str = "ids") -> np.ndarray:
@@ -345,8 +340,8 @@ class LabelJoin:
     """
 
     def __init__(self, ttl_ms: int, max_pending: int = 1_000_000) -> None:
-        self.ttl_ms = _int_param("ttl_ms", ttl_ms, 0)
-        self.max_pending = _int_param("max_pending", max_pending, 1)
+        self.ttl_ms = int_param("ttl_ms", ttl_ms, 0)
+        self.max_pending = int_param("max_pending", max_pending, 1)
         self._preds = _Store(2)  # score, predicted label, then the features
         self._labels = _Store(1)  # the label
         self._joined = _Store(0)  # ids already joined, timed max(prediction, label)

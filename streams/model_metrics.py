@@ -43,6 +43,7 @@ from scipy.stats import rankdata
 
 from driftline.errors import DriftlineError, SpecError
 from driftline.streams.labels import JoinedBatch, float_array, floats_to_json
+from driftline.streams.params import int_param
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -146,12 +147,6 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 
 
 # ---------------------------------------------------------------------------- windows
-def _int_param(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise SpecError(f"{name}: got {value!r}; expected an integer >= {minimum}")
-    return int(value)
-
-
 def _vector(values: Any, n: int | None, name: str, dtype: type = np.float64) -> np.ndarray:
     a = np.asarray(values, dtype=dtype)
     if a.ndim != 1 or (n is not None and a.shape[0] != n):
@@ -265,7 +260,7 @@ class CountWindowMetrics(_WindowMetrics):
 
     def __init__(self, task: str, size: int, threshold: float = 0.5) -> None:
         super().__init__(task, threshold)
-        self.size = _int_param("size", size, 1)
+        self.size = int_param("size", size, 1)
 
     def _params(self) -> dict[str, Any]:
         return {**super()._params(), "size": self.size}
@@ -351,7 +346,7 @@ class TimeWindowMetrics(_WindowMetrics):
         clock: Literal["label", "event"] = "label",
     ) -> None:
         super().__init__(task, threshold)
-        self.window_ms = _int_param("window_ms", window_ms, 1)
+        self.window_ms = int_param("window_ms", window_ms, 1)
         if clock not in self.CLOCKS:
             raise SpecError(f"clock: got {clock!r}; expected one of {self.CLOCKS}")
         self.clock = clock
