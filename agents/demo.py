@@ -44,6 +44,17 @@ def demo_spec_text() -> str:
     return resources.files("driftline").joinpath("examples/demo.toml").read_text()
 
 
+def named_demo_spec(prefix: str, extra_outputs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The demo's spec as data, its pipeline named ``prefix`` and every topic ``<prefix>.<kind>``
+    (the ``extra_outputs`` keys of ``[output]`` too), so runs side by side never share a topic."""
+    data = tomllib.loads(demo_spec_text())
+    data["pipeline"]["name"] = prefix
+    data["input"]["topic"] = f"{prefix}.events"
+    keys = [*data["output"], *extra_outputs]
+    data["output"] = {k: f"{prefix}.{k.removesuffix('_topic')}" for k in keys}
+    return data
+
+
 def train_demo_model(path: Path, inputs: list[str], seed: int = 99, n: int = 20_000) -> str:
     """Fit the demo's river model on pre-shift synthetic data, features computed by ``streams/``."""
     s = SyntheticStream(n=n, shift_at=n, seed=seed)

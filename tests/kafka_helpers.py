@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from driftline.agents.demo import worker_argv
+from driftline.agents.demo import _to_toml, train_demo_model, worker_argv
+from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.scrape import read_metric
+from driftline.spec import PipelineSpec, load_spec
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,45 @@ def start_worker(
     )
 
 
+def write_pipeline(
+    tmp: Path,
+    data: dict[str, Any],
+    bootstrap: str,
+    *,
+    model_rows: int = 20_000,
+    topics: Sequence[str] = (),
+) -> tuple[Path, PipelineSpec]:
+    """Train the demo model into ``tmp``, write ``data`` as ``tmp/spec.toml`` and create its input
+    topic (and ``topics``) with two partitions."""
+    model = tmp / "demo-model.pkl"
+    train_demo_model(model, list(data["model"]["inputs"]), n=model_rows)
+    data["model"]["path"] = str(model)
+    spec_path = tmp / "spec.toml"
+    spec_path.write_text(_to_toml(data))
+    spec = load_spec(spec_path)
+    ensure_topics(bootstrap, [spec.input.topic, *topics], partitions=2)
+    return spec_path, spec
+
+
+#: the /metrics sample counting labels joined to their predictions
+JOINED = ("driftline_label_join_outcomes_total", {"outcome": "joined"})
+
+
+def kill_after(
+    url: str,
+    at_least: int,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    metric: tuple[str, dict[str, str] | None] = ("driftline_records_consumed_total", None),
+) -> None:
+    """SIGKILL the worker once its /metrics ``metric`` (name, labels) reaches ``at_least``."""
+    try:
+        wait_for_metric(url, metric[0], at_least, proc, log_path, labels=metric[1])
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+
 def wait_for_metric(
     url: str,
     name: str,
@@ -100,7 +144,10 @@ def wait_for_metric(
     proc: subprocess.Popen[bytes],
     log_path: Path,
     timeout_s: float = 120.0,
+    labels: dict[str, str] | None = None,
 ) -> float:
+    """Wait until the worker's ``name`` samples (with ``labels``) sum to ``at_least``; fail with
+    the worker's log if it exits or the time runs out."""
     deadline = time.monotonic() + timeout_s
     value = -1.0
     while time.monotonic() < deadline:
@@ -109,14 +156,15 @@ def wait_for_metric(
                 f"worker exited {proc.returncode}:\n{log_path.read_text()[-4000:]}"
             )
         try:
-            value = metric(url, name)
+            value = metric(url, name, labels)
         except OSError:
             value = -1.0
         if value >= at_least:
             return value
         time.sleep(0.2)
     raise AssertionError(
-        f"{name} reached {value}, not {at_least}, in {timeout_s}s:\n{log_path.read_text()[-4000:]}"
+        f"{name}{labels or ''} reached {value}, not {at_least}, in {timeout_s}s:\n"
+        + log_path.read_text()[-4000:]
     )
 
 

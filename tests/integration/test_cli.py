@@ -136,7 +136,7 @@ def test_compose_pipeline_with_producer_and_labeller_yields_model_metrics(
     import signal
 
     from driftline.localkafka import free_port
-    from tests.kafka_helpers import metric, start_worker, wait_for_metric
+    from tests.kafka_helpers import JOINED, metric, start_worker, wait_for_metric
 
     root = Path(__file__).resolve().parents[2]
     data = tomllib.loads((root / "deploy" / "pipeline.toml").read_text())
@@ -166,8 +166,7 @@ def test_compose_pipeline_with_producer_and_labeller_yields_model_metrics(
                  "--events", "6000", "--shift-at", "3000")  # fmt: skip
         assert r.returncode == 0, r.stdout + r.stderr
         wait_for_metric(url, "driftline_predictions_total", 6000, worker, log)
-        joined = 'driftline_label_join_outcomes_total{outcome="joined"}'
-        wait_for_metric(url, joined, 2_000, worker, log)
+        wait_for_metric(url, JOINED[0], 2_000, worker, log, labels=JOINED[1])
         assert metric(url, "driftline_model_metric", {"metric": "n", "window": "last_1000",
                                                      "partition": "0"}) > 0  # fmt: skip
     finally:

@@ -9,7 +9,6 @@ the joined examples, and the error stream's detector fires after the concept cha
 from __future__ import annotations
 
 import signal
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,19 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
-from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.demo import named_demo_spec
 from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.localkafka import free_port
 from driftline.schemas import validate
-from tests.kafka_helpers import kcat_produce, metric, read_topic, start_worker, wait_for_metric
+from tests.kafka_helpers import (
+    JOINED,
+    kcat_produce,
+    metric,
+    read_topic,
+    start_worker,
+    wait_for_metric,
+    write_pipeline,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +47,7 @@ def _truth() -> np.ndarray:
 def test_labels_join_grade_and_detect_on_a_real_broker(
     kafka_bootstrap: str, unique: str, kcat: str, tmp_path: Path
 ) -> None:
-    data = tomllib.loads(demo_spec_text())
-    data["pipeline"]["name"] = f"lab-{unique}"
-    data["input"]["topic"] = f"lab-{unique}.events"
-    data["output"] = {k: f"lab-{unique}.{k.removesuffix('_topic')}"
-                      for k in [*data["output"], "model_metrics_topic"]}  # fmt: skip
-    model = tmp_path / "m.pkl"
-    train_demo_model(model, INPUTS, n=4_000)
-    data["model"]["path"] = str(model)
+    data = named_demo_spec(f"lab-{unique}", ("model_metrics_topic",))
     data["detectors"] = [{"name": "error_adwin", "type": "adwin", "target": "error", "delta": 1e-6}]
     data["labels"] = {
         "topic": f"lab-{unique}.labels",
@@ -58,10 +57,8 @@ def test_labels_join_grade_and_detect_on_a_real_broker(
         "time_window_ms": WINDOW_S * 1000,
     }
     data["worker"]["web_port"] = port = free_port()
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(_to_toml(data))
+    spec_path, _ = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=4_000)
     out = data["output"]
-    ensure_topics(kafka_bootstrap, [data["input"]["topic"]], 2)
 
     log = tmp_path / "worker.log"
     proc = start_worker(spec_path, kafka_bootstrap, log)
@@ -95,14 +92,13 @@ def test_labels_join_grade_and_detect_on_a_real_broker(
         bad = [b"x|{not json", b"y|" + orjson.dumps({"prediction_id": "nope", "label": 1})]
         # first the labels of the events before the concept changed: no alert may fire
         kcat_produce(kcat, kafka_bootstrap, data["labels"]["topic"], pre + dups + bad)
-        joined = 'driftline_label_join_outcomes_total{outcome="joined"}'
-        wait_for_metric(url, joined, len(pre), proc, log)
+        wait_for_metric(url, JOINED[0], len(pre), proc, log, labels=JOINED[1])
         wait_for_metric(url, "driftline_records_dead_lettered_total", 2, proc, log)
         alerts = read_topic(kafka_bootstrap, out["alerts_topic"])
         assert alerts == [], "no concept alert before the concept changed"
         kcat_produce(kcat, kafka_bootstrap, data["labels"]["topic"], post)
         n_lab = labelled.size
-        wait_for_metric(url, joined, n_lab, proc, log)
+        wait_for_metric(url, JOINED[0], n_lab, proc, log, labels=JOINED[1])
         consumed_labels = metric(url, "driftline_records_consumed_total",
                                  {"topic": data["labels"]["topic"]})  # fmt: skip
         forwarded = metric(url, "driftline_labels_forwarded_total")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,17 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
-from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.demo import named_demo_spec
 from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.localkafka import free_port
-from tests.kafka_helpers import kcat_produce, read_topic, start_worker, wait_for_metric
+from tests.kafka_helpers import (
+    JOINED,
+    kcat_produce,
+    kill_after,
+    read_topic,
+    start_worker,
+    write_pipeline,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,22 +38,16 @@ WINDOW_S = 1_000_000
 def test_sigkill_while_joining_labels_loses_and_doubles_nothing(
     kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
 ) -> None:
-    data = tomllib.loads(demo_spec_text())
-    data["pipeline"]["name"] = f"lkill-{unique}"
-    data["input"]["topic"] = f"lkill-{unique}.events"
-    data["output"] = {k: f"lkill-{unique}.{k.removesuffix('_topic')}"
-                      for k in [*data["output"], "model_metrics_topic"]}  # fmt: skip
+    data = named_demo_spec(f"lkill-{unique}", ("model_metrics_topic",))
     data["worker"].update(web_port=free_port(), batch_max_records=300, batch_timeout_ms=20)
-    train_demo_model(tmp_path / "demo-model.pkl", list(data["model"]["inputs"]), n=3000)
-    data["model"]["path"] = str(tmp_path / "demo-model.pkl")
     data["detectors"] = [{"name": "error_adwin", "type": "adwin", "target": "error"}]
     labels_topic = f"lkill-{unique}.labels"
     data["labels"] = {"topic": labels_topic, "time_field": "label_time_ms", "ttl_ms": 10**9,
                       "time_window_ms": WINDOW_S * 1000, "count_window": 300}  # fmt: skip
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(_to_toml(data))
+    spec_path, _ = write_pipeline(
+        tmp_path, data, kafka_bootstrap, model_rows=3000, topics=[labels_topic]
+    )
     topic = data["input"]["topic"]
-    ensure_topics(kafka_bootstrap, [topic, labels_topic], partitions=2)
 
     events = list(SyntheticStream(n=N, shift_at=N, seed=4, n_entities=150).events())
     kcat_produce(kcat, kafka_bootstrap, topic,
@@ -73,12 +72,7 @@ def test_sigkill_while_joining_labels_loses_and_doubles_nothing(
 
     log1 = tmp_path / "worker1.log"
     w1 = start_worker(spec_path, kafka_bootstrap, log1, worker_id="w-l")
-    try:
-        wait_for_metric(url, 'driftline_label_join_outcomes_total{outcome="joined"}', half // 4,
-                        w1, log1, timeout_s=120)  # fmt: skip
-    finally:
-        w1.send_signal(signal.SIGKILL)
-        w1.wait(30)
+    kill_after(url, half // 4, w1, log1, JOINED)
     kcat_produce(kcat, kafka_bootstrap, labels_topic, lines[half:])
 
     log2 = tmp_path / "worker2.log"

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.parse
 import urllib.request
 import uuid
@@ -27,11 +26,18 @@ import numpy as np
 import orjson
 import pytest
 
-from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
-from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.demo import named_demo_spec
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
-from tests.kafka_helpers import kcat_produce, metric, read_topic, start_worker, wait_for_metric
+from tests.kafka_helpers import (
+    JOINED,
+    kcat_produce,
+    metric,
+    read_topic,
+    start_worker,
+    wait_for_metric,
+    write_pipeline,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -67,19 +73,13 @@ def worker(
 ) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("obs")
     uid = uuid.uuid4().hex[:10]
-    data = tomllib.loads(demo_spec_text())
-    data["pipeline"]["name"] = f"obs-{uid}"
-    data["input"]["topic"] = f"obs-{uid}.events"
-    data["output"] = {k: f"obs-{uid}.{k.removesuffix('_topic')}" for k in data["output"]}
+    data = named_demo_spec(f"obs-{uid}")
     port = free_port()
     data["worker"]["web_port"] = port
     data["labels"] = {"topic": f"obs-{uid}.labels", "time_field": "label_time_ms",
                       "count_window": 500}  # fmt: skip
-    train_demo_model(tmp / "demo-model.pkl", list(data["model"]["inputs"]))
-    spec_path = tmp / "spec.toml"
-    spec_path.write_text(_to_toml(data))
+    spec_path, _ = write_pipeline(tmp, data, kafka_bootstrap)
     topic = data["input"]["topic"]
-    ensure_topics(kafka_bootstrap, [topic], partitions=2)
     lines = [e["user_id"].encode() + b"|" + orjson.dumps(e) for e in STREAM.events()]
     step = len(lines) // CHUNKS
     chunks = [lines[i : i + step] for i in range(0, len(lines), step)]
@@ -109,8 +109,7 @@ def worker(
             labels.append(doc["entity"].encode() + b"|" + orjson.dumps(lab))
         kcat_produce(kcat, kafka_bootstrap, data["labels"]["topic"], labels)
         w.labels = len(labels)
-        joined = 'driftline_label_join_outcomes_total{outcome="joined"}'
-        wait_for_metric(w.url + "/metrics", joined, w.labels, proc, log)
+        wait_for_metric(w.url + "/metrics", JOINED[0], w.labels, proc, log, labels=JOINED[1])
         time.sleep(1.2)  # two more status samples after the last batch
         yield w
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import tomllib
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -20,15 +19,22 @@ from typing import Any
 import orjson
 import pytest
 
-from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
-from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.demo import named_demo_spec
 from driftline.agents.synthetic import SyntheticStream
 from driftline.alert_format import format_alert
 from driftline.localkafka import free_port
 from driftline.model_io import load_model
 from driftline.schemas import validate
-from driftline.spec import PipelineSpec, load_spec
-from tests.kafka_helpers import Rec, kcat_produce, metric, read_topic, start_worker, wait_for_metric
+from driftline.spec import PipelineSpec
+from tests.kafka_helpers import (
+    Rec,
+    kcat_produce,
+    metric,
+    read_topic,
+    start_worker,
+    wait_for_metric,
+    write_pipeline,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -87,17 +93,10 @@ class Run:
 def run(kafka_bootstrap: str, kcat: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("e2e")
     uid = uuid.uuid4().hex[:10]
-    data = tomllib.loads(demo_spec_text())
-    data["pipeline"]["name"] = f"e2e-{uid}"
-    data["input"]["topic"] = f"e2e-{uid}.events"
-    data["output"] = {k: f"e2e-{uid}.{k.removesuffix('_topic')}" for k in data["output"]}
+    data = named_demo_spec(f"e2e-{uid}")
     port = free_port()
     data["worker"]["web_port"] = port
-    train_demo_model(tmp / "demo-model.pkl", list(data["model"]["inputs"]))
-    spec_path = tmp / "spec.toml"
-    spec_path.write_text(_to_toml(data))
-    spec = load_spec(spec_path)
-    ensure_topics(kafka_bootstrap, [spec.input.topic], partitions=2)
+    spec_path, spec = write_pipeline(tmp, data, kafka_bootstrap)
 
     lines = [e["user_id"].encode() + b"|" + orjson.dumps(e) for e in STREAM.events()]
     kcat_produce(kcat, kafka_bootstrap, spec.input.topic, lines)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import time
-import tomllib
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,14 +15,19 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
-from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.demo import named_demo_spec
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
-from driftline.spec import load_spec
-from tests.kafka_helpers import kcat_produce, metric, read_topic, start_worker, wait_for_metric
+from tests.kafka_helpers import (
+    kcat_produce,
+    kill_after,
+    metric,
+    read_topic,
+    start_worker,
+    write_pipeline,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -50,16 +54,9 @@ def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
 def test_sigkill_and_restart_gives_the_uninterrupted_outputs(
     kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
 ) -> None:
-    data = tomllib.loads(demo_spec_text())
-    data["pipeline"]["name"] = f"kill-{unique}"
-    data["input"]["topic"] = f"kill-{unique}.events"
-    data["output"] = {k: f"kill-{unique}.{k.removesuffix('_topic')}" for k in data["output"]}
+    data = named_demo_spec(f"kill-{unique}")
     data["worker"].update(web_port=free_port(), batch_max_records=200, batch_timeout_ms=20)
-    train_demo_model(tmp_path / "demo-model.pkl", list(data["model"]["inputs"]), n=3000)
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(_to_toml(data))
-    spec = load_spec(spec_path)
-    ensure_topics(kafka_bootstrap, [spec.input.topic], partitions=2)
+    spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=3000)
     stream = SyntheticStream(n=N, shift_at=K, seed=21, n_entities=200)
     lines = [e["user_id"].encode() + b"|" + orjson.dumps(e) for e in stream.events()]
     # the first 60% now; the rest after the kill, so the kill always lands mid-stream
@@ -70,11 +67,7 @@ def test_sigkill_and_restart_gives_the_uninterrupted_outputs(
     # first run: killed with SIGKILL once it has committed part of the stream
     log1 = tmp_path / "worker1.log"
     w1 = start_worker(spec_path, kafka_bootstrap, log1, worker_id="w-a")
-    try:
-        wait_for_metric(url, "driftline_records_consumed_total", N // 4, w1, log1, timeout_s=120)
-    finally:
-        w1.send_signal(signal.SIGKILL)
-        w1.wait(30)
+    kill_after(url, N // 4, w1, log1)
     done_before = _committed(kafka_bootstrap, spec.group_id, spec.input.topic, 2)
     assert 0 < done_before <= first, f"{done_before}/{first} committed before the kill"
     kcat_produce(kcat, kafka_bootstrap, spec.input.topic, lines[first:])

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import signal
 import time
-import tomllib
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import orjson
 import pytest
 
-from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
-from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.demo import named_demo_spec
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
-from driftline.spec import load_spec
-from tests.kafka_helpers import kcat_produce, read_topic, start_worker, wait_for_metric
+from tests.kafka_helpers import (
+    kcat_produce,
+    kill_after,
+    read_topic,
+    start_worker,
+    wait_for_metric,
+    write_pipeline,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -34,17 +38,10 @@ N, K, BATCH = 30_000, 18_000, 200
 def test_at_least_once_repeats_outputs_never_state(
     kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
 ) -> None:
-    data = tomllib.loads(demo_spec_text())
-    data["pipeline"]["name"] = f"alo-{unique}"
-    data["input"]["topic"] = f"alo-{unique}.events"
-    data["output"] = {k: f"alo-{unique}.{k.removesuffix('_topic')}" for k in data["output"]}
+    data = named_demo_spec(f"alo-{unique}")
     data["worker"].update(web_port=free_port(), batch_max_records=BATCH, batch_timeout_ms=20,
                           processing_guarantee="at_least_once", commit_interval_ms=200)  # fmt: skip
-    train_demo_model(tmp_path / "demo-model.pkl", list(data["model"]["inputs"]), n=3000)
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(_to_toml(data))
-    spec = load_spec(spec_path)
-    ensure_topics(kafka_bootstrap, [spec.input.topic], partitions=2)
+    spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=3000)
     stream = SyntheticStream(n=N, shift_at=K, seed=22, n_entities=200)
     lines = [e["user_id"].encode() + b"|" + orjson.dumps(e) for e in stream.events()]
     first = int(N * 0.6)
@@ -53,11 +50,7 @@ def test_at_least_once_repeats_outputs_never_state(
 
     log1 = tmp_path / "worker1.log"
     w1 = start_worker(spec_path, kafka_bootstrap, log1, worker_id="w-alo")
-    try:
-        wait_for_metric(url, "driftline_records_consumed_total", N // 4, w1, log1, timeout_s=120)
-    finally:
-        w1.send_signal(signal.SIGKILL)
-        w1.wait(30)
+    kill_after(url, N // 4, w1, log1)
     kcat_produce(kcat, kafka_bootstrap, spec.input.topic, lines[first:])
 
     log2 = tmp_path / "worker2.log"
@@ -120,16 +113,9 @@ def test_at_least_once_resumes_from_the_snapshot_not_the_group_offsets(
 
     from tests.kafka_helpers import metric
 
-    data = tomllib.loads(demo_spec_text())
-    data["pipeline"]["name"] = f"alo2-{unique}"
-    data["input"]["topic"] = f"alo2-{unique}.events"
-    data["output"] = {k: f"alo2-{unique}.{k.removesuffix('_topic')}" for k in data["output"]}
+    data = named_demo_spec(f"alo2-{unique}")
     data["worker"].update(web_port=free_port(), processing_guarantee="at_least_once")
-    train_demo_model(tmp_path / "demo-model.pkl", list(data["model"]["inputs"]), n=3000)
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(_to_toml(data))
-    spec = load_spec(spec_path)
-    ensure_topics(kafka_bootstrap, [spec.input.topic], partitions=2)
+    spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=3000)
     stream = SyntheticStream(n=6_000, shift_at=6_000, seed=3, n_entities=50)
     lines = [e["user_id"].encode() + b"|" + orjson.dumps(e) for e in stream.events()]
     kcat_produce(kcat, kafka_bootstrap, spec.input.topic, lines[:4_000])
