@@ -7,6 +7,10 @@ window, in arrival order), ``merge(a, b) -> state`` (``a`` arrived before ``b``)
 ``result(state) -> float``.
 
 States are plain picklable Python data (tuples of floats/ints, a dict for distinct values).
+Adding a batch in pieces gives the same state, bit for bit, as adding it at once (``add(add(s,
+a), b) == add(s, a + b)``), so a state can be saved between any two batches. Every class is
+registered by its ``agg`` name in `AGGREGATORS` (`register_aggregator`, `build_aggregator`);
+the contract tests (``tests/streams/test_contract.py``) run over that registry.
 `streams.features.FeatureEngine` does not call these classes per event: it computes the same
 quantities for whole batches with the segment kernels at the bottom of this module (one numpy
 pass over all (entity, window) groups), and the tests check both against each other and against
@@ -51,17 +55,22 @@ Examples
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Hashable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+
+from driftline.errors import DriftlineError, SpecError
+from driftline.streams.params import choice_param, int_param
 
 __all__ = [
     "AGGREGATIONS",
     "AGGREGATORS",
     "DISTINCT_CAP",
     "NEEDS_FIELD",
+    "Aggregator",
     "Count",
     "Distinct",
     "First",
@@ -74,6 +83,8 @@ __all__ = [
     "Std",
     "Sum",
     "Variance",
+    "build_aggregator",
+    "register_aggregator",
     "segment_ffill",
     "segmented_accumulate",
 ]
@@ -93,7 +104,10 @@ class Count:
 
     Examples
     --------
+    >>> rng = np.random.default_rng(0)
     >>> c = Count()
+    >>> c.result(c.add(c.initialise(), rng.normal(size=7)))
+    7.0
     >>> c.result(c.merge(c.add(c.initialise(), np.zeros(3)), 2))
     5.0
     """
@@ -119,8 +133,12 @@ class Sum:
 
     Examples
     --------
+    >>> rng = np.random.default_rng(1)
+    >>> x = rng.normal(10.0, 2.0, 1_000)
     >>> s = Sum()
-    >>> s.result(s.add(s.initialise(), np.array([0.1, 0.2, 0.3])))
+    >>> round(s.result(s.add(s.initialise(), x)), 6)
+    9891.493554
+    >>> s.result(s.add(s.initialise(), np.array([0.1, 0.2, 0.3])))  # left to right
     0.6000000000000001
     """
 
@@ -148,7 +166,10 @@ class Mean:
 
     Examples
     --------
+    >>> rng = np.random.default_rng(2)
     >>> m = Mean()
+    >>> round(m.result(m.add(m.initialise(), rng.exponential(3.0, 500))), 6)
+    2.725062
     >>> m.result(m.add(m.initialise(), np.array([1.0, 2.0, 6.0])))
     3.0
     >>> m.result(m.initialise())
@@ -184,6 +205,8 @@ class Variance:
     >>> v = Variance()
     >>> bool(np.isclose(v.result(v.add(v.initialise(), x)), np.var(x, ddof=1), rtol=1e-9))
     True
+    >>> v.result(v.add(v.initialise(), np.array([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0])))
+    4.571428571428571
     >>> v.result(v.add(v.initialise(), np.array([5.0])))
     nan
     """
@@ -238,7 +261,10 @@ class Std(Variance):
 
     Examples
     --------
+    >>> rng = np.random.default_rng(4)
     >>> s = Std()
+    >>> round(s.result(s.add(s.initialise(), rng.normal(0.0, 1.0, 100))), 6)
+    1.017219
     >>> s.result(s.add(s.initialise(), np.array([1.0, 3.0])))
     1.4142135623730951
     """
@@ -254,7 +280,10 @@ class Min:
 
     Examples
     --------
+    >>> rng = np.random.default_rng(5)
     >>> m = Min()
+    >>> round(m.result(m.add(m.initialise(), rng.uniform(-3.0, 3.0, 50))), 6)
+    -2.992802
     >>> m.result(m.merge(m.add(m.initialise(), np.array([3.0, -1.0])), 2.0))
     -1.0
     """
@@ -281,7 +310,10 @@ class Max(Min):
 
     Examples
     --------
+    >>> rng = np.random.default_rng(5)
     >>> m = Max()
+    >>> round(m.result(m.add(m.initialise(), rng.uniform(-3.0, 3.0, 50))), 6)
+    2.995057
     >>> m.result(m.add(m.initialise(), np.array([3.0, -1.0])))
     3.0
     """
@@ -303,9 +335,14 @@ class First:
 
     Examples
     --------
+    >>> rng = np.random.default_rng(6)
+    >>> x, ts = rng.normal(size=5).round(3), rng.integers(0, 1_000, 5)
+    >>> x.tolist(), ts.tolist()
+    ([1.053, 1.776, -2.553, -0.138, 1.014], [755, 329, 672, 679, 451])
     >>> f = First()
-    >>> s = f.add(f.initialise(), np.array([1.0, 2.0, 3.0]), np.array([50, 10, 10]))
-    >>> f.result(s)
+    >>> f.result(f.add(f.initialise(), x, ts))  # the value at ts 329
+    1.776
+    >>> f.result(f.add(f.initialise(), np.array([1.0, 2.0, 3.0]), np.array([50, 10, 10])))
     2.0
     """
 
@@ -341,7 +378,11 @@ class Last(First):
 
     Examples
     --------
+    >>> rng = np.random.default_rng(6)
+    >>> x, ts = rng.normal(size=5).round(3), rng.integers(0, 1_000, 5)
     >>> f = Last()
+    >>> f.result(f.add(f.initialise(), x, ts))  # the value at ts 755
+    1.053
     >>> f.result(f.add(f.initialise(), np.array([1.0, 2.0, 3.0]), np.array([50, 10, 50])))
     3.0
     """
@@ -358,9 +399,23 @@ class Distinct:
     State: ``dict`` value -> None (insertion ordered, so the first ``cap`` distinct values in
     arrival order are kept). Values may be floats or strings.
 
+    Parameters
+    ----------
+    cap
+        Distinct values recorded per window before the count saturates (integer >= 1,
+        default `DISTINCT_CAP` = 10,000).
+
+    Raises
+    ------
+    SpecError
+        If ``cap`` is not an integer >= 1.
+
     Examples
     --------
+    >>> rng = np.random.default_rng(7)
     >>> d = Distinct()
+    >>> d.result(d.add(d.initialise(), rng.integers(0, 20, 100).astype(float)))
+    20.0
     >>> d.result(d.add(d.initialise(), np.array(["a", "b", "a"], dtype=object)))
     2.0
     >>> small = Distinct(cap=2)
@@ -372,7 +427,7 @@ class Distinct:
     mergeable: ClassVar[bool] = True
 
     def __init__(self, cap: int = DISTINCT_CAP) -> None:
-        self.cap = cap
+        self.cap = int_param("cap", cap, 1)
 
     def initialise(self) -> dict[Hashable, None]:
         return {}
@@ -395,9 +450,22 @@ class Distinct:
 class Rate:
     """Events per second over a window of ``length_ms``. State: ``int`` count.
 
+    Parameters
+    ----------
+    length_ms
+        Window length in milliseconds (integer >= 1, default 1000: events in the last second).
+
+    Raises
+    ------
+    SpecError
+        If ``length_ms`` is not an integer >= 1.
+
     Examples
     --------
+    >>> rng = np.random.default_rng(8)
     >>> r = Rate(60_000)
+    >>> r.result(r.add(r.initialise(), rng.normal(size=90)))  # 90 events in a minute
+    1.5
     >>> r.result(r.add(r.initialise(), np.zeros(30)))
     0.5
     """
@@ -405,8 +473,8 @@ class Rate:
     name: ClassVar[str] = "rate"
     mergeable: ClassVar[bool] = True
 
-    def __init__(self, length_ms: int) -> None:
-        self.length_ms = length_ms
+    def __init__(self, length_ms: int = 1000) -> None:
+        self.length_ms = int_param("length_ms", length_ms, 1, unit="milliseconds")
 
     def initialise(self) -> int:
         return 0
@@ -428,7 +496,13 @@ class SincePrev:
 
     Examples
     --------
+    >>> rng = np.random.default_rng(9)
+    >>> ts = rng.integers(0, 10_000, 5)
+    >>> ts.tolist()
+    [4215, 8702, 9610, 2868, 1143]
     >>> s = SincePrev()
+    >>> s.result(s.add(s.initialise(), np.zeros(5), ts), 10_000)  # 10000 - 9610
+    390.0
     >>> st = s.add(s.initialise(), np.zeros(2), np.array([1_000, 4_000]))
     >>> s.result(st, 4_500), s.result(s.initialise(), 4_500)
     (500.0, nan)
@@ -456,11 +530,71 @@ class SincePrev:
         return math.nan if state is None else float(ts_ms - state)
 
 
-AGGREGATORS: dict[str, type] = {
-    c.name: c
-    for c in (Count, Sum, Mean, Variance, Std, Min, Max, First, Last, Distinct, Rate, SincePrev)
-}
-"""Aggregator name -> reference class."""
+Aggregator = Count | Sum | Mean | Variance | Min | First | Distinct | Rate | SincePrev
+"""Any reference aggregator (`Std` is a `Variance`, `Max` a `Min`, `Last` a `First`)."""
+
+AGGREGATORS: dict[str, type[Aggregator]] = {}
+"""The aggregator registry: ``agg`` name -> reference class (see `register_aggregator`)."""
+
+A = TypeVar("A", bound=type[Aggregator])
+
+
+def register_aggregator(cls: A) -> A:
+    """Add ``cls`` to `AGGREGATORS` under its ``name``; the contract tests cover it from then on.
+
+    Raises
+    ------
+    DriftlineError
+        If the name is taken by another class.
+
+    Examples
+    --------
+    >>> register_aggregator(Count) is Count
+    True
+    """
+    other = AGGREGATORS.get(cls.name)
+    if other is not None and other is not cls:
+        raise DriftlineError(f"agg: {cls.name!r} is already the {other.__name__} aggregator")
+    AGGREGATORS[cls.name] = cls
+    return cls
+
+
+for _cls in (Count, Sum, Mean, Variance, Std, Min, Max, First, Last, Distinct, Rate, SincePrev):
+    register_aggregator(_cls)
+
+
+def build_aggregator(name: str, **params: Any) -> Aggregator:
+    """A new aggregator ``name`` (`AGGREGATIONS`) with constructor ``params``.
+
+    Raises
+    ------
+    SpecError
+        If ``name`` or a parameter is unknown, or a parameter is out of range.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> agg = build_aggregator("distinct", cap=3)
+    >>> agg.result(agg.add(agg.initialise(), rng.integers(0, 10, 50)))
+    3.0
+    >>> build_aggregator("median")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    driftline.errors.SpecError: agg: got 'median'; expected one of count, distinct, first, ...
+    >>> build_aggregator("rate", length=60)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    driftline.errors.SpecError: length: the rate aggregator has no parameter 'length'; ...
+    """
+    cls = AGGREGATORS[choice_param("agg", name, sorted(AGGREGATORS))]
+    accepted = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+    accepted = [n for n in accepted if n not in ("args", "kwargs")]
+    for key in params:
+        if key not in accepted:
+            takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+            raise SpecError(f"{key}: the {name} aggregator has no parameter {key!r}; {takes}")
+    return cls(**params)
+
 
 AGGREGATIONS: tuple[str, ...] = tuple(AGGREGATORS)
 """Every supported ``agg`` name."""

@@ -26,6 +26,7 @@ from typing import overload
 import numpy as np
 
 from driftline.errors import DriftlineError, SpecError
+from driftline.streams.params import int_param
 
 __all__ = [
     "WINDOW_KINDS",
@@ -63,11 +64,9 @@ def check_size_ms(size_ms: object, what: str = "size_ms") -> int:
     >>> check_size_ms(0)
     Traceback (most recent call last):
     ...
-    driftline.errors.SpecError: size_ms: got 0; expected an integer number of milliseconds > 0
+    driftline.errors.SpecError: size_ms: got 0; expected an integer number of milliseconds >= 1
     """
-    if isinstance(size_ms, bool) or not isinstance(size_ms, int | np.integer) or size_ms <= 0:
-        raise SpecError(f"{what}: got {size_ms!r}; expected an integer number of milliseconds > 0")
-    return int(size_ms)
+    return int_param(what, size_ms, 1, unit="milliseconds")
 
 
 @overload
