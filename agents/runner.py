@@ -30,9 +30,9 @@ from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.pipeline import BatchOutcome, PartitionPipeline, RecordColumns
 from driftline.agents.state import (
     CHUNK_BYTES,
-    decode_snapshot,
     encode_snapshot_json,
     read_changelog_partition,
+    restore_snapshot,
     snapshot_json,
 )
 from driftline.errors import DriftlineError
@@ -111,10 +111,9 @@ class TransactionalRunner(threading.Thread):
                 self.spec, p, self.predictor, self.model_version, self.batch_cache
             )
             records = read_changelog_partition(self.bootstrap, self.changelog, p)
-            saved = decode_snapshot(records, p)
+            saved = restore_snapshot(records, p, pipe.restore)  # ChangelogError names the record
             if saved is not None:
                 epoch, state = saved
-                pipe.restore(state, records)
                 self.epochs[p] = epoch
                 self.positions[p] = dict(state.get("offsets", {}))
             else:

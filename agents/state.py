@@ -5,23 +5,33 @@ partition's state snapshot, and the consumer offsets. So after a crash the commi
 and the last committed snapshot always describe the same point of the stream: a restarted
 worker neither loses nor double-counts what it had.
 
-Layout on the changelog (partition = input partition, cleanup.policy=compact):
-``<p>/chunk/<i>`` → zlib-compressed slice of the snapshot (JSON), and ``<p>/head`` →
-``{"epoch", "chunks", "sha256"}`` written last. A restore reads the partition to its end,
-keeps the newest head and the chunks of that epoch.
+Layout on the changelog (partition = input partition, cleanup.policy=compact), format
+``driftline-state/2`` (`STATE_FORMAT`):
+``<p>/chunk/<i>`` → epoch (8 bytes, big endian) + zlib-compressed slice of the snapshot (JSON),
+and ``<p>/head`` → ``{"format", "epoch", "chunks", "sha256"}`` written last. A restore reads the
+partition to its end, keeps the newest head and the chunks of that epoch.
+
+The snapshot is plain JSON: river detectors and the online model are stored as numbers and
+lists (`driftline.streams.plain_state`), never pickled, so a record on this topic can make a
+restore fail but never run code. Any record a restore cannot use (not written by driftline, of
+another format version, or not matching its checksum or expected shape) stops it with a
+`ChangelogError` naming the topic, partition and offset, instead of starting the state over.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from driftline.errors import DriftlineError
+from driftline.streams.label_log import check_log_entry
 
 CHUNK_BYTES = 512 * 1024
 CHANGELOG_CONFIG = {
@@ -30,6 +40,139 @@ CHANGELOG_CONFIG = {
     "min.cleanable.dirty.ratio": "0.1",
     "max.message.bytes": str(2 * CHUNK_BYTES),
 }
+#: The format version every head on the changelog carries; a restore reads only this one.
+STATE_FORMAT = "driftline-state/2"
+_MAX_CHUNKS = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_KEY = re.compile(rb"(\d+)/(?:head|chunk/\d+|labels/\d+/(?:head|chunk/\d+))")
+
+
+class ChangelogError(DriftlineError):
+    """A state changelog record a restore cannot use, with where it is and what to do."""
+
+    def __init__(
+        self, topic: str | None, partition: int, offset: int | None, key: bytes | None, problem: str
+    ) -> None:
+        self.topic, self.partition, self.offset, self.key = topic, partition, offset, key
+        where = "state changelog" + (f" topic {topic}" if topic else "")
+        where += f", partition {partition}, offset {'?' if offset is None else offset}"
+        if key is not None:
+            where += f" (key {key.decode('utf-8', 'replace')[:80]!r})"
+        topic_name = topic or "(<pipeline group>.state-changelog)"
+        super().__init__(
+            f"{where}: {problem}. Nothing was restored from it: delete the changelog topic "
+            f"{topic_name} to start this state over (reset the consumer group's offsets to "
+            "rebuild it from the input), or restore that topic from a backup"
+        )
+
+
+class ChangelogRecords(dict[bytes, bytes]):
+    """The latest value per key of one changelog partition, and where each was read.
+
+    A plain ``dict`` works wherever this is expected; this one also lets errors name offsets.
+    """
+
+    def __init__(self, topic: str | None = None, partition: int | None = None) -> None:
+        super().__init__()
+        self.topic = topic
+        self.partition = partition
+        self.offsets: dict[bytes, int] = {}
+        #: records whose key is not a driftline state key of this partition: (offset, key)
+        self.foreign: dict[bytes | None, int] = {}
+
+    def add(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+        """Apply one record read at ``offset`` (a None value is a tombstone)."""
+        m = None if key is None else _KEY.fullmatch(key)
+        if key is None or m is None or int(m.group(1)) != self.partition:
+            if value is None:
+                self.foreign.pop(key, None)
+            else:
+                self.foreign[key] = offset
+        elif value is None:
+            self.pop(key, None)
+            self.offsets.pop(key, None)
+        else:
+            self[key] = value
+            self.offsets[key] = offset
+
+
+def _error(records: dict[bytes, bytes], partition: int, key: bytes, problem: str) -> ChangelogError:
+    topic = getattr(records, "topic", None)
+    offset = getattr(records, "offsets", {}).get(key)
+    return ChangelogError(topic, partition, offset, key, problem)
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e})") from None
+
+
+def _head(records: dict[bytes, bytes], partition: int, key: bytes, fields: set[str]) -> Any:
+    """The JSON object of a head record, its format version and ``fields`` checked."""
+    try:
+        head = _loads(records[key])
+    except ValueError as e:
+        raise _error(records, partition, key, f"not a driftline state head: {e}") from None
+    if not isinstance(head, dict):
+        raise _error(records, partition, key, "not a driftline state head (not a JSON object)")
+    fmt = head.get("format")
+    if fmt is None and set(head) == fields:
+        raise _error(
+            records,
+            partition,
+            key,
+            "written by an older driftline in state format driftline-state/1 (which pickled "
+            f"river objects); this driftline reads only {STATE_FORMAT}",
+        )
+    if fmt != STATE_FORMAT:
+        if isinstance(fmt, str) and fmt.startswith("driftline-state/"):
+            problem = f"state format {fmt!r} is unknown; this driftline reads only {STATE_FORMAT}"
+        else:
+            problem = f"not a driftline state head (format {str(fmt)[:40]!r}, not {STATE_FORMAT})"
+        raise _error(records, partition, key, problem)
+    if set(head) != fields | {"format"}:
+        raise _error(
+            records, partition, key, f"head fields {sorted(head)} are not {STATE_FORMAT}'s"
+        )
+    chunks, sha = head.get("chunks"), head.get("sha256")
+    if type(chunks) is not int or not 1 <= chunks <= _MAX_CHUNKS:
+        raise _error(records, partition, key, f"bad chunk count {chunks!r}")
+    if type(sha) is not str or not _SHA256.fullmatch(sha):
+        raise _error(records, partition, key, "bad sha256")
+    return head
+
+
+def _blob(
+    records: dict[bytes, bytes], partition: int, head_key: bytes, keys: list[bytes], sha: str,
+    epoch: int | None = None,
+) -> Any:  # fmt: skip
+    """The JSON document stored in the chunks ``keys`` (checked against the head's sha256)."""
+    parts = []
+    for i, k in enumerate(keys):
+        v = records.get(k)
+        if v is None:
+            raise _error(
+                records, partition, head_key,
+                f"chunk {i} is missing; the changelog was altered outside driftline",
+            )  # fmt: skip
+        if epoch is not None:
+            if len(v) < 8 or int.from_bytes(v[:8], "big") != epoch:
+                raise _error(
+                    records, partition, k,
+                    f"chunk {i} of epoch {epoch} is missing (this record is not of that epoch); "
+                    "the changelog was altered outside driftline",
+                )  # fmt: skip
+            v = v[8:]
+        parts.append(v)
+    blob = b"".join(parts)
+    if hashlib.sha256(blob).hexdigest() != sha:
+        raise _error(records, partition, head_key, "checksum mismatch with its chunks")
+    try:
+        return _loads(zlib.decompress(blob))
+    except (zlib.error, ValueError) as e:
+        raise _error(records, partition, head_key, f"the stored document is unreadable: {e}") from e
 
 
 def snapshot_json(state: dict[str, Any]) -> bytes:
@@ -49,38 +192,93 @@ def encode_snapshot_json(partition: int, epoch: int, raw: bytes) -> list[tuple[b
         (f"{partition}/chunk/{i}".encode(), epoch.to_bytes(8, "big") + c)
         for i, c in enumerate(chunks)
     ]
-    head = {"epoch": epoch, "chunks": len(chunks), "sha256": hashlib.sha256(blob).hexdigest()}
+    head = {
+        "format": STATE_FORMAT,
+        "epoch": epoch,
+        "chunks": len(chunks),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+    }
     records.append((f"{partition}/head".encode(), orjson.dumps(head)))
     return records
+
+
+def _check_foreign(records: dict[bytes, bytes], partition: int) -> None:
+    foreign = getattr(records, "foreign", {})
+    if foreign:
+        key, offset = min(foreign.items(), key=lambda kv: kv[1])
+        raise ChangelogError(
+            getattr(records, "topic", None), partition, offset, key,
+            f"not a driftline state record of partition {partition} (its key is not one "
+            "driftline writes)",
+        )  # fmt: skip
 
 
 def decode_snapshot(
     records: dict[bytes, bytes], partition: int
 ) -> tuple[int, dict[str, Any]] | None:
-    """The newest complete snapshot among the latest value of each key, or None."""
-    raw_head = records.get(f"{partition}/head".encode())
-    if raw_head is None:
+    """The newest complete snapshot among the latest value of each key, or None if there is none.
+
+    Raises
+    ------
+    ChangelogError
+        If a record is not one driftline wrote in `STATE_FORMAT`, or does not match the others.
+    """
+    _check_foreign(records, partition)
+    key = f"{partition}/head".encode()
+    if key not in records:
         return None
-    head = orjson.loads(raw_head)
-    parts = []
-    for i in range(head["chunks"]):
-        v = records.get(f"{partition}/chunk/{i}".encode())
-        if v is None or int.from_bytes(v[:8], "big") != head["epoch"]:
-            raise DriftlineError(
-                f"state changelog partition {partition}: chunk {i} of epoch {head['epoch']} is "
-                "missing; the changelog was altered outside driftline"
-            )
-        parts.append(v[8:])
-    blob = b"".join(parts)
-    if hashlib.sha256(blob).hexdigest() != head["sha256"]:
-        raise DriftlineError(f"state changelog partition {partition}: checksum mismatch")
-    return head["epoch"], orjson.loads(zlib.decompress(blob))
+    head = _head(records, partition, key, {"epoch", "chunks", "sha256"})
+    epoch = head["epoch"]
+    if type(epoch) is not int or not 0 <= epoch < 1 << 63:
+        raise _error(records, partition, key, f"bad epoch {epoch!r}")
+    chunk_keys = [f"{partition}/chunk/{i}".encode() for i in range(head["chunks"])]
+    state = _blob(records, partition, key, chunk_keys, head["sha256"], epoch)
+    if not isinstance(state, dict):
+        raise _error(records, partition, key, "the snapshot is not a JSON object")
+    offsets = state.get("offsets", {})
+    if not isinstance(offsets, dict) or not all(
+        type(o) is int and o >= 0 for o in offsets.values()
+    ):
+        raise _error(records, partition, key, "the snapshot's offsets are not topic -> offset")
+    return epoch, state
+
+
+def restore_snapshot(
+    records: dict[bytes, bytes],
+    partition: int,
+    restore: Callable[[dict[str, Any], dict[bytes, bytes]], None],
+) -> tuple[int, dict[str, Any]] | None:
+    """Decode the partition's snapshot and hand it to ``restore`` (with ``records``, for the
+    label-join log); (epoch, state), or None when the changelog holds no snapshot.
+
+    Raises
+    ------
+    ChangelogError
+        If a record cannot be decoded, or ``restore`` rejects what it holds (the error then
+        names the snapshot's head record and says why).
+    """
+    saved = decode_snapshot(records, partition)
+    if saved is None:
+        return None
+    epoch, state = saved
+    try:
+        restore(state, records)
+    except ChangelogError:
+        raise
+    except Exception as e:
+        why = str(e) if isinstance(e, DriftlineError) else f"{type(e).__name__}: {e}"
+        raise _error(
+            records, partition, f"{partition}/head".encode(),
+            f"the snapshot of epoch {epoch} cannot be restored ({why})",
+        ) from e  # fmt: skip
+    return saved
 
 
 def read_changelog_partition(
     bootstrap: str, topic: str, partition: int, timeout_s: float = 120.0
-) -> dict[bytes, bytes]:
-    """Latest committed value per key of one changelog partition (read_committed, to its end)."""
+) -> ChangelogRecords:
+    """Latest committed value per key of one changelog partition (read_committed, to its end),
+    with the offset each was read at."""
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -91,7 +289,7 @@ def read_changelog_partition(
             "fetch.max.bytes": 64 * 1024 * 1024,
         }
     )
-    latest: dict[bytes, bytes] = {}
+    latest = ChangelogRecords(topic, partition)
     try:
         lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
         if hi <= lo:
@@ -110,22 +308,16 @@ def read_changelog_partition(
                     if err.code() == KafkaError._PARTITION_EOF:
                         return latest
                     raise DriftlineError(f"reading {topic}[{partition}]: {err}")
-                key = m.key()
-                if key is not None:
-                    value = m.value()
-                    if value is None:
-                        latest.pop(key, None)
-                    else:
-                        latest[key] = value
+                latest.add(m.key(), m.value(), m.offset())
     finally:
         c.close()
 
 
 # ---------------------------------------------------------------------------- label-join log
 # The label join logs deltas and rare checkpoints (streams.label_log) on the same changelog
-# partition: ``<p>/labels/<seq>/chunk/<i>`` and ``<p>/labels/<seq>/head`` (``{"kind", "chunks",
-# "sha256"}``). The partition's snapshot names the last seq and the checkpoint's; older entries
-# are deleted with tombstones when a checkpoint supersedes them.
+# partition: ``<p>/labels/<seq>/chunk/<i>`` and ``<p>/labels/<seq>/head`` (``{"format", "kind",
+# "chunks", "sha256"}``). The partition's snapshot names the last seq and the checkpoint's; older
+# entries are deleted with tombstones when a checkpoint supersedes them.
 
 
 def label_log_keys(partition: int, seq: int, chunks: int) -> list[bytes]:
@@ -138,22 +330,34 @@ def encode_label_log(partition: int, seq: int, kind: str, data: Any) -> list[tup
     blob = zlib.compress(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), 1)
     chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
     keys = label_log_keys(partition, seq, len(chunks))
-    head = {"kind": kind, "chunks": len(chunks), "sha256": hashlib.sha256(blob).hexdigest()}
+    head = {
+        "format": STATE_FORMAT,
+        "kind": kind,
+        "chunks": len(chunks),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+    }
     return [*zip(keys[:-1], chunks, strict=True), (keys[-1], orjson.dumps(head))]
 
 
 def decode_label_log(records: dict[bytes, bytes], partition: int, seq: int) -> tuple[str, Any, int]:
-    """(kind, data, chunk count) of log entry ``seq``; DriftlineError if it is missing."""
-    where = f"state changelog partition {partition}: label-join log entry {seq}"
-    raw_head = records.get(f"{partition}/labels/{seq}/head".encode())
-    if raw_head is None:
-        raise DriftlineError(f"{where} is missing; the changelog was altered outside driftline")
-    head = orjson.loads(raw_head)
+    """(kind, data, chunk count) of log entry ``seq``, its shape checked; `ChangelogError` if it
+    is missing or malformed."""
+    key = f"{partition}/labels/{seq}/head".encode()
+    if key not in records:
+        snapshot_key = f"{partition}/head".encode()
+        raise _error(
+            records, partition, snapshot_key,
+            f"the snapshot names label-join log entry {seq}, which is missing; the changelog "
+            "was altered outside driftline",
+        )  # fmt: skip
+    head = _head(records, partition, key, {"kind", "chunks", "sha256"})
+    kind = head["kind"]
+    if kind not in ("delta", "checkpoint"):
+        raise _error(records, partition, key, f"unknown label-join log entry kind {kind!r}")
     keys = label_log_keys(partition, seq, head["chunks"])[:-1]
-    parts = [records.get(k) for k in keys]
-    if any(p is None for p in parts):
-        raise DriftlineError(f"{where} has missing chunks")
-    blob = b"".join(p for p in parts if p is not None)
-    if hashlib.sha256(blob).hexdigest() != head["sha256"]:
-        raise DriftlineError(f"{where}: checksum mismatch")
-    return head["kind"], orjson.loads(zlib.decompress(blob)), head["chunks"]
+    data = _blob(records, partition, key, keys, head["sha256"])
+    try:
+        check_log_entry(kind, data)
+    except DriftlineError as e:
+        raise _error(records, partition, key, f"malformed label-join log {kind}: {e}") from None
+    return kind, data, head["chunks"]

@@ -38,7 +38,123 @@ import numpy as np
 from driftline.errors import DriftlineError
 from driftline.streams.labels import JoinedBatch, LabelJoin, float_array, floats_to_json
 
-__all__ = ["LoggedLabelJoin"]
+__all__ = ["LoggedLabelJoin", "check_log_entry"]
+
+_INT64 = (-(2**63), 2**63 - 1)
+_FLOAT_TYPES = {float, int, type(None), str}
+
+
+def _ints(v: Any, n: int | None, where: str) -> int:
+    if type(v) is not list or (n is not None and len(v) != n):
+        raise DriftlineError(f"{where}: expected a list of {n if n is not None else ''} integers")
+    if v and ({type(x) for x in v} != {int} or min(v) < _INT64[0] or max(v) > _INT64[1]):
+        raise DriftlineError(f"{where}: expected 64-bit integers")
+    return len(v)
+
+
+def _ids(v: Any, where: str) -> int:
+    if type(v) is not list or not all(type(x) is str for x in v):
+        raise DriftlineError(f"{where}: expected a list of string ids")
+    return len(v)
+
+
+def _floats(v: Any, n: int, where: str) -> None:
+    """As `floats_to_json` writes them: numbers, null (NaN), "inf" and "-inf"."""
+    if type(v) is not list or len(v) != n:
+        raise DriftlineError(f"{where}: expected a list of {n} numbers")
+    if not {type(x) for x in v} <= _FLOAT_TYPES or not all(
+        x in ("inf", "-inf") for x in v if type(x) is str
+    ):
+        raise DriftlineError(f"{where}: expected numbers, null, 'inf' or '-inf'")
+
+
+def _count(v: Any, where: str, hi: int = 2**62) -> int:
+    if type(v) is not int or not 0 <= v <= hi:
+        raise DriftlineError(f"{where}: got {str(v)[:40]!r}; expected an integer >= 0")
+    return v
+
+
+def _check_op(op: Any, where: str) -> None:
+    if type(op) is not list or not op or op[0] not in ("p", "l", "e"):
+        raise DriftlineError(f"{where}: not a 'p', 'l' or 'e' entry")
+    kind = op[0]
+    if kind == "e":
+        if len(op) != 2:
+            raise DriftlineError(f"{where}: an 'e' entry is ['e', time]")
+        _ints([op[1]], 1, f"{where}[1]")
+        return
+    if kind == "l":
+        if len(op) != 4:
+            raise DriftlineError(f"{where}: an 'l' entry is ['l', ids, labels, times]")
+        n = _ids(op[1], f"{where}[1]")
+        _floats(op[2], n, f"{where}[2]")
+        _ints(op[3], n, f"{where}[3]")
+        return
+    if len(op) != 6:
+        raise DriftlineError(f"{where}: a 'p' entry is ['p', ids, times, scores, labels, features]")
+    n = _ids(op[1], f"{where}[1]")
+    _ints(op[2], n, f"{where}[2]")
+    _floats(op[3], n, f"{where}[3]")
+    if op[4] is not None:
+        _floats(op[4], n, f"{where}[4]")
+    f = op[5]
+    if f is not None:
+        if type(f) is not list or len(f) != 2:
+            raise DriftlineError(f"{where}[5]: features are [columns, values]")
+        cols = _count(f[0], f"{where}[5][0]", 1 << 20)
+        _floats(f[1], n * cols, f"{where}[5][1]")
+
+
+def _check_store(v: Any, where: str) -> None:
+    if type(v) is not dict or set(v) != {"ids", "t", "n_cols", "vals"}:
+        raise DriftlineError(f"{where}: expected {{ids, t, n_cols, vals}}")
+    n = _ids(v["ids"], f"{where}.ids")
+    _ints(v["t"], n, f"{where}.t")
+    cols = _count(v["n_cols"], f"{where}.n_cols", 1 << 20)
+    rows = v["vals"]  # one list of n_cols numbers per id
+    if type(rows) is not list or len(rows) != n:
+        raise DriftlineError(f"{where}.vals: expected {n} rows")
+    for i, row in enumerate(rows):
+        _floats(row, cols, f"{where}.vals[{i}]")
+
+
+def check_log_entry(kind: str, data: Any) -> None:
+    """`DriftlineError` unless ``data`` has the shape of a `LoggedLabelJoin.drain` ``kind``
+    entry ("delta" or "checkpoint"): lists of string ids, integer times, numbers.
+
+    Examples
+    --------
+    >>> check_log_entry("delta", [["e", 5], ["l", ["a"], [1.0], [7]]])
+    >>> check_log_entry("delta", [["l", ["a"], ["__import__('os')"], [7]]])
+    Traceback (most recent call last):
+    ...
+    driftline.errors.DriftlineError: delta[0][2]: expected numbers, null, 'inf' or '-inf'
+    """
+    if kind == "delta":
+        if type(data) is not list:
+            raise DriftlineError("delta: expected a list of entries")
+        for i, op in enumerate(data):
+            _check_op(op, f"delta[{i}]")
+        return
+    if kind != "checkpoint":
+        raise DriftlineError(f"unknown label-join log entry kind {kind!r}")
+    if type(data) is not dict or set(data) != {"join", "last_expire_ms"}:
+        raise DriftlineError("checkpoint: expected {join, last_expire_ms}")
+    if data["last_expire_ms"] is not None:
+        _ints([data["last_expire_ms"]], 1, "checkpoint.last_expire_ms")
+    join = data["join"]
+    keys = {"kind", "params", "n_features", "counters", "predictions", "labels", "joined"}
+    if type(join) is not dict or not keys <= set(join) or join["kind"] != "label_join":
+        raise DriftlineError(f"checkpoint.join: expected a label_join snapshot with {sorted(keys)}")
+    counters = join["counters"]
+    if type(counters) is not dict:
+        raise DriftlineError("checkpoint.join.counters: expected an object")
+    for k, v in counters.items():
+        _count(v, f"checkpoint.join.counters.{k}")
+    if join["n_features"] is not None:
+        _count(join["n_features"], "checkpoint.join.n_features", 1 << 20)
+    for store in ("predictions", "labels", "joined"):
+        _check_store(join[store], f"checkpoint.join.{store}")
 
 
 class LoggedLabelJoin:
