@@ -127,7 +127,7 @@ def train(
             if y is None:
                 stats.skipped["no_label"] += 1
                 continue
-            x = _inputs(doc, fv, batch, m.inputs)
+            x = _inputs({**doc, **m.encode(doc)}, fv, batch, m.inputs)  # one-hot inputs too
             if x is None:
                 stats.skipped["missing_input"] += 1
                 continue

@@ -87,6 +87,7 @@ class PartitionPipeline:
                                           self.dead_letters)  # fmt: skip
         # non-numeric fields the features (distinct, filters) or detectors (categories) read
         wanted = set(self.engine.required_fields) | {d.target for d in spec.detectors}
+        wanted |= set(spec.model.categorical_fields if spec.model else ())  # one-hot inputs
         if spec.labels is not None and spec.input.event_id_field is not None:
             wanted.add(spec.input.event_id_field)
         extra = tuple(
@@ -137,6 +138,8 @@ class PartitionPipeline:
         frame.features = {k: np.asarray(v) for k, v in fb.values.items()}
         frame = self.late_events.split(frame, fb.late, self.engine.watermark_ms, out, now_ms)
         frame.vector = {**frame.columns, **frame.features}
+        if self.spec.model is not None:
+            frame.vector.update(self.spec.model.encode(frame.columns))  # one-hot model inputs
         if self.batch_cache is not None and len(frame):
             join_batch_features(self.batch_cache, frame, out, now_ms)
             self.skew.check(frame, out, now_ms)

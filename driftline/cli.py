@@ -89,14 +89,14 @@ def _cmd_alerts_tail(args: argparse.Namespace) -> int:
     bootstrap = _bootstrap(args)
     if not bootstrap:
         raise DriftlineError("pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS")
+    from driftline.spec import default_of, load_spec
+
     topic = args.topic
     if args.config:
-        from driftline.spec import load_spec
-
         topic = load_spec(args.config).output.alerts_topic
     return tail_alerts(
         bootstrap,
-        topic or "driftline.alerts",
+        topic or default_of("output.alerts_topic"),
         from_beginning=args.from_beginning,
         as_json=args.json,
         max_alerts=args.max,

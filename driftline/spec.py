@@ -5,17 +5,19 @@ Every error names the offending key (``detectors[1].alpha``) and what was expect
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import ValidationError
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from driftline.errors import SpecError
-from driftline.schemas import validator
+from driftline.schemas import load_schema
 
 NUMERIC_TYPES = frozenset({"float", "int", "bool"})
 PREDICTION_TARGET = "prediction"
@@ -24,28 +26,10 @@ ERROR_TARGET = "error"
 LABEL_TARGET = "label"
 LABEL_TARGETS = frozenset({ERROR_TARGET, LABEL_TARGET})
 
-DEFAULT_OUTPUT = {
-    "features_topic": "driftline.features",
-    "predictions_topic": "driftline.predictions",
-    "alerts_topic": "driftline.alerts",
-    "dlq_topic": "driftline.dlq",
-    "late_topic": "driftline.late",
-    "model_metrics_topic": "driftline.model_metrics",
-}
-DEFAULT_WORKER: dict[str, Any] = {
-    "batch_max_records": 10000,
-    "batch_timeout_ms": 100,
-    "web_host": "127.0.0.1",
-    "web_port": 6066,
-    "auto_offset_reset": "earliest",
-    "processing_guarantee": "exactly_once",
-    "commit_interval_ms": 1000,
-}
 #: Detectors that test a hypothesis at level ``alpha`` (subject to the family-wise correction).
 TEST_DETECTORS = frozenset({"ks", "chi2"})
 #: Detectors that compare category frequencies; their target may be a string field.
 CATEGORICAL_DETECTORS = frozenset({"chi2", "psi", "jsd"})
-DEFAULT_ALPHA = 1e-6
 
 
 @dataclass(frozen=True)
@@ -54,7 +38,7 @@ class InputSpec:
     key_field: str
     time_field: str
     fields: Mapping[str, str]
-    max_message_bytes: int = 1_048_576
+    max_message_bytes: int
     event_id_field: str | None = None
 
 
@@ -63,8 +47,8 @@ class FeatureSpec:
     name: str
     agg: str
     window_ms: int | None
+    window: str
     field: str | None = None
-    window: str = "tumbling"
     step_ms: int | None = None
     count: int | None = None
     idle_ttl_ms: int | None = None
@@ -73,12 +57,43 @@ class FeatureSpec:
 
 
 @dataclass(frozen=True)
+class OneHotSpec:
+    """A categorical model input: one 0/1 model column ``<field>=<category>`` per category."""
+
+    field: str
+    categories: tuple[str | int, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        from driftline.streams.model import one_hot_columns
+
+        return one_hot_columns(self.field, self.categories)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
+    #: the model's columns, in order; a one-hot input stands there as its columns
     inputs: tuple[str, ...]
     path: Path | None = None
     builtin: str | None = None
     version: str | None = None
     label_field: str | None = None
+    one_hot: tuple[OneHotSpec, ...] = ()
+
+    @property
+    def categorical_fields(self) -> tuple[str, ...]:
+        """The event fields one-hot inputs encode."""
+        return tuple(o.field for o in self.one_hot)
+
+    def encode(self, columns: Mapping[str, Any]) -> dict[str, Any]:
+        """The one-hot model columns from their fields' values in ``columns`` (a batch's
+        arrays, or one event's values)."""
+        from driftline.streams.model import one_hot
+
+        out: dict[str, Any] = {}
+        for o in self.one_hot:
+            out.update(zip(o.columns, one_hot(columns[o.field], o.categories), strict=True))
+        return out
 
 
 @dataclass(frozen=True)
@@ -95,7 +110,7 @@ class BatchFeaturesSpec:
     key_field: str
     fields: Mapping[str, str]
     defaults: Mapping[str, float]
-    load_timeout_ms: int = 60_000
+    load_timeout_ms: int
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -104,30 +119,32 @@ class BatchFeaturesSpec:
 
 @dataclass(frozen=True)
 class ImportanceSpec:
-    method: str = "permutation"
-    window: int = 2000
-    every: int = 500
-    threshold: float = 0.2
-    min_examples: int = 500
-    n_confirm: int = 2
-    n_clear: int = 3
-    seed: int = 0
+    """``[labels.importance]`` (every key present: the schema's defaults are filled in)."""
+
+    method: str
+    window: int
+    every: int
+    threshold: float
+    min_examples: int
+    n_confirm: int
+    n_clear: int
+    seed: int
 
 
 @dataclass(frozen=True)
 class LabelsSpec:
     """``[labels]``: where delayed labels come from and what is computed from them."""
 
-    topic: str = "driftline.labels"
-    join_key: str = "prediction_id"
-    label_field: str = "label"
+    topic: str
+    join_key: str
+    label_field: str
+    ttl_ms: int
+    max_pending: int
+    threshold: float
+    count_window: int
+    time_window_ms: int
+    learn: bool
     time_field: str | None = None
-    ttl_ms: int = 7 * 86_400_000
-    max_pending: int = 1_000_000
-    threshold: float = 0.5
-    count_window: int = 1000
-    time_window_ms: int = 3_600_000
-    learn: bool = False
     importance: ImportanceSpec | None = None
 
 
@@ -149,7 +166,7 @@ class OutputSpec:
     alerts_topic: str
     dlq_topic: str
     late_topic: str
-    model_metrics_topic: str = "driftline.model_metrics"
+    model_metrics_topic: str
 
     @property
     def all_topics(self) -> list[str]:
@@ -171,8 +188,8 @@ class WorkerSpec:
     web_host: str
     web_port: int
     auto_offset_reset: str
-    processing_guarantee: str = "exactly_once"
-    commit_interval_ms: int = 1000
+    processing_guarantee: str
+    commit_interval_ms: int
 
 
 @dataclass(frozen=True)
@@ -184,10 +201,10 @@ class PipelineSpec:
     detectors: tuple[DetectorSpec, ...]
     output: OutputSpec
     worker: WorkerSpec
-    grace_ms: int = 0
-    correction: str = "bonferroni"
+    grace_ms: int
+    correction: str
+    skew_checks: tuple[SkewCheckSpec, ...]
     batch_features: BatchFeaturesSpec | None = None
-    skew_checks: tuple[SkewCheckSpec, ...] = ()
     labels: LabelsSpec | None = None
     source_path: Path | None = None
 
@@ -233,11 +250,84 @@ def _schema_error(error: ValidationError) -> SpecError:
     return SpecError(f"spec key {where}: {error.message}.{hint}")
 
 
+# -- defaults: the schema's ``default`` keywords are their only source ---------------------------
+def _filling(properties: Any) -> Any:
+    """The ``properties`` keyword, first setting each absent property that has a default."""
+
+    def fill(v: Any, props: Mapping[str, Any], instance: Any, schema: Any) -> Iterator[Any]:
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from properties(v, props, instance, schema)
+
+    return fill
+
+
+@cache
+def _filling_validator() -> Draft202012Validator:
+    cls = validators.extend(
+        Draft202012Validator,
+        {"properties": _filling(Draft202012Validator.VALIDATORS["properties"])},
+    )
+    return cls(load_schema("spec"))
+
+
+@cache
+def schema_defaults() -> dict[str, Any]:
+    """Every ``default`` of ``schemas/spec.schema.json`` by key path (``worker.web_port``;
+    ``[]`` marks an array's items: ``features[].window``).
+
+    >>> schema_defaults()["worker.web_port"], schema_defaults()["features[].window"]
+    (6066, 'tumbling')
+    """
+    out: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], path: str) -> None:
+        for name, sub in node.get("properties", {}).items():
+            key = f"{path}.{name}" if path else name
+            if "default" in sub:
+                out[key] = sub["default"]
+            walk(sub, key)
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], path + "[]")
+        for alt in ("oneOf", "anyOf", "allOf"):
+            for sub in node.get(alt, []):
+                walk(sub, path)
+
+    walk(load_schema("spec"), "")
+    return out
+
+
+def default_of(key: str) -> Any:
+    """The schema's default for ``key`` (a path as in :func:`schema_defaults`).
+
+    >>> default_of("output.alerts_topic")
+    'driftline.alerts'
+    """
+    try:
+        return copy.deepcopy(schema_defaults()[key])
+    except KeyError:
+        raise SpecError(f"spec key {key}: the spec schema gives it no default") from None
+
+
+def with_defaults(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[ValidationError]]:
+    """A copy of ``data`` with every absent key that has a schema default set to it, and the
+    schema errors of ``data`` (sorted by key path)."""
+    filled = copy.deepcopy(dict(data))
+    errors = sorted(_filling_validator().iter_errors(filled), key=lambda e: list(e.absolute_path))
+    return filled, errors
+
+
 def parse_spec(
     data: Mapping[str, Any], *, base_dir: Path | None = None, model_file_required: bool = True
 ) -> PipelineSpec:
-    """Validate a spec already parsed from TOML and build a :class:`PipelineSpec`."""
-    errors = sorted(validator("spec").iter_errors(data), key=lambda e: list(e.absolute_path))
+    """Validate a spec already parsed from TOML and build a :class:`PipelineSpec`.
+
+    Absent keys take the defaults of ``schemas/spec.schema.json``, filled in while validating.
+    """
+    given = data
+    data, errors = with_defaults(given)
     if errors:
         best = min(errors, key=lambda e: (len(list(e.context or [])), -len(list(e.absolute_path))))
         raise _schema_error(best)
@@ -261,7 +351,7 @@ def parse_spec(
         key_field=key,
         time_field=tfield,
         fields=fields,
-        max_message_bytes=inp.get("max_message_bytes", 1_048_576),
+        max_message_bytes=inp["max_message_bytes"],
         event_id_field=inp.get("event_id_field"),
     )
     eid = input_spec.event_id_field
@@ -272,9 +362,7 @@ def parse_spec(
         )
     numeric = {n for n, t in fields.items() if t in NUMERIC_TYPES and n != key}
 
-    features = [
-        _parse_feature(i, f, fields, numeric) for i, f in enumerate(data.get("features", []))
-    ]
+    features = [_parse_feature(i, f, fields, numeric) for i, f in enumerate(data["features"])]
     seen: set[str] = set(fields)
     for i, f in enumerate(features):
         if f.name in seen:
@@ -289,34 +377,11 @@ def parse_spec(
 
     model = None
     if "model" in data:
-        m = data["model"]
-        if ("path" in m) == ("builtin" in m):
-            raise SpecError("spec key model: give exactly one of model.path or model.builtin")
-        for j, name in enumerate(m["inputs"]):
-            if name not in names:
-                raise SpecError(
-                    f"spec key model.inputs[{j}]: {name!r} is not a numeric field or "
-                    f"feature ({names})"
-                )
-        path = None
-        if "path" in m:
-            path = Path(m["path"])
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-            if model_file_required and not path.is_file():
-                raise SpecError(
-                    f"spec key model.path: no model file at {path}; train one or fix the path"
-                )
-        model = ModelSpec(
-            inputs=tuple(m["inputs"]),
-            path=path,
-            builtin=m.get("builtin"),
-            version=m.get("version"),
-            label_field=m.get("label_field"),
-        )
+        model = _parse_model(data["model"], names, input_spec, base_dir, model_file_required)
 
     labels = _parse_labels(data, input_spec, model)
-    detectors = _parse_detectors(data, names, fields, model is not None, base_dir, labels)
+    kinds = _target_kinds(input_spec, names, batch, model is not None, labels is not None)
+    detectors = _parse_detectors(data, kinds, base_dir)
 
     return PipelineSpec(
         name=data["pipeline"]["name"],
@@ -324,10 +389,10 @@ def parse_spec(
         features=tuple(features),
         model=model,
         detectors=tuple(detectors),
-        output=OutputSpec(**{**DEFAULT_OUTPUT, **data.get("output", {})}),
-        worker=_parse_worker(data.get("worker", {})),
-        grace_ms=data.get("windows", {}).get("grace_ms", 0),
-        correction=data.get("drift", {}).get("correction", "bonferroni"),
+        output=OutputSpec(**data["output"]),
+        worker=_parse_worker(given.get("worker", {}), data["worker"]),
+        grace_ms=data["windows"]["grace_ms"],
+        correction=data["drift"]["correction"],
         batch_features=batch,
         skew_checks=_parse_skew(
             data, batch, [n for n in names if batch is None or n not in batch.names]
@@ -354,6 +419,37 @@ def load_spec(path: str | Path, *, model_file_required: bool = True) -> Pipeline
 
 
 _NO_FIELD_AGGS = frozenset({"count", "rate", "since_prev"})
+#: Size keys of a feature: what each means and the window kinds that take it.
+_WINDOW_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "window_ms": ("the window's length in ms", ("tumbling", "hopping", "sliding")),
+    "step_ms": ("the hop in ms, dividing window_ms", ("hopping",)),
+    "count": ("how many of the entity's latest events", ("count",)),
+    "idle_ttl_ms": ("forget an entity idle this long", ("sliding", "count")),
+}
+#: Size keys each window kind needs.
+_WINDOW_NEEDS = {
+    "tumbling": ("window_ms",),
+    "hopping": ("window_ms", "step_ms"),
+    "sliding": ("window_ms",),
+    "count": ("count",),
+}
+
+
+def _check_window_keys(i: int, f: Mapping[str, Any]) -> None:
+    """The feature's size keys fit its window kind; say which key to remove or add."""
+    window = f["window"]
+    for k, (what, kinds) in _WINDOW_KEYS.items():
+        if k in f and window not in kinds:
+            only = " and ".join(kinds)
+            raise SpecError(
+                f"spec key features[{i}].{k}: a {window} window has no {k} ({what}: {only} "
+                f"windows only); remove it or change features[{i}].window"
+            )
+    for k in _WINDOW_NEEDS[window]:
+        if k not in f:
+            raise SpecError(
+                f"spec key features[{i}].{k}: a {window} window needs {k} ({_WINDOW_KEYS[k][0]})"
+            )
 
 
 def _parse_feature(
@@ -382,12 +478,13 @@ def _parse_feature(
         raise SpecError(
             f"spec key features[{i}].where.field: {where['field']!r} is not in input.fields"
         )
+    _check_window_keys(i, f)
     spec = FeatureSpec(
         name=f["name"],
         agg=agg,
         window_ms=f.get("window_ms"),
         field=src,
-        window=f.get("window", "tumbling"),
+        window=f["window"],
         step_ms=f.get("step_ms"),
         count=f.get("count"),
         idle_ttl_ms=f.get("idle_ttl_ms"),
@@ -433,48 +530,184 @@ def build_spec_detector(d: DetectorSpec) -> Any:
             )
         profile = Profile.from_dict(columns[d.target])
         if d.type == "ks":
-            params["reference"] = profile.sample(int(params.get("reference_size", 500)))
+            size = params.get("reference_size", detector_params("ks")["reference_size"].default)
+            params["reference"] = profile.sample(int(size))
         elif d.type in ("summary", "chi2", "psi", "jsd"):
             params["reference"] = profile
     return build_detector(d.type, **params)
 
 
+def _parse_model(
+    m: Mapping[str, Any],
+    names: list[str],
+    inp: InputSpec,
+    base_dir: Path | None,
+    model_file_required: bool,
+) -> ModelSpec:
+    """``[model]``: one source, inputs that exist (one-hot inputs expanded to their columns)."""
+    if ("path" in m) == ("builtin" in m):
+        raise SpecError("spec key model: give exactly one of model.path or model.builtin")
+    inputs: list[str] = []
+    one_hot: list[OneHotSpec] = []
+    for j, item in enumerate(m["inputs"]):
+        if isinstance(item, str):
+            if item not in names:
+                hint = ""
+                if inp.fields.get(item) == "string":
+                    hint = (
+                        f"; {item!r} is a string field: give it as {{field = {item!r}, "
+                        'one_hot = ["<category>", ...]}'
+                    )
+                raise SpecError(
+                    f"spec key model.inputs[{j}]: {item!r} is not a numeric field or "
+                    f"feature ({names}){hint}"
+                )
+            columns: tuple[str, ...] = (item,)
+        else:
+            one_hot.append(_parse_one_hot(j, item, inp))
+            columns = one_hot[-1].columns
+            clash = sorted(set(columns) & (set(names) | set(inp.fields)))
+            if clash:
+                raise SpecError(
+                    f"spec key model.inputs[{j}]: one-hot columns {clash} have the names of "
+                    "fields or features; rename those"
+                )
+        for c in columns:
+            if c in inputs:
+                raise SpecError(
+                    f"spec key model.inputs[{j}]: {c!r} is already a model input; list each "
+                    "input once"
+                )
+            inputs.append(c)
+    path = None
+    if "path" in m:
+        path = Path(m["path"])
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if model_file_required and not path.is_file():
+            raise SpecError(
+                f"spec key model.path: no model file at {path}; train one or fix the path"
+            )
+    return ModelSpec(
+        inputs=tuple(inputs),
+        path=path,
+        builtin=m.get("builtin"),
+        version=m.get("version"),
+        label_field=m.get("label_field"),
+        one_hot=tuple(one_hot),
+    )
+
+
+def _parse_one_hot(j: int, item: Mapping[str, Any], inp: InputSpec) -> OneHotSpec:
+    """``{field = "country", one_hot = ["de", "fr"]}``: a string or int event field and
+    categories of its type."""
+    name, categories = item["field"], item["one_hot"]
+    kind = inp.fields.get(name)
+    where = f"spec key model.inputs[{j}]"
+    if name == inp.key_field or kind not in ("string", "int"):
+        what = "not in input.fields" if kind is None else f"a {kind} field"
+        if name == inp.key_field:
+            what = "the entity key"
+        elif name == inp.time_field:
+            what = "the event time"
+        raise SpecError(
+            f"{where}.field: {name!r} is {what}; one_hot encodes a string or int field of "
+            "input.fields (give numeric fields by name)"
+        )
+    want, plural = (str, "strings") if kind == "string" else (int, "integers")
+    for k, c in enumerate(categories):
+        if type(c) is not want:
+            raise SpecError(
+                f"{where}.one_hot[{k}]: {name!r} is a {kind} field; list its categories as "
+                f"{plural} (got {c!r})"
+            )
+    return OneHotSpec(name, tuple(categories))
+
+
+def _target_kinds(
+    inp: InputSpec, names: list[str], batch: BatchFeaturesSpec | None, model: bool, labels: bool
+) -> dict[str, str]:
+    """Every detector target of the spec -> its kind: ``string``, ``int``, ``bool``, ``float``
+    (a field or batch feature of that type), ``feature`` (streaming, a float), ``prediction``
+    (a float score), ``error`` / ``label`` (from joined labels)."""
+    kinds = {
+        n: t
+        for n, t in inp.fields.items()
+        if t == "string" or (t in NUMERIC_TYPES and n != inp.key_field)
+    }
+    kinds |= {n: "feature" for n in names if n not in kinds}
+    if batch is not None:
+        kinds |= dict(batch.fields)
+    if model:
+        kinds[PREDICTION_TARGET] = PREDICTION_TARGET
+    if labels:
+        kinds |= {t: t for t in LABEL_TARGETS}
+    return kinds
+
+
+def _check_target(i: int, dtype: str, target: str, kinds: Mapping[str, str]) -> None:
+    """The detector can read ``target``; else say what is wrong and what to do."""
+    where = f"spec key detectors[{i}].target: {target!r}"
+    kind = kinds.get(target)
+    categorical = dtype in CATEGORICAL_DETECTORS
+    if kind is None and target in LABEL_TARGETS:
+        what = "the model's error stream" if target == ERROR_TARGET else "the observed labels"
+        raise SpecError(
+            f"{where} is {what}: the targets 'error'/'label' (with [labels]) come from delayed "
+            "labels joined to the predictions; add a [labels] section"
+        )
+    if kind is None and target == PREDICTION_TARGET:
+        raise SpecError(f"{where} is the model's score: add a [model] section")
+    if kind is None:
+        raise SpecError(
+            f"{where} is not a field, feature or stream of this spec; choose one of "
+            f"{sorted(t for t, k in kinds.items() if categorical or k != 'string')}"
+        )
+    if kind == "string" and not categorical:
+        raise SpecError(
+            f"{where} is a string field and {dtype} compares numbers; use chi2 (or psi, jsd) "
+            "for categorical fields"
+        )
+    if dtype == "chi2" and kind in ("float", "feature", PREDICTION_TARGET):
+        what = {"feature": "a feature (a float)", PREDICTION_TARGET: "the score (a float)"}
+        raise SpecError(
+            f"{where} is {what.get(kind, 'a float field')}, but chi2 needs a categorical "
+            "(string/int) field; use ks for numeric fields"
+        )
+
+
+@cache
+def detector_params(dtype: str) -> Mapping[str, Any]:
+    """The spec keys a detector type takes: its constructor's parameters (``inspect``) by name,
+    each with the detector's own default."""
+    import inspect
+
+    from driftline.streams.detectors.factory import DETECTORS
+
+    params = inspect.signature(DETECTORS[dtype].__init__).parameters
+    return {n: p for n, p in params.items() if n not in ("self", "reference")}
+
+
 def _parse_detectors(
     data: Mapping[str, Any],
-    names: list[str],
-    fields: Mapping[str, str],
-    has_model: bool,
+    kinds: Mapping[str, str],
     base_dir: Path | None,
-    labels: LabelsSpec | None = None,
 ) -> list[DetectorSpec]:
     """``[[detectors]]``: targets exist, hyperparameters accepted by the detector itself.
 
     With ``[drift] correction = "bonferroni"`` (the default) the m test-based detectors
     (ks, chi2) each test at ``alpha / m``, so the family-wise false-alarm rate stays at alpha.
     """
-    raw = list(data.get("detectors", []))
-    correction = data.get("drift", {}).get("correction", "bonferroni")
+    raw = data["detectors"]
+    correction = data["drift"]["correction"]
     m = sum(1 for d in raw if d["type"] in TEST_DETECTORS)
-    numeric_targets = set(names) | ({PREDICTION_TARGET} if has_model else set())
-    if labels is not None:
-        numeric_targets |= LABEL_TARGETS
-    strings = {n for n, t in fields.items() if t == "string"}
     out: list[DetectorSpec] = []
     seen: set[str] = set()
     for i, d in enumerate(raw):
         if d["name"] in seen:
             raise SpecError(f"spec key detectors[{i}].name: {d['name']!r} is used twice")
         seen.add(d["name"])
-        targets = numeric_targets | (strings if d["type"] in CATEGORICAL_DETECTORS else set())
-        if d["target"] not in targets:
-            kinds = "a numeric field, feature, 'prediction' (with a model)"
-            kinds += " or 'error'/'label' (with [labels])"
-            if d["type"] in CATEGORICAL_DETECTORS:
-                kinds += ", or a string field"
-            raise SpecError(
-                f"spec key detectors[{i}].target: {d['target']!r} is not {kinds}; "
-                f"choose one of {sorted(targets)}"
-            )
+        _check_target(i, d["type"], d["target"], kinds)
         params = {
             k: v for k, v in d.items() if k not in ("name", "type", "target", "reference_profile")
         }
@@ -486,7 +719,7 @@ def _parse_detectors(
 
             try:  # the user's level, checked before it is split
                 family_alpha = alpha = probability_param(
-                    "alpha", params.get("alpha", DEFAULT_ALPHA)
+                    "alpha", params.get("alpha", detector_params(d["type"])["alpha"].default)
                 )
             except SpecError as e:
                 raise _keyed(f"detectors[{i}]", e) from None
@@ -520,15 +753,7 @@ def _keyed(where: str, e: SpecError) -> SpecError:
 
 
 def _check_detector_params(i: int, dtype: str, params: Mapping[str, Any]) -> None:
-    import inspect
-
-    from driftline.streams.detectors.factory import DETECTORS
-
-    accepted = [
-        n
-        for n in inspect.signature(DETECTORS[dtype].__init__).parameters
-        if n not in ("self", "reference")
-    ]
+    accepted = list(detector_params(dtype))
     for k in params:
         if k not in accepted:
             raise SpecError(
@@ -537,13 +762,14 @@ def _check_detector_params(i: int, dtype: str, params: Mapping[str, Any]) -> Non
             )
 
 
-def _parse_worker(raw: Mapping[str, Any]) -> WorkerSpec:
-    if "commit_interval_ms" in raw and raw.get("processing_guarantee") != "at_least_once":
+def _parse_worker(given: Mapping[str, Any], filled: Mapping[str, Any]) -> WorkerSpec:
+    """``[worker]`` as written (``given``) and with the schema's defaults (``filled``)."""
+    if "commit_interval_ms" in given and filled["processing_guarantee"] != "at_least_once":
         raise SpecError(
             "spec key worker.commit_interval_ms: only with processing_guarantee = "
             '"at_least_once"; exactly_once commits every batch in one transaction'
         )
-    return WorkerSpec(**{**DEFAULT_WORKER, **raw})
+    return WorkerSpec(**filled)
 
 
 def _parse_labels(
@@ -600,11 +826,11 @@ def _parse_batch_features(
                 f"spec key batch_features.defaults.{name}: not a field of batch_features.fields"
             )
     return BatchFeaturesSpec(
-        topic=b.get("topic", "driftline.batch_features"),
+        topic=b["topic"],
         key_field=b.get("key_field", key_field),
         fields=dict(b["fields"]),
         defaults={k: float(v) for k, v in defaults.items()},
-        load_timeout_ms=b.get("load_timeout_ms", 60_000),
+        load_timeout_ms=b["load_timeout_ms"],
     )
 
 
@@ -614,7 +840,7 @@ def _parse_skew(
     from driftline.streams.skew import SkewCheck
 
     out = []
-    for i, c in enumerate(data.get("skew_checks", [])):
+    for i, c in enumerate(data["skew_checks"]):
         if batch is None or c["batch"] not in batch.names:
             raise SpecError(
                 f"spec key skew_checks[{i}].batch: {c['batch']!r} is not a field of "

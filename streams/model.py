@@ -29,6 +29,30 @@ def build_builtin(kind: str) -> base.Estimator:
     return compose.Pipeline(preprocessing.StandardScaler(), est)
 
 
+def one_hot_columns(field: str, categories: Sequence[str | int]) -> tuple[str, ...]:
+    """The model column names of a one-hot encoded field: ``<field>=<category>``.
+
+    >>> one_hot_columns("country", ["de", "fr"])
+    ('country=de', 'country=fr')
+    """
+    return tuple(f"{field}={c}" for c in categories)
+
+
+def one_hot(values: Any, categories: Sequence[str | int]) -> list[np.ndarray]:
+    """One float64 0/1 column per category: 1.0 where ``values`` equals it. A value in none of
+    the categories (unknown, or new since the model was trained) is 0 in every column.
+
+    ``values`` is an array (strings as an object array, ints as floats are fine) or one value.
+
+    >>> [c.tolist() for c in one_hot(np.array(["de", "us", "fr"], dtype=object), ["de", "fr"])]
+    [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    >>> [float(c) for c in one_hot(3.0, [1, 3])]
+    [0.0, 1.0]
+    """
+    v = np.asarray(values, dtype=object)
+    return [np.asarray(v == c, dtype=np.float64) for c in categories]
+
+
 def _stable_sigmoid(z: np.ndarray) -> np.ndarray:
     # river.utils.math.sigmoid: 0 below -30, 1 above 30, else the logistic function.
     out = np.empty_like(z)

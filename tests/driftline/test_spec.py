@@ -11,7 +11,7 @@ import pytest
 
 from driftline.agents.demo import demo_spec_text
 from driftline.errors import SpecError
-from driftline.spec import load_spec, parse_spec
+from driftline.spec import load_spec, parse_spec, to_feature_def
 
 
 @pytest.fixture
@@ -238,3 +238,115 @@ def test_numeric_detectors_refuse_string_targets(base: dict[str, Any], tmp_path:
     base["detectors"] = [{"name": "k", "type": "ks", "target": "country"}]
     with pytest.raises(SpecError, match=r"detectors\[0\]\.target: 'country'"):
         _parse(base, tmp_path)
+
+
+# -- issue 10: window keys, detector targets --------------------------------------------------
+def _one_feature(base: dict[str, Any], **feature: Any) -> dict[str, Any]:
+    base["features"] = [{"name": "f", "agg": "count", **feature}]
+    del base["model"]
+    base["detectors"] = []
+    return base
+
+
+def test_sliding_windows_take_idle_ttl_ms(base: dict[str, Any], tmp_path: Path) -> None:
+    data = _one_feature(base, window="sliding", window_ms=600_000, idle_ttl_ms=60_000)
+    spec = _parse(data, tmp_path)
+    assert spec.features[0].idle_ttl_ms == 60_000
+    assert to_feature_def(spec.features[0]).idle_ttl_ms == 60_000
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        (
+            {"window_ms": 60_000, "idle_ttl_ms": 1_000},
+            "spec key features[0].idle_ttl_ms: a tumbling window has no idle_ttl_ms (forget an "
+            "entity idle this long: sliding and count windows only); remove it or change "
+            "features[0].window",
+        ),
+        (
+            {"window_ms": 60_000, "step_ms": 1_000},
+            "spec key features[0].step_ms: a tumbling window has no step_ms (the hop in ms, "
+            "dividing window_ms: hopping windows only); remove it",
+        ),
+        (
+            {"window": "count", "count": 5, "window_ms": 1_000},
+            "spec key features[0].window_ms: a count window has no window_ms",
+        ),
+        (
+            {"window": "hopping", "window_ms": 60_000},
+            "spec key features[0].step_ms: a hopping window needs step_ms (the hop in ms, "
+            "dividing window_ms)",
+        ),
+        ({"window": "sliding"}, "spec key features[0].window_ms: a sliding window needs window_ms"),
+    ],
+)
+def test_window_keys_say_what_to_change(
+    base: dict[str, Any], tmp_path: Path, feature: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SpecError) as e:
+        _parse(_one_feature(base, **feature), tmp_path)
+    assert str(e.value).startswith(message)
+    assert "None" not in str(e.value)
+
+
+def _detector(base: dict[str, Any], dtype: str, target: str) -> dict[str, Any]:
+    base["input"]["fields"]["plan"] = "int"
+    base["input"]["fields"]["vip"] = "bool"
+    base["detectors"] = [{"name": "d", "type": dtype, "target": target}]
+    return base
+
+
+@pytest.mark.parametrize(
+    ("dtype", "target", "message"),
+    [
+        (
+            "chi2",
+            "amount",
+            "spec key detectors[0].target: 'amount' is a float field, but chi2 needs a "
+            "categorical (string/int) field; use ks for numeric fields",
+        ),
+        ("chi2", "amount_mean_1m", "'amount_mean_1m' is a feature (a float), but chi2 needs a"),
+        ("chi2", "prediction", "'prediction' is the score (a float), but chi2 needs a categ"),
+        (
+            "ks",
+            "country",
+            "spec key detectors[0].target: 'country' is a string field and ks compares "
+            "numbers; use chi2 (or psi, jsd) for categorical fields",
+        ),
+        ("adwin", "country", "'country' is a string field and adwin compares numbers; use chi2"),
+        (
+            "ddm",
+            "error",
+            "spec key detectors[0].target: 'error' is the model's error stream: the targets "
+            "'error'/'label' (with [labels]) come from delayed labels joined to the "
+            "predictions; add a [labels] section",
+        ),
+        ("chi2", "label", "'label' is the observed labels: the targets 'error'/'label'"),
+        ("ks", "nope", "spec key detectors[0].target: 'nope' is not a field, feature or stream"),
+    ],
+)
+def test_detector_targets_say_what_to_use(
+    base: dict[str, Any], tmp_path: Path, dtype: str, target: str, message: str
+) -> None:
+    with pytest.raises(SpecError) as e:
+        _parse(_detector(base, dtype, target), tmp_path)
+    assert str(e.value).startswith(f"spec key detectors[0].target: {target!r} ")
+    assert message in str(e.value)
+
+
+def test_prediction_target_without_a_model_says_add_one(
+    base: dict[str, Any], tmp_path: Path
+) -> None:
+    del base["model"]
+    with pytest.raises(SpecError) as e:
+        _parse(_detector(base, "ks", "prediction"), tmp_path)
+    assert str(e.value) == (
+        "spec key detectors[0].target: 'prediction' is the model's score: add a [model] section"
+    )
+
+
+@pytest.mark.parametrize("target", ["country", "plan", "vip"])
+def test_chi2_takes_categorical_fields(base: dict[str, Any], tmp_path: Path, target: str) -> None:
+    spec = _parse(_detector(base, "chi2", target), tmp_path)
+    assert spec.detectors[0].target == target
