@@ -633,6 +633,8 @@ def _parts(model: Any) -> tuple[Any | None, Any]:
         names = [type(s).__name__ for s in steps]
         raise _refuse(model, f"it is made of {names}")
     lin = steps[0]
+    if getattr(lin, "l1", 0) != 0:
+        raise _refuse(model, f"l1={lin.l1} (its cumulative penalty is not encoded)")
     if set(vars(lin)) != _GLM_ATTRS:
         raise _refuse(model, f"its {type(lin).__name__} has attributes {sorted(vars(lin))}")
     if lin._y_name is not None and type(lin._y_name) is not str:
@@ -657,8 +659,6 @@ def model_spec(model: Any) -> dict[str, Any]:
     for k, v in settings.items():
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise _refuse(model, f"{k}={_show(v)} is not a number")
-    if settings["l1"] != 0:
-        raise _refuse(model, f"l1={settings['l1']} (its cumulative penalty is not encoded)")
     return {
         "pipeline": type(model) is compose.Pipeline,
         "scaler": None if scaler is None else {"with_std": scaler.with_std},
