@@ -1,0 +1,155 @@
+"""``processing_guarantee = "at_least_once"``: outputs at once, state every commit interval.
+
+Outputs are sent as soon as a batch is computed (no transaction). Every ``commit_interval_ms``
+the partitions processed since their last snapshot are snapshotted, each snapshot carrying the
+offsets it covers; once every message is acknowledged, the offsets are committed to the group
+(for lag and monitoring: a restarted worker resumes from its snapshot's offsets, so its state
+never counts anything twice; outputs computed after the last snapshot are written again).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from typing import Any, NoReturn
+
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, Producer, TopicPartition
+
+from driftline.agents.batch_metrics import Outcome, count_batch
+from driftline.agents.commit.base import CommitStrategy, StrategyContext
+from driftline.agents.partitions import Snapshot
+from driftline.errors import DriftlineError
+
+
+class AtLeastOnceCommit(CommitStrategy):
+    """An idempotent, non-transactional producer; periodic acknowledged checkpoints."""
+
+    guarantee = "at_least_once"
+
+    def __init__(self, ctx: StrategyContext) -> None:
+        super().__init__(ctx)
+        self._delivery_error: str | None = None
+        # partitions processed since their last snapshot, and when that was
+        self._dirty: set[int] = set()
+        self._checkpointing: Future[None] | None = None
+        self._last_checkpoint = time.monotonic()
+
+    def producer_config(self) -> dict[str, Any]:
+        # no transaction: send at once; failed deliveries are reported to _delivered
+        return {
+            "enable.idempotence": True,
+            "linger.ms": 1,
+            "delivery.report.only.error": True,
+            "on_delivery": self._delivered,
+        }
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # the snapshot, not the group's committed offsets, says where the state ends (offsets
+        # are committed after the snapshot is acknowledged)
+        positions = self.partitions.positions
+        for tp in partitions:
+            tp.offset = positions[tp.partition].get(tp.topic, OFFSET_STORED)
+        consumer.assign(partitions)
+
+    def before_revoke(self) -> None:
+        if self.producer is not None:
+            self._checkpoint()
+
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        self._dirty -= {tp.partition for tp in partitions}
+
+    def send(self, outcomes: list[Outcome]) -> None:
+        """Send the batch's outputs at once (no transaction); state follows in `_checkpoint`."""
+        producer = self.producer
+        assert producer is not None
+        t0 = time.perf_counter()
+        try:
+            self._produce_outputs(producer, outcomes)
+            self._dirty.update(p for _, p, _ in outcomes)
+            producer.poll(0)
+        except KafkaException as e:
+            self._fail(producer, e)
+        if self._delivery_error is not None:
+            raise DriftlineError(f"outputs not delivered: {self._delivery_error}; restart")
+        # counted when handed to the producer (acks follow within linger.ms + a round trip)
+        count_batch(self.metrics, outcomes, time.perf_counter() - t0, None, time.time())
+
+    def idle(self) -> None:
+        pass  # a checkpoint may still be due: see tick
+
+    def tick(self) -> None:
+        if self._checkpoint_due():
+            self._checkpoint(wait=False)
+
+    def finish(self) -> None:
+        self._checkpoint()
+
+    def _checkpoint_due(self) -> bool:
+        interval = self.spec.worker.commit_interval_ms / 1000
+        if self._checkpointing is not None:
+            if not self._checkpointing.done():
+                return False
+            self._checkpointing.result()  # re-raises a failed checkpoint
+            self._checkpointing = None
+        return bool(self._dirty) and time.monotonic() - self._last_checkpoint >= interval
+
+    def _checkpoint(self, wait: bool = True) -> None:
+        """Snapshot every partition processed since its last snapshot, with the offsets it
+        covers; wait for every message to be acknowledged; then commit the offsets to the group.
+
+        The snapshot is taken here; serialising, sending and waiting for the acks run on the
+        commit thread while the loop goes on, unless ``wait`` (revoke, shutdown)."""
+        consumer, producer = self.consumer, self.producer
+        assert consumer is not None and producer is not None
+        if self._checkpointing is not None:
+            self._checkpointing.result()
+            self._checkpointing = None
+        t0 = time.perf_counter()
+        offsets: list[TopicPartition] = []
+        logs: list[tuple[int, list[tuple[bytes, bytes | None]]]] = []
+        states: list[Snapshot] = []
+        for p in sorted(self._dirty):
+            if p not in self.partitions.pipelines:
+                continue
+            log, snap = self.partitions.snapshot(p)
+            logs.append((p, log))
+            states.append(snap)
+            offsets += [TopicPartition(t, p, o) for t, o in self.partitions.positions[p].items()]
+        self._dirty.clear()
+        self._last_checkpoint = time.monotonic()
+
+        def write() -> None:
+            try:
+                for p, log in logs:
+                    self._write_changelog(producer, p, log)
+                self._write_snapshots(producer, states)
+            except KafkaException as e:
+                self._fail(producer, e)
+            self._flush(producer)
+            if offsets:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
+
+        self._checkpointing = self._committer.submit(write)
+        if wait:
+            self._checkpointing.result()
+            self._checkpointing = None
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        """librdkafka reports failed deliveries only (delivery.report.only.error)."""
+        if err is not None and self._delivery_error is None:
+            self._delivery_error = f"{msg.topic()}[{msg.partition()}]: {err}"
+
+    def _flush(self, producer: Producer) -> None:
+        """Every message of the batch acknowledged, or the worker stops (its offsets are not
+        committed: a restart redoes the batch from the last snapshot)."""
+        left = producer.flush(120)
+        if left or self._delivery_error is not None:
+            raise DriftlineError(
+                f"outputs not delivered ({left} pending; {self._delivery_error or 'timeout'}); "
+                "restarting redoes the batch from the last acknowledged snapshot"
+            )
+
+    def _fail(self, producer: Producer, e: KafkaException) -> NoReturn:
+        err = e.args[0]
+        raise DriftlineError(f"cannot send the batch's outputs ({err}); restart") from e

@@ -1,0 +1,137 @@
+"""What both commit strategies share: their hooks into the runner's loop, and writing outputs
+and snapshots."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from driftline.agents.batch_metrics import Outcome
+from driftline.agents.kafka_io import produce_batch_all, produce_bulk
+from driftline.agents.metrics import WorkerMetrics
+from driftline.agents.partitions import OwnedPartitions, Snapshot
+from driftline.agents.state import encode_snapshot_json
+from driftline.spec import PipelineSpec
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """What a commit strategy works with (all owned by the runner)."""
+
+    spec: PipelineSpec
+    bootstrap: str
+    worker_id: str
+    metrics: WorkerMetrics
+    partitions: OwnedPartitions
+    #: the state changelog topic
+    changelog: str
+    #: the labels topic (forwarded labels go there), None without ``[labels]``
+    labels_topic: str | None
+
+
+class CommitStrategy(ABC):
+    """How batches become durable; the runner calls the hooks from its loop thread.
+
+    Writing to the changelog, serialising snapshots and waiting for the broker run on one
+    background commit thread, so the loop computes the next batch meanwhile.
+    """
+
+    #: the ``processing_guarantee`` value this strategy implements
+    guarantee: ClassVar[str]
+
+    def __init__(self, ctx: StrategyContext) -> None:
+        self.ctx = ctx
+        self.spec = ctx.spec
+        self.metrics = ctx.metrics
+        self.partitions = ctx.partitions
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-commit")
+
+    # -- set-up ---------------------------------------------------------------------------------
+    @abstractmethod
+    def producer_config(self) -> dict[str, Any]:
+        """This strategy's producer settings (on top of the runner's common ones)."""
+
+    def start(self, consumer: Consumer, producer: Producer) -> None:
+        """The clients are made; the consumer is not subscribed yet."""
+        self.consumer, self.producer = consumer, producer
+
+    # -- rebalances (inside consumer.consume) --------------------------------------------------
+    @abstractmethod
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Assigned ``partitions`` have their pipelines (restored); say where to read from."""
+
+    @abstractmethod
+    def before_revoke(self) -> None:
+        """Partitions are being revoked: make what was processed of them durable first."""
+
+    @abstractmethod
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        """``partitions`` were taken away without a revoke: write nothing more of theirs."""
+
+    # -- the loop -------------------------------------------------------------------------------
+    @abstractmethod
+    def send(self, outcomes: list[Outcome]) -> None:
+        """A batch was processed (``outcomes``: per topic and partition)."""
+
+    @abstractmethod
+    def idle(self) -> None:
+        """A poll brought nothing."""
+
+    @abstractmethod
+    def tick(self) -> None:
+        """End of a loop round (after `send` or `idle`)."""
+
+    @abstractmethod
+    def finish(self) -> None:
+        """The loop stops: make everything processed durable."""
+
+    def close(self) -> None:
+        """After the clients are closed: let the commit thread finish."""
+        self._committer.shutdown(wait=True)
+
+    # -- shared ---------------------------------------------------------------------------------
+    def _produce_outputs(self, producer: Producer, outcomes: list[Outcome]) -> list[TopicPartition]:
+        """Queue every output of the batch; advance the positions; the offsets to commit."""
+        offsets = []
+        for topic, p, oc in outcomes:
+            produce_bulk(producer, oc.messages)
+            for out_topic, batch in oc.bulk.items():
+                produce_batch_all(producer, out_topic, batch)
+            for q, key, value in oc.forwarded:  # labels for another partition's predictions
+                assert self.ctx.labels_topic is not None
+                produce_all_to_partition(producer, self.ctx.labels_topic, q, key, value)
+            offsets.append(TopicPartition(topic, p, self.partitions.advance(topic, p, oc)))
+        return offsets
+
+    def _write_changelog(
+        self, producer: Producer, p: int, records: list[tuple[bytes, bytes | None]]
+    ) -> None:
+        for key, value in records:
+            produce_all_to_partition(producer, self.ctx.changelog, p, key, value)
+
+    def _write_snapshots(self, producer: Producer, states: list[Snapshot]) -> None:
+        """Compress and send snapshots (on the commit thread)."""
+        for p, epoch, raw in states:
+            self._write_changelog(producer, p, encode_snapshot_json(p, epoch, raw))
+
+    @abstractmethod
+    def _fail(self, producer: Producer, e: KafkaException) -> NoReturn:
+        """A Kafka call failed: clean up, and raise what the worker stops with."""
+
+
+def produce_all_to_partition(
+    producer: Producer, topic: str, partition: int, key: bytes | None, value: bytes | None
+) -> None:
+    """``producer.produce`` to one partition, waiting while the producer's queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value, key, partition=partition)
+            return
+        except BufferError:
+            producer.poll(0.05)

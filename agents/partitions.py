@@ -1,0 +1,47 @@
+"""The input partitions a worker owns: each one's pipeline, how far it has read, its snapshots.
+
+Input partition p and labels partition p share one state (the runner's range assignment keeps
+them on the same worker), so everything here is keyed by the partition number.
+"""
+
+from __future__ import annotations
+
+from driftline.agents.pipeline import BatchOutcome, PartitionPipeline
+from driftline.agents.state import snapshot_json
+
+#: A partition's snapshot ready to write: (partition, epoch, serialised state).
+Snapshot = tuple[int, int, bytes]
+#: Changelog records (key, value; None deletes the key).
+ChangelogRecords = list[tuple[bytes, bytes | None]]
+
+
+class OwnedPartitions:
+    """Pipelines, positions and snapshot epochs of the partitions assigned to this worker."""
+
+    def __init__(self) -> None:
+        self.pipelines: dict[int, PartitionPipeline] = {}
+        #: per input partition: the next offset of each of its topics (in the snapshot)
+        self.positions: dict[int, dict[str, int]] = {}
+        #: per input partition: the epoch of its latest snapshot on the changelog
+        self.epochs: dict[int, int] = {}
+
+    def advance(self, topic: str, p: int, oc: BatchOutcome) -> int:
+        """Partition ``p`` of ``topic`` has been processed up to ``oc``: its next offset."""
+        assert oc.last_offset is not None
+        nxt = oc.last_offset + 1
+        self.positions.setdefault(p, {})[topic] = nxt
+        return nxt
+
+    def snapshot(self, p: int) -> tuple[ChangelogRecords, Snapshot]:
+        """Partition ``p``'s label-log records since its last snapshot, then its next snapshot
+        (the state with the offsets it covers), serialised now: the state moves on with the
+        next batch."""
+        pipe = self.pipelines[p]
+        log = pipe.drain_log()
+        self.epochs[p] += 1
+        state = {**pipe.snapshot(), "offsets": dict(self.positions[p])}
+        return log, (p, self.epochs[p], snapshot_json(state))
+
+    def drop(self, p: int) -> None:
+        self.pipelines.pop(p, None)
+        self.positions.pop(p, None)
