@@ -56,8 +56,7 @@ class ChangelogError(DriftlineError):
         self.topic, self.partition, self.offset, self.key = topic, partition, offset, key
         where = "state changelog" + (f" topic {topic}" if topic else "")
         where += f", partition {partition}, offset {'?' if offset is None else offset}"
-        if key is not None:
-            where += f" (key {key.decode('utf-8', 'replace')[:80]!r})"
+        where += " (no key)" if key is None else f" (key {key.decode('utf-8', 'replace')[:80]!r})"
         topic_name = topic or "(<pipeline group>.state-changelog)"
         super().__init__(
             f"{where}: {problem}. Nothing was restored from it: delete the changelog topic "
