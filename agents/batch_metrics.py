@@ -54,15 +54,18 @@ def count_batch(
         for a in oc.alerts:
             m.record_alert(a)
             m.alerts.labels(a["kind"], a["detector"], a["status"]).inc()
-            log.warning(
-                "drift %s: detector=%s target=%s statistic=%.4g p=%s partition=%d offset=%d",
+            w = a["window"]
+            log.warning(  # the offset is on the trigger's topic: the input's, or the labels'
+                "drift %s: detector=%s target=%s statistic=%.4g p=%s topic=%s partition=%d "
+                "offset=%d",
                 a["status"],
                 a["detector"],
                 a["target"],
                 a["statistic"],
                 a["p_value"],
-                a["window"]["partition"],
-                a["window"]["offset"],
+                w.get("topic"),
+                w["partition"],
+                w["offset"],
             )
         for stage, secs in oc.stage_seconds.items():
             m.stage_seconds.labels(stage).observe(secs)

@@ -27,12 +27,22 @@ def format_alert(a: dict[str, Any]) -> str:
     '[FIRING warning] covariate drift on x by x_ks (ks): statistic=0.25 p=1e-07 (threshold 1e-06)'
     >>> line.split(" partition=")[1]
     '0 offset=42 event_time=1970-01-01T00:00:00.000Z'
+
+    The topic the offset is on, when the alert names it (a label detector's is the labels'):
+
+    >>> format_alert({"status": "firing", "severity": "warning", "kind": "concept",
+    ...     "target": "error", "detector": "e", "detector_type": "ddm", "statistic": 1.0,
+    ...     "threshold": 3.0, "window": {"partition": 1, "topic": "driftline.labels",
+    ...     "offset": 7, "event_time_ms": 0, "n_current": 9}}).split(") ")[-1]
+    'topic=driftline.labels partition=1 offset=7 event_time=1970-01-01T00:00:00.000Z'
     """
     w = a["window"]
     p = "" if a.get("p_value") is None else f" p={a['p_value']:.3g}"
+    # the offset is on the trigger record's topic: the input's, or the labels' (label detectors)
+    topic = f" topic={w['topic']}" if w.get("topic") else ""
     return (
         f"[{a['status'].upper()} {a['severity']}] {a['kind']} drift on {a['target']} by "
         f"{a['detector']} ({a['detector_type']}): statistic={a['statistic']:.4g}{p} "
-        f"(threshold {a['threshold']:.3g}) partition={w['partition']} offset={w['offset']} "
-        f"event_time={iso_ms(w['event_time_ms'])}"
+        f"(threshold {a['threshold']:.3g}){topic} partition={w['partition']} "
+        f"offset={w['offset']} event_time={iso_ms(w['event_time_ms'])}"
     )

@@ -108,9 +108,10 @@ class AlertDocs:
         return doc
 
     def skew(
-        self, c: Any, d: Detection, offset: int, event_time_ms: int, now_ms: int
+        self, c: Any, d: Detection, topic: str, offset: int, event_time_ms: int, now_ms: int
     ) -> dict[str, Any]:
-        """A skew check's alert (``c`` is its ``SkewCheckSpec``)."""
+        """A skew check's alert (``c`` is its ``SkewCheckSpec``); the trigger is an input
+        record, ``topic``/partition@``offset``."""
         return {
             "alert_id": alert_id(self.pipeline, c.name, self.partition, offset, d.status),
             "pipeline": self.pipeline,
@@ -125,6 +126,7 @@ class AlertDocs:
             "threshold": float(d.threshold),
             "window": {
                 "partition": self.partition,
+                "topic": topic,
                 "event_time_ms": event_time_ms,
                 "offset": offset,
                 "n_current": int(d.n_current),

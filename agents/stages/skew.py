@@ -26,7 +26,7 @@ class SkewChecks:
             out.skew_disagreements[c.name] += n_dis
             for d in changes:
                 off, t = frame.records.offsets[d.index], int(frame.times[d.index])
-                doc = self.alerts.skew(c, d, off, t, now_ms)
+                doc = self.alerts.skew(c, d, frame.records.topic, off, t, now_ms)
                 self.alerts.emit(out, doc["target"], doc)
 
     @staticmethod

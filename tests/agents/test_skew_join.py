@@ -67,6 +67,7 @@ def test_skew_fires_after_the_shift_and_never_before(tmp_path: Path, batch: int)
     a = firing[0]
     validate("alert", a)
     assert a["kind"] == "skew" and a["target"] == "amount_offline~amount"
+    assert a["window"]["topic"] == "in"  # the trigger's topic: its offset is on the input
     idx = (a["window"]["event_time_ms"] - 1_767_225_600_000) // 10
     assert SHIFT <= idx < SHIFT + 20
 
