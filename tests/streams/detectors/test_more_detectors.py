@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from itertools import pairwise
 
 import numpy as np
@@ -175,43 +174,7 @@ def test_stationary_streams_have_no_alarm_with_defaults(seed: int) -> None:
 
 
 # ---------------------------------------------------------------- state
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: SummaryDetector(window_size=300, reference_size=500, n_clear=3),
-        lambda: Chi2Detector(window_size=300, reference_size=500, n_clear=3, alpha=1e-4),
-        lambda: PSIDetector(window_size=300, reference_size=500, n_clear=3),
-        lambda: JSDDetector(window_size=300, reference_size=500, n_clear=3),
-        lambda: PageHinkleyDetector(threshold=20.0, cooldown=100),
-        lambda: HDDMWDetector(cooldown=100),
-    ],
-)
-def test_snapshot_restore_and_batching(make) -> None:
-    det0 = make()
-    rng = np.random.default_rng(3)
-    if det0.name in ("chi2", "psi", "jsd"):
-        xs = cat_stream(3, 2_000, 1_000, [0.1, 0.1, 0.2, 0.3, 0.3])
-        xs = np.concatenate([xs, cat_stream(4, 1_000, 0, P0)])
-    elif det0.name == "hddm_w":
-        xs = np.concatenate([rng.random(2_000) < 0.1, rng.random(1_000) < 0.5]).astype(float)
-    else:
-        xs = np.concatenate(
-            [rng.normal(0, 1, 2_000), rng.normal(3, 1, 800), rng.normal(0, 1, 1_200)]
-        )
-    single = []
-    for i in range(len(xs)):
-        single += rebase(det0.update_many(xs[i : i + 1]), i)
-    assert "firing" in [d.status for d in single]
-    assert feed(make(), xs, [7, 499, 500, 1_800, 2_345]) == single
-    for cut in (0, 250, 2_100, 3_000):
-        first = make()
-        got = feed(first, xs[:cut], [])
-        second = make()
-        second.restore(json.loads(json.dumps(first.snapshot(), allow_nan=False)))
-        got += rebase(feed(second, xs[cut:], []), cut)
-        assert got == single
-
-
+# snapshot / restore and batching of every registered detector: tests/streams/test_contract.py
 def test_restore_rejects_other_params() -> None:
     with pytest.raises(DriftlineError, match="hyperparameters"):
         Chi2Detector(alpha=0.01).restore(Chi2Detector(alpha=0.02).snapshot())
