@@ -58,6 +58,15 @@ class Detection:
         ``"firing"`` or ``"resolved"``.
     detail
         What was beyond its threshold, in words (summary checks); empty otherwise.
+
+    Examples
+    --------
+    >>> from driftline.streams.detectors.ks import KSWindowDetector
+    >>> rng = np.random.default_rng(1)
+    >>> det = KSWindowDetector(reference_size=200, window_size=200, alpha=1e-4, stride=10)
+    >>> (d,) = det.update_many(np.concatenate([rng.normal(0, 1, 600), rng.normal(1, 1, 200)]))
+    >>> d.status, d.index, d.statistic, f"{d.p_value:.2e}", d.threshold, d.n_current
+    ('firing', 679, 0.24, '1.83e-05', 0.0001, 200)
     """
 
     index: int
