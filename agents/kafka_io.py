@@ -43,25 +43,40 @@ def topic_partitions(bootstrap: str, topic: str) -> int | None:
     return len(t.partitions)
 
 
+def existing_topics(bootstrap: str) -> dict[str, int]:
+    """Every topic of the cluster (internal ones too) -> its partition count."""
+    # list all topics: asking for one by name can auto-create it on brokers that allow that
+    md = admin(bootstrap).list_topics(timeout=10)
+    return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+
+
 def ensure_topics(
-    bootstrap: str, topics: Iterable[str], partitions: int = 1, config: dict[str, str] | None = None
-) -> None:
-    """Create the topics that do not exist yet (replication factor 1 on a one-broker cluster)."""
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int = 1,
+    config: dict[str, str] | None = None,
+    replication_factor: int | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created.
+
+    Replication factor: ``replication_factor``, else 3 or the number of brokers if fewer.
+    """
     a = admin(bootstrap)
     md = a.list_topics(timeout=10)
     brokers = len(md.brokers) or 1
     missing = [t for t in dict.fromkeys(topics) if t not in md.topics]
     if not missing:
-        return
+        return []
+    rf = replication_factor if replication_factor is not None else min(3, brokers)
     new = [
-        NewTopic(
-            t, num_partitions=partitions, replication_factor=min(3, brokers), config=config or {}
-        )
+        NewTopic(t, num_partitions=partitions, replication_factor=rf, config=config or {})
         for t in missing
     ]
+    created = []
     for t, fut in a.create_topics(new, operation_timeout=30).items():
         try:
             fut.result()
+            created.append(t)
         except KafkaException as e:
             if "TOPIC_ALREADY_EXISTS" not in str(e):
                 raise DriftlineError(f"cannot create topic {t}: {e}") from e
@@ -70,8 +85,9 @@ def ensure_topics(
     while time.monotonic() < deadline:
         md = a.list_topics(timeout=10)
         if all(t in md.topics and not md.topics[t].error for t in missing):
-            return
+            break
         time.sleep(0.2)
+    return [t for t in missing if t in created]
 
 
 def make_producer(bootstrap: str, **extra: str | int) -> Producer:

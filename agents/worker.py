@@ -65,9 +65,13 @@ def preflight(spec: PipelineSpec, bootstrap: str) -> int:
     wait_for_broker(bootstrap, 30.0)
     n_in = topic_partitions(bootstrap, spec.input.topic)
     if n_in is None:
+        config = spec.source_path or "pipeline.toml"
         raise SpecError(
             f"input topic {spec.input.topic!r} (spec key input.topic) does not exist on "
-            f"{bootstrap}; create it (e.g. kafka-topics --create) or fix the spec"
+            f"{bootstrap}; create the pipeline's topics with `driftline topics create -c "
+            f"{config} --bootstrap {bootstrap} --partitions N` (or start the worker with "
+            "--create-topics), or fix the spec. Do not let producers auto-create it: brokers "
+            "make one-partition topics"
         )
     o = spec.output
     ensure_topics(bootstrap, o.all_topics, n_in)
@@ -162,9 +166,20 @@ def run_worker(
     loglevel: str = "info",
     worker_id: str | None = None,
     log_format: str = "plain",
+    create_topics: bool = False,
 ) -> None:
-    """Check the cluster, then run until SIGINT/SIGTERM (logs: ``plain`` or ``json`` lines)."""
+    """Check the cluster, then run until SIGINT/SIGTERM (logs: ``plain`` or ``json`` lines).
+
+    ``create_topics``: first create the pipeline's missing topics, as ``driftline topics
+    create`` does (the input topic with its partitions if it exists, else the default count).
+    """
     logging.config.dictConfig(logging_config(log_format, loglevel))  # preflight's logs too
+    if create_topics:
+        from driftline.agents.topics import create_pipeline_topics
+
+        for outcome in create_pipeline_topics(spec, bootstrap):
+            if outcome.created:
+                log.info("%s", outcome.describe())
     preflight(spec, bootstrap)
     wid = worker_id or default_worker_id()
     cache = None

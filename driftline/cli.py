@@ -1,4 +1,11 @@
-"""The ``driftline`` command line."""
+"""The ``driftline`` command line.
+
+Exit status: 0 done; 1 the command failed while running (a broker that does not answer, a
+transaction aborted, a file it cannot read or write); 2 a usage or configuration error (an
+unknown option, an invalid pipeline spec, a missing --bootstrap, a missing input topic): fix
+the command or the spec; 130 interrupted. Errors are one ``driftline: error: ...`` line, without
+a traceback (``DRIFTLINE_TRACEBACK=1`` adds it).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +13,45 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from driftline.errors import DriftlineError
+import driftline
+from driftline.errors import DriftlineError, SpecError
 from driftline.kafka_cli import add_kafka_parser
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
+#: ``driftline`` exit statuses.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EXIT_STATUS_HELP = (
+    "exit status: 0 done, 1 failed while running (e.g. no broker answered), 2 usage or "
+    "configuration error (bad option, invalid spec, missing --bootstrap or input topic), "
+    "130 interrupted"
+)
+
+
+class UsageError(DriftlineError):
+    """The command line or the configuration is wrong (exit status 2, like argparse's)."""
+
+
+def version() -> str:
+    """driftline's version (``driftline.__version__``; the package metadata says the same)."""
+    return driftline.__version__
+
 
 def _bootstrap(args: argparse.Namespace) -> str | None:
     return args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+
+
+def _need_bootstrap(args: argparse.Namespace) -> str:
+    bootstrap = _bootstrap(args)
+    if not bootstrap:
+        raise UsageError("pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS")
+    return bootstrap
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -27,7 +61,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     spec = load_spec(args.config)
     bootstrap = _bootstrap(args)
     if not bootstrap:
-        raise DriftlineError(
+        raise UsageError(
             "no Kafka cluster given: pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS "
             "(`driftline kafka start` runs a local one on 127.0.0.1:9092)"
         )
@@ -39,6 +73,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         loglevel=args.loglevel,
         worker_id=args.worker_id,
         log_format=args.log_format,
+        create_topics=args.create_topics,
     )
     return 0
 
@@ -58,9 +93,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_label(args: argparse.Namespace) -> int:
     from driftline.agents.demo import run_labeller
 
-    bootstrap = _bootstrap(args)
-    if not bootstrap:
-        raise DriftlineError("pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap = _need_bootstrap(args)
     return run_labeller(
         args.config, bootstrap, shift_at=args.shift_at, seed=args.seed, share=args.share,
         seconds=args.seconds,
@@ -70,9 +103,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 def _cmd_produce(args: argparse.Namespace) -> int:
     from driftline.agents.demo import produce_synthetic
 
-    bootstrap = _bootstrap(args)
-    if not bootstrap:
-        raise DriftlineError("pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap = _need_bootstrap(args)
     return produce_synthetic(
         bootstrap,
         args.topic,
@@ -86,9 +117,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 def _cmd_alerts_tail(args: argparse.Namespace) -> int:
     from driftline.agents.alerts_tail import tail_alerts
 
-    bootstrap = _bootstrap(args)
-    if not bootstrap:
-        raise DriftlineError("pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap = _need_bootstrap(args)
     from driftline.spec import default_of, load_spec
 
     topic = args.topic
@@ -153,19 +182,12 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _need_bootstrap(args: argparse.Namespace) -> str:
-    bootstrap = _bootstrap(args)
-    if not bootstrap:
-        raise DriftlineError("pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS")
-    return bootstrap
-
-
 def _batch_spec(args: argparse.Namespace) -> Any:
     from driftline.spec import load_spec
 
     spec = load_spec(args.config, model_file_required=False)
     if spec.batch_features is None:
-        raise DriftlineError(f"{args.config} has no [batch_features] section")
+        raise UsageError(f"{args.config} has no [batch_features] section")
     return spec.batch_features
 
 
@@ -225,6 +247,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_topics_create(args: argparse.Namespace) -> int:
+    from driftline.agents.topics import create_pipeline_topics
+    from driftline.spec import load_spec
+
+    spec = load_spec(args.config, model_file_required=False)
+    outcomes = create_pipeline_topics(
+        spec, _need_bootstrap(args), args.partitions, args.replication_factor
+    )
+    for outcome in outcomes:
+        print(outcome.describe())
+    made = sum(o.created for o in outcomes)
+    print(f"pipeline {spec.name!r}: {made} topics created, {len(outcomes) - made} existed")
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from driftline.spec import load_spec
 
@@ -237,14 +274,38 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(parser: argparse.ArgumentParser) -> Any:
+    """A ``func`` for a command group run without a sub-command: its help, exit status 2."""
+
+    def show(_args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    return show
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and every sub-command parser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from _parsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline",
         description="Streaming features, online predictions and drift detection on Apache Kafka.",
         epilog="examples:\n  driftline demo\n"
-        "  driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092",
+        "  driftline topics create -c pipeline.toml --bootstrap 127.0.0.1:9092 --partitions 4\n"
+        "  driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092\n\n" + EXIT_STATUS_HELP,
         formatter_class=_RAW,
     )
+    parser.add_argument(
+        "-V", "--version", action="version", version=f"driftline {version()}",
+        help="print driftline's version and exit",
+    )  # fmt: skip
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     w = sub.add_parser(
@@ -276,7 +337,60 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain lines, or one JSON object per line (ts, level, logger, message, and "
         "topic/partition/offset when a line is about a record); secrets are redacted",
     )
+    w.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="first create the pipeline's missing topics, as `driftline topics create` does "
+        "(the input topic with 3 partitions if it is missing: use that command to choose)",
+    )
     w.set_defaults(func=_cmd_worker)
+
+    tp = sub.add_parser(
+        "topics",
+        help="create the Kafka topics a pipeline uses",
+        formatter_class=_RAW,
+        description="Manage the topics a pipeline spec names.",
+        epilog="example:\n  driftline topics create -c pipeline.toml --bootstrap 127.0.0.1:9092 "
+        "--partitions 4",
+    )
+    tp_sub = tp.add_subparsers(title="commands", metavar="COMMAND")
+    tc = tp_sub.add_parser(
+        "create",
+        help="create the input, labels, output, state and batch-features topics",
+        formatter_class=_RAW,
+        description="Create every topic the spec names that does not exist yet, with the "
+        "partition counts and configs the worker needs: the input topic with --partitions, "
+        "the labels topic, the outputs and the state changelog (compacted) with as many "
+        "partitions as the input topic, the batch-features topic compacted. Existing topics "
+        "are kept; an input topic with another count than --partitions, or a labels topic or "
+        "changelog whose count differs from the input's, is refused before anything is "
+        "created. Use it instead of letting producers auto-create topics (one partition, "
+        "default configs).",
+        epilog="examples:\n"
+        "  driftline topics create -c pipeline.toml --bootstrap 127.0.0.1:9092 --partitions 4\n"
+        "  driftline topics create -c pipeline.toml   # input exists: the others match it",
+    )
+    tc.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
+    tc.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    tc.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="input partitions: the pipeline's parallelism (default: the input topic's count "
+        "if it exists, else 3)",
+    )
+    tc.add_argument(
+        "--replication-factor",
+        type=int,
+        default=None,
+        metavar="R",
+        help="replicas per partition (default: 3, or the number of brokers if fewer)",
+    )
+    tc.set_defaults(func=_cmd_topics_create)
+    tp.set_defaults(func=_usage(tp))
 
     d = sub.add_parser(
         "demo",
@@ -498,23 +612,36 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_status)
 
     add_kafka_parser(sub)
+    for p in _parsers(parser):  # errors found after parsing print this command's usage
+        p.set_defaults(_parser=p)
     return parser
 
 
+def _error(e: BaseException, status: int) -> int:
+    logging.getLogger("driftline").debug("failed", exc_info=True)
+    if os.environ.get("DRIFTLINE_TRACEBACK"):
+        traceback.print_exception(e)
+    print(f"driftline: error: {e}", file=sys.stderr)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit status (argparse exits 2 itself on usage errors)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse would blame the top-level command: name the one that was run
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not hasattr(args, "func"):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.func(args))
-    except DriftlineError as e:
-        logging.getLogger("driftline").debug("failed", exc_info=True)
-        print(f"driftline: error: {e}", file=sys.stderr)
-        return 2
+    except (UsageError, SpecError) as e:  # the command line or the spec: fix and run again
+        return _error(e, EXIT_USAGE)
+    except (DriftlineError, OSError) as e:  # failed while running
+        return _error(e, EXIT_FAILED)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -46,11 +46,26 @@ def _cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _other_port(command: str, args: argparse.Namespace, info: dict[str, Any]) -> int | None:
+    """With ``--port P``: exit status 1 if the data dir's broker listens elsewhere."""
+    if args.port is None or not info["running"] or info["bootstrap"].endswith(f":{args.port}"):
+        return None
+    print(
+        f"driftline kafka {command}: error: the broker of {info['data_dir']} listens on "
+        f"{info['bootstrap']}, not on port {args.port}; pass its --data-dir (brokers are found "
+        "by data dir; the port only checks it)",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     info = LocalKafka(data_dir=args.data_dir).status()
     if not info["running"]:
         print(f"Kafka is not running (data dir {info['data_dir']})")
         return 1
+    if (refused := _other_port("status", args, info)) is not None:
+        return refused
     topics = "no answer" if info["topics"] is None else str(info["topics"])
     print(f"Kafka is running at {info['bootstrap']}")
     print(f"  pid:       {info['pid']}")
@@ -62,6 +77,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_stop(args: argparse.Namespace) -> int:
     kafka = LocalKafka(data_dir=args.data_dir)
     info = kafka.status(timeout_s=1.0)
+    if (refused := _other_port("stop", args, info)) is not None:
+        return refused
     try:
         kafka.stop(timeout_s=args.timeout)
     except KafkaLauncherError as exc:
@@ -89,6 +106,16 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help=f"broker state directory (default: {default_data_dir()})",
+    )
+
+
+def _add_port(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="the client port the broker was started with; refuse if the data dir's broker "
+        "listens on another one (the broker is found by its data dir)",
     )
 
 
@@ -155,15 +182,17 @@ def add_kafka_parser(subparsers: Any) -> None:
         _cmd_status,
     )
     _add_data_dir(status)
+    _add_port(status)
 
     stop = _sub(
         sub,
         "stop",
         "stop the broker (SIGTERM, then SIGKILL after the timeout)",
-        "example:\n  driftline kafka stop --data-dir /tmp/kafka-dev",
+        "example:\n  driftline kafka stop --data-dir /tmp/kafka-dev --port 19092",
         _cmd_stop,
     )
     _add_data_dir(stop)
+    _add_port(stop)
     stop.add_argument(
         "--timeout",
         type=float,
