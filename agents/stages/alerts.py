@@ -58,6 +58,46 @@ class AlertDocs:
             return f"the {d.n_reference} values before the current window of {where}"
         return f"first {d.n_reference} values of {where}"
 
+    def _doc(
+        self,
+        *,
+        name: str,
+        kind: str,
+        detector: str,
+        detector_type: str,
+        target: str,
+        status: str,
+        severity: str,
+        statistic: float,
+        p_value: float | None,
+        threshold: float,
+        window: dict[str, Any],
+        reference: str,
+        n_reference: int,
+        now_ms: int,
+        id_topic: str = "",
+    ) -> dict[str, Any]:
+        """The document every kind of alert shares (``name`` names it in the alert id;
+        ``window`` holds the trigger's topic, offset and event time, and n_current)."""
+        return {
+            "alert_id": alert_id(
+                self.pipeline, name, self.partition, window["offset"], status, id_topic
+            ),
+            "pipeline": self.pipeline,
+            "kind": kind,
+            "detector": detector,
+            "detector_type": detector_type,
+            "target": target,
+            "status": status,
+            "severity": severity,
+            "statistic": float(statistic),
+            "p_value": None if p_value is None else float(p_value),
+            "threshold": float(threshold),
+            "window": {"partition": self.partition, **window},
+            "reference": {"description": reference, "n": n_reference},
+            "detected_at_ms": now_ms,
+        }
+
     def detection(
         self,
         dspec: DetectorSpec,
@@ -70,39 +110,37 @@ class AlertDocs:
     ) -> dict[str, Any]:
         """A detector's alert; the trigger record is ``topic``/partition@``offset``, and
         ``start`` (event time, offset) the first value of the detector's window if known."""
-        kind = _KINDS.get(dspec.target, "covariate")
         if d.status == "resolved":
             severity = "info"
         elif d.p_value is not None and d.p_value < d.threshold * 1e-3:
             severity = "critical"
         else:
             severity = "warning"
-        ref = self.reference_description(dspec, d)
-        own = self._id_topic(topic)
-        doc = {
-            "alert_id": alert_id(self.pipeline, dspec.name, self.partition, offset, d.status, own),
-            "pipeline": self.pipeline,
-            "kind": kind,
-            "detector": dspec.name,
-            "detector_type": dspec.type,
-            "target": dspec.target,
-            "status": d.status,
-            "severity": severity,
-            "statistic": float(d.statistic),
-            "p_value": None if d.p_value is None else float(d.p_value),
-            "threshold": float(d.threshold),
-            "window": {
-                "partition": self.partition,
-                "topic": topic,
-                "event_time_ms": event_time_ms,
-                "offset": offset,
-                "start_event_time_ms": None if start is None else start[0],
-                "start_offset": None if start is None else start[1],
-                "n_current": int(d.n_current),
-            },
-            "reference": {"description": ref, "n": int(d.n_reference)},
-            "detected_at_ms": now_ms,
+        window = {
+            "topic": topic,
+            "event_time_ms": event_time_ms,
+            "offset": offset,
+            "start_event_time_ms": None if start is None else start[0],
+            "start_offset": None if start is None else start[1],
+            "n_current": int(d.n_current),
         }
+        doc = self._doc(
+            name=dspec.name,
+            kind=_KINDS.get(dspec.target, "covariate"),
+            detector=dspec.name,
+            detector_type=dspec.type,
+            target=dspec.target,
+            status=d.status,
+            severity=severity,
+            statistic=d.statistic,
+            p_value=d.p_value,
+            threshold=d.threshold,
+            window=window,
+            reference=self.reference_description(dspec, d),
+            n_reference=int(d.n_reference),
+            now_ms=now_ms,
+            id_topic=self._id_topic(topic),
+        )
         if getattr(d, "detail", ""):
             doc["detail"] = d.detail
         return doc
@@ -112,62 +150,54 @@ class AlertDocs:
     ) -> dict[str, Any]:
         """A skew check's alert (``c`` is its ``SkewCheckSpec``); the trigger is an input
         record, ``topic``/partition@``offset``."""
-        return {
-            "alert_id": alert_id(self.pipeline, c.name, self.partition, offset, d.status),
-            "pipeline": self.pipeline,
-            "kind": "skew",
-            "detector": c.name,
-            "detector_type": "skew",
-            "target": f"{c.batch}~{c.streaming}",
-            "status": d.status,
-            "severity": "warning" if d.status == "firing" else "info",
-            "statistic": float(d.statistic),
-            "p_value": None,
-            "threshold": float(d.threshold),
-            "window": {
-                "partition": self.partition,
-                "topic": topic,
-                "event_time_ms": event_time_ms,
-                "offset": offset,
-                "n_current": int(d.n_current),
-            },
-            "reference": {
-                "description": f"batch feature {c.batch} vs streaming {c.streaming}: share of "
-                f"the last {d.n_current} compared events that disagree",
-                "n": 0,
-            },
-            "detected_at_ms": now_ms,
+        window = {
+            "topic": topic,
+            "event_time_ms": event_time_ms,
+            "offset": offset,
+            "n_current": int(d.n_current),
         }
+        return self._doc(
+            name=c.name,
+            kind="skew",
+            detector=c.name,
+            detector_type="skew",
+            target=f"{c.batch}~{c.streaming}",
+            status=d.status,
+            severity="warning" if d.status == "firing" else "info",
+            statistic=d.statistic,
+            p_value=None,
+            threshold=d.threshold,
+            window=window,
+            reference=f"batch feature {c.batch} vs streaming {c.streaming}: share of the last "
+            f"{d.n_current} compared events that disagree",
+            n_reference=0,
+            now_ms=now_ms,
+        )
 
     def importance(self, e: Any, topic: str, offset: int, now_ms: int) -> dict[str, Any]:
         """A feature-importance shift's alert (``e`` is an ``ImportanceEvent``)."""
-        own = self._id_topic(topic)
         imp = self.spec.labels.importance if self.spec.labels else None
-        return {
-            "alert_id": alert_id(
-                self.pipeline, f"importance:{e.feature}", self.partition, offset, e.status, own
-            ),
-            "pipeline": self.pipeline,
-            "kind": "importance",
-            "detector": "importance",
-            "detector_type": "importance",
-            "target": e.feature,
-            "status": e.status,
-            "severity": "warning" if e.status == "firing" else "info",
-            "statistic": float(e.current_share),
-            "p_value": None,
-            "threshold": float(imp.threshold if imp else 0.0),
-            "window": {
-                "partition": self.partition,
-                "topic": topic,
-                "event_time_ms": int(e.time_ms or 0),
-                "offset": offset,
-                "n_current": int(e.n_examples),
-            },
-            "reference": {
-                "description": f"{imp.method if imp else ''} importance share of {e.feature} "
-                f"at the first evaluation: {e.reference_share:.4f}",
-                "n": int(e.n_examples),
-            },
-            "detected_at_ms": now_ms,
+        window = {
+            "topic": topic,
+            "event_time_ms": int(e.time_ms or 0),
+            "offset": offset,
+            "n_current": int(e.n_examples),
         }
+        return self._doc(
+            name=f"importance:{e.feature}",
+            kind="importance",
+            detector="importance",
+            detector_type="importance",
+            target=e.feature,
+            status=e.status,
+            severity="warning" if e.status == "firing" else "info",
+            statistic=e.current_share,
+            p_value=None,
+            threshold=imp.threshold if imp else 0.0,
+            window=window,
+            reference=f"{imp.method if imp else ''} importance share of {e.feature} at the "
+            f"first evaluation: {e.reference_share:.4f}",
+            n_reference=int(e.n_examples),
+            now_ms=now_ms,
+            id_topic=self._id_topic(topic),
+        )
