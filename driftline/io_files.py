@@ -2,7 +2,8 @@
 
 The format follows the file name: ``.jsonl``/``.ndjson``/``.json`` (one object per line),
 ``.jsonl.gz``/``.json.gz``, ``.csv`` (header row; cells converted by the spec's field types),
-``.parquet`` (via pyarrow).
+``.parquet`` (via pyarrow, the optional extra ``driftline[parquet]``: imported only when a
+Parquet file is read or written, so the other formats work without it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import gzip
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any
 
 import orjson
@@ -18,6 +20,18 @@ import orjson
 from driftline.errors import DriftlineError
 
 FORMATS = ("jsonl", "jsonl.gz", "csv", "parquet")
+
+PARQUET_EXTRA = "pip install 'driftline[parquet]'"
+
+
+def _pyarrow(doing: str) -> tuple[ModuleType, ModuleType]:
+    """``(pyarrow, pyarrow.parquet)``, or a DriftlineError saying how to install them."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as e:
+        raise DriftlineError(f"{doing} .parquet needs pyarrow: {PARQUET_EXTRA} ({e})") from e
+    return pyarrow, pyarrow.parquet
 
 
 def file_format(path: str | Path) -> str:
@@ -75,8 +89,7 @@ def read_records(
             for row in csv.DictReader(fh):
                 yield {k: _convert_cell(v, types.get(k)) for k, v in row.items()}
     else:
-        import pyarrow.parquet as pq
-
+        _, pq = _pyarrow("reading")
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=65_536):
             yield from batch.to_pylist()
@@ -86,8 +99,7 @@ def count_records(path: str | Path) -> int | None:
     """Number of records when cheap to know (Parquet metadata, or lines of a plain file)."""
     fmt = file_format(path)
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
+        _, pq = _pyarrow("reading")
         return int(pq.ParquetFile(path).metadata.num_rows)
     if fmt == "jsonl":
         with open(path, "rb") as fh:
@@ -119,6 +131,8 @@ class RecordWriter:
         self._csv: csv.DictWriter[str] | None = None
         self._rows: list[dict[str, Any]] = []
         self.count = 0
+        if self.format == "parquet":
+            _pyarrow("writing")  # before any work is done for a file that cannot be written
         if self.format == "jsonl":
             self._fh = open(self.path, "wb")
         elif self.format == "jsonl.gz":
@@ -141,9 +155,7 @@ class RecordWriter:
 
     def close(self) -> None:
         if self.format == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
+            pa, pq = _pyarrow("writing")
             pq.write_table(pa.Table.from_pylist(self._rows), self.path)
         elif self._fh is not None:
             self._fh.close()
