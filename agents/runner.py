@@ -343,3 +343,54 @@ class TransactionalRunner(threading.Thread):
             "watermarks_ms": watermarks,
             "detectors": detectors,
         }
+
+    def health(self, stall_after_s: float = 60.0, now: float | None = None) -> dict[str, Any]:
+        """Whether this worker does its job (for ``/healthz``): ``healthy`` and a ``reason``.
+
+        Not healthy when the loop is not running (not started, stopping, or failed: ``error``),
+        when no input partition is assigned, or when it is stalled: the input partitions' lag
+        (as the loop last exported it) is positive while their processed positions have not
+        moved for ``stall_after_s`` seconds. Called from the web server's thread: it reads
+        copies and keeps only when it last saw the positions move (``now``: a monotonic time,
+        for tests).
+        """
+        now = time.monotonic() if now is None else now
+        owned = sorted(list(self.pipelines))
+        moved = tuple((p, tuple(sorted(dict(self.positions.get(p, {})).items()))) for p in owned)
+        seen = self.__dict__.get("_health_progress")
+        if seen is None or seen[0] != moved:
+            seen = self.__dict__["_health_progress"] = (moved, now)
+        idle_s = now - seen[1]
+        topic, mine = self.spec.input.topic, {str(p) for p in owned}
+        pending = sum(
+            int(s.value)
+            for fam in self.metrics.consumer_lag.collect()
+            for s in fam.samples
+            if s.labels.get("topic") == topic and s.labels.get("partition") in mine
+        )
+        report: dict[str, Any] = {
+            "pipeline": self.spec.name,
+            "worker_id": self.worker_id,
+            "partitions": owned,
+            "pending_records": pending,
+            "seconds_since_progress": round(idle_s, 3),
+        }
+        if self.error is not None:
+            status, reason = "not_running", f"the worker loop failed: {self.error}"
+        elif self._stop_event.is_set():
+            status, reason = "not_running", "the worker loop is stopping"
+        elif not self.is_alive():
+            status, reason = "not_running", "the worker loop is not running"
+        elif not self.ready.is_set():
+            status, reason = "not_running", "the worker loop is starting"
+        elif not owned:
+            status, reason = "no_partitions", f"no partition of {topic} is assigned to it"
+        elif pending > 0 and idle_s >= stall_after_s:
+            status = "stalled"
+            reason = (
+                f"{pending} records of {topic} are waiting but no batch was processed for "
+                f"{idle_s:.0f} s"
+            )
+        else:
+            status, reason = "ok", f"processing partitions {owned} of {topic}"
+        return {"healthy": status == "ok", "status": status, "reason": reason, **report}

@@ -32,6 +32,9 @@ from driftline.spec import PipelineSpec
 
 log = logging.getLogger("driftline.worker")
 
+#: /healthz says "stalled" when input records wait and no batch was processed for this long.
+HEALTH_STALL_S = 60.0
+
 
 class RunnerService(mode.Service):
     """Lets faust own the lifecycle of the :class:`TransactionalRunner` thread."""
@@ -137,7 +140,9 @@ def create_app(
 
     @app.page("/healthz")
     async def health(web: Any, request: Any) -> Any:
-        return web.json({"pipeline": spec.name, "partitions": sorted(runner.pipelines)})
+        # 200 while the loop runs with partitions and keeps up; else 503 with the reason
+        report = runner.health(HEALTH_STALL_S)
+        return web.json(report, status=200 if report["healthy"] else 503)
 
     status = StatusCollector(runner, metrics)
 
