@@ -70,7 +70,8 @@ class WorkerMetrics:
         self.info.labels(pipeline).set(1)
         self.consumed = Counter(
             "driftline_records_consumed",
-            "Records read from the input topic.",
+            "Records read, by topic: the input topic's events and, with [labels], the labels "
+            "topic's records.",
             ["topic"],
             registry=r,
         )

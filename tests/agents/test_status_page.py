@@ -81,6 +81,13 @@ def _feed(runner: FakeRunner, xs: np.ndarray) -> list[Any]:
     return runner.ks.update_many(xs) + runner.adwin.update_many(xs)
 
 
+def _shift(runner: FakeRunner, seed: int) -> None:
+    """400 values around 0, then 400 around 3: the KS detector fires."""
+    rng = np.random.default_rng(seed)
+    _feed(runner, rng.normal(0, 1, 400))
+    _feed(runner, rng.normal(3, 1, 400))
+
+
 def test_history_is_bounded_and_only_grows_on_new_values(setup: Any) -> None:
     runner, _, col = setup
     rng = np.random.default_rng(1)
@@ -99,9 +106,7 @@ def test_history_is_bounded_and_only_grows_on_new_values(setup: Any) -> None:
 
 def test_snapshot_counts_latency_distribution_and_firing(setup: Any) -> None:
     runner, m, col = setup
-    rng = np.random.default_rng(2)
-    _feed(runner, rng.normal(0, 1, 400))
-    _feed(runner, rng.normal(3, 1, 400))
+    _shift(runner, 2)
     m.consumed.labels("events").inc(805)
     m.dead_lettered.labels("invalid_json").inc(5)
     m.predictions.inc(800)
@@ -169,9 +174,7 @@ def test_page_is_self_contained_escaped_and_has_the_plots(setup: Any) -> None:
 
 def test_summarize_is_key_value_lines(setup: Any) -> None:
     runner, m, col = setup
-    rng = np.random.default_rng(4)
-    _feed(runner, rng.normal(0, 1, 400))
-    _feed(runner, rng.normal(3, 1, 400))
+    _shift(runner, 4)
     m.consumed.labels("events").inc(800)
     m.dead_lettered.labels("oversized").inc(2)
     m.observe_latency(np.full(10, 1.5))
@@ -202,3 +205,28 @@ def test_model_quality_from_labels_on_the_page_and_in_the_summary(setup: Any) ->
     facts = dict(line.split(": ", 1) for line in summarize(data).splitlines())
     assert facts["labels"] == "expired_prediction 12, joined 900"
     assert facts["model p0 last_500"].startswith("n 500  accuracy 0.875")
+
+
+def test_consumed_is_input_events_and_label_records_are_apart(setup: Any) -> None:
+    _, m, col = setup
+    m.consumed.labels("events").inc(800)  # the input topic (FakeRunner's input_topic)
+    m.consumed.labels("events.labels").inc(300)  # the labels topic
+    data = col.snapshot()
+    assert data["counters"]["consumed"] == 800
+    assert data["counters"]["label_records"] == 300
+    page = render_html(data)
+    heads = re.findall(r"<th>(.*?)</th>", page.split("<h2>Throughput</h2>")[1].split("</table>")[0])
+    cells = re.findall(r'<td class="num">(.*?)</td>', page.split("<h2>Throughput</h2>")[1])
+    assert dict(zip(heads, cells, strict=False))["consumed"] == "800"
+    assert dict(zip(heads, cells, strict=False))["label records"] == "300"
+    facts = dict(line.split(": ", 1) for line in summarize(data).splitlines())
+    assert facts["consumed"] == "800" and facts["label records"] == "300"
+
+
+def test_no_label_records_column_without_labels(setup: Any) -> None:
+    _, m, col = setup
+    m.consumed.labels("events").inc(5)
+    data = col.snapshot()
+    assert data["counters"]["label_records"] == 0
+    assert "label records" not in render_html(data)
+    assert "label records" not in summarize(data)

@@ -1,0 +1,412 @@
+"""Rendering the worker's status page: ``/status``, one self-contained HTML page (no scripts)
+with SVG plots drawn here, server-side, from a :meth:`StatusCollector.snapshot
+<agents.status_collect.StatusCollector.snapshot>`."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from driftline.agents.metrics import RECENT_ALERTS
+from driftline.agents.status_collect import QUANTILES
+from driftline.alert_format import iso_ms
+
+# -- SVG ------------------------------------------------------------------------------------------
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+_W, _H = 460, 200
+_ML, _MR, _MT, _MB = 52, 12, 40, 30
+
+
+def fmt_num(x: float | None) -> str:
+    if x is None:
+        return "–"
+    if x == 0:
+        return "0"
+    a = abs(x)
+    if a >= 1e5 or a < 1e-3:
+        return f"{x:.2e}"
+    return f"{x:.4g}"
+
+
+def fmt_seconds(x: float | None) -> str:
+    if x is None:
+        return "–"
+    if x < 1e-3:
+        return f"{x * 1e6:.0f} µs"
+    if x < 1:
+        return f"{x * 1e3:.1f} ms"
+    return f"{x:.2f} s"
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _frame(title: str, cls: str, data_attrs: dict[str, Any], body: list[str]) -> str:
+    attrs = " ".join(f'data-{k}="{_esc(v)}"' for k, v in data_attrs.items())
+    return (
+        f'<svg class="plot {cls}" {attrs} xmlns="http://www.w3.org/2000/svg" '
+        f'width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img">'
+        f"<title>{_esc(title)}</title>"
+        f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="#fff"/>'
+        f'<text x="{_ML}" y="16" class="ptitle">{_esc(title)}</text>' + "".join(body) + "</svg>"
+    )
+
+
+def _axes(x0: str, x1: str, y0: str, y1: str) -> list[str]:
+    bx, by = _ML, _H - _MB
+    return [
+        f'<line x1="{_ML}" y1="{_MT}" x2="{_ML}" y2="{by}" class="axis"/>',
+        f'<line x1="{_ML}" y1="{by}" x2="{_W - _MR}" y2="{by}" class="axis"/>',
+        f'<text x="{bx}" y="{by + 16}" class="tick">{_esc(x0)}</text>',
+        f'<text x="{_W - _MR}" y="{by + 16}" class="tick" text-anchor="end">{_esc(x1)}</text>',
+        f'<text x="{_ML - 4}" y="{by}" class="tick" text-anchor="end">{_esc(y0)}</text>',
+        f'<text x="{_ML - 4}" y="{_MT + 8}" class="tick" text-anchor="end">{_esc(y1)}</text>',
+    ]
+
+
+def svg_distribution(title: str, dist: dict[str, Any], attrs: dict[str, Any]) -> str:
+    """Reference (grey bars) against current (orange bars) histogram, as fractions per bin."""
+    edges, ref, cur = dist["edges"], dist["reference"], dist["current"]
+    ymax = max([*ref, *cur, 1e-12])
+    pw, ph = _W - _ML - _MR, _H - _MT - _MB
+    n = len(ref)
+    bw = pw / n
+    body = _axes(fmt_num(edges[0]), fmt_num(edges[-1]), "0", f"{ymax:.2f}")
+    for i, (r, c) in enumerate(zip(ref, cur, strict=True)):
+        x = _ML + i * bw
+        for v, cls, off in ((r, "ref", 0.0), (c, "cur", bw * 0.45)):
+            h = ph * v / ymax
+            body.append(
+                f'<rect class="{cls}" x="{x + off + 0.5:.1f}" y="{_MT + ph - h:.1f}" '
+                f'width="{bw * 0.5:.1f}" height="{h:.1f}"/>'
+            )
+    body.append(
+        f'<rect class="ref" x="{_ML}" y="23" width="10" height="10"/>'
+        f'<text x="{_ML + 14}" y="32" class="tick">reference ({dist["n_reference"]})</text>'
+        f'<rect class="cur" x="{_ML + 120}" y="23" width="10" height="10"/>'
+        f'<text x="{_ML + 134}" y="32" class="tick">current ({dist["n_current"]})</text>'
+    )
+    return _frame(title, "dist", attrs, body)
+
+
+def svg_series(
+    title: str,
+    series: Sequence[tuple[str, Sequence[tuple[float, float | None, bool]]]],
+    now_ms: int,
+    attrs: dict[str, Any],
+    hline: float | None = None,
+) -> str:
+    """Lines over time (one per label; ``(t_ms, value, firing)`` points); firing points red."""
+    pts = [(t, v) for _, ser in series for t, v, _ in ser if v is not None]
+    pw, ph = _W - _ML - _MR, _H - _MT - _MB
+    if not pts:
+        return _frame(
+            title,
+            "series",
+            attrs,
+            [*_axes("", "now", "", ""), f'<text x="{_ML + 10}" y="{_MT + 40}">no readings</text>'],
+        )
+    t0 = min(t for t, _ in pts)
+    span = max(now_ms - t0, 1000)
+    vals = [v for _, v in pts] + ([hline] if hline is not None else [])
+    lo, hi = min(vals), max(vals)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    pad = (hi - lo) * 0.05
+    lo, hi = (lo - pad if lo < 0 or lo - pad >= 0 else 0.0), hi + pad
+
+    def xy(t: float, v: float) -> tuple[float, float]:
+        return _ML + pw * (t - t0) / span, _MT + ph * (1 - (v - lo) / (hi - lo))
+
+    body = _axes(f"-{span / 1000:.0f} s", "now", fmt_num(lo), fmt_num(hi))
+    if hline is not None:
+        _, y = xy(t0, hline)
+        body.append(f'<line x1="{_ML}" y1="{y:.1f}" x2="{_W - _MR}" y2="{y:.1f}" class="hline"/>')
+    for i, (label, ser) in enumerate(series):
+        color = PALETTE[i % len(PALETTE)]
+        coords = [xy(t, v) for t, v, _ in ser if v is not None]
+        if coords:
+            p = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+            body.append(
+                f'<polyline class="line" points="{p}" fill="none" stroke="{color}" '
+                f'stroke-width="1.6" data-label="{_esc(label)}"/>'
+            )
+        body.extend(
+            f'<circle class="firing" cx="{x:.1f}" cy="{y:.1f}" r="2.2"/>'
+            for (t, v, f) in ser
+            if f and v is not None
+            for x, y in [xy(t, v)]
+        )
+        body.append(
+            f'<text x="{_ML + 80 * i}" y="32" class="tick" style="fill:{color}">'
+            f"{_esc(label)}</text>"
+        )
+    return _frame(title, "series", attrs, body)
+
+
+def svg_latency(lat: dict[str, Any]) -> str:
+    """Horizontal bars: p50/p90/p95/p99 of ingest-to-output latency."""
+    qs = [(f"p{round(q * 100)}", lat.get(f"p{round(q * 100)}")) for q in QUANTILES]
+    vmax = max([v for _, v in qs if v is not None] + [1e-9])
+    pw = _W - _ML - _MR - 70
+    body = []
+    for i, (name, v) in enumerate(qs):
+        y = _MT + 8 + i * 36
+        w = 0 if v is None else pw * v / vmax
+        body.append(
+            f'<text x="{_ML - 6}" y="{y + 15}" class="tick" text-anchor="end">{name}</text>'
+            f'<rect class="lat" x="{_ML}" y="{y}" width="{w:.1f}" height="22"/>'
+            f'<text x="{_ML + w + 6:.1f}" y="{y + 15}" class="tick">{fmt_seconds(v)}</text>'
+        )
+    return _frame(f"latency, ingest → output ({lat.get('count', 0)} records)", "latency", {}, body)
+
+
+# -- HTML -----------------------------------------------------------------------------------------
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:18px;color:#222}
+h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:22px 0 8px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse} td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
+th{background:#f6f6f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{padding:1px 7px;border-radius:9px;font-size:12px;font-weight:600}
+.badge.firing{background:#d62728;color:#fff} .badge.ok{background:#2ca02c;color:#fff}
+.plots{display:flex;flex-wrap:wrap;gap:10px} svg.plot{border:1px solid #ddd}
+.ptitle{font-size:13px;font-weight:600} .tick{font-size:11px;fill:#555}
+.axis{stroke:#999} .hline{stroke:#d62728;stroke-dasharray:4 3}
+rect.ref{fill:#7f7f7f;fill-opacity:.6} rect.cur{fill:#ff7f0e;fill-opacity:.75}
+rect.lat{fill:#1f77b4} circle.firing{fill:none;stroke:#d62728;stroke-width:1.2}
+ul.alerts{font:12px/1.5 ui-monospace,Menlo,Consolas,monospace;padding-left:18px}
+li.alert-line.firing{color:#b00} li.alert-line.resolved{color:#070}
+.muted{color:#777}
+"""
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], num_from: int = 99) -> str:
+    h = "".join(f"<th>{_esc(c)}</th>" for c in head)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{c}</td>' if i >= num_from else f"<td>{c}</td>"
+            for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _quality_cell(metric: str, v: float | None) -> str:
+    """A model-quality table cell: counts as integers, metrics as numbers."""
+    if metric == "n" and v is not None:
+        return f"{int(v):,}"
+    return fmt_num(v)
+
+
+#: The throughput table: column head, counter of the snapshot.
+THROUGHPUT = (
+    ("consumed", "consumed"),
+    ("label records", "label_records"),
+    ("dead letters", "dead_lettered"),
+    ("late events", "late_events"),
+    ("feature vectors", "feature_vectors"),
+    ("predictions", "predictions"),
+    ("alerts", "alerts"),
+    ("batches", "batches"),
+)
+
+
+def render_html(data: dict[str, Any], refresh_s: int = 5) -> str:
+    """The ``/status`` page for a :meth:`StatusCollector.snapshot`."""
+    c = data["counters"]
+    labelled = bool(c.get("label_records") or data.get("labels"))
+    throughput = [(h, k) for h, k in THROUGHPUT if k != "label_records" or labelled]
+    now = data["generated_at_ms"]
+    parts: list[str] = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<meta http-equiv='refresh' content='{refresh_s}'>",
+        f"<title>driftline · {_esc(data['pipeline'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>driftline · pipeline <span id='pipeline'>{_esc(data['pipeline'])}</span></h1>",
+        f"<div class='muted'>worker {_esc(data['worker_id'])} · input {_esc(data['input_topic'])}"
+        f" · partitions {_esc(', '.join(map(str, data['partitions'])) or 'none')}"
+        f" · {iso_ms(now)} (refreshes every {refresh_s} s)</div>",
+        "<h2>Throughput</h2>",
+        _table(
+            [head for head, _ in throughput],
+            [[c.get(key, 0) for _, key in throughput]],
+            num_from=0,
+        ),
+    ]
+    if data["dead_letters_by_reason"]:
+        parts.append("<p>dead letters by reason: ")
+        parts.append(
+            ", ".join(
+                f"{_esc(r)} <b>{n}</b>" for r, n in sorted(data["dead_letters_by_reason"].items())
+            )
+        )
+        parts.append("</p>")
+    if data["consumer_lag"]:
+        parts.append(
+            "<p>consumer lag (records): "
+            + ", ".join(
+                f"partition {_esc(p)} <b>{n}</b>" for p, n in sorted(data["consumer_lag"].items())
+            )
+            + "</p>"
+        )
+
+    # drift
+    dets = data["detectors"]
+    parts.append(
+        f"<h2>Drift <span class='muted'>({data['alerts_firing']} of {len(dets)} firing)</span></h2>"
+    )
+    rows = []
+    for d in dets:
+        badge = (
+            "<span class='badge firing'>FIRING</span>"
+            if d["firing"]
+            else "<span class='badge ok'>ok</span>"
+        )
+        params = ", ".join(f"{k}={v}" for k, v in sorted(d["params"].items()))
+        rows.append(
+            [
+                f"<span class='det-name'>{_esc(d['detector'])}</span>",
+                _esc(d["type"]),
+                _esc(d["target"]),
+                d["partition"],
+                badge,
+                fmt_num(d["statistic"]),
+                fmt_num(d["p_value"]),
+                d["n_seen"],
+                f"<span class='muted'>{_esc(params)}</span>",
+            ]
+        )
+    parts.append(
+        _table(
+            [
+                "detector",
+                "type",
+                "target",
+                "partition",
+                "status",
+                "statistic",
+                "p-value",
+                "seen",
+                "parameters",
+            ],
+            rows,
+        )
+        if rows
+        else "<p class='muted'>no partition assigned yet</p>"
+    )
+    dists = [
+        svg_distribution(
+            f"{d['detector']} · {d['target']} · partition {d['partition']}",
+            d["distribution"],
+            {"detector": d["detector"], "partition": d["partition"]},
+        )
+        for d in dets
+        if d["distribution"] is not None
+    ]
+    if dists:
+        parts.append("<h3>Reference vs current (KS)</h3><div class='plots'>")
+        parts.extend(dists)
+        parts.append("</div>")
+    by_det: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for d in dets:
+        by_det.setdefault((d["detector"], d["target"]), []).append(d)
+    parts.append("<h3>Drift statistic over time</h3><div class='plots'>")
+    for (name, target), ds in by_det.items():
+        series = [
+            (f"partition {d['partition']}", [(h[0], h[1], h[3]) for h in d["history"]]) for d in ds
+        ]
+        parts.append(svg_series(f"{name} · {target}: statistic", series, now, {"detector": name}))
+        if ds[0]["type"] == "ks" and "alpha" in ds[0]["params"]:
+            pseries = [
+                (
+                    f"partition {d['partition']}",
+                    [
+                        (h[0], -math.log10(max(h[2], 1e-300)) if h[2] is not None else None, h[3])
+                        for h in d["history"]
+                    ],
+                )
+                for d in ds
+            ]
+            parts.append(
+                svg_series(
+                    f"{name} · {target}: -log10 p (dashed: alpha)",
+                    pseries,
+                    now,
+                    {"detector": name},
+                    # the level in force (Benjamini-Hochberg moves it between batches)
+                    hline=-math.log10(float(ds[0].get("alpha") or ds[0]["params"]["alpha"])),
+                )
+            )
+    parts.append("</div>")
+
+    # latency
+    lat = data["latency"]
+    parts.append("<h2>Latency</h2><div class='plots'>")
+    parts.append(svg_latency(lat))
+    parts.append("</div>")
+    stage_rows = [
+        [_esc(k), v["batches"], fmt_seconds(v["mean_s"])] for k, v in data["stages"].items()
+    ]
+    parts.append("<h3>Per batch, by stage</h3>")
+    parts.append(_table(["stage", "batches", "mean"], stage_rows, num_from=1))
+
+    # model quality (delayed labels)
+    if data.get("model_quality") or data.get("labels"):
+        parts.append("<h2>Model quality <span class='muted'>(from joined labels)</span></h2>")
+        labels = data.get("labels", {})
+        if labels:
+            parts.append(_table(["outcome", "count"], sorted(labels.items()), num_from=1))
+        rows = data.get("model_quality", [])
+        names = [k for k in ("n", "accuracy", "precision", "recall", "f1", "auc", "mae", "rmse")
+                 if any(r.get(k) is not None for r in rows)]  # fmt: skip
+        parts.append(
+            _table(
+                ["partition", "window", *names],
+                (
+                    [
+                        _esc(r["partition"]),
+                        _esc(r["window"]),
+                        *(_quality_cell(k, r.get(k)) for k in names),
+                    ]
+                    for r in rows
+                ),
+                num_from=2,
+            )
+        )
+
+    # alerts
+    parts.append(
+        f"<h2>Recent alerts <span class='muted'>(last {RECENT_ALERTS}, newest first)</span></h2>"
+    )
+    if data["alerts_by"]:
+        parts.append(
+            _table(
+                ["kind", "detector", "status", "count"],
+                (
+                    [
+                        _esc(a.get("kind")),
+                        _esc(a.get("detector")),
+                        _esc(a.get("status")),
+                        a["count"],
+                    ]
+                    for a in data["alerts_by"]
+                ),
+                num_from=3,
+            )
+        )
+    if data["recent_alerts"]:
+        parts.append("<ul class='alerts'>")
+        parts.extend(
+            f"<li class='alert-line {_esc(a.get('status', ''))}'>{_esc(a['line'])}</li>"
+            for a in data["recent_alerts"]
+        )
+        parts.append("</ul>")
+    else:
+        parts.append("<p class='muted'>no alert since this worker started</p>")
+    parts.append("</body></html>")
+    return "".join(parts)
