@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from driftline.agents.decode import RecordDecoder
+from driftline.agents.labels import PartitionLabels
 from driftline.agents.stages.alert_episodes import AlertEpisodes
 from driftline.agents.stages.alerts import AlertDocs, alert_id
 from driftline.agents.stages.batch_join import join_batch_features
@@ -105,7 +106,7 @@ class PartitionPipeline:
         return self.label_stage.predictor if self.label_stage is not None else self._predictor
 
     @property
-    def labels(self) -> Any:
+    def labels(self) -> PartitionLabels | None:
         """The label state (``agents.labels.PartitionLabels``), None without ``[labels]``."""
         return self.label_stage.labels if self.label_stage is not None else None
 

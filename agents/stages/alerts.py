@@ -8,8 +8,15 @@ from typing import Any
 import orjson
 
 from driftline.agents.stages.outcome import BatchOutcome
-from driftline.spec import ERROR_TARGET, PREDICTION_TARGET, DetectorSpec, PipelineSpec
+from driftline.spec import (
+    ERROR_TARGET,
+    PREDICTION_TARGET,
+    DetectorSpec,
+    PipelineSpec,
+    SkewCheckSpec,
+)
 from driftline.streams.detectors.base import Detection
+from driftline.streams.importance import ImportanceEvent
 
 _KINDS = {PREDICTION_TARGET: "prediction", ERROR_TARGET: "concept", "label": "label"}
 _ADAPTIVE = ("adwin", "page_hinkley", "ddm", "hddm_a", "hddm_w")
@@ -146,10 +153,15 @@ class AlertDocs:
         return doc
 
     def skew(
-        self, c: Any, d: Detection, topic: str, offset: int, event_time_ms: int, now_ms: int
+        self,
+        c: SkewCheckSpec,
+        d: Detection,
+        topic: str,
+        offset: int,
+        event_time_ms: int,
+        now_ms: int,
     ) -> dict[str, Any]:
-        """A skew check's alert (``c`` is its ``SkewCheckSpec``); the trigger is an input
-        record, ``topic``/partition@``offset``."""
+        """A skew check's alert; the trigger is an input record, ``topic``/partition@``offset``."""
         window = {
             "topic": topic,
             "event_time_ms": event_time_ms,
@@ -174,8 +186,10 @@ class AlertDocs:
             now_ms=now_ms,
         )
 
-    def importance(self, e: Any, topic: str, offset: int, now_ms: int) -> dict[str, Any]:
-        """A feature-importance shift's alert (``e`` is an ``ImportanceEvent``)."""
+    def importance(
+        self, e: ImportanceEvent, topic: str, offset: int, now_ms: int
+    ) -> dict[str, Any]:
+        """A feature-importance shift's alert."""
         imp = self.spec.labels.importance if self.spec.labels else None
         window = {
             "topic": topic,

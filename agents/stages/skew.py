@@ -7,7 +7,7 @@ from typing import Any
 from driftline.agents.stages.alerts import AlertDocs
 from driftline.agents.stages.frame import Frame
 from driftline.agents.stages.outcome import BatchOutcome
-from driftline.spec import PipelineSpec
+from driftline.spec import PipelineSpec, SkewCheckSpec
 from driftline.streams.skew import SkewCheck
 
 
@@ -30,7 +30,7 @@ class SkewChecks:
                 self.alerts.emit(out, doc["target"], doc)
 
     @staticmethod
-    def _key(c: Any) -> str:
+    def _key(c: SkewCheckSpec) -> str:
         return f"{c.name}|{sorted(c.params.items())}"
 
     def snapshot(self) -> dict[str, Any]:

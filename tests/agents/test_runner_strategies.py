@@ -1,0 +1,51 @@
+"""The processing guarantee picks the runner's commit strategy once, with its producer."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from driftline.agents.commit import STRATEGIES, AtLeastOnceCommit, ExactlyOnceCommit
+from driftline.agents.demo import demo_spec_text
+from driftline.agents.metrics import WorkerMetrics
+from driftline.agents.runner import TransactionalRunner
+from driftline.schemas import load_schema
+from driftline.spec import parse_spec
+
+
+def _runner(guarantee: str) -> TransactionalRunner:
+    data = tomllib.loads(demo_spec_text())
+    del data["model"]
+    data["worker"]["processing_guarantee"] = guarantee
+    spec = parse_spec(data)
+    return TransactionalRunner(spec, "127.0.0.1:9", WorkerMetrics(spec.name), None, "none", "w1")
+
+
+@pytest.mark.parametrize(
+    ("guarantee", "cls"),
+    [("exactly_once", ExactlyOnceCommit), ("at_least_once", AtLeastOnceCommit)],
+)
+def test_one_strategy_per_guarantee(guarantee: str, cls: type) -> None:
+    runner = _runner(guarantee)
+    try:
+        assert type(runner.commit) is cls and runner.commit.guarantee == guarantee
+        assert STRATEGIES[guarantee] is cls
+        assert runner.exactly_once == (guarantee == "exactly_once")
+        # the strategy works on the runner's own partitions (what /status and /healthz read)
+        assert runner.commit.partitions.pipelines is runner.pipelines
+        config = runner.commit.producer_config()
+        if guarantee == "exactly_once":  # transactional: the worker id fences a predecessor
+            assert config["transactional.id"] == f"{runner.spec.group_id}.w1"
+            assert "enable.idempotence" not in config
+        else:  # no transaction; failed deliveries reach the strategy
+            assert "transactional.id" not in config
+            assert config["enable.idempotence"] is True
+            assert config["on_delivery"] == runner.commit._delivered
+    finally:
+        runner.commit.close()
+
+
+def test_every_guarantee_the_spec_allows_has_a_strategy() -> None:
+    worker = load_schema("spec")["properties"]["worker"]["properties"]
+    assert set(STRATEGIES) == set(worker["processing_guarantee"]["enum"])
