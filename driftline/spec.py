@@ -240,6 +240,11 @@ def _key_path(error: ValidationError) -> str:
 
 
 def _schema_error(error: ValidationError) -> SpecError:
+    if error.validator == "oneOf" and error.context:
+        # the alternatives the value has the type of say what is wrong with it
+        near = [e for e in error.context if e.validator != "type" or e.relative_path]
+        if near:
+            return _schema_error(max(near, key=lambda e: len(e.absolute_path)))
     where = _key_path(error)
     if error.validator == "additionalProperties":
         return SpecError(f"spec key {where}: {error.message} (remove it or fix its spelling)")

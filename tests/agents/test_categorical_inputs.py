@@ -119,9 +119,13 @@ def test_int_fields_take_integer_categories() -> None:
             "spec key model.inputs[0].one_hot[0]: 'plan' is a int field; list its categories "
             "as integers (got '1')",
         ),
-        ({"field": "country"}, "spec key model.inputs[0]: "),
-        ({"field": "country", "one_hot": []}, "spec key model.inputs[0]: "),
-        ({"field": "country", "one_hot": ["de", "de"]}, "spec key model.inputs[0]: "),
+        ({"field": "country"}, "spec key model.inputs[0]: 'one_hot' is a required property"),
+        ({"field": "country", "one_hot": []}, "spec key model.inputs[0].one_hot: [] should be"),
+        (
+            {"field": "country", "one_hot": ["de", "de"]},
+            "spec key model.inputs[0].one_hot: ['de', 'de'] has non-unique elements",
+        ),
+        (3, "spec key model.inputs[0]: 3 is not valid under any of the given schemas. Expected:"),
     ],
 )
 def test_one_hot_errors_say_what_to_do(item: Any, message: str) -> None:
