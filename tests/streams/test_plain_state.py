@@ -440,3 +440,17 @@ def test_every_model_field_is_type_checked(tmp_path: Path) -> None:
         with pytest.raises(DriftlineError):
             restore_model(build_builtin("linear_regression"), broken)
     assert not marker.exists()
+
+
+def test_a_model_file_of_another_river_version_is_a_clear_error(tmp_path: Path) -> None:
+    """The configured model file stays a pickle (the operator's own file); one naming a class
+    this river does not have fails with what to do, not a bare AttributeError."""
+    from driftline.model_io import FORMAT, load_model, save_model
+
+    path = tmp_path / "m.pkl"
+    save_model(build_builtin("linear_regression"), path, version="v1")
+    assert load_model(path)[1] == "v1"
+    gone = b"criver.linear_model\nLinearRegressionFromTheFuture\n."  # a class river lacks
+    path.write_bytes(pickle.dumps({"format": FORMAT, "version": "v2", "model": gone}))
+    with pytest.raises(DriftlineError, match="another river version"):
+        load_model(path)
