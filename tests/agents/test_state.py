@@ -384,3 +384,28 @@ def test_a_plain_dict_of_records_still_decodes_and_errors_without_offsets(persis
     plain[b"0/head"] = b"\x80\x04garbage"
     with pytest.raises(ChangelogError, match=r"partition 0, offset \? \(key '0/head'\)"):
         decode_snapshot(plain, 0)
+
+
+def test_learning_online_with_a_model_that_has_no_plain_encoding_fails_before_any_record(
+    tmp_path: Path,
+) -> None:
+    from river import tree
+
+    from driftline.errors import SpecError
+    from driftline.model_io import save_model
+
+    path = tmp_path / "tree.pkl"
+    save_model(tree.HoeffdingTreeClassifier(), path, version="tree-1")
+    data = tomllib.loads(demo_spec_text())
+    data["model"]["path"] = str(path)
+    data["labels"] = {"learn": True}
+    spec = parse_spec(data)
+    pred, version = build_predictor(spec)
+    refusal = r"labels.learn = true: .*HoeffdingTree.*supports river linear_model.LinearRegression"
+    with pytest.raises(SpecError, match=refusal):
+        PartitionPipeline(spec, 0, pred, version)
+    data["labels"] = {"learn": False}  # frozen, the same model serves (it is never saved)
+    spec = parse_spec(data)
+    pred, version = build_predictor(spec)
+    oc = PartitionPipeline(spec, 0, pred, version).process(batches()[0][1][:10])
+    assert oc.consumed == 10 and sum(oc.dead_letters.values()) == 0
