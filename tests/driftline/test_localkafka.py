@@ -182,3 +182,31 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
         assert "not running" in status.stdout
     finally:
         LocalKafka(data_dir=data_dir).stop()
+
+
+@pytest.mark.integration
+def test_cli_stop_and_status_take_the_port_start_took(tmp_path: Path) -> None:
+    data_dir = tmp_path / "port-kafka"
+    port, other = free_port(), free_port()
+    try:
+        start = _cli("start", "--port", str(port), "--data-dir", str(data_dir), "--timeout", "90")
+        assert start.returncode == 0, start.stdout + start.stderr
+        pid = LocalKafka(data_dir=data_dir).status()["pid"]
+
+        status = _cli("status", "--port", str(port), "--data-dir", str(data_dir))
+        assert status.returncode == 0 and f"127.0.0.1:{port}" in status.stdout, status.stderr
+        wrong = _cli("status", "--port", str(other), "--data-dir", str(data_dir))
+        assert wrong.returncode == 1
+        assert f"listens on 127.0.0.1:{port}, not on port {other}" in wrong.stderr
+
+        refused = _cli("stop", "--port", str(other), "--data-dir", str(data_dir))
+        assert refused.returncode == 1
+        assert f"listens on 127.0.0.1:{port}, not on port {other}" in refused.stderr
+        assert LocalKafka(data_dir=data_dir).status()["running"]  # still up
+
+        stop = _cli("stop", "--port", str(port), "--data-dir", str(data_dir))
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert f"Kafka at 127.0.0.1:{port} (pid {pid}) stopped" in stop.stdout
+        assert _pid_gone(pid)
+    finally:
+        LocalKafka(data_dir=data_dir).stop()
