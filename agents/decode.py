@@ -21,6 +21,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
+def _wrong_type(name: str, v: Any, expected: str) -> RecordError:
+    return RecordError("wrong_type", f"field {name!r} is {type(v).__name__}, expected {expected}")
+
+
 def _int_as_float(name: str, v: int) -> float:
     if not -_BIG < v < _BIG:
         raise RecordError("non_finite", f"field {name!r} is an integer too large for a float64")
@@ -34,25 +38,25 @@ def _check_float(name: str, v: Any) -> float:
         return v
     if type(v) is int:
         return _int_as_float(name, v)
-    raise RecordError("wrong_type", f"field {name!r} is {type(v).__name__}, expected a number")
+    raise _wrong_type(name, v, "a number")
 
 
 def _check_int(name: str, v: Any) -> float:
     if type(v) is int:
         return _int_as_float(name, v)
-    raise RecordError("wrong_type", f"field {name!r} is {type(v).__name__}, expected an integer")
+    raise _wrong_type(name, v, "an integer")
 
 
 def _check_bool(name: str, v: Any) -> float:
     if type(v) is bool:
         return float(v)
-    raise RecordError("wrong_type", f"field {name!r} is {type(v).__name__}, expected true/false")
+    raise _wrong_type(name, v, "true/false")
 
 
 def _check_string(name: str, v: Any) -> str:
     if type(v) is str:
         return v
-    raise RecordError("wrong_type", f"field {name!r} is {type(v).__name__}, expected a string")
+    raise _wrong_type(name, v, "a string")
 
 
 def parse_timestamp_ms(name: str, v: Any) -> int:

@@ -6,6 +6,7 @@ import json
 import math
 import pickle
 from collections.abc import Sequence
+from dataclasses import asdict
 from itertools import pairwise
 
 import numpy as np
@@ -754,3 +755,47 @@ def test_filter_and_distinct_columns_are_required_and_may_be_strings() -> None:
         {"kind": np.array(["x", "y", "x"], dtype=object), "type": np.array(["buy"] * 3)},
     )
     assert out.values["d"].tolist() == [1.0, 2.0, 2.0]
+
+
+def test_snapshot_format_is_stable() -> None:
+    """The snapshot is the changelog's format: the states of one window kind each, written by
+    the engine before its split into modules, restore and continue as they did."""
+    feats = [
+        FeatureDef("n", None, "count", MIN),
+        FeatureDef("var", "x", "var", MIN),
+        FeatureDef("first", "x", "first", MIN, window="hopping", step_ms=30_000),
+        FeatureDef("kinds", "k", "distinct", MIN),
+        FeatureDef("max_10s", "x", "max", 10_000, window="sliding"),
+        FeatureDef("last2", "x", "sum", None, window="count", count=2),
+    ]
+    eng = FeatureEngine(feats, grace_ms=1_000)
+    eng.update(
+        np.array(["a", "b", "a"], dtype=object),
+        np.array([0, 5_000, 61_000]),
+        {"x": np.array([1.5, 2.0, -3.0]), "k": np.array(["u", "v", "u"], dtype=object)},
+    )
+    states = [
+        {"features": ["n", "var", "kinds"], "entities": ["a"], "starts": [60000],
+         "columns": {"count": [1], "K": {"x": [-3.0]}, "S1": {"x": [0.0]}, "S2": {"x": [0.0]},
+                     "dcount": {"k": [1]}},
+         "distinct": {"k": [["u"]]}},
+        {"features": ["first"], "entities": ["a", "a"], "starts": [30000, 60000],
+         "columns": {"count": [1, 1], "first": {"x": [-3.0, -3.0]}, "first_ts": [61000, 61000]}},
+        {"features": ["max_10s"], "entities": ["a"], "ts": [61000], "seq": [2],
+         "values": {"x": [-3.0]}, "distinct": {}},
+        {"features": ["last2"], "entities": ["a", "a", "b"], "ts": [0, 61000, 5000],
+         "seq": [0, 2, 1], "values": {"x": [1.5, -3.0, 2.0]}, "distinct": {}},
+    ]  # fmt: skip
+    snap = eng.snapshot()
+    assert {k: v for k, v in snap.items() if k != "features"} == {
+        "version": 2, "grace_ms": 1_000, "watermark_ms": 61_000, "seq": 3, "states": states
+    }  # fmt: skip
+    assert snap["features"] == [asdict(f) for f in feats]
+    restored = FeatureEngine.restore(feats, 1_000, json.loads(json.dumps(snap)))
+    nxt = (np.array(["a", "b"], dtype=object), np.array([65_000, 66_000]))
+    cols = {"x": np.array([4.0, 1.0]), "k": np.array(["w", "v"], dtype=object)}
+    got, want = restored.update(*nxt, cols).values, eng.update(*nxt, cols).values
+    assert_same(got, want)
+    assert got["n"].tolist() == [2.0, 1.0] and got["kinds"].tolist() == [2.0, 1.0]
+    assert got["var"].tolist()[0] == 24.5 and got["last2"].tolist() == [1.0, 3.0]
+    assert got["first"].tolist() == [-3.0, 1.0] and got["max_10s"].tolist() == [4.0, 1.0]

@@ -1,0 +1,212 @@
+"""The interface between `streams.features.FeatureEngine` and its window states.
+
+Per batch the engine hands each `WindowState` the batch's non-late events (`BatchEvents`) and
+gets back a `WindowColumns`: the per-output-row quantities of that state (count, running sums,
+extremes, distinct counts, ...) from which every feature of the state reads its values with
+`WindowColumns.values`. Features with the same window and filter share one state, a
+`WindowGroup`.
+
+The two kinds of state: `streams.feature_time_state` (tumbling and hopping windows: running
+aggregates per (entity, window start)) and `streams.feature_member_state` (sliding and count
+windows: the member events per entity).
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from driftline.streams.feature_defs import FeatureDef
+from driftline.streams.feature_registry import EntityRegistry
+
+__all__ = [
+    "I64_MAX",
+    "I64_MIN",
+    "BatchEvents",
+    "WindowColumns",
+    "WindowGroup",
+    "WindowState",
+    "first_occurrences",
+    "memoized",
+]
+
+I64_MAX = np.iinfo(np.int64).max
+I64_MIN = np.iinfo(np.int64).min
+
+
+@dataclass
+class BatchEvents:
+    """One batch's non-late events, in arrival order."""
+
+    pos: np.ndarray  # event position in the batch
+    code: np.ndarray  # batch-local entity code (index into ``names``)
+    names: np.ndarray  # the batch's distinct entity strings, sorted
+    eid: np.ndarray | None  # registry ids (only when some state is per entity)
+    ts: np.ndarray
+    seq: np.ndarray  # arrival sequence number over the engine's life
+    num: dict[str, np.ndarray]  # numeric columns (full batch)
+    raw: dict[str, np.ndarray]  # distinct / filter columns (full batch)
+
+
+_Q = TypeVar("_Q", bound="WindowColumns")
+
+
+def memoized(
+    method: Callable[[_Q, str | None], np.ndarray],
+) -> Callable[[_Q, str | None], np.ndarray]:
+    """Compute a `WindowColumns` quantity once per field: features sharing it (a mean and a sum
+    of one column, a var and a std) read the same array."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def once(self: _Q, field: str | None = None) -> np.ndarray:
+        key = (name, field)
+        memo = self._memo
+        if key not in memo:
+            memo[key] = method(self, field)
+        return memo[key]
+
+    return once
+
+
+class WindowColumns(ABC):
+    """A window state's quantities per output row of one batch.
+
+    Attributes
+    ----------
+    n
+        Number of (matching) events in each output row's window.
+    positions
+        Each output row's event, as an index into the batch's non-late events.
+    """
+
+    def __init__(self, n: np.ndarray, positions: np.ndarray) -> None:
+        self.n = n
+        self.positions = positions
+        self._memo: dict[tuple[str, str | None], np.ndarray] = {}
+
+    def values(self, agg: str, field: str | None) -> np.ndarray:
+        """The feature ``agg`` of ``field`` per output row (empty windows: see the aggregations)."""
+        n = self.n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if agg == "count":
+                return n.astype(np.float64)
+            if agg == "rate":
+                return self.rate()
+            if agg == "since_prev":
+                return self.since_prev()
+            if agg == "sum":
+                return self.sum(field)
+            if agg == "mean":
+                return self.sum(field) / n
+            if agg == "var":
+                return self.var(field)
+            if agg == "std":
+                return np.sqrt(self.var(field))
+            if agg == "distinct":
+                return self.distinct(field)
+            extreme = {"min": self.min, "max": self.max, "first": self.first, "last": self.last}
+            if agg in extreme:
+                return np.where(n > 0, extreme[agg](field), np.nan)
+        raise AssertionError(agg)  # pragma: no cover
+
+    # The quantities, one float64 per output row; the subclasses memoize them per field.
+    @abstractmethod
+    def sum(self, field: str | None) -> np.ndarray: ...
+
+    @abstractmethod
+    def var(self, field: str | None) -> np.ndarray:
+        """Sample variance; NaN below two events."""
+
+    @abstractmethod
+    def min(self, field: str | None) -> np.ndarray: ...
+
+    @abstractmethod
+    def max(self, field: str | None) -> np.ndarray: ...
+
+    @abstractmethod
+    def first(self, field: str | None) -> np.ndarray: ...
+
+    @abstractmethod
+    def last(self, field: str | None) -> np.ndarray: ...
+
+    @abstractmethod
+    def distinct(self, field: str | None) -> np.ndarray: ...
+
+    @abstractmethod
+    def rate(self, field: str | None = None) -> np.ndarray: ...
+
+    @abstractmethod
+    def since_prev(self, field: str | None = None) -> np.ndarray: ...
+
+
+class WindowState(ABC):
+    """The state of one window spec and filter, shared by its features."""
+
+    #: True when the state keys entities by `EntityRegistry` id (the engine then looks them up).
+    uses_entity_ids: ClassVar[bool] = False
+
+    @abstractmethod
+    def apply(self, events: BatchEvents, match: np.ndarray | None) -> WindowColumns:
+        """Fold the batch in (only the events where ``match``, all when None) and return the
+        quantities of the output rows."""
+
+    @abstractmethod
+    def evict(self, cutoff_ms: int) -> None:
+        """Drop what no event at or after ``cutoff_ms`` (watermark minus grace) can reach."""
+
+    @property
+    @abstractmethod
+    def n_windows(self) -> int: ...
+
+    @abstractmethod
+    def live_eids(self) -> np.ndarray:
+        """Registry ids the state holds (none for states keyed by entity string)."""
+
+    @abstractmethod
+    def snapshot(self, names: np.ndarray) -> dict[str, Any]:
+        """Plain data; ``names`` maps registry ids to entity strings."""
+
+    @abstractmethod
+    def load(self, snap: Mapping[str, Any], entities: list[str], registry: EntityRegistry) -> None:
+        """Restore from `snapshot` output into a fresh state (``entities`` as strings)."""
+
+
+@dataclass
+class WindowGroup:
+    """Features with one window spec and filter, and their shared state."""
+
+    features: list[FeatureDef]
+    state: WindowState
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def match(self, raw: Mapping[str, np.ndarray], idx: np.ndarray) -> np.ndarray | None:
+        """Which events ``idx`` of the batch pass the filter (None without a filter)."""
+        f0 = self.features[0]
+        if f0.where_field is None:
+            return None
+        eq = raw[f0.where_field][idx] == f0.where_equals
+        return np.broadcast_to(np.asarray(eq, dtype=bool), idx.shape)
+
+
+def first_occurrences(groups: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """True at the first row (in row order) of each distinct ``(groups, codes)`` pair.
+
+    >>> first_occurrences(np.array([0, 0, 0, 1, 1]), np.array([5, 7, 5, 5, 5])).tolist()
+    [True, True, False, True, False]
+    """
+    n = codes.shape[0]
+    o = np.lexsort((codes, groups))  # a stable sort: ties keep their row order
+    first = np.ones(n, dtype=bool)
+    first[1:] = (codes[o][1:] != codes[o][:-1]) | (groups[o][1:] != groups[o][:-1])
+    out = np.zeros(n, dtype=bool)
+    out[o[first]] = True
+    return out
