@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import math
 import struct
 from collections.abc import Callable
@@ -268,43 +269,54 @@ def _adwin_bytes(
     return b"".join(out)
 
 
+@functools.lru_cache(maxsize=256)
+def _bucket_list(cap: int, n: int) -> struct.Struct:
+    """``n`` buckets: max_size, used, len(totals), totals, len(variances), variances."""
+    return struct.Struct("<" + f"QQQ{cap}dQ{cap}d" * n)
+
+
 def _adwin_parse(
     raw: bytes, params: tuple[float, int, int, int, int]
 ) -> tuple[tuple[Any, ...], list[tuple[list[float], list[float]]]]:
     """(stats, [(totals, variances) in use per bucket]) of the helper's bytes; layout checked."""
     head, tail = _adwin_frame(params)
     bad = _layout_error("ADWIN's window (AdaptiveWindowing)")
-    cap = params[2] + 1
+    max_buckets = params[2]
+    cap = max_buckets + 1
     if not raw.startswith(head) or not raw.endswith(tail):
         raise bad
+    off = len(head)
     try:
-        off = len(head)
         stat = _AW_STATS.unpack_from(raw, off)
-        off += _AW_STATS.size
-        (n,) = _U64.unpack_from(raw, off)
-        off += 8
+        (n,) = _U64.unpack_from(raw, off + _AW_STATS.size)
+        off += _AW_STATS.size + 8
         if n > _MAX_ADWIN_BUCKETS:
             raise bad
-        vec = struct.Struct(f"<Q{cap}d")
-        buckets = []
-        for _ in range(n):
-            max_size, used = struct.unpack_from("<QQ", raw, off)
-            off += 16
-            totals = vec.unpack_from(raw, off)
-            off += vec.size
-            variances = vec.unpack_from(raw, off)
-            off += vec.size
-            if max_size != params[2] or totals[0] != cap or variances[0] != cap or used >= cap:
-                raise bad
-            t, v = list(totals[1:]), list(variances[1:])
-            if any(t[used:]) or any(v[used:]):
-                raise bad
-            buckets.append((t[:used], v[:used]))
+        layout = _bucket_list(cap, n)
+        if off + layout.size + len(tail) != len(raw):
+            raise bad
+        flat = layout.unpack_from(raw, off)
     except struct.error as e:
         raise bad from e
-    if off + len(tail) != len(raw):
-        raise bad
+    buckets = []
+    step = 4 + 2 * cap
+    for i in range(0, n * step, step):
+        max_size, used, t_len = flat[i : i + 3]
+        t = flat[i + 3 : i + 3 + cap]
+        v_len = flat[i + 3 + cap]
+        v = flat[i + 4 + cap : i + step]
+        if max_size != max_buckets or t_len != cap or v_len != cap or used >= cap:
+            raise bad
+        if any(t[used:]) or any(v[used:]):
+            raise bad
+        buckets.append((list(t[:used]), list(v[:used])))
     return stat, buckets
+
+
+def _enc_floats(xs: list[float]) -> list[float | str]:
+    if all(map(math.isfinite, xs)):
+        return xs  # type: ignore[return-value]
+    return [enc_float(x) for x in xs]
 
 
 def _enc_adwin(d: ADWIN) -> dict[str, Any]:
@@ -313,10 +325,7 @@ def _enc_adwin(d: ADWIN) -> dict[str, Any]:
     out: dict[str, Any] = {"drift_detected": bool(d._drift_detected)}
     for name, v in zip(_AW_STAT_NAMES, stat, strict=True):
         out[name] = enc_float(v) if type(v) is float else v
-    out["buckets"] = [
-        {"totals": [enc_float(x) for x in t], "variances": [enc_float(x) for x in v]}
-        for t, v in buckets
-    ]
+    out["buckets"] = [{"totals": _enc_floats(t), "variances": _enc_floats(v)} for t, v in buckets]
     return out
 
 
