@@ -219,13 +219,17 @@ def test_malformed_lines_are_dead_lettered_and_the_replay_goes_on(
         assert doc["source"]["offset"] == lines.index(line)  # one partition: offset = line
 
 
-def _shifted_spec_with_model(tmp: Path) -> PipelineSpec:
+def _alerting_spec_data(model: bool) -> dict:
+    """The demo spec with detectors that alert within a few thousand events (and a builtin
+    model, or none)."""
     data = tomllib.loads(demo_spec_text())
-    data["model"] = {"builtin": "logistic_regression", "inputs": ["amount", "amount_mean_1m"]}
+    del data["model"]
+    if model:
+        data["model"] = {"builtin": "logistic_regression", "inputs": ["amount", "amount_mean_1m"]}
     for d in data["detectors"]:
         d.pop("cooldown", None)
     data["detectors"][0].update(reference_size=500, window_size=500, stride=100)
-    return parse_spec(data)
+    return data
 
 
 def _shifted_events(tmp: Path, n: int, seed: int) -> Path:
@@ -236,7 +240,7 @@ def _shifted_events(tmp: Path, n: int, seed: int) -> Path:
 
 
 def test_alerts_are_written_and_schema_valid(tmp_path: Path) -> None:
-    spec = _shifted_spec_with_model(tmp_path)
+    spec = parse_spec(_alerting_spec_data(model=True))
     src = _shifted_events(tmp_path, 6000, 3)
     alerts = tmp_path / "alerts.jsonl"
     stats = replay(spec, src, tmp_path / "f.jsonl", alerts_path=alerts, progress=False)
@@ -254,7 +258,7 @@ def test_alerts_are_written_and_schema_valid(tmp_path: Path) -> None:
 
 
 def test_predictions_without_a_broker_timestamp_have_no_latency(tmp_path: Path) -> None:
-    spec = _shifted_spec_with_model(tmp_path)
+    spec = parse_spec(_alerting_spec_data(model=True))
     src = _shifted_events(tmp_path, 2000, 4)
     preds = tmp_path / "preds.jsonl"
     stats = replay(spec, src, tmp_path / "f.jsonl", predictions_path=preds, progress=False)
@@ -268,13 +272,8 @@ def test_predictions_without_a_broker_timestamp_have_no_latency(tmp_path: Path) 
 
 
 def test_cli_replay_writes_alerts_and_dead_letters(tmp_path: Path, capsys) -> None:
-    data = tomllib.loads(demo_spec_text())
-    del data["model"]
-    for d in data["detectors"]:
-        d.pop("cooldown", None)
-    data["detectors"][0].update(reference_size=500, window_size=500, stride=100)
     spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(_to_toml(data))
+    spec_path.write_text(_to_toml(_alerting_spec_data(model=False)))
     src = tmp_path / "e.jsonl"
     events = SyntheticStream(n=4000, shift_at=2000, seed=5, n_entities=30).events()
     src.write_bytes(b"{oops\n" + b"".join(orjson.dumps(e) + b"\n" for e in events))
