@@ -6,6 +6,8 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -186,11 +188,85 @@ def label_problems(promql: str, labels: dict[str, set[str]], values: dict[str, s
     return problems
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
+def dashboard_targets() -> list[tuple[str, str]]:
+    """(panel title, query) of every panel, as stored: with the template variables."""
     dash = json.loads(DASHBOARD.read_text())
     return [
         (p["title"], t["expr"]) for p in dash["panels"] if p["type"] != "row" for t in p["targets"]
     ]
+
+
+#: A selector's matcher on a template variable, e.g. ``instance=~"$instance"``.
+VARIABLE_MATCHER = re.compile(r',?\s*\w+\s*=~\s*"\$\{?\w+\}?"')
+
+
+def without_variables(promql: str) -> str:
+    """The query as it computes with every variable at "All": its variable matchers removed."""
+    return VARIABLE_MATCHER.sub("", promql).replace("{,", "{").replace("{}", "")
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, query) of every panel, without the variable matchers."""
+    return [(title, without_variables(expr)) for title, expr in dashboard_targets()]
+
+
+def interpolate(promql: str, values: dict[str, str]) -> str:
+    """Grafana's substitution of ``$name`` / ``${name}`` (values are regex alternatives, as
+    Grafana formats multi-value and "All" selections for Prometheus)."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: values[m.group(1)], promql)
+
+
+def _variables() -> dict[str, dict]:
+    return {v["name"]: v for v in json.loads(DASHBOARD.read_text())["templating"]["list"]}
+
+
+def _query_of(variable: dict) -> str:
+    """A query variable's ``label_values(selector, label)`` as the PromQL selector it reads."""
+    m = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
+    assert m is not None, variable["query"]
+    return m.group(1)
+
+
+def test_dashboard_variables_choose_datasource_pipeline_worker_and_partition() -> None:
+    v = _variables()
+    assert list(v) == ["datasource", "pipeline", "instance", "partition"]
+    assert (v["datasource"]["type"], v["datasource"]["query"]) == ("datasource", "prometheus")
+    queries = {
+        "pipeline": "label_values(driftline_pipeline_info, pipeline)",
+        "instance": 'label_values(driftline_pipeline_info{pipeline=~"$pipeline"}, instance)',
+        "partition": "label_values(driftline_consumer_lag_records"
+        '{instance=~"$instance"}, partition)',
+    }
+    labels, values = exported_metric_labels(), known_label_values()
+    for name, query in queries.items():
+        var = v[name]
+        assert var["type"] == "query" and var["query"]["query"] == var["definition"] == query
+        assert var["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert var["multi"] and var["includeAll"], name
+        assert label_problems(_query_of(var), labels, values) == [], name
+        label = query.rsplit(", ", 1)[1].rstrip(")")
+        (metric,) = metric_names_in(query)
+        assert label in labels[metric], (name, metric)
+    # "All" workers are the chosen pipelines' workers (Grafana lists them: no custom all value);
+    # "All" partitions match every partition label
+    assert "allValue" not in v["instance"] and v["partition"]["allValue"] == ".*"
+
+
+def test_every_panel_query_filters_by_the_variables() -> None:
+    """Each selector of a driftline metric keeps the chosen workers, and the chosen partitions
+    or pipelines where the metric has that label."""
+    labels = exported_metric_labels()
+    checked = 0
+    for title, expr in dashboard_targets():
+        for name, body in re.findall(r"\b(driftline_[a-z0-9_]+)(\{[^}]*\})?", expr):
+            assert 'instance=~"$instance"' in body, (title, name)
+            for label in ("partition", "pipeline"):
+                want = f'{label}=~"${label}"' in body
+                assert want == (label in labels[name]), (title, name, label)
+            checked += 1
+    assert checked >= 50
+    assert without_variables('m{a="1",instance=~"$instance",partition=~"$partition"}') == 'm{a="1"}'
+    assert without_variables('m{instance=~"$instance"}[5m]') == "m[5m]"
 
 
 def test_dashboard_and_rules_query_only_metrics_the_worker_exports() -> None:
@@ -208,7 +284,7 @@ def test_dashboard_and_rules_query_only_metrics_the_worker_exports() -> None:
     labels = exported_metric_labels()
     assert set(labels) == exported
     values = known_label_values()
-    queries = dashboard_queries()
+    queries = dashboard_targets()  # with the variable matchers: their labels must exist too
     assert len(queries) >= 15
     for title, expr in queries:
         used = metric_names_in(expr)
@@ -245,17 +321,28 @@ def test_every_exported_metric_has_a_panel() -> None:
 
 
 def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:
-    rules = [
-        {"record": f"dashboard:query_{i}", "expr": expr}
-        for i, (_, expr) in enumerate(dashboard_queries())
-    ]
+    stored = [e for _, e in dashboard_targets()]  # as stored, and as Grafana sends them
+    chosen = {"instance": "w0:6066|w1:6066", "pipeline": "a|b", "partition": "0|3"}
+    exprs = (
+        stored + [interpolate(e, ALL) for e in stored] + [interpolate(e, chosen) for e in stored]
+    )
+    exprs += [_query_of(v) for v in _variables().values() if v["type"] == "query"]
+    rules = [{"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(exprs)]
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     assert f"SUCCESS: {len(rules)} rules found" in _promtool(promtool, "check", "rules", str(path))
 
 
-def _panel_exprs(title: str) -> list[str]:
-    exprs = [e for t, e in dashboard_queries() if t == title]
+#: What Grafana sends for every variable at "All": instance lists the workers it found (no
+#: custom all value), partition's all value is ".*".
+ALL = {"instance": "w0:6066|w1:6066", "pipeline": "p", "partition": ".*"}
+
+
+def _panel_exprs(title: str, values: dict[str, str] | None = None) -> list[str]:
+    """The panel's queries as Grafana sends them (every variable at "All" by default)."""
+    exprs = [
+        interpolate(e, {**ALL, **(values or {})}) for t, e in dashboard_targets() if t == title
+    ]
     assert exprs, title
     return exprs
 
@@ -266,6 +353,14 @@ def test_model_quality_panels_pool_partitions_weighted_by_n(promtool: str, tmp_p
     (cls,) = _panel_exprs("Model quality: classifier (accuracy, F1, AUC) per window")
     mae, rmse = _panel_exprs("Model quality: regressor (MAE, RMSE) per window")
     (shares,) = _panel_exprs("Feature importance share by feature")
+    # the same panels with a partition, or a worker, chosen in the dashboard's variables
+    (cls_p1,) = _panel_exprs(
+        "Model quality: classifier (accuracy, F1, AUC) per window", {"partition": "1"}
+    )
+    mae_w0, _ = _panel_exprs(
+        "Model quality: regressor (MAE, RMSE) per window", {"instance": "w0:6066"}
+    )
+    (shares_p0,) = _panel_exprs("Feature importance share by feature", {"partition": "0|2"})
     nan = " ".join(["NaN"] * 6)
 
     def mm(metric: str, window: str, partition: int, values: str) -> dict[str, str]:
@@ -313,6 +408,9 @@ def test_model_quality_panels_pool_partitions_weighted_by_n(promtool: str, tmp_p
         case(mae, ('{metric="mae",window="last_1000"}', (2 * 100 + 1 * 300) / 400)),
         case(rmse, ('{window="last_1000"}', ((9 * 100 + 1 * 300) / 400) ** 0.5)),
         case(shares, ('{feature="amount"}', 0.5)),
+        case(cls_p1, ('{metric="accuracy",window="last_1000"}', 0.6)),  # its AUC is NaN
+        case(mae_w0, ('{metric="mae",window="last_1000"}', 1.0)),  # partition 4 on w0
+        case(shares_p0, ('{feature="amount"}', 0.25)),
     ]
     doc = {
         "rule_files": [],
@@ -386,10 +484,18 @@ def test_dashboard_shows_what_operators_need() -> None:
     for i, j in zip(rows, [*rows[1:], len(panels)], strict=True):
         top = panels[i]["gridPos"]["y"] + 1
         assert all(p["gridPos"]["y"] >= top for p in panels[i + 1 : j]), panels[i]["title"]
+    # every panel and query reads the data source the dashboard's variable names, which
+    # defaults to the provisioned one
     uid = yaml.safe_load(
         (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     )["datasources"][0]["uid"]
-    assert all(p["datasource"]["uid"] == uid for p in dash["panels"] if p["type"] != "row")
+    for p in dash["panels"]:
+        if p["type"] != "row":
+            sources = [p["datasource"], *(t["datasource"] for t in p["targets"])]
+            assert all(d == {"type": "prometheus", "uid": "${datasource}"} for d in sources)
+    datasource = _variables()["datasource"]
+    assert (datasource["type"], datasource["query"]) == ("datasource", "prometheus")
+    assert datasource["current"]["value"] == uid
 
 
 def test_grafana_provisioning_matches_the_compose_mounts(compose: dict) -> None:
@@ -408,3 +514,119 @@ def test_grafana_provisioning_matches_the_compose_mounts(compose: dict) -> None:
     assert ds["url"] == "http://prometheus:9090" and "prometheus" in compose["services"]
     prom_mounts = dict(v.split(":")[:2] for v in compose["services"]["prometheus"]["volumes"])
     assert prom_mounts["./deploy/prometheus/rules.yml"] == "/etc/prometheus/rules.yml"
+
+
+# -- the image ------------------------------------------------------------------------------------
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def dockerfile_instructions(text: str | None = None) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order: comments dropped, continuation lines joined."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for line in (DOCKERFILE.read_text() if text is None else text).splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1]
+            continue
+        full = pending + line
+        pending = ""
+        word, _, rest = full.strip().partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> its instructions (after its FROM)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for word, rest in dockerfile_instructions():
+        if word == "FROM":
+            image, _, name = rest.partition(" AS ")
+            assert image.strip() == "${PYTHON_IMAGE}" and name, rest
+            current = stages[name.strip()] = []
+        elif current is not None:
+            current.append((word, rest))
+    return stages
+
+
+def healthcheck_command() -> list[str]:
+    """The exec-form command of the image's HEALTHCHECK."""
+    (rest,) = [r for w, r in dockerfile_instructions() if w == "HEALTHCHECK"]
+    return list(json.loads(rest[rest.index("CMD ") + 4 :]))
+
+
+def _index(steps: list[tuple[str, str]], word: str, needle: str) -> int:
+    hits = [i for i, (w, r) in enumerate(steps) if w == word and needle in r]
+    assert hits, f"no {word} with {needle!r}"
+    return hits[0]
+
+
+def test_dockerfile_builds_wheels_then_installs_them_in_a_slim_image_as_a_user() -> None:
+    args = dict(r.split("=", 1) for w, r in dockerfile_instructions() if w == "ARG" and "=" in r)
+    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
+    stages = dockerfile_stages()
+    assert list(stages) == ["builder", "runtime"]
+    build, run = stages["builder"], stages["runtime"]
+    # builder: dependency wheels from pyproject.toml alone, before any source is copied
+    deps = _index(build, "RUN", "pip wheel --wheel-dir /wheels/deps -r requirements.txt")
+    assert _index(build, "COPY", "pyproject.toml") < deps
+    sources = [i for i, (w, r) in enumerate(build) if w == "COPY" and "pyproject" not in r]
+    assert sources and min(sources) > deps
+    copied = {src for w, r in build if w == "COPY" for src in r.split()[:-1]}
+    assert copied >= {"driftline", "streams", "agents", "schemas", "README.md", "LICENSE"}
+    assert _index(build, "RUN", "pip wheel --no-deps --wheel-dir /wheels/app .") > max(sources)
+    # runtime: wheels only (no sources, no build tools), dependencies before driftline's wheel
+    assert [r for w, r in run if w == "COPY" and not r.startswith("--from=builder")] == [
+        "deploy/pipeline.toml /etc/driftline/pipeline.toml"
+    ]
+    order = [
+        _index(run, "COPY", "--from=builder /wheels/deps"),
+        _index(run, "RUN", "-r /tmp/wheels/deps/requirements.txt"),
+        _index(run, "COPY", "--from=builder /wheels/app"),
+        _index(run, "RUN", "--no-deps /tmp/wheels/app/*.whl"),
+    ]
+    assert order == sorted(order)
+    assert all("--no-index" in run[i][1] for i in order[1::2])
+    # an unprivileged user made in the image, in charge from after the last RUN on
+    assert "useradd --system --uid 10001" in run[_index(run, "RUN", "useradd")][1]
+    users = [(i, r) for i, (w, r) in enumerate(run) if w == "USER"]
+    assert [r for _, r in users] == ["driftline"]
+    assert users[0][0] > max(i for i, (w, _) in enumerate(run) if w == "RUN")
+    # the health check asks the worker's /healthz
+    (health,) = [r for w, r in run if w == "HEALTHCHECK"]
+    assert all(opt in health for opt in ("--interval=", "--timeout=", "--start-period="))
+    env = " ".join(r for w, r in run if w == "ENV")
+    assert "DRIFTLINE_HEALTH_URL=http://127.0.0.1:6066/healthz" in env
+    assert healthcheck_command()[:2] == ["python", "-c"]
+    assert "DRIFTLINE_HEALTH_URL" in healthcheck_command()[2]
+    spec = load_spec(ROOT / "deploy" / "pipeline.toml")
+    assert ("EXPOSE", str(spec.worker.web_port)) in run
+    assert run[-2:] == [
+        ("ENTRYPOINT", '["driftline"]'),
+        ("CMD", '["worker", "-c", "/etc/driftline/pipeline.toml", "--web-host", "0.0.0.0"]'),
+    ]
+
+
+def test_the_builders_requirements_are_the_projects_dependencies(tmp_path: Path) -> None:
+    """Runs the builder stage's requirements program on this pyproject.toml."""
+    rest = next(r for w, r in dockerfile_stages()["builder"] if w == "RUN")
+    m = re.fullmatch(r'python -c "(.+?)" "\$\{EXTRAS\}"\s+&&.+', rest)
+    assert m is not None, rest
+    (tmp_path / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for extras, expected in [
+        ("", project["dependencies"]),
+        ("parquet", [*project["dependencies"], *project["optional-dependencies"]["parquet"]]),
+    ]:
+        subprocess.run([sys.executable, "-c", m.group(1), extras], cwd=tmp_path, check=True)
+        assert (tmp_path / "requirements.txt").read_text().splitlines() == expected
+    assert not [d for d in project["dependencies"] if d.startswith("pyarrow")]
+
+
+def test_compose_turns_the_health_check_off_where_no_worker_runs(compose: dict) -> None:
+    services = compose["services"]
+    for name in ("producer", "labeller"):
+        assert services[name]["build"] == "." and services[name]["healthcheck"] == {"disable": True}
+    assert "healthcheck" not in services["worker"]  # the image's: /healthz

@@ -19,6 +19,7 @@ from driftline.agents.demo import _to_toml, named_demo_spec, worker_argv
 from driftline.agents.kafka_io import ensure_topics, existing_topics
 from driftline.agents.state import CHANGELOG_CONFIG
 from driftline.localkafka import free_port
+from tests.test_deploy import healthcheck_command
 
 pytestmark = pytest.mark.integration
 
@@ -153,6 +154,15 @@ def start(spec: Path, bootstrap: str, tmp: Path, wid: str, *options: str) -> tup
     return proc, port, log
 
 
+def docker_healthcheck(port: int) -> int:
+    """The exit status of the image's HEALTHCHECK command against the worker on ``port``."""
+    env = {**os.environ, "DRIFTLINE_HEALTH_URL": f"http://127.0.0.1:{port}/healthz"}
+    argv = healthcheck_command()
+    assert argv[0] == "python"
+    r = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30)
+    return r.returncode
+
+
 def stop(*procs: subprocess.Popen[bytes]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -179,8 +189,10 @@ def test_worker_create_topics_and_healthz_report_the_real_state(
         have = existing_topics(kafka_bootstrap)
         assert have[f"{p}.events"] == have[f"{p}.labels"] == 3
         assert have[f"driftline.{p}.state-changelog"] == 3
+        assert docker_healthcheck(port_a) == 0
     finally:
         stop(a)
+    assert docker_healthcheck(port_a) == 1  # nothing answers any more
 
     # one input partition, two workers in the group: the one without a partition is unhealthy
     q = f"ti-{unique}"
@@ -197,5 +209,8 @@ def test_worker_create_topics_and_healthz_report_the_real_state(
         assert doc["reason"] == f"no partition of {q}.events is assigned to it"
         code, doc = healthz(port_b)
         assert (code, doc["status"], doc["partitions"]) == (200, "ok", [0])
+        # the image's HEALTHCHECK passes on the working worker, fails on the idle one
+        assert docker_healthcheck(port_b) == 0
+        assert docker_healthcheck(port_c) == 1
     finally:
         stop(b, *([c] if c is not None else []))
