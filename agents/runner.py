@@ -33,8 +33,8 @@ __all__ = [
     "TransactionalRunner",
     "changelog_topic",
     "default_worker_id",
+    "describe_partitions",
     "produce_all_to_partition",
-    "topic_partitions",
 ]
 
 log = logging.getLogger("driftline.runner")
@@ -48,7 +48,7 @@ def default_worker_id() -> str:
     return socket.gethostname()
 
 
-def topic_partitions(partitions: list[TopicPartition]) -> str:
+def describe_partitions(partitions: list[TopicPartition]) -> str:
     """``events:0, events:1, labels:0`` (the same partition number of two topics is two)."""
     return ", ".join(f"{t}:{p}" for t, p in sorted((tp.topic, tp.partition) for tp in partitions))
 
@@ -140,7 +140,7 @@ class TransactionalRunner(threading.Thread):
         self.metrics.assigned.set(len(self.pipelines))
         log.info(
             "assigned partitions %s (state restored in %.2fs)",
-            topic_partitions(partitions),
+            describe_partitions(partitions),
             time.perf_counter() - t0,
         )
 
@@ -160,7 +160,7 @@ class TransactionalRunner(threading.Thread):
             self.metrics.remove_lag(tp.topic, tp.partition)
             self.metrics.remove_partition(tp.partition)
         self.metrics.assigned.set(len(self.pipelines))
-        log.info("revoked partitions %s", topic_partitions(partitions))
+        log.info("revoked partitions %s", describe_partitions(partitions))
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> None:
