@@ -33,7 +33,9 @@ def load_model(path: str | Path) -> tuple[Any, str]:
     """
     try:
         doc = pickle.loads(Path(path).read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError) as e:
+    # a file that is not a pickle fails in many ways (b"garbage" raises ValueError)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
+            KeyError, AttributeError, ImportError) as e:  # fmt: skip
         raise DriftlineError(
             f"cannot load model {path}: {e}; write it with driftline's save_model"
         ) from e
