@@ -44,6 +44,7 @@ from driftline.errors import DriftlineError, SpecError
 from driftline.streams.detectors.alarm import Alarm
 from driftline.streams.labels import JoinedBatch, float_array, floats_to_json
 from driftline.streams.model import BatchPredictor
+from driftline.streams.snapshots import check_snapshot, reading_snapshot
 
 __all__ = [
     "ImportanceEvent",
@@ -328,16 +329,11 @@ class LabelledWindow:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the state by a `snapshot` (also after a JSON round trip)."""
-        if not isinstance(state, dict) or state.get("kind") != self.kind:
-            raise DriftlineError(f"state: not a {self.kind} snapshot")
-        if state.get("params") != {"size": self.size}:
-            raise DriftlineError(f"state: snapshot params {state.get('params')} differ")
-        try:
+        check_snapshot(state, self.kind, {"size": self.size})
+        with reading_snapshot(self.kind):
             y = float_array(state["y"])
             X = float_array(state["X"], (y.shape[0], int(state["n_cols"])))
             n_skipped = int(state["n_skipped"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DriftlineError(f"state: malformed {self.kind} snapshot ({exc!r})") from exc
         self.X, self.y, self.n_skipped = X, y, n_skipped
 
 
@@ -533,14 +529,8 @@ class ImportanceMonitor:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the state by a `snapshot` (also after a JSON round trip)."""
-        if not isinstance(state, dict) or state.get("kind") != self.kind:
-            raise DriftlineError(f"state: not an {self.kind} snapshot")
-        if state.get("params") != self._params():
-            raise DriftlineError(
-                f"state: snapshot hyperparameters {state.get('params')} differ from "
-                f"{self._params()}"
-            )
-        try:
+        check_snapshot(state, self.kind, self._params())
+        with reading_snapshot(self.kind):
             ref = None if state["reference"] is None else float_array(state["reference"])
             cur = None if state["current"] is None else float_array(state["current"])
             alarms = []
@@ -549,8 +539,6 @@ class ImportanceMonitor:
                 alarm.restore(a)
                 alarms.append(alarm)
             counts = int(state["n_evaluations"]), int(state["n_ignored"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DriftlineError(f"state: malformed {self.kind} snapshot ({exc!r})") from exc
         if (ref is None) != (not alarms) or (ref is not None and ref.shape[0] != len(alarms)):
             raise DriftlineError("state: reference and alarms disagree")
         self.reference, self.current, self._alarms = ref, cur, alarms

@@ -57,6 +57,7 @@ import numpy as np
 
 from driftline.errors import DriftlineError
 from driftline.streams.params import int_param
+from driftline.streams.snapshots import check_snapshot, reading_snapshot
 
 __all__ = ["JoinedBatch", "LabelJoin", "float_array", "floats_to_json"]
 
@@ -368,6 +369,9 @@ class LabelJoin:
         """Feature columns of stored predictions (0 until a batch with features arrived)."""
         return self._n_features or 0
 
+    def _params(self) -> dict[str, int]:
+        return {"ttl_ms": self.ttl_ms, "max_pending": self.max_pending}
+
     def _counters(self) -> dict[str, int]:
         return {
             "n_joined": self.n_joined,
@@ -381,7 +385,7 @@ class LabelJoin:
         """State as plain JSON-able data; `restore` continues exactly."""
         return {
             "kind": "label_join",
-            "params": {"ttl_ms": self.ttl_ms, "max_pending": self.max_pending},
+            "params": self._params(),
             "n_features": self._n_features,
             "counters": self._counters(),
             "predictions": self._preds.snapshot(),
@@ -391,20 +395,12 @@ class LabelJoin:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the state by a `snapshot` (also after a JSON round trip)."""
-        if not isinstance(state, dict) or state.get("kind") != "label_join":
-            raise DriftlineError("state: not a label_join snapshot")
-        params = {"ttl_ms": self.ttl_ms, "max_pending": self.max_pending}
-        if state.get("params") != params:
-            raise DriftlineError(
-                f"state: snapshot hyperparameters {state.get('params')} differ from {params}"
-            )
-        try:
+        check_snapshot(state, "label_join", self._params())
+        with reading_snapshot("label_join"):
             preds = _Store.from_snapshot(state["predictions"])
             labels = _Store.from_snapshot(state["labels"])
             joined = _Store.from_snapshot(state["joined"])
             counters = {k: int(state["counters"][k]) for k in self._counters()}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DriftlineError(f"state: malformed label_join snapshot ({exc!r})") from exc
         n_features = state.get("n_features")
         self._preds, self._labels, self._joined = preds, labels, joined
         self._n_features = None if n_features is None else int(n_features)

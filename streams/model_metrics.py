@@ -44,6 +44,7 @@ from scipy.stats import rankdata
 from driftline.errors import DriftlineError, SpecError
 from driftline.streams.labels import JoinedBatch, float_array, floats_to_json
 from driftline.streams.params import int_param
+from driftline.streams.snapshots import check_snapshot, reading_snapshot
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -210,19 +211,11 @@ class _WindowMetrics:
         }
 
     def _load(self, state: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(state, dict) or state.get("kind") != self.kind:
-            raise DriftlineError(f"state: not a {self.kind} snapshot")
-        if state.get("params") != self._params():
-            raise DriftlineError(
-                f"state: snapshot hyperparameters {state.get('params')} differ from "
-                f"{self._params()}"
-            )
-        try:
+        check_snapshot(state, self.kind, self._params())
+        with reading_snapshot(self.kind):
             scores = float_array(state["scores"])
             labels = float_array(state["labels"], scores.shape)
             counts = int(state["n_seen"]), int(state["n_skipped"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DriftlineError(f"state: malformed {self.kind} snapshot ({exc!r})") from exc
         self._scores, self._labels = scores, labels
         self.n_seen, self.n_skipped = counts
         return state
@@ -423,10 +416,8 @@ class TimeWindowMetrics(_WindowMetrics):
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the state by a `snapshot` (also after a JSON round trip)."""
         self._load(state)
-        try:
+        with reading_snapshot(self.kind):
             t = np.asarray(state["t"], dtype=np.int64).reshape(self._scores.shape)
             end = None if state["end"] is None else int(state["end"])
             n_late = int(state["n_late"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DriftlineError(f"state: malformed {self.kind} snapshot ({exc!r})") from exc
         self._t, self._end, self.n_late = t, end, n_late

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from driftline.errors import DriftlineError, SpecError
+from driftline.streams.snapshots import reading_snapshot
 
 __all__ = ["PositionLog"]
 
@@ -79,11 +80,9 @@ class PositionLog:
         return {"capacity": self.capacity, "ts": self.ts.tolist(), "offsets": self.offsets.tolist()}
 
     def restore(self, state: dict[str, Any]) -> None:
-        try:
+        with reading_snapshot("position log"):
             ts = np.asarray(state["ts"], dtype=np.int64)
             off = np.asarray(state["offsets"], dtype=np.int64)
-        except (KeyError, TypeError, ValueError) as e:
-            raise DriftlineError(f"state: malformed position log ({e!r})") from e
         if ts.shape != off.shape or ts.ndim != 1:
             raise DriftlineError("state: position log columns differ in length")
         self.ts, self.offsets = ts[-self.capacity :], off[-self.capacity :]

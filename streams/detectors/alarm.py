@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from driftline.errors import DriftlineError
 from driftline.streams.params import int_param
+from driftline.streams.snapshots import reading_snapshot
 
 __all__ = ["Alarm"]
 
@@ -98,13 +98,11 @@ class Alarm:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Load a `snapshot`."""
-        try:
+        with reading_snapshot("alarm"):
             firing, run, resolved_at = (
                 bool(state["firing"]),
                 int(state["run"]),
                 state["resolved_at"],
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DriftlineError(f"state: not an alarm snapshot ({exc!r})") from exc
         self.firing, self.run = firing, run
         self.resolved_at = None if resolved_at is None else int(resolved_at)

@@ -16,6 +16,7 @@ import numpy as np
 
 from driftline.errors import DriftlineError
 from driftline.streams.params import probability_param
+from driftline.streams.snapshots import check_snapshot
 
 __all__ = [
     "FIRING",
@@ -172,14 +173,12 @@ class DriftDetector(ABC):
 
 def check_state_params(name: str, state: dict[str, Any], params: dict[str, Any]) -> None:
     """Raise `DriftlineError` unless ``state`` is a ``name`` snapshot taken with ``params``."""
-    if not isinstance(state, dict) or state.get("detector") != name:
-        got = state.get("detector") if isinstance(state, dict) else type(state).__name__
-        raise DriftlineError(f"state: not a {name!r} detector snapshot (got {got!r})")
-    if state.get("params") != params:
-        raise DriftlineError(
-            f"state: snapshot hyperparameters {state.get('params')} differ from this "
-            f"detector's {params}; restore into a detector built with the same ones"
-        )
+    check_snapshot(state, name, params, key="detector", what=detector_noun(name))
+
+
+def detector_noun(name: str) -> str:
+    """How messages name a snapshot of detector ``name``: ``'ks' detector``."""
+    return f"{name!r} detector"
 
 
 def alpha_param(value: object) -> float:

@@ -66,9 +66,11 @@ from driftline.streams.detectors.base import (
     Detection,
     DriftDetector,
     check_state_params,
+    detector_noun,
     finite_values,
 )
 from driftline.streams.params import choice_param, int_param, show
+from driftline.streams.snapshots import reading_snapshot
 
 __all__ = ["KSWindowDetector"]
 
@@ -724,7 +726,7 @@ class KSWindowDetector(AdjustableLevel, DriftDetector):
             If ``state`` is not a KS snapshot with these hyperparameters.
         """
         check_state_params(self.name, state, self._params())
-        try:
+        with reading_snapshot(detector_noun(self.name), SpecError):
             ref = np.asarray(state["reference"], dtype=np.float64)
             complete = bool(state["reference_complete"])
             window = np.asarray(state["window"], dtype=np.float64)
@@ -737,8 +739,6 @@ class KSWindowDetector(AdjustableLevel, DriftDetector):
             stat = state["statistic"]
             last = state["last"]
             alpha = self._saved_alpha(state)
-        except (KeyError, TypeError, ValueError, SpecError) as exc:
-            raise DriftlineError(f"state: not a KS detector snapshot ({exc!r})") from exc
         cap = self.window_size + (self.reference_size if self.reference_mode == "sliding" else 0)
         if (
             ref.ndim != 1

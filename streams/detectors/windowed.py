@@ -45,9 +45,11 @@ from driftline.streams.detectors.base import (
     Detection,
     DriftDetector,
     check_state_params,
+    detector_noun,
 )
 from driftline.streams.params import float_param, int_param, optional_float_param, show
 from driftline.streams.profile import OTHER, Profile
+from driftline.streams.snapshots import reading_snapshot
 
 __all__ = ["Chi2Detector", "JSDDetector", "PSIDetector", "SummaryDetector"]
 
@@ -259,7 +261,7 @@ class _Windowed(DriftDetector):
     def restore(self, state: dict[str, Any]) -> None:
         """Load a `snapshot` taken by a detector with the same hyperparameters."""
         check_state_params(self.name, state, self._params())
-        try:
+        with reading_snapshot(detector_noun(self.name)):
             prof = state["profile"]
             self._profile = None if prof is None else Profile.from_dict(prof)
             self._given_reference = bool(state["given_reference"])
@@ -275,8 +277,6 @@ class _Windowed(DriftDetector):
             self._statistic = math.nan if stat is None else float(stat)
             self._p_value = state["p_value"]
             self._detail = str(state["detail"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DriftlineError(f"state: not a {self.name} detector snapshot ({exc!r})") from exc
 
 
 class SummaryDetector(_Windowed):
@@ -554,10 +554,8 @@ class Chi2Detector(AdjustableLevel, _Categorical):
         restored from the snapshot.
         """
         check_state_params(self.name, state, self._params())
-        try:
+        with reading_snapshot(detector_noun(self.name), SpecError):
             alpha = self._saved_alpha(state)
-        except SpecError as exc:
-            raise DriftlineError(f"state: not a {self.name} detector snapshot ({exc!r})") from exc
         super().restore(state)
         self._alpha = alpha
 
