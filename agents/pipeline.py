@@ -27,7 +27,6 @@ from driftline.agents.stages.dead_letters import DeadLetters
 from driftline.agents.stages.decode import decode_batch
 from driftline.agents.stages.detect import InputDetection
 from driftline.agents.stages.encode import OutputEncoder
-from driftline.agents.stages.frame import Frame
 from driftline.agents.stages.labels import LabelStage
 from driftline.agents.stages.lateness import LateEvents
 from driftline.agents.stages.outcome import BatchOutcome, Outbound, StageTimer
@@ -177,20 +176,6 @@ class PartitionPipeline:
         self.label_stage.process(cols, out, self.engine.watermark_ms, now_ms)
         timer.lap("labels")
         return out
-
-    def _encode(
-        self,
-        out: BatchOutcome,
-        good: RecordColumns,
-        ent_arr: np.ndarray,
-        ts_arr: np.ndarray,
-        vector: dict[str, np.ndarray],
-        feats: dict[str, np.ndarray],
-        scores: np.ndarray | None,
-    ) -> None:
-        """The encode stage on given columns (``vector``: the model-input vector)."""
-        frame = Frame(good, ent_arr, ts_arr, vector, feats, vector, scores)
-        self.encoder.encode(out, frame, self.predictor, self.model_version_now)
 
     # -- state --------------------------------------------------------------------------------
     def _fingerprint(self) -> str:

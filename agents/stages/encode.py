@@ -85,7 +85,7 @@ class OutputEncoder:
                 label_j[i] = b"null"  # an input was missing: no score, no label
         else:
             label_j = [b"null"] * n
-        ingest = np.array([t or 0 for t in stamps], dtype=np.float64)
+        ingest = np.array([0 if t is None else t for t in stamps], dtype=np.float64)
         latency = np.maximum(time.time() * 1000 - ingest, 0.0)
         pid_head = orjson.dumps(f"{src_topic}:{part}:")[:-1]  # open string, offset follows
         parts = [
@@ -103,5 +103,11 @@ class OutputEncoder:
         rows = zip(off_j, ent_j, json_items(scores), label_j, *in_cols, ts_j,
                    json_items(latency), off_j, stamp_j, strict=True)  # fmt: skip
         ptopic = o.predictions_topic
-        out.messages.extend((ptopic, key, tmpl % row) for key, row in zip(keys, rows, strict=True))
+        docs = [tmpl % row for row in rows]
+        for i, t in enumerate(stamps):
+            if t is None:  # no broker append time: no latency to report (as replay does)
+                doc = orjson.loads(docs[i])
+                del doc["latency_ms"]
+                docs[i] = orjson.dumps(doc)
+        out.messages.extend((ptopic, key, doc) for key, doc in zip(keys, docs, strict=True))
         out.predictions = n

@@ -12,6 +12,7 @@ from river import linear_model
 from driftline.agents.demo import demo_spec_text
 from driftline.agents.encode import json_items, json_strings, template
 from driftline.agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord, RecordColumns
+from driftline.agents.stages.frame import Frame
 from driftline.spec import parse_spec
 from driftline.streams.model import BatchPredictor
 
@@ -65,7 +66,9 @@ def test_documents_are_what_orjson_would_write(classifier: bool) -> None:
     }
     scores = pipe.predictor.predict(np.column_stack([cols["amount"], cols["latency_ms"]]))
     out = BatchOutcome()
-    pipe._encode(out, RecordColumns.from_records(good), ents, ts, {**cols, **feats}, feats, scores)
+    vector = {**cols, **feats}
+    frame = Frame(RecordColumns.from_records(good), ents, ts, vector, feats, vector, scores)
+    pipe.encoder.encode(out, frame, pipe.predictor, pipe.model_version_now)
     fv = [v for t, _k, v in out.all_messages() if t == spec.output.features_topic]
     pr = [v for t, _k, v in out.all_messages() if t == spec.output.predictions_topic]
     assert len(fv) == len(pr) == n
@@ -101,4 +104,8 @@ def test_documents_are_what_orjson_would_write(classifier: bool) -> None:
         assert p["score"] == scores[i]
         assert p["label"] == (int(scores[i] >= 0.5) if classifier else None)
         assert p["inputs"] == {"amount": cols["amount"][i], "latency_ms": cols["latency_ms"][i]}
-        assert p["source"]["offset"] == 100 + i and p["latency_ms"] >= 0
+        assert p["source"]["offset"] == 100 + i
+        if good[i].timestamp_ms is None:  # no broker append time: no latency (was now - 0)
+            assert "latency_ms" not in p
+        else:
+            assert p["latency_ms"] >= 0
