@@ -18,13 +18,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from driftline.errors import SpecError
+from driftline.streams.params import probability_param
 
 __all__ = ["benjamini_hochberg", "bh_levels", "bonferroni"]
 
 
 def _prepare(p_values: Sequence[float | None] | np.ndarray, alpha: float) -> np.ndarray:
-    if isinstance(alpha, bool) or not 0.0 < float(alpha) < 1.0:
-        raise SpecError(f"alpha: got {alpha!r}; expected a number strictly between 0 and 1")
+    probability_param("alpha", alpha)
     p = np.array(
         [np.nan if v is None else v for v in np.asarray(p_values, dtype=object).ravel()],
         dtype=np.float64,

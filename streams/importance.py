@@ -44,6 +44,7 @@ from driftline.errors import DriftlineError, SpecError
 from driftline.streams.detectors.alarm import Alarm
 from driftline.streams.labels import JoinedBatch, float_array, floats_to_json
 from driftline.streams.model import BatchPredictor
+from driftline.streams.params import choice_param, int_param, probability_param
 from driftline.streams.snapshots import check_snapshot, reading_snapshot
 
 __all__ = [
@@ -222,10 +223,8 @@ def permutation_importance(
     >>> r.shares.tolist(), round(r.baseline_loss, 3)
     ([1.0, 0.0], 0.355)
     """
-    if loss not in LOSSES:
-        raise SpecError(f"loss: got {loss!r}; expected one of {LOSSES}")
-    if isinstance(n_repeats, bool) or not isinstance(n_repeats, int) or n_repeats < 1:
-        raise SpecError(f"n_repeats: got {n_repeats!r}; expected an integer >= 1")
+    choice_param("loss", loss, LOSSES)
+    n_repeats = int_param("n_repeats", n_repeats, 1)
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] < 2 or y.shape != (X.shape[0],):
@@ -285,9 +284,7 @@ class LabelledWindow:
     kind: ClassVar[str] = "labelled_window"
 
     def __init__(self, size: int) -> None:
-        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 2:
-            raise SpecError(f"size: got {size!r}; expected an integer >= 2")
-        self.size = int(size)
+        self.size = int_param("size", size, 2)
         self.X: np.ndarray = np.empty((0, 0))
         self.y: np.ndarray = np.empty(0)
         self.n_skipped = 0
@@ -425,16 +422,8 @@ class ImportanceMonitor:
         cooldown: int = 0,
         features: Sequence[str] | None = None,
     ) -> None:
-        if (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float | np.floating)
-            or not 0.0 < float(threshold) < 1.0
-        ):
-            raise SpecError(f"threshold: got {threshold!r}; expected a number in (0, 1)")
-        if isinstance(min_examples, bool) or not isinstance(min_examples, int) or min_examples < 1:
-            raise SpecError(f"min_examples: got {min_examples!r}; expected an integer >= 1")
-        self.threshold = float(threshold)
-        self.min_examples = int(min_examples)
+        self.threshold = probability_param("threshold", threshold)
+        self.min_examples = int_param("min_examples", min_examples, 1)
         self._alarm_params = Alarm(n_confirm, n_clear, cooldown).params()
         self.features = None if features is None else [str(f) for f in features]
         if self.features is not None and (

@@ -41,9 +41,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from scipy.stats import rankdata
 
-from driftline.errors import DriftlineError, SpecError
+from driftline.errors import DriftlineError
 from driftline.streams.labels import JoinedBatch, float_array, floats_to_json
-from driftline.streams.params import int_param
+from driftline.streams.params import choice_param, float_param, int_param
 from driftline.streams.snapshots import check_snapshot, reading_snapshot
 
 __all__ = [
@@ -162,16 +162,10 @@ class _WindowMetrics:
     kind: ClassVar[str]
 
     def __init__(self, task: str, threshold: float) -> None:
-        if task not in TASKS:
-            raise SpecError(f"task: got {task!r}; expected one of {TASKS}")
-        if (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float | np.floating)
-            or not 0.0 <= float(threshold) <= 1.0
-        ):
-            raise SpecError(f"threshold: got {threshold!r}; expected a number in [0, 1]")
-        self.task = task
-        self.threshold = float(threshold)
+        self.task = choice_param("task", task, TASKS)
+        self.threshold = float_param(
+            "threshold", threshold, low=0.0, high=1.0, low_open=False, high_open=False
+        )
         self._scores = np.empty(0, dtype=np.float64)
         self._labels = np.empty(0, dtype=np.float64)
         self.n_seen = 0
@@ -340,9 +334,7 @@ class TimeWindowMetrics(_WindowMetrics):
     ) -> None:
         super().__init__(task, threshold)
         self.window_ms = int_param("window_ms", window_ms, 1)
-        if clock not in self.CLOCKS:
-            raise SpecError(f"clock: got {clock!r}; expected one of {self.CLOCKS}")
-        self.clock = clock
+        self.clock = choice_param("clock", clock, self.CLOCKS)
         self._t = np.empty(0, dtype=np.int64)
         self._end: int | None = None
         self.n_late = 0

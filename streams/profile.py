@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from driftline.errors import DriftlineError, SpecError
+from driftline.errors import DriftlineError
+from driftline.streams.params import int_param
 
 __all__ = ["OTHER", "Profile"]
 
@@ -83,8 +84,8 @@ class Profile:
         SpecError
             If ``n_quantiles < 2`` or ``top_k < 1``.
         """
-        if n_quantiles < 2 or top_k < 1:
-            raise SpecError(f"n_quantiles/top_k: got {n_quantiles}/{top_k}; expected >= 2 and >= 1")
+        n_quantiles = int_param("n_quantiles", n_quantiles, 2)
+        top_k = int_param("top_k", top_k, 1)
         arr = np.asarray(xs)
         if arr.dtype.kind in "biuf":
             v = arr.astype(np.float64).reshape(-1)

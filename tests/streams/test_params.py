@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from driftline.errors import DriftlineError, SpecError
+from driftline.streams.fdr import bh_levels
+from driftline.streams.importance import ImportanceMonitor, LabelledWindow, permutation_importance
+from driftline.streams.model_metrics import CountWindowMetrics, TimeWindowMetrics
 from driftline.streams.params import (
     bool_param,
     choice_param,
@@ -18,6 +21,7 @@ from driftline.streams.params import (
     probability_param,
     show,
 )
+from driftline.streams.profile import Profile
 
 
 def test_spec_error_is_a_driftline_error() -> None:
@@ -150,3 +154,54 @@ def test_show_writes_values_as_a_user_would() -> None:
     assert show(np.zeros((2, 3))) == "an array of shape (2, 3)"
     assert show("x" * 200) == repr("x" * 200)[:77] + "..."
     assert show(None) == "None"
+
+
+# The checks of other modules that use these validators: one message format everywhere.
+def _refusals() -> list[tuple[object, str]]:
+    def perm(**kw: object) -> None:
+        permutation_importance(lambda a: a[:, 0], np.zeros((4, 2)), np.zeros(4), **kw)
+
+    return [
+        (
+            lambda: bh_levels([0.1], 1.0),
+            "alpha: got 1.0; expected a number strictly between 0 and 1",
+        ),
+        (lambda: perm(loss="hinge"), "loss: got 'hinge'; expected one of log_loss, squared_error"),
+        (lambda: perm(n_repeats=0), "n_repeats: got 0; expected an integer >= 1"),
+        (lambda: LabelledWindow(True), "size: got True; expected an integer >= 2"),
+        (
+            lambda: ImportanceMonitor(threshold=1.0),
+            "threshold: got 1.0; expected a number strictly between 0 and 1",
+        ),
+        (
+            lambda: ImportanceMonitor(min_examples=2.0),
+            "min_examples: got 2.0; expected an integer >= 1",
+        ),
+        (
+            lambda: CountWindowMetrics("ranking", 10),
+            "task: got 'ranking'; expected one of classification, regression",
+        ),
+        (
+            lambda: CountWindowMetrics("classification", 10, threshold=1.5),
+            "threshold: got 1.5; expected a number in [0, 1]",
+        ),
+        (
+            lambda: TimeWindowMetrics("regression", 10, clock="wall"),
+            "clock: got 'wall'; expected one of label, event",
+        ),
+        (
+            lambda: Profile.from_values(np.zeros(3), n_quantiles=1),
+            "n_quantiles: got 1; expected an integer >= 2",
+        ),
+        (
+            lambda: Profile.from_values(np.zeros(3), top_k=0),
+            "top_k: got 0; expected an integer >= 1",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("make", "message"), _refusals())
+def test_other_hyperparameters_use_the_shared_validators(make, message: str) -> None:
+    with pytest.raises(SpecError) as e:
+        make()
+    assert str(e.value) == message
