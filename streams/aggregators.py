@@ -55,15 +55,14 @@ Examples
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from driftline.errors import DriftlineError, SpecError
-from driftline.streams.params import choice_param, int_param
+from driftline.streams.params import int_param
+from driftline.streams.registry import build, register
 
 __all__ = [
     "AGGREGATIONS",
@@ -99,7 +98,19 @@ _LEVELS = 32
 
 
 # ---------------------------------------------------------------------------- reference classes
-class Count:
+class _Additive:
+    """Aggregators whose state is a number that merges by addition (a count, a sum)."""
+
+    mergeable: ClassVar[bool] = True
+
+    def merge(self, a: Any, b: Any) -> Any:
+        return a + b
+
+    def result(self, state: float) -> float:
+        return float(state)
+
+
+class Count(_Additive):
     """Number of events. State: ``int``.
 
     Examples
@@ -113,7 +124,6 @@ class Count:
     """
 
     name: ClassVar[str] = "count"
-    mergeable: ClassVar[bool] = True
 
     def initialise(self) -> int:
         return 0
@@ -121,14 +131,8 @@ class Count:
     def add(self, state: int, values: np.ndarray, ts_ms: np.ndarray | None = None) -> int:
         return state + len(values)
 
-    def merge(self, a: int, b: int) -> int:
-        return a + b
 
-    def result(self, state: int) -> float:
-        return float(state)
-
-
-class Sum:
+class Sum(_Additive):
     """Left-to-right float sum in arrival order. State: ``float``.
 
     Examples
@@ -143,7 +147,6 @@ class Sum:
     """
 
     name: ClassVar[str] = "sum"
-    mergeable: ClassVar[bool] = True
 
     def initialise(self) -> float:
         return 0.0
@@ -153,12 +156,6 @@ class Sum:
         if x.size == 0:
             return state
         return float(np.add.accumulate(np.concatenate([[state], x]))[-1])  # sequential fold
-
-    def merge(self, a: float, b: float) -> float:
-        return a + b
-
-    def result(self, state: float) -> float:
-        return float(state)
 
 
 class Mean:
@@ -447,8 +444,8 @@ class Distinct:
         return float(min(len(state), self.cap))
 
 
-class Rate:
-    """Events per second over a window of ``length_ms``. State: ``int`` count.
+class Rate(Count):
+    """Events per second over a window of ``length_ms``. State: ``int`` count (a `Count`'s).
 
     Parameters
     ----------
@@ -471,19 +468,9 @@ class Rate:
     """
 
     name: ClassVar[str] = "rate"
-    mergeable: ClassVar[bool] = True
 
     def __init__(self, length_ms: int = 1000) -> None:
         self.length_ms = int_param("length_ms", length_ms, 1, unit="milliseconds")
-
-    def initialise(self) -> int:
-        return 0
-
-    def add(self, state: int, values: np.ndarray, ts_ms: np.ndarray | None = None) -> int:
-        return state + len(values)
-
-    def merge(self, a: int, b: int) -> int:
-        return a + b
 
     def result(self, state: int) -> float:
         return state * 1000.0 / self.length_ms
@@ -530,8 +517,9 @@ class SincePrev:
         return math.nan if state is None else float(ts_ms - state)
 
 
-Aggregator = Count | Sum | Mean | Variance | Min | First | Distinct | Rate | SincePrev
-"""Any reference aggregator (`Std` is a `Variance`, `Max` a `Min`, `Last` a `First`)."""
+Aggregator = Count | Sum | Mean | Variance | Min | First | Distinct | SincePrev
+"""Any reference aggregator (`Std` is a `Variance`, `Max` a `Min`, `Last` a `First`, `Rate` a
+`Count`)."""
 
 AGGREGATORS: dict[str, type[Aggregator]] = {}
 """The aggregator registry: ``agg`` name -> reference class (see `register_aggregator`)."""
@@ -552,11 +540,7 @@ def register_aggregator(cls: A) -> A:
     >>> register_aggregator(Count) is Count
     True
     """
-    other = AGGREGATORS.get(cls.name)
-    if other is not None and other is not cls:
-        raise DriftlineError(f"agg: {cls.name!r} is already the {other.__name__} aggregator")
-    AGGREGATORS[cls.name] = cls
-    return cls
+    return register(AGGREGATORS, cls, "agg", "aggregator")
 
 
 for _cls in (Count, Sum, Mean, Variance, Std, Min, Max, First, Last, Distinct, Rate, SincePrev):
@@ -586,14 +570,7 @@ def build_aggregator(name: str, **params: Any) -> Aggregator:
     ...
     driftline.errors.SpecError: length: the rate aggregator has no parameter 'length'; ...
     """
-    cls = AGGREGATORS[choice_param("agg", name, sorted(AGGREGATORS))]
-    accepted = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
-    accepted = [n for n in accepted if n not in ("args", "kwargs")]
-    for key in params:
-        if key not in accepted:
-            takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
-            raise SpecError(f"{key}: the {name} aggregator has no parameter {key!r}; {takes}")
-    return cls(**params)
+    return build(AGGREGATORS, "agg", "aggregator", name, params)
 
 
 AGGREGATIONS: tuple[str, ...] = tuple(AGGREGATORS)

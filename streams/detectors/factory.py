@@ -13,10 +13,9 @@ Concept drift is ``ddm`` / ``hddm_a`` / ``hddm_w`` / ``page_hinkley`` on the err
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, TypeVar
 
-from driftline.errors import DriftlineError, SpecError
+from driftline.errors import DriftlineError
 from driftline.streams.detectors.adwin import AdwinDetector
 from driftline.streams.detectors.base import INPUT_KINDS, DriftDetector
 from driftline.streams.detectors.ks import KSWindowDetector
@@ -32,7 +31,7 @@ from driftline.streams.detectors.windowed import (
     PSIDetector,
     SummaryDetector,
 )
-from driftline.streams.params import choice_param
+from driftline.streams.registry import build, constructor_parameters, lookup, register
 
 __all__ = ["DETECTORS", "build_detector", "detector_parameters", "register_detector"]
 
@@ -55,15 +54,11 @@ def register_detector(cls: D) -> D:
     >>> register_detector(AdwinDetector) is AdwinDetector
     True
     """
-    other = DETECTORS.get(cls.name)
-    if other is not None and other is not cls:
-        raise DriftlineError(f"type: {cls.name!r} is already the {other.__name__} detector")
     if cls.inputs not in INPUT_KINDS:
         raise DriftlineError(
             f"{cls.__name__}.inputs: got {cls.inputs!r}; expected one of {', '.join(INPUT_KINDS)}"
         )
-    DETECTORS[cls.name] = cls
-    return cls
+    return register(DETECTORS, cls, "type", "detector")
 
 
 for _cls in (
@@ -89,8 +84,7 @@ def detector_parameters(type: str) -> list[str]:
     >>> detector_parameters("hddm_w")
     ['drift_confidence', 'warning_confidence', 'lambda_val', 'two_sided_test', 'cooldown']
     """
-    cls = DETECTORS[choice_param("type", type, sorted(DETECTORS))]
-    return [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+    return constructor_parameters(lookup(DETECTORS, "type", type))
 
 
 def build_detector(type: str, **params: Any) -> DriftDetector:
@@ -114,11 +108,4 @@ def build_detector(type: str, **params: Any) -> DriftDetector:
     ...
     driftline.errors.SpecError: alpha: the adwin detector has no parameter 'alpha'; it takes ...
     """
-    accepted = detector_parameters(type)
-    for key in params:
-        if key not in accepted:
-            raise SpecError(
-                f"{key}: the {type} detector has no parameter {key!r}; "
-                f"it takes {', '.join(accepted)}"
-            )
-    return DETECTORS[type](**params)
+    return build(DETECTORS, "type", "detector", type, params)
