@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from river.drift import ADWIN
@@ -175,14 +175,3 @@ class AdwinDetector(RiverWrapper):
                 )
         self._n_seen += vals.size
         return out
-
-    # ------------------------------------------------------------------ snapshot
-    def _params(self) -> dict[str, Any]:
-        return {
-            "delta": self.delta,
-            "clock": self.clock,
-            "max_buckets": self.max_buckets,
-            "min_window_length": self.min_window_length,
-            "grace_period": self.grace_period,
-            "cooldown": self.cooldown,
-        }

@@ -15,7 +15,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from driftline.errors import DriftlineError
+from driftline.streams.detectors.alarm import Alarm
 from driftline.streams.params import probability_param
+from driftline.streams.registry import constructor_parameters
 from driftline.streams.snapshots import check_snapshot
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "INPUT_KINDS",
     "RESOLVED",
     "AdjustableLevel",
+    "AlarmedDetector",
     "Detection",
     "DriftDetector",
     "alpha_param",
@@ -166,9 +169,45 @@ class DriftDetector(ABC):
     def snapshot(self) -> dict[str, Any]:
         """State as plain data; ``restore(snapshot())`` continues exactly."""
 
+    def _params(self) -> dict[str, Any]:
+        """The hyperparameters a snapshot records and ``restore`` checks: by default every
+        constructor argument, in order, as the attribute of the same name holds it."""
+        return {name: getattr(self, name) for name in constructor_parameters(type(self))}
+
     @abstractmethod
     def restore(self, state: dict[str, Any]) -> None:
         """Replace this detector's state by a `snapshot` taken with the same hyperparameters."""
+
+
+class AlarmedDetector(DriftDetector):
+    """A detector that evaluates a statistic now and then and fires / resolves through an
+    `streams.detectors.alarm.Alarm` (``_alarm``): the read-only state of KS and the windowed
+    detectors."""
+
+    _alarm: Alarm
+    _statistic: float
+    _n_seen: int
+    _n_eval: int
+
+    @property
+    def drift_detected(self) -> bool:
+        """True between a firing and the following resolution."""
+        return self._alarm.firing
+
+    @property
+    def statistic(self) -> float:
+        """Statistic of the last evaluation (NaN before the first)."""
+        return self._statistic
+
+    @property
+    def n_seen(self) -> int:
+        """Values consumed (see the class docstring for which count)."""
+        return self._n_seen
+
+    @property
+    def n_evaluations(self) -> int:
+        """Evaluations (tests) so far."""
+        return self._n_eval
 
 
 def check_state_params(name: str, state: dict[str, Any], params: dict[str, Any]) -> None:

@@ -63,8 +63,8 @@ from driftline.streams.detectors._ksexact import (
 from driftline.streams.detectors.alarm import Alarm
 from driftline.streams.detectors.base import (
     AdjustableLevel,
+    AlarmedDetector,
     Detection,
-    DriftDetector,
     check_state_params,
     detector_noun,
     finite_values,
@@ -93,7 +93,7 @@ def _slots(u: np.ndarray, x: np.ndarray) -> np.ndarray:
     return 2 * j + eq
 
 
-class KSWindowDetector(AdjustableLevel, DriftDetector):
+class KSWindowDetector(AdjustableLevel, AlarmedDetector):
     """Exact KS test of a reference sample against a current window, after every event.
 
     The current window is the last ``window_size`` values (modes ``"fixed"``, ``"sliding"``) or
@@ -102,6 +102,8 @@ class KSWindowDetector(AdjustableLevel, DriftDetector):
     ``p < alpha``. The detector fires after ``n_confirm`` consecutive beyond evaluations,
     resolves after ``n_clear`` consecutive ones with ``p >= alpha``, and does not fire again
     within ``cooldown`` values of a resolution. `update_many` returns a `Detection` per change.
+    ``statistic`` is the KS D of the last evaluation as ``ks_2samp`` reports it; ``n_seen``
+    counts the finite values consumed (late ones excluded), reference included.
 
     Parameters
     ----------
@@ -273,31 +275,11 @@ class KSWindowDetector(AdjustableLevel, DriftDetector):
 
     # ------------------------------------------------------------------ state
     @property
-    def drift_detected(self) -> bool:
-        """True between a firing and the following resolution."""
-        return self._alarm.firing
-
-    @property
-    def statistic(self) -> float:
-        """KS D of the last evaluation (NaN before the first), as ``ks_2samp`` reports it."""
-        return self._statistic
-
-    @property
     def p_value(self) -> float | None:
         """p-value of the last evaluation (None before the first), as ``ks_2samp`` reports it."""
         if self._last is None:
             return None
         return ks_pvalue(*self._last)
-
-    @property
-    def n_seen(self) -> int:
-        """Finite values consumed (late ones excluded), reference included."""
-        return self._n_seen
-
-    @property
-    def n_evaluations(self) -> int:
-        """Number of KS tests run so far."""
-        return self._n_eval
 
     @property
     def n_late(self) -> int:

@@ -59,9 +59,6 @@ class _RiverDetector(RiverWrapper):
     def _new_river(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _params(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
     def _stat(self) -> float:
         return self._sum / self._n if self._n else math.nan
 
@@ -184,16 +181,6 @@ class PageHinkleyDetector(_RiverDetector):
     def _new_river(self) -> PageHinkley:
         return PageHinkley(self.min_instances, self.delta, self.threshold, self.alpha, self.mode)
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "min_instances": self.min_instances,
-            "delta": self.delta,
-            "threshold": self.threshold,
-            "alpha": self.alpha,
-            "mode": self.mode,
-            "cooldown": self.cooldown,
-        }
-
     def _threshold(self) -> float:
         return self.threshold
 
@@ -259,14 +246,6 @@ class DDMDetector(_RiverDetector):
     def _new_river(self) -> DDM:
         return DDM(self.warm_start, self.warning_threshold, self.drift_threshold)
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "warm_start": self.warm_start,
-            "warning_threshold": self.warning_threshold,
-            "drift_threshold": self.drift_threshold,
-            "cooldown": self.cooldown,
-        }
-
     def _threshold(self) -> float:
         return self.drift_threshold
 
@@ -291,18 +270,6 @@ class _HDDM(_RiverDetector):
 
     def _threshold(self) -> float:
         return self.drift_confidence
-
-    def _params(self) -> dict[str, Any]:
-        return {
-            "drift_confidence": self.drift_confidence,
-            "warning_confidence": self.warning_confidence,
-            **self._own_params(),
-            "two_sided_test": self.two_sided_test,
-            "cooldown": self.cooldown,
-        }
-
-    def _own_params(self) -> dict[str, Any]:
-        return {}
 
 
 class HDDMADetector(_HDDM):
@@ -394,6 +361,3 @@ class HDDMWDetector(_HDDM):
         return HDDMW(
             self.drift_confidence, self.warning_confidence, self.lambda_val, self.two_sided_test
         )
-
-    def _own_params(self) -> dict[str, Any]:
-        return {"lambda_val": self.lambda_val}

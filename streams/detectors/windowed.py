@@ -42,8 +42,8 @@ from driftline.errors import DriftlineError, SpecError
 from driftline.streams.detectors.alarm import Alarm
 from driftline.streams.detectors.base import (
     AdjustableLevel,
+    AlarmedDetector,
     Detection,
-    DriftDetector,
     check_state_params,
     detector_noun,
 )
@@ -56,8 +56,11 @@ __all__ = ["Chi2Detector", "JSDDetector", "PSIDetector", "SummaryDetector"]
 PSI_EPS = 1e-4
 
 
-class _Windowed(DriftDetector):
-    """Sliding count window + schedule + alarm; subclasses implement `_evaluate`."""
+class _Windowed(AlarmedDetector):
+    """Sliding count window + schedule + alarm; subclasses implement `_evaluate`.
+
+    ``n_seen`` counts every value consumed, nulls included (they matter for the null rate).
+    """
 
     _categorical: ClassVar[bool] = False
 
@@ -114,29 +117,9 @@ class _Windowed(DriftDetector):
 
     # ------------------------------------------------------------------ state
     @property
-    def drift_detected(self) -> bool:
-        """True between a firing and the following resolution."""
-        return self._alarm.firing
-
-    @property
-    def statistic(self) -> float:
-        """Statistic of the last evaluation (NaN before the first)."""
-        return self._statistic
-
-    @property
     def p_value(self) -> float | None:
         """p-value of the last evaluation (chi-square only)."""
         return self._p_value
-
-    @property
-    def n_seen(self) -> int:
-        """Values consumed, nulls included (they matter for the null rate)."""
-        return self._n_seen
-
-    @property
-    def n_evaluations(self) -> int:
-        """Evaluations so far."""
-        return self._n_eval
 
     @property
     def reference_profile(self) -> Profile | None:
