@@ -428,6 +428,35 @@ class LabelJoin:
             )
         return f
 
+    def _meet(
+        self, ids: np.ndarray, t: np.ndarray, own: _Store, other: _Store
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
+        """Match a batch of one side (predictions or labels, stored in ``own``) with the rows of
+        the other side waiting in ``other``.
+
+        Returns ``keep`` (the batch rows that take part: the first row of each id that is neither
+        waiting in ``own`` nor already joined), and for the kept rows the other side's waiting
+        row (-1 if none), its time, whether the two join (``close``: within ``ttl_ms``), then the
+        number of rows not kept (duplicates) and of waiting rows too far away to join.
+        """
+        first = _first_rows(ids)
+        seen = (own.lookup(ids[first]) >= 0) | (self._joined.lookup(ids[first]) >= 0)
+        keep = first[~seen]
+        n_dup = ids.shape[0] - keep.shape[0]
+        ids, t = ids[keep], t[keep]
+        row = other.lookup(ids)
+        has = row >= 0
+        t_other = other.t[np.where(has, row, 0)] if other.t.size else t
+        close = has & (np.abs(t - t_other) <= self.ttl_ms)
+        return keep, row, t_other, close, n_dup, int(np.count_nonzero(has & ~close))
+
+    def _wait(
+        self, own: _Store, ids: np.ndarray, t: np.ndarray, vals: np.ndarray, wait: np.ndarray
+    ) -> int:
+        """Store the rows ``wait`` in ``own``; return how many old rows that evicted."""
+        own.append(ids[wait], t[wait], vals[wait])
+        return own.evict(self.max_pending)
+
     def _batch(
         self,
         ids: np.ndarray,
@@ -492,24 +521,14 @@ class LabelJoin:
                 feats,
             ]
         )
-        first = _first_rows(ids)
-        self.n_duplicate_predictions += n - first.size
-        ids, t, vals = ids[first], t[first], vals[first]
-        seen = (self._preds.lookup(ids) >= 0) | (self._joined.lookup(ids) >= 0)
-        self.n_duplicate_predictions += int(seen.sum())
-        ids, t, vals = ids[~seen], t[~seen], vals[~seen]
-        lrow = self._labels.lookup(ids)
-        has = lrow >= 0
-        t_label = self._labels.t[np.where(has, lrow, 0)] if self._labels.t.size else t
-        close = has & (np.abs(t_label - t) <= self.ttl_ms)
-        far = has & ~close
-        self.n_unmatched_labels += int(far.sum())
+        keep, lrow, t_label, close, n_dup, n_far = self._meet(ids, t, self._preds, self._labels)
+        self.n_duplicate_predictions += n_dup
+        self.n_unmatched_labels += n_far
+        ids, t, vals = ids[keep], t[keep], vals[keep]
         joined_labels = self._labels.vals[lrow[close], 0]
-        self._labels.remove(lrow[has])
+        self._labels.remove(lrow[lrow >= 0])
         out = self._batch(ids[close], t[close], t_label[close], vals[close], joined_labels)
-        wait = ~close
-        self._preds.append(ids[wait], t[wait], vals[wait])
-        self.n_expired_predictions += self._preds.evict(self.max_pending)
+        self.n_expired_predictions += self._wait(self._preds, ids, t, vals, ~close)
         return out
 
     def add_labels(
@@ -538,24 +557,14 @@ class LabelJoin:
         n = ids.shape[0]
         y = _column(labels, n, "labels", np.float64)
         t = _column(label_time_ms, n, "label_time_ms", np.int64)
-        first = _first_rows(ids)
-        self.n_duplicate_labels += n - first.size
-        ids, y, t = ids[first], y[first], t[first]
-        seen = (self._labels.lookup(ids) >= 0) | (self._joined.lookup(ids) >= 0)
-        self.n_duplicate_labels += int(seen.sum())
-        ids, y, t = ids[~seen], y[~seen], t[~seen]
-        prow = self._preds.lookup(ids)
-        has = prow >= 0
-        t_pred = self._preds.t[np.where(has, prow, 0)] if self._preds.t.size else t
-        close = has & (np.abs(t - t_pred) <= self.ttl_ms)
-        far = has & ~close
-        self.n_expired_predictions += int(far.sum())
+        keep, prow, t_pred, close, n_dup, n_far = self._meet(ids, t, self._labels, self._preds)
+        self.n_duplicate_labels += n_dup
+        self.n_expired_predictions += n_far
+        ids, y, t = ids[keep], y[keep], t[keep]
         pvals = self._preds.vals[prow[close]]
-        self._preds.remove(prow[has])
+        self._preds.remove(prow[prow >= 0])
         out = self._batch(ids[close], t_pred[close], t[close], pvals, y[close])
-        wait = ~close
-        self._labels.append(ids[wait], t[wait], y[wait])
-        self.n_unmatched_labels += self._labels.evict(self.max_pending)
+        self.n_unmatched_labels += self._wait(self._labels, ids, t, y, ~close)
         return out
 
     def expire(self, now_ms: int) -> int:
