@@ -13,7 +13,7 @@ value at (or, for an event that does not match the filter, just before) its own 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, NamedTuple
@@ -443,6 +443,17 @@ class TimeWindowState(WindowState):
                     self.c["dist"][r, j] = None if vals is None else dict.fromkeys(vals)
 
 
+def _stored(column: str) -> Callable[[TimeWindowColumns, str | None], np.ndarray]:
+    """The `WindowColumns` quantity of that name, read from the state column of that name."""
+
+    def read(self: TimeWindowColumns, field: str | None) -> np.ndarray:
+        return self._field(column, field)
+
+    read.__name__ = column
+    read.__qualname__ = f"TimeWindowColumns.{column}"
+    return memoized(read)
+
+
 class TimeWindowColumns(WindowColumns):
     """Per output row: the running state of its window at its own position in the batch (the
     last contributing row at or before it, else the window's prior state)."""
@@ -481,9 +492,12 @@ class TimeWindowColumns(WindowColumns):
         j = self._state.column_fields(column).index(field)  # type: ignore[arg-type]
         return self._gather(column, j)
 
-    @memoized
-    def sum(self, field: str | None) -> np.ndarray:
-        return self._field("sum", field)
+    # the quantities the state keeps as they are, one column each
+    sum = _stored("sum")
+    min = _stored("min")
+    max = _stored("max")
+    first = _stored("first")
+    last = _stored("last")
 
     @memoized
     def var(self, field: str | None) -> np.ndarray:
@@ -493,22 +507,6 @@ class TimeWindowColumns(WindowColumns):
             val = np.maximum(s2 - s1 * s1 / n, 0.0) / (n - 1)
         val[n < 2] = np.nan
         return val
-
-    @memoized
-    def min(self, field: str | None) -> np.ndarray:
-        return self._field("min", field)
-
-    @memoized
-    def max(self, field: str | None) -> np.ndarray:
-        return self._field("max", field)
-
-    @memoized
-    def first(self, field: str | None) -> np.ndarray:
-        return self._field("first", field)
-
-    @memoized
-    def last(self, field: str | None) -> np.ndarray:
-        return self._field("last", field)
 
     @memoized
     def distinct(self, field: str | None) -> np.ndarray:
