@@ -14,9 +14,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from driftline.errors import DriftlineError
+from driftline.errors import DriftlineError, SpecError
 from driftline.streams.detectors.alarm import Alarm
-from driftline.streams.params import probability_param
+from driftline.streams.params import int_param, probability_param, show
 from driftline.streams.registry import constructor_parameters
 from driftline.streams.snapshots import check_snapshot
 
@@ -30,6 +30,7 @@ __all__ = [
     "DriftDetector",
     "alpha_param",
     "finite_values",
+    "min_samples_param",
 ]
 
 FIRING: Literal["firing"] = "firing"
@@ -233,6 +234,27 @@ def alpha_param(value: object) -> float:
     driftline.errors.SpecError: alpha: got 2.0; expected a number strictly between 0 and 1
     """
     return probability_param("alpha", value)
+
+
+def min_samples_param(min_samples: object, window_size: int) -> int:
+    """``min_samples`` of a detector on a sliding window of ``window_size`` values: an integer in
+    ``[1, window_size]``, None for ``window_size`` (`SpecError` otherwise).
+
+    Examples
+    --------
+    >>> min_samples_param(None, 500), min_samples_param(100, 500)
+    (500, 100)
+    >>> min_samples_param(600, 500)
+    Traceback (most recent call last):
+    ...
+    driftline.errors.SpecError: min_samples: got 600; expected at most window_size (500)
+    """
+    m = int_param("min_samples", window_size if min_samples is None else min_samples, 1)
+    if m > window_size:
+        raise SpecError(
+            f"min_samples: got {show(min_samples)}; expected at most window_size ({window_size})"
+        )
+    return m
 
 
 class AdjustableLevel:

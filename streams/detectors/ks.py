@@ -68,6 +68,7 @@ from driftline.streams.detectors.base import (
     check_state_params,
     detector_noun,
     finite_values,
+    min_samples_param,
 )
 from driftline.streams.params import choice_param, int_param, show
 from driftline.streams.snapshots import reading_snapshot
@@ -211,13 +212,7 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
                     "uses it: leave it out, or set that mode"
                 )
             self.window_ms = None
-            m = self.window_size if min_samples is None else min_samples
-            self.min_samples = int_param("min_samples", m, 1)
-            if self.min_samples > self.window_size:
-                raise SpecError(
-                    f"min_samples: got {show(min_samples)}; expected at most window_size "
-                    f"({self.window_size})"
-                )
+            self.min_samples = min_samples_param(min_samples, self.window_size)
         if reference is not None:
             if reference_mode != "fixed":
                 raise SpecError(

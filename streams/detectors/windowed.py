@@ -46,8 +46,9 @@ from driftline.streams.detectors.base import (
     Detection,
     check_state_params,
     detector_noun,
+    min_samples_param,
 )
-from driftline.streams.params import float_param, int_param, optional_float_param, show
+from driftline.streams.params import float_param, int_param, optional_float_param
 from driftline.streams.profile import OTHER, Profile
 from driftline.streams.snapshots import reading_snapshot
 
@@ -79,12 +80,7 @@ class _Windowed(AlarmedDetector):
         self.window_size = int_param("window_size", window_size, 1)
         self.reference_size = int_param("reference_size", reference_size, 1)
         self.stride = int_param("stride", stride, 1)
-        m = self.window_size if min_samples is None else min_samples
-        self.min_samples = int_param("min_samples", m, 1)
-        if self.min_samples > self.window_size:
-            raise SpecError(
-                f"min_samples: got {show(m)}; expected at most window_size ({self.window_size})"
-            )
+        self.min_samples = min_samples_param(min_samples, self.window_size)
         self._alarm = Alarm(n_confirm, n_clear, cooldown)
         self._profile: Profile | None = None
         if reference is not None:
