@@ -29,7 +29,9 @@ def _fail(command: str, exc: KafkaLauncherError) -> int:
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
-    kafka = LocalKafka(port=args.port, data_dir=args.data_dir)
+    kafka = LocalKafka(
+        port=args.port, data_dir=args.data_dir, auto_create_topics=args.auto_create_topics
+    )
     started = time.monotonic()
     try:
         bootstrap = kafka.start(timeout_s=args.timeout)
@@ -43,6 +45,8 @@ def _cmd_start(args: argparse.Namespace) -> int:
     print(f"  data dir:  {kafka.data_dir}")
     print(f"  log:       {kafka.log_file}")
     print(f"  stop with: driftline kafka stop --data-dir {kafka.data_dir}")
+    if not kafka.auto_create_topics and not kafka.already_running:
+        print("  topics:    not auto-created: driftline topics create -c SPEC makes a pipeline's")
     return 0
 
 
@@ -161,7 +165,8 @@ def add_kafka_parser(subparsers: Any) -> None:
         "start the broker in the background and wait until it answers",
         "example:\n  driftline kafka start --port 19092 --data-dir /tmp/kafka-dev\n\n"
         "Idempotent: if the data dir already has a running broker, its address is printed.\n"
-        "Data survives restarts; delete the data dir for a fresh cluster.",
+        "Data survives restarts; delete the data dir for a fresh cluster. Topics are not\n"
+        "auto-created (unless --auto-create-topics): driftline topics create -c SPEC makes them.",
         _cmd_start,
     )
     start.add_argument("--port", type=int, default=9092, help="client port (default: 9092)")
@@ -172,6 +177,12 @@ def add_kafka_parser(subparsers: Any) -> None:
         default=60.0,
         metavar="S",
         help="seconds to wait for the broker to answer (default: 60)",
+    )
+    start.add_argument(
+        "--auto-create-topics",
+        action="store_true",
+        help="let the broker create any topic a client names (one partition, default configs); "
+        "off by default: create a pipeline's topics with `driftline topics create`",
     )
 
     status = _sub(

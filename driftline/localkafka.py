@@ -101,7 +101,7 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
+auto.create.topics.enable={auto_create}
 message.max.bytes=4194304
 """
 
@@ -303,8 +303,13 @@ class LocalKafka:
         data_dir: Path | None = None,
         version: str = KAFKA_VERSION,
         heap: str = "768m",
+        auto_create_topics: bool = False,
     ) -> None:
         self.port = port
+        #: broker-side auto-creation of topics a client names (one partition, default configs).
+        #: Off by default: a producer naming a missing topic gets an error instead of a silent
+        #: one-partition topic (``driftline topics create`` makes a pipeline's topics).
+        self.auto_create_topics = auto_create_topics
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.version = version
         self.heap = heap
@@ -362,6 +367,7 @@ class LocalKafka:
                 port=self.port,
                 controller_port=controller_port,
                 log_dir=self.data_dir / "log",
+                auto_create=str(self.auto_create_topics).lower(),
             )
         )
         return props

@@ -210,3 +210,43 @@ def test_cli_stop_and_status_take_the_port_start_took(tmp_path: Path) -> None:
         assert _pid_gone(pid)
     finally:
         LocalKafka(data_dir=data_dir).stop()
+
+
+def _produce_error(bootstrap: str, topic: str) -> str | None:
+    """The delivery error of one message to ``topic`` (None if delivered)."""
+    errors: list[str | None] = []
+    producer = Producer({"bootstrap.servers": bootstrap, "topic.metadata.propagation.max.ms": 1000,
+                         "message.timeout.ms": 20_000})  # fmt: skip
+    producer.produce(
+        topic, b"x", on_delivery=lambda err, _msg: errors.append(None if err is None else str(err))
+    )
+    producer.flush(30)
+    assert len(errors) == 1
+    return errors[0]
+
+
+@pytest.mark.integration
+def test_the_broker_creates_no_topic_a_client_names_unless_asked(tmp_path: Path) -> None:
+    """A producer to a missing topic gets an error instead of a silent one-partition topic."""
+    data_dir = tmp_path / "no-auto-kafka"
+    port = free_port()
+    try:
+        start = _cli("start", "--port", str(port), "--data-dir", str(data_dir), "--timeout", "90")
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert "not auto-created: driftline topics create -c SPEC" in start.stdout
+        props = (data_dir / "server.properties").read_text()
+        assert "auto.create.topics.enable=false" in props.splitlines()
+        bootstrap = f"127.0.0.1:{port}"
+        err = _produce_error(bootstrap, "nobody-made-me")
+        assert err is not None and "UNKNOWN_TOPIC" in err.upper().replace(" ", "_"), err
+        assert "nobody-made-me" not in _topics(bootstrap)
+        assert _cli("stop", "--data-dir", str(data_dir)).returncode == 0
+
+        start = _cli("start", "--port", str(port), "--data-dir", str(data_dir), "--timeout", "90",
+                     "--auto-create-topics")  # fmt: skip
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert "auto.create.topics.enable=true" in (data_dir / "server.properties").read_text()
+        assert _produce_error(bootstrap, "made-on-first-use") is None
+        assert "made-on-first-use" in _topics(bootstrap)
+    finally:
+        LocalKafka(data_dir=data_dir).stop()
