@@ -258,10 +258,10 @@ class _HDDM(_RiverDetector):
 
     def __init__(
         self,
-        drift_confidence: float,
-        warning_confidence: float,
-        two_sided_test: bool,
-        cooldown: int,
+        drift_confidence: float = 0.001,
+        warning_confidence: float = 0.005,
+        two_sided_test: bool = False,
+        cooldown: int = 1000,
     ) -> None:
         self.drift_confidence = probability_param("drift_confidence", drift_confidence)
         self.warning_confidence = probability_param("warning_confidence", warning_confidence)
@@ -300,15 +300,6 @@ class HDDMADetector(_HDDM):
     """
 
     name: ClassVar[str] = "hddm_a"
-
-    def __init__(
-        self,
-        drift_confidence: float = 0.001,
-        warning_confidence: float = 0.005,
-        two_sided_test: bool = False,
-        cooldown: int = 1000,
-    ) -> None:
-        super().__init__(drift_confidence, warning_confidence, two_sided_test, cooldown)
 
     def _new_river(self) -> HDDMA:
         return HDDMA(self.drift_confidence, self.warning_confidence, self.two_sided_test)
