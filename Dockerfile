@@ -44,8 +44,9 @@ USER driftline
 WORKDIR /home/driftline
 EXPOSE 6066
 # /healthz answers 200 only while the worker's loop runs with partitions and keeps up (503 and
-# the reason otherwise); a refused connection fails too. Other commands (produce-synthetic,
-# label-synthetic) serve no /healthz: docker-compose.yml turns the check off for them.
+# the reason otherwise); a refused connection fails too. A worker on another web port: set
+# DRIFTLINE_HEALTH_URL. Other commands (produce-synthetic, label-synthetic) serve no /healthz:
+# docker-compose.yml turns the check off for them.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['DRIFTLINE_HEALTH_URL'], timeout=4)"]
 ENTRYPOINT ["driftline"]
