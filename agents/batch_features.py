@@ -24,7 +24,13 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from tqdm import tqdm
 
-from driftline.agents.kafka_io import ensure_topics, make_producer, produce_all, wait_for_broker
+from driftline.agents.kafka_io import (
+    KAFKA_LOG,
+    ensure_topics,
+    make_producer,
+    produce_all,
+    wait_for_broker,
+)
 from driftline.errors import DriftlineError
 from driftline.io_files import count_records, read_records
 from driftline.spec import BatchFeaturesSpec
@@ -218,6 +224,7 @@ class BatchFeatureCache:
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
+            "logger": KAFKA_LOG,
         })  # fmt: skip
         try:
             md = c.list_topics(timeout=30)

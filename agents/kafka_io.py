@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata
 
 from driftline.errors import DriftlineError
 
+#: librdkafka's own log lines (broker down, coordinator moved, ...) go through Python logging, so
+#: they carry the worker's format (one JSON object per line with --log-format json) and its
+#: redaction, instead of raw text on stderr. Set as "logger" on every client the worker makes.
+KAFKA_LOG = logging.getLogger("driftline.kafka")
+
 
 def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+    return AdminClient({"bootstrap.servers": bootstrap, "logger": KAFKA_LOG})
 
 
 def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
@@ -80,14 +86,23 @@ def ensure_topics(
         except KafkaException as e:
             if "TOPIC_ALREADY_EXISTS" not in str(e):
                 raise DriftlineError(f"cannot create topic {t}: {e}") from e
-    # metadata propagates asynchronously; wait until every topic is visible
+    # metadata propagates asynchronously: wait until every partition of every new topic has a
+    # leader, else a consumer subscribing now can be assigned only the partitions it saw (and
+    # would not see the rest until its next metadata refresh, minutes later)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         md = a.list_topics(timeout=10)
-        if all(t in md.topics and not md.topics[t].error for t in missing):
+        if all(_ready(md.topics.get(t), partitions) for t in missing):
             break
         time.sleep(0.2)
     return [t for t in missing if t in created]
+
+
+def _ready(topic: TopicMetadata | None, partitions: int) -> bool:
+    """``topic`` is visible with all its ``partitions``, each with a leader."""
+    if topic is None or topic.error is not None or len(topic.partitions) < partitions:
+        return False
+    return all(p.error is None and p.leader >= 0 for p in topic.partitions.values())
 
 
 def make_producer(bootstrap: str, **extra: str | int) -> Producer:
@@ -99,6 +114,7 @@ def make_producer(bootstrap: str, **extra: str | int) -> Producer:
         "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
+        "logger": KAFKA_LOG,
     }
     conf.update(extra)
     return Producer(conf)

@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from driftline.agents.batch_metrics import Outcome
 from driftline.agents.commit import CommitStrategy, StrategyContext, commit_strategy
 from driftline.agents.commit.base import produce_all_to_partition
+from driftline.agents.kafka_io import KAFKA_LOG
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.partitions import OwnedPartitions
 from driftline.agents.pipeline import PartitionPipeline, RecordColumns
@@ -191,6 +192,7 @@ class TransactionalRunner(threading.Thread):
                 "queued.max.messages.kbytes": 256 * 1024,
                 # the same partition number of the input and labels topics on one worker
                 "partition.assignment.strategy": "range",
+                "logger": KAFKA_LOG,
             }
         )
         producer = Producer(
@@ -206,6 +208,7 @@ class TransactionalRunner(threading.Thread):
                 "message.max.bytes": 2 * CHUNK_BYTES + 65_536,
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,
+                "logger": KAFKA_LOG,
             }
         )
         return consumer, producer

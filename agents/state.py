@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from driftline.agents.kafka_io import KAFKA_LOG
 from driftline.errors import DriftlineError
 from driftline.streams.label_log import check_log_entry
 
@@ -286,6 +287,7 @@ def read_changelog_partition(
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
             "fetch.max.bytes": 64 * 1024 * 1024,
+            "logger": KAFKA_LOG,
         }
     )
     latest = ChangelogRecords(topic, partition)
