@@ -57,7 +57,6 @@ import importlib.util
 import json
 import logging
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -78,11 +77,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from driftline.agents.batch_features import BatchFeatureCache, load_batch_features
 from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
-from driftline.agents.kafka_io import ensure_topics, make_producer, wait_for_broker
+from driftline.agents.kafka_io import ensure_topics, make_producer
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
 from driftline.agents.synthetic import SyntheticStream
-from driftline.localkafka import LocalKafka, free_port
+from driftline.localkafka import free_port
 from driftline.spec import PipelineSpec, parse_spec
 
 HERE = Path(__file__).resolve().parent
@@ -908,16 +907,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
 
     bootstrap, broker = None, ""
     if not args.skip_e2e:
-        bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if bootstrap:
-            broker = "external broker"
-        else:
-            log("starting a local Apache Kafka broker ...")
-            kafka = LocalKafka(port=free_port(), data_dir=tmp / "kafka")
-            stack.callback(kafka.stop)
-            bootstrap = kafka.start(timeout_s=120)
-            broker = f"local Apache Kafka (driftline.localkafka, heap {kafka.heap})"
-        wait_for_broker(bootstrap, 60)
+        bootstrap, broker, _ = pb.given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
         print(facts(bootstrap, broker), flush=True)
     else:
         print(facts("-", "none (--skip-e2e)"), flush=True)

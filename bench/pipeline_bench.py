@@ -697,24 +697,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def given_or_local_broker(
+    bootstrap: str | None, stack: ExitStack, data_dir: Path
+) -> tuple[str, str, LocalKafka | None]:
+    """``bootstrap`` (else $KAFKA_BOOTSTRAP_SERVERS), else a local Apache Kafka broker stopped with
+    ``stack``: its bootstrap, a description for the report, and the launcher if one was started."""
+    bootstrap = bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    kafka = None
+    if bootstrap:
+        broker = "external broker"
+    else:
+        log("starting a local Apache Kafka broker ...")
+        kafka = LocalKafka(port=free_port(), data_dir=data_dir)
+        stack.callback(kafka.stop)
+        bootstrap = kafka.start(timeout_s=120)
+        broker = f"local Apache Kafka (driftline.localkafka, heap {kafka.heap})"
+    wait_for_broker(bootstrap, 60)
+    return bootstrap, broker, kafka
+
+
 def run(args: argparse.Namespace, stack: ExitStack) -> int:
     n: int = args.events
     # the pipeline logs each dead letter at WARNING; they are counted in the report instead
     logging.getLogger("driftline").setLevel(logging.ERROR)
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftline-bench-")))
-    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap, broker, kafka = given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
     broker_pid: int | None = None
-    if bootstrap:
-        broker = "external broker"
-    else:
-        log("starting a local Apache Kafka broker ...")
-        kafka = LocalKafka(port=free_port(), data_dir=tmp / "kafka")
-        stack.callback(kafka.stop)
-        bootstrap = kafka.start(timeout_s=120)
+    if kafka is not None:
         with contextlib.suppress(OSError, ValueError, KeyError):
             broker_pid = int(json.loads(kafka.state_file.read_text())["pid"])
-        broker = f"local Apache Kafka (driftline.localkafka, heap {kafka.heap})"
-    wait_for_broker(bootstrap, 60)
 
     run_id = uuid.uuid4().hex[:8]
     topic = f"bench-{run_id}.events"
