@@ -54,6 +54,13 @@ def _need_bootstrap(args: argparse.Namespace) -> str:
     return bootstrap
 
 
+def _args(args: argparse.Namespace, *names: str, **renamed: str) -> dict[str, Any]:
+    """Keyword arguments from parsed options: ``names`` as they are, ``param="option"`` renamed."""
+    return {name: getattr(args, name) for name in names} | {
+        param: getattr(args, option) for param, option in renamed.items()
+    }
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     from driftline.agents.worker import run_worker
     from driftline.spec import load_spec
@@ -83,10 +90,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(
         bootstrap=_bootstrap(args),
-        events=args.events,
-        shift_at=args.shift_at,
-        timeout_s=args.timeout,
-        web_port=args.web_port,
+        **_args(args, "events", "shift_at", "web_port", timeout_s="timeout"),
     )
 
 
@@ -95,9 +99,8 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
     bootstrap = _need_bootstrap(args)
     return run_labeller(
-        args.config, bootstrap, shift_at=args.shift_at, seed=args.seed, share=args.share,
-        seconds=args.seconds,
-    )  # fmt: skip
+        args.config, bootstrap, **_args(args, "shift_at", "seed", "share", "seconds")
+    )
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
@@ -105,12 +108,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
     bootstrap = _need_bootstrap(args)
     return produce_synthetic(
-        bootstrap,
-        args.topic,
-        events=args.events,
-        shift_at=args.shift_at,
-        rate=args.rate,
-        seed=args.seed,
+        bootstrap, args.topic, **_args(args, "events", "shift_at", "rate", "seed")
     )
 
 
@@ -126,10 +124,7 @@ def _cmd_alerts_tail(args: argparse.Namespace) -> int:
     return tail_alerts(
         bootstrap,
         topic or default_of("output.alerts_topic"),
-        from_beginning=args.from_beginning,
-        as_json=args.json,
-        max_alerts=args.max,
-        timeout_s=args.timeout,
+        **_args(args, "from_beginning", as_json="json", max_alerts="max", timeout_s="timeout"),
     )
 
 
@@ -152,13 +147,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         spec,
         args.input,
         args.output,
-        partitions=args.partitions,
-        partitioner=args.partitioner,
-        predictions_path=args.predictions,
-        alerts_path=args.alerts,
-        dead_letters_path=args.dlq,
         progress=not args.no_progress,
-        batch_features_path=args.batch_features,
+        **_args(
+            args,
+            "partitions",
+            "partitioner",
+            predictions_path="predictions",
+            alerts_path="alerts",
+            dead_letters_path="dlq",
+            batch_features_path="batch_features",
+        ),
     )
     dead = ", ".join(f"{k}={v}" for k, v in sorted(stats.dead_letters.items())) or "none"
     print(
@@ -199,9 +197,8 @@ def _cmd_bf_load(args: argparse.Namespace) -> int:
         bf,
         _need_bootstrap(args),
         args.file,
-        version=args.version,
-        partitions=args.partitions,
         progress=not args.no_progress,
+        **_args(args, "version", "partitions"),
     )
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(stats.rejected.items())) or "none"
     print(f"loaded {stats.loaded} entities to {bf.topic}; rejected rows: {rejected}")
@@ -235,10 +232,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         spec,
         args.input,
         args.output,
-        label_field=args.label,
-        batch_features_path=args.batch_features,
-        version=args.version,
         progress=not args.no_progress,
+        **_args(args, "version", label_field="label", batch_features_path="batch_features"),
     )
     skipped = ", ".join(f"{k}={v}" for k, v in sorted(stats.skipped.items())) or "none"
     print(
@@ -274,11 +269,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usage(parser: argparse.ArgumentParser) -> Any:
+def _usage(parser: argparse.ArgumentParser, to_stderr: bool = True) -> Any:
     """A ``func`` for a command group run without a sub-command: its help, exit status 2."""
 
     def show(_args: argparse.Namespace) -> int:
-        parser.print_help(sys.stderr)
+        parser.print_help(sys.stderr if to_stderr else None)
         return EXIT_USAGE
 
     return show
@@ -293,34 +288,190 @@ def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParse
                 yield from _parsers(sub)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="driftline",
-        description="Streaming features, online predictions and drift detection on Apache Kafka.",
-        epilog="examples:\n  driftline demo\n"
-        "  driftline topics create -c pipeline.toml --bootstrap 127.0.0.1:9092 --partitions 4\n"
-        "  driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092\n\n" + EXIT_STATUS_HELP,
-        formatter_class=_RAW,
+def _command(sub: Any, words: str, func: Any = None) -> argparse.ArgumentParser:
+    """Add the sub-command ``words`` (its last word) with its ``_TEXTS`` and ``func``."""
+    help, description, examples = _TEXTS[words]
+    epilog = None
+    if examples:
+        epilog = ("example:" if len(examples) == 1 else "examples:") + "".join(
+            f"\n  {example}" for example in examples
+        )
+    parser: argparse.ArgumentParser = sub.add_parser(
+        words.split()[-1], help=help, formatter_class=_RAW, description=description, epilog=epilog
     )
-    parser.add_argument(
-        "-V", "--version", action="version", version=f"driftline {version()}",
-        help="print driftline's version and exit",
-    )  # fmt: skip
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    if func is not None:
+        parser.set_defaults(func=func)
+    return parser
 
-    w = sub.add_parser(
-        "worker",
-        help="run a pipeline worker (join its consumer group)",
-        formatter_class=_RAW,
-        description="Consume the spec's input topic, compute features, predict, detect drift, and "
-        "serve Prometheus metrics on /metrics. Stop with Ctrl-C or SIGTERM.",
-        epilog="example:\n"
-        "  driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092 --web-port 6066",
-    )
-    w.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
-    w.add_argument(
-        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
-    )
+
+def _group(sub: Any, words: str, usage_to_stderr: bool = True) -> Any:
+    """Add the command group ``words`` (run alone: its help, exit status 2); its sub-parsers."""
+    parser = _command(sub, words)
+    parser.set_defaults(func=_usage(parser, usage_to_stderr))
+    return parser.add_subparsers(title="commands", metavar="COMMAND")
+
+
+def _config_arg(
+    parser: argparse.ArgumentParser, help: str = "pipeline spec (TOML)", required: bool = True
+) -> None:
+    parser.add_argument("-c", "--config", required=required, help=help)
+
+
+def _bootstrap_arg(
+    parser: argparse.ArgumentParser,
+    help: str = "Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
+) -> None:
+    parser.add_argument("--bootstrap", help=help)
+
+
+def _spec_and_files(parser: argparse.ArgumentParser, **helps: str) -> None:
+    """``-c/--config``, then required files, e.g. ``input="events file"`` adds ``--input``."""
+    _config_arg(parser)
+    for name, help in helps.items():
+        parser.add_argument(f"--{name}", required=True, help=help)
+
+
+def _options(parser: argparse.ArgumentParser, **helps: str) -> None:
+    """Plain string options, e.g. ``alerts="..."`` adds ``--alerts`` (``_`` becomes ``-``)."""
+    for name, help in helps.items():
+        parser.add_argument("--" + name.replace("_", "-"), help=help)
+
+
+def _no_progress_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+#: Each command's help line, description (or None) and examples, by its words after ``driftline``.
+_TEXTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
+    "worker": (
+        "run a pipeline worker (join its consumer group)",
+        "Consume the spec's input topic, compute features, predict, detect drift, and serve "
+        "Prometheus metrics on /metrics. Stop with Ctrl-C or SIGTERM.",
+        ("driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092 --web-port 6066",),
+    ),
+    "topics": (
+        "create the Kafka topics a pipeline uses",
+        "Manage the topics a pipeline spec names.",
+        ("driftline topics create -c pipeline.toml --bootstrap 127.0.0.1:9092 --partitions 4",),
+    ),
+    "topics create": (
+        "create the input, labels, output, state and batch-features topics",
+        "Create every topic the spec names that does not exist yet, with the partition counts and "
+        "configs the worker needs: the input topic with --partitions, the labels topic, the "
+        "outputs and the state changelog (compacted) with as many partitions as the input topic, "
+        "the batch-features topic compacted. Existing topics are kept; an input topic with another "
+        "count than --partitions, or a labels topic or changelog whose count differs from the "
+        "input's, is refused before anything is created. Use it instead of letting producers "
+        "auto-create topics (one partition, default configs).",
+        (
+            "driftline topics create -c pipeline.toml --bootstrap 127.0.0.1:9092 --partitions 4",
+            "driftline topics create -c pipeline.toml   # input exists: the others match it",
+        ),
+    ),
+    "demo": (
+        "run the demo: local broker, worker, drifting synthetic stream",
+        "Start a local Apache Kafka broker (unless --bootstrap or $KAFKA_BOOTSTRAP_SERVERS names "
+        "one), a worker and a synthetic producer whose stream shifts at a known event; print each "
+        "drift alert as it arrives, then stop and clean up.",
+        ("driftline demo --events 100000 --shift-at 60000",),
+    ),
+    "validate": (
+        "check a pipeline spec and exit",
+        "Validate a spec against schemas/spec.schema.json and its cross-references.",
+        ("driftline validate -c pipeline.toml",),
+    ),
+    "produce-synthetic": (
+        "produce the demo's drifting synthetic stream to a topic",
+        "Produce seeded synthetic payment events (user_id, ts, amount, latency_ms, country) whose "
+        "amount and latency shift at --shift-at.",
+        (
+            "driftline produce-synthetic --bootstrap 127.0.0.1:9092 --topic driftline.demo.events "
+            "--events 100000 --rate 5000",
+        ),
+    ),
+    "label-synthetic": (
+        "label a running pipeline's predictions like the demo (late, out of order)",
+        "Play the ground-truth system for the synthetic stream: read the pipeline's predictions "
+        "and send a label for --share of them to its labels topic, 0-60 s (event time) late and "
+        "out of order; the concept changes at --shift-at. Runs until interrupted (or --seconds).",
+        (
+            "driftline label-synthetic -c pipeline.toml --bootstrap 127.0.0.1:9092 --shift-at "
+            "600000",
+        ),
+    ),
+    "replay": (
+        "compute the feature vectors of a file offline, as the worker would",
+        "Run the spec's decoding, features, model and detectors over a file (JSON Lines, "
+        ".jsonl.gz, CSV or Parquet) and write the feature vectors the worker would have written. "
+        "To match a topic's lateness decisions give its partition count and the producer's "
+        "partitioner.",
+        (
+            "driftline replay -c pipeline.toml --input events.jsonl.gz --output features.parquet "
+            "--partitions 6",
+        ),
+    ),
+    "predict-batch": (
+        "score every entity of a batch-features file (batch prediction)",
+        "Batch prediction with batch features only: the spec's model.inputs must all be batch "
+        "features. Scores equal the worker's for the same inputs.",
+        (
+            "driftline predict-batch -c pipeline.toml --input users.parquet --output "
+            "predictions.jsonl",
+        ),
+    ),
+    "train": (
+        "fit the spec's river model on a labelled events file",
+        "Compute each row's model inputs with the worker's own code (event fields, streaming "
+        "features, batch features) and fit the spec's model; writes it with a version.",
+        (
+            "driftline train -c pipeline.toml --input labelled.jsonl --output model.pkl --label "
+            "label",
+        ),
+    ),
+    "profile": (
+        "build a reference profile (for detectors' reference_profile) from a file",
+        "Profile every input field, feature and the prediction score of a training file: moments, "
+        "a quantile sketch and category frequencies, mergeable and compact.",
+        ("driftline profile -c pipeline.toml --input train.parquet --output reference.json",),
+    ),
+    "batch-features": ("publish batch features", None, ()),
+    "batch-features load": (
+        "publish a table (CSV, Parquet, JSON Lines) to the batch-features topic",
+        "One record per entity on the compacted batch-features topic, with an as-of time and a "
+        "version; every worker caches all of them and follows updates.",
+        (
+            "driftline batch-features load -c pipeline.toml users.parquet --bootstrap "
+            "127.0.0.1:9092",
+        ),
+    ),
+    "batch-features delete": (
+        "delete entities (tombstones)",
+        None,
+        ("driftline batch-features delete -c pipeline.toml u1 u2",),
+    ),
+    "alerts": ("read drift alerts", None, ()),
+    "alerts tail": (
+        "print alerts as they arrive, one line each",
+        "Follow the alerts topic and print each alert in one readable line (or as JSON with "
+        "--json). Stop with Ctrl-C.",
+        (
+            "driftline alerts tail --bootstrap 127.0.0.1:9092",
+            "driftline alerts tail -c pipeline.toml --from-beginning --json --max 10",
+        ),
+    ),
+    "status": (
+        "summarise a running worker (from its /status.json)",
+        "Print a running worker's pipeline, partitions, records consumed and dead-lettered, drift "
+        "alerts firing and latency percentiles. The worker serves the same as a page on /status.",
+        ("driftline status --url http://127.0.0.1:6066",),
+    ),
+}
+
+
+def _add_worker(sub: Any) -> None:
+    w = _command(sub, "worker", _cmd_worker)
+    _config_arg(w)
+    _bootstrap_arg(w)
     w.add_argument("--web-host", default=None, help="bind address for /metrics (default: spec)")
     w.add_argument("--web-port", type=int, default=None, help="port for /metrics (default: spec)")
     w.add_argument(
@@ -343,37 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="first create the pipeline's missing topics, as `driftline topics create` does "
         "(the input topic with 3 partitions if it is missing: use that command to choose)",
     )
-    w.set_defaults(func=_cmd_worker)
 
-    tp = sub.add_parser(
-        "topics",
-        help="create the Kafka topics a pipeline uses",
-        formatter_class=_RAW,
-        description="Manage the topics a pipeline spec names.",
-        epilog="example:\n  driftline topics create -c pipeline.toml --bootstrap 127.0.0.1:9092 "
-        "--partitions 4",
-    )
-    tp_sub = tp.add_subparsers(title="commands", metavar="COMMAND")
-    tc = tp_sub.add_parser(
-        "create",
-        help="create the input, labels, output, state and batch-features topics",
-        formatter_class=_RAW,
-        description="Create every topic the spec names that does not exist yet, with the "
-        "partition counts and configs the worker needs: the input topic with --partitions, "
-        "the labels topic, the outputs and the state changelog (compacted) with as many "
-        "partitions as the input topic, the batch-features topic compacted. Existing topics "
-        "are kept; an input topic with another count than --partitions, or a labels topic or "
-        "changelog whose count differs from the input's, is refused before anything is "
-        "created. Use it instead of letting producers auto-create topics (one partition, "
-        "default configs).",
-        epilog="examples:\n"
-        "  driftline topics create -c pipeline.toml --bootstrap 127.0.0.1:9092 --partitions 4\n"
-        "  driftline topics create -c pipeline.toml   # input exists: the others match it",
-    )
-    tc.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
-    tc.add_argument(
-        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
-    )
+
+def _add_topics(sub: Any) -> None:
+    tp_sub = _group(sub, "topics")
+    tc = _command(tp_sub, "topics create", _cmd_topics_create)
+    _config_arg(tc)
+    _bootstrap_arg(tc)
     tc.add_argument(
         "--partitions",
         type=int,
@@ -389,48 +516,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="replicas per partition (default: 3, or the number of brokers if fewer)",
     )
-    tc.set_defaults(func=_cmd_topics_create)
-    tp.set_defaults(func=_usage(tp))
 
-    d = sub.add_parser(
-        "demo",
-        help="run the demo: local broker, worker, drifting synthetic stream",
-        formatter_class=_RAW,
-        description="Start a local Apache Kafka broker (unless --bootstrap or "
-        "$KAFKA_BOOTSTRAP_SERVERS "
-        "names one), a worker and a synthetic producer whose stream shifts at a known "
-        "event; print each drift alert as it arrives, then stop and clean up.",
-        epilog="example:\n  driftline demo --events 100000 --shift-at 60000",
-    )
-    d.add_argument("--bootstrap", help="use this Kafka cluster instead of starting one")
+
+def _add_demo_commands(sub: Any) -> None:
+    d = _command(sub, "demo", _cmd_demo)
+    _bootstrap_arg(d, "use this Kafka cluster instead of starting one")
     d.add_argument("--events", type=int, default=200_000, help="events to produce (default 200000)")
     d.add_argument("--shift-at", type=int, default=120_000, help="event index of the shift")
     d.add_argument("--timeout", type=float, default=120.0, help="stop after this many seconds")
     d.add_argument("--web-port", type=int, default=None, help="worker metrics port (default: free)")
-    d.set_defaults(func=_cmd_demo)
 
-    v = sub.add_parser(
-        "validate",
-        help="check a pipeline spec and exit",
-        formatter_class=_RAW,
-        description="Validate a spec against schemas/spec.schema.json and its cross-references.",
-        epilog="example:\n  driftline validate -c pipeline.toml",
-    )
-    v.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
-    v.set_defaults(func=_cmd_validate)
+    v = _command(sub, "validate", _cmd_validate)
+    _config_arg(v)
 
-    ps = sub.add_parser(
-        "produce-synthetic",
-        help="produce the demo's drifting synthetic stream to a topic",
-        formatter_class=_RAW,
-        description="Produce seeded synthetic payment events (user_id, ts, amount, latency_ms, "
-        "country) whose amount and latency shift at --shift-at.",
-        epilog="example:\n  driftline produce-synthetic --bootstrap 127.0.0.1:9092 "
-        "--topic driftline.demo.events --events 100000 --rate 5000",
-    )
-    ps.add_argument(
-        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
-    )
+    ps = _command(sub, "produce-synthetic", _cmd_produce)
+    _bootstrap_arg(ps)
     ps.add_argument("--topic", required=True)
     ps.add_argument("--events", type=int, default=200_000)
     ps.add_argument("--shift-at", type=int, default=120_000)
@@ -438,46 +538,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=None, help="events/s cap (default: as fast as possible)"
     )
     ps.add_argument("--seed", type=int, default=7)
-    ps.set_defaults(func=_cmd_produce)
 
-    lb = sub.add_parser(
-        "label-synthetic",
-        help="label a running pipeline's predictions like the demo (late, out of order)",
-        formatter_class=_RAW,
-        description="Play the ground-truth system for the synthetic stream: read the "
-        "pipeline's predictions and send a label for --share of them to its labels topic, "
-        "0-60 s (event time) late and out of order; the concept changes at --shift-at. Runs "
-        "until interrupted (or --seconds).",
-        epilog="example:\n  driftline label-synthetic -c pipeline.toml --bootstrap 127.0.0.1:9092 "
-        "--shift-at 600000",
-    )
-    lb.add_argument("-c", "--config", required=True, help="the pipeline spec (with [labels])")
-    lb.add_argument(
-        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
-    )
+    lb = _command(sub, "label-synthetic", _cmd_label)
+    _config_arg(lb, "the pipeline spec (with [labels])")
+    _bootstrap_arg(lb)
     lb.add_argument("--shift-at", type=int, default=120_000, help="event index of the change")
     lb.add_argument("--share", type=float, default=0.9, help="share of predictions labelled")
     lb.add_argument("--seed", type=int, default=7)
     lb.add_argument("--seconds", type=float, default=None, help="stop after this long")
-    lb.set_defaults(func=_cmd_label)
 
-    rp = sub.add_parser(
-        "replay",
-        help="compute the feature vectors of a file offline, as the worker would",
-        formatter_class=_RAW,
-        description="Run the spec's decoding, features, model and detectors over a file "
-        "(JSON Lines, .jsonl.gz, CSV or Parquet) and write the feature vectors the worker "
-        "would have written. To match a topic's lateness decisions give its partition count "
-        "and the producer's partitioner.",
-        epilog="example:\n  driftline replay -c pipeline.toml --input events.jsonl.gz "
-        "--output features.parquet --partitions 6",
-    )
-    rp.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
-    rp.add_argument("--input", required=True, help="events file")
-    rp.add_argument("--output", required=True, help="feature vectors file")
-    rp.add_argument("--predictions", help="also write predictions to this file")
-    rp.add_argument("--alerts", help="also write drift alerts to this file")
-    rp.add_argument("--dlq", help="also write dead letters (undecodable records) to this file")
+
+def _add_replay(sub: Any) -> None:
+    rp = _command(sub, "replay", _cmd_replay)
+    _spec_and_files(rp, input="events file", output="feature vectors file")
+    for name, what in [
+        ("predictions", "predictions"),
+        ("alerts", "drift alerts"),
+        ("dlq", "dead letters (undecodable records)"),
+    ]:
+        rp.add_argument(f"--{name}", help=f"also write {what} to this file")
     rp.add_argument("--partitions", type=int, default=1, help="input topic partitions (default 1)")
     rp.add_argument(
         "--partitioner",
@@ -485,123 +564,57 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["consistent", "murmur2"],
         help="consistent: librdkafka/kcat default (CRC-32); murmur2: Java client default",
     )
-    rp.add_argument("--batch-features", help="batch features file to join (if the spec has any)")
-    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    rp.set_defaults(func=_cmd_replay)
+    _options(rp, batch_features="batch features file to join (if the spec has any)")
+    _no_progress_arg(rp)
 
-    bfp = sub.add_parser("batch-features", help="publish batch features", formatter_class=_RAW)
-    bf_sub = bfp.add_subparsers(title="commands", metavar="COMMAND")
-    bl = bf_sub.add_parser(
-        "load",
-        help="publish a table (CSV, Parquet, JSON Lines) to the batch-features topic",
-        formatter_class=_RAW,
-        description="One record per entity on the compacted batch-features topic, with an as-of "
-        "time and a version; every worker caches all of them and follows updates.",
-        epilog="example:\n  driftline batch-features load -c pipeline.toml users.parquet "
-        "--bootstrap 127.0.0.1:9092",
+
+def _add_batch_commands(sub: Any) -> None:
+    pb = _command(sub, "predict-batch", _cmd_predict_batch)
+    _spec_and_files(pb, input="batch features file", output="predictions file")
+
+    tr = _command(sub, "train", _cmd_train)
+    _spec_and_files(tr, input="labelled events file", output="model file to write")
+    _options(
+        tr,
+        label="label column (default: model.label_field)",
+        batch_features="batch features file to join",
+        version="model version (default: a hash of the model)",
     )
-    bl.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
+    _no_progress_arg(tr)
+
+    pf = _command(sub, "profile", _cmd_profile)
+    _spec_and_files(pf, input="training events file", output="profile file (JSON)")
+    _no_progress_arg(pf)
+
+
+def _add_batch_features(sub: Any) -> None:
+    bf_sub = _group(sub, "batch-features", usage_to_stderr=False)
+    bl = _command(bf_sub, "batch-features load", _cmd_bf_load)
+    _config_arg(bl)
     bl.add_argument("file", help="table with the entity key and the batch feature columns")
-    bl.add_argument(
-        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
-    )
-    bl.add_argument("--version", help="version string stored with each row (default: load-<ms>)")
+    _bootstrap_arg(bl)
+    _options(bl, version="version string stored with each row (default: load-<ms>)")
     bl.add_argument("--partitions", type=int, default=3, help="partitions if the topic is created")
-    bl.add_argument("--no-progress", action="store_true", help="no progress bar")
-    bl.set_defaults(func=_cmd_bf_load)
-    bd = bf_sub.add_parser(
-        "delete",
-        help="delete entities (tombstones)",
-        formatter_class=_RAW,
-        epilog="example:\n  driftline batch-features delete -c pipeline.toml u1 u2",
-    )
-    bd.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
+    _no_progress_arg(bl)
+
+    bd = _command(bf_sub, "batch-features delete", _cmd_bf_delete)
+    _config_arg(bd)
     bd.add_argument("entities", nargs="+", help="entity keys to delete")
-    bd.add_argument(
-        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
-    )
-    bd.set_defaults(func=_cmd_bf_delete)
-    bfp.set_defaults(func=lambda _a: (bfp.print_help(), 2)[1])
+    _bootstrap_arg(bd)
 
-    pb = sub.add_parser(
-        "predict-batch",
-        help="score every entity of a batch-features file (batch prediction)",
-        formatter_class=_RAW,
-        description="Batch prediction with batch features only: the spec's model.inputs must "
-        "all be batch features. Scores equal the worker's for the same inputs.",
-        epilog="example:\n  driftline predict-batch -c pipeline.toml --input users.parquet "
-        "--output predictions.jsonl",
-    )
-    pb.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
-    pb.add_argument("--input", required=True, help="batch features file")
-    pb.add_argument("--output", required=True, help="predictions file")
-    pb.set_defaults(func=_cmd_predict_batch)
 
-    tr = sub.add_parser(
-        "train",
-        help="fit the spec's river model on a labelled events file",
-        formatter_class=_RAW,
-        description="Compute each row's model inputs with the worker's own code (event fields, "
-        "streaming features, batch features) and fit the spec's model; writes it with a version.",
-        epilog="example:\n  driftline train -c pipeline.toml --input labelled.jsonl "
-        "--output model.pkl --label label",
-    )
-    tr.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
-    tr.add_argument("--input", required=True, help="labelled events file")
-    tr.add_argument("--output", required=True, help="model file to write")
-    tr.add_argument("--label", help="label column (default: model.label_field)")
-    tr.add_argument("--batch-features", help="batch features file to join")
-    tr.add_argument("--version", help="model version (default: a hash of the model)")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
-    tr.set_defaults(func=_cmd_train)
-
-    pf = sub.add_parser(
-        "profile",
-        help="build a reference profile (for detectors' reference_profile) from a file",
-        formatter_class=_RAW,
-        description="Profile every input field, feature and the prediction score of a training "
-        "file: moments, a quantile sketch and category frequencies, mergeable and compact.",
-        epilog="example:\n  driftline profile -c pipeline.toml --input train.parquet "
-        "--output reference.json",
-    )
-    pf.add_argument("-c", "--config", required=True, help="pipeline spec (TOML)")
-    pf.add_argument("--input", required=True, help="training events file")
-    pf.add_argument("--output", required=True, help="profile file (JSON)")
-    pf.add_argument("--no-progress", action="store_true", help="no progress bar")
-    pf.set_defaults(func=_cmd_profile)
-
-    al = sub.add_parser("alerts", help="read drift alerts", formatter_class=_RAW)
-    al_sub = al.add_subparsers(title="commands", metavar="COMMAND")
-    at = al_sub.add_parser(
-        "tail",
-        help="print alerts as they arrive, one line each",
-        formatter_class=_RAW,
-        description="Follow the alerts topic and print each alert in one readable line "
-        "(or as JSON with --json). Stop with Ctrl-C.",
-        epilog="examples:\n  driftline alerts tail --bootstrap 127.0.0.1:9092\n"
-        "  driftline alerts tail -c pipeline.toml --from-beginning --json --max 10",
-    )
-    at.add_argument(
-        "--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)"
-    )
-    at.add_argument("-c", "--config", help="take the alerts topic from this spec")
-    at.add_argument("--topic", help="alerts topic (default driftline.alerts)")
+def _add_monitoring(sub: Any) -> None:
+    al_sub = _group(sub, "alerts", usage_to_stderr=False)
+    at = _command(al_sub, "alerts tail", _cmd_alerts_tail)
+    _bootstrap_arg(at)
+    _config_arg(at, "take the alerts topic from this spec", required=False)
+    _options(at, topic="alerts topic (default driftline.alerts)")
     at.add_argument("--from-beginning", action="store_true", help="print past alerts too")
     at.add_argument("--json", action="store_true", help="print each alert as one JSON line")
     at.add_argument("--max", type=int, default=None, help="exit after this many alerts")
     at.add_argument("--timeout", type=float, default=None, help="exit after this many idle seconds")
-    at.set_defaults(func=_cmd_alerts_tail)
-    al.set_defaults(func=lambda _a: (al.print_help(), 2)[1])
 
-    st = sub.add_parser(
-        "status",
-        help="summarise a running worker (from its /status.json)",
-        formatter_class=_RAW,
-        description="Print a running worker's pipeline, partitions, records consumed and "
-        "dead-lettered, drift alerts firing and latency percentiles. The worker serves the same "
-        "as a page on /status.",
-        epilog="example:\n  driftline status --url http://127.0.0.1:6066",
-    )
+    st = _command(sub, "status", _cmd_status)
     st.add_argument(
         "--url",
         default="http://127.0.0.1:6066",
@@ -609,8 +622,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the worker")
     st.add_argument("--json", action="store_true", help="print /status.json as it is")
-    st.set_defaults(func=_cmd_status)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftline",
+        description="Streaming features, online predictions and drift detection on Apache Kafka.",
+        epilog="examples:\n  driftline demo\n"
+        "  driftline topics create -c pipeline.toml --bootstrap 127.0.0.1:9092 --partitions 4\n"
+        "  driftline worker -c pipeline.toml --bootstrap 127.0.0.1:9092\n\n" + EXIT_STATUS_HELP,
+        formatter_class=_RAW,
+    )
+    parser.add_argument(
+        "-V", "--version", action="version", version=f"driftline {version()}",
+        help="print driftline's version and exit",
+    )  # fmt: skip
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_worker(sub)
+    _add_topics(sub)
+    _add_demo_commands(sub)
+    _add_replay(sub)
+    _add_batch_features(sub)
+    _add_batch_commands(sub)
+    _add_monitoring(sub)
     add_kafka_parser(sub)
     for p in _parsers(parser):  # errors found after parsing print this command's usage
         p.set_defaults(_parser=p)
