@@ -221,3 +221,14 @@ def test_the_installed_wheel_imports_from_itself(wheel: Path, tmp_path: Path) ->
     )  # fmt: skip
     for line in out.stdout.split():
         assert line.startswith(str(target / "driftline")), line
+
+
+def test_the_editable_install_builds_and_points_at_the_checkout(tmp_path: Path) -> None:
+    """``make setup`` installs with ``pip install -e``: hatchling must build that wheel (it refuses
+    prefix-changing source rewrites unless dev-mode-dirs says what to put on sys.path)."""
+    from hatchling.builders.wheel import WheelBuilder
+
+    (built,) = WheelBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["editable"])
+    names = zipfile.ZipFile(built).namelist()
+    (pth,) = [n for n in names if n.endswith(".pth")]
+    assert zipfile.ZipFile(built).read(pth).decode().split() == [str(ROOT)]
