@@ -58,164 +58,235 @@ class _BatchHistogramCollector(Collector):
         return []
 
 
+#: Every metric a worker exports, in registration order: its ``WorkerMetrics`` attribute, kind,
+#: name, help and label names. Histograms use LATENCY_BUCKETS_S; a ``_BatchHistogramCollector``
+#: exports the attribute's :class:`BucketCounts` (filled a batch at a time).
+_METRICS: tuple[tuple[str, Any, str, str, tuple[str, ...]], ...] = (
+    ("info", Gauge, "driftline_pipeline_info", "Pipeline this worker runs.", ("pipeline",)),
+    (
+        "consumed",
+        Counter,
+        "driftline_records_consumed",
+        "Records read, by topic: the input topic's events and, with [labels], the labels "
+        "topic's records.",
+        ("topic",),
+    ),
+    (
+        "dead_lettered",
+        Counter,
+        "driftline_records_dead_lettered",
+        "Records sent to the dead-letter topic.",
+        ("reason",),
+    ),
+    (
+        "late_events",
+        Counter,
+        "driftline_late_events",
+        "Events later than the watermark minus the grace period, sent to the late topic.",
+        (),
+    ),
+    (
+        "feature_vectors",
+        Counter,
+        "driftline_feature_vectors",
+        "Feature vectors written to the features topic.",
+        (),
+    ),
+    (
+        "predictions",
+        Counter,
+        "driftline_predictions",
+        "Predictions written to the predictions topic.",
+        (),
+    ),
+    (
+        "alerts",
+        Counter,
+        "driftline_alerts",
+        "Drift alerts written to the alerts topic.",
+        ("kind", "detector", "status"),
+    ),
+    ("batches", Counter, "driftline_batches", "Batches processed and committed.", ()),
+    (
+        "stage_seconds",
+        Histogram,
+        "driftline_stage_duration_seconds",
+        "Wall time of one batch in each pipeline stage.",
+        ("stage",),
+    ),
+    (
+        "drift_statistic",
+        Gauge,
+        "driftline_drift_statistic",
+        "Last drift statistic per detector and partition.",
+        ("detector", "target", "partition"),
+    ),
+    (
+        "drift_p_value",
+        Gauge,
+        "driftline_drift_p_value",
+        "Last drift p-value per detector and partition (statistical tests such as KS only).",
+        ("detector", "target", "partition"),
+    ),
+    (
+        "assigned",
+        Gauge,
+        "driftline_assigned_partitions",
+        "Input partitions assigned to this worker.",
+        (),
+    ),
+    (
+        "consumer_lag",
+        Gauge,
+        "driftline_consumer_lag_records",
+        "Input records after this worker's position (high watermark minus position).",
+        ("topic", "partition"),
+    ),
+    (
+        "latency",
+        _BatchHistogramCollector,
+        "driftline_record_latency_seconds",
+        "Per record: broker append time of the input event to its outputs being acked.",
+        ("path",),
+    ),
+    (
+        "batch_cache_hits",
+        Counter,
+        "driftline_batch_cache_hits",
+        "Events whose entity had a row in the batch-features cache.",
+        (),
+    ),
+    (
+        "batch_cache_misses",
+        Counter,
+        "driftline_batch_cache_misses",
+        "Events whose entity had no batch-features row (the spec's defaults were used).",
+        (),
+    ),
+    (
+        "skew_disagreements",
+        Counter,
+        "driftline_skew_disagreements",
+        "Events whose batch feature and streaming twin disagree beyond the tolerance.",
+        ("check",),
+    ),
+    (
+        "batch_cache_entries",
+        Gauge,
+        "driftline_batch_cache_entries",
+        "Entities in the batch-features cache.",
+        (),
+    ),
+    (
+        "batch_feature_age",
+        _BatchHistogramCollector,
+        "driftline_batch_feature_age_seconds",
+        "Per event: age (now minus as-of time) of the batch-features row it used.",
+        ("cache",),
+    ),
+    (
+        "label_outcomes",
+        Counter,
+        "driftline_label_join_outcomes",
+        "Labels and predictions by join outcome: joined, unmatched_label (its prediction "
+        "never came within labels.ttl_ms), expired_prediction (no label within the TTL), "
+        "duplicate_label, duplicate_prediction.",
+        ("outcome",),
+    ),
+    (
+        "labels_forwarded",
+        Counter,
+        "driftline_labels_forwarded",
+        "Labels read on another partition than their prediction's, forwarded to it.",
+        (),
+    ),
+    (
+        "model_metric",
+        Gauge,
+        "driftline_model_metric",
+        "Live model quality from joined labels (accuracy, precision, recall, f1, auc or "
+        "mae, rmse; n = examples) per window and partition; NaN until defined.",
+        ("metric", "window", "partition"),
+    ),
+    (
+        "feature_importance",
+        Gauge,
+        "driftline_feature_importance_share",
+        "Share of each model input in the rolling feature importance (sums to 1).",
+        ("feature", "partition"),
+    ),
+    (
+        "online_learned",
+        Counter,
+        "driftline_online_learned_examples",
+        "Joined examples the online model learnt from (labels.learn = true).",
+        (),
+    ),
+    (
+        "label_delay",
+        _BatchHistogramCollector,
+        "driftline_label_delay_seconds",
+        "Per joined label: label time minus the prediction's event time.",
+        ("join",),
+    ),
+)
+
+
 class WorkerMetrics:
     """Every metric a worker exports, on its own registry."""
 
+    info: Gauge
+    consumed: Counter
+    dead_lettered: Counter
+    late_events: Counter
+    feature_vectors: Counter
+    predictions: Counter
+    alerts: Counter
+    batches: Counter
+    stage_seconds: Histogram
+    drift_statistic: Gauge
+    drift_p_value: Gauge
+    assigned: Gauge
+    consumer_lag: Gauge
+    batch_cache_hits: Counter
+    batch_cache_misses: Counter
+    skew_disagreements: Counter
+    batch_cache_entries: Gauge
+    label_outcomes: Counter
+    labels_forwarded: Counter
+    model_metric: Gauge
+    feature_importance: Gauge
+    online_learned: Counter
+    #: Record latency by path: ingest_to_output (broker append time of the event -> its outputs
+    #: committed), event_time_to_prediction (the event's own time -> its prediction committed).
+    latency: dict[str, BucketCounts]
+    batch_feature_age: BucketCounts
+    label_delay: BucketCounts
+
     def __init__(self, pipeline: str) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.info = Gauge(
-            "driftline_pipeline_info", "Pipeline this worker runs.", ["pipeline"], registry=r
-        )
-        self.info.labels(pipeline).set(1)
-        self.consumed = Counter(
-            "driftline_records_consumed",
-            "Records read, by topic: the input topic's events and, with [labels], the labels "
-            "topic's records.",
-            ["topic"],
-            registry=r,
-        )
-        self.dead_lettered = Counter(
-            "driftline_records_dead_lettered",
-            "Records sent to the dead-letter topic.",
-            ["reason"],
-            registry=r,
-        )
-        self.late_events = Counter(
-            "driftline_late_events",
-            "Events later than the watermark minus the grace period, sent to the late topic.",
-            registry=r,
-        )
-        self.feature_vectors = Counter(
-            "driftline_feature_vectors",
-            "Feature vectors written to the features topic.",
-            registry=r,
-        )
-        self.predictions = Counter(
-            "driftline_predictions", "Predictions written to the predictions topic.", registry=r
-        )
-        self.alerts = Counter(
-            "driftline_alerts",
-            "Drift alerts written to the alerts topic.",
-            ["kind", "detector", "status"],
-            registry=r,
-        )
-        self.batches = Counter("driftline_batches", "Batches processed and committed.", registry=r)
-        self.stage_seconds = Histogram(
-            "driftline_stage_duration_seconds",
-            "Wall time of one batch in each pipeline stage.",
-            ["stage"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
-        )
-        self.drift_statistic = Gauge(
-            "driftline_drift_statistic",
-            "Last drift statistic per detector and partition.",
-            ["detector", "target", "partition"],
-            registry=r,
-        )
-        self.drift_p_value = Gauge(
-            "driftline_drift_p_value",
-            "Last drift p-value per detector and partition (statistical tests such as KS only).",
-            ["detector", "target", "partition"],
-            registry=r,
-        )
-        self.assigned = Gauge(
-            "driftline_assigned_partitions", "Input partitions assigned to this worker.", registry=r
-        )
-        self.consumer_lag = Gauge(
-            "driftline_consumer_lag_records",
-            "Input records after this worker's position (high watermark minus position).",
-            ["topic", "partition"],
-            registry=r,
-        )
-        # ingest_to_output: broker append time of the event -> its outputs committed;
-        # event_time_to_prediction: the event's own time -> its prediction committed
         self.latency = {
             "ingest_to_output": BucketCounts(LATENCY_BUCKETS_S),
             "event_time_to_prediction": BucketCounts(LATENCY_BUCKETS_S),
         }
-        r.register(
-            _BatchHistogramCollector(
-                "driftline_record_latency_seconds",
-                "Per record: broker append time of the input event to its outputs being acked.",
-                "path",
-                self.latency,
-            )
-        )
+        self.batch_feature_age = BucketCounts(AGE_BUCKETS_S)
+        self.label_delay = BucketCounts(DELAY_BUCKETS_S)
+        batch_hists = {
+            "latency": self.latency,
+            "batch_feature_age": {"batch_features": self.batch_feature_age},
+            "label_delay": {"labels": self.label_delay},
+        }
+        for attr, kind, name, doc, labels in _METRICS:
+            if kind is _BatchHistogramCollector:
+                self.registry.register(kind(name, doc, labels[0], batch_hists[attr]))
+            else:
+                buckets = {"buckets": LATENCY_BUCKETS_S} if kind is Histogram else {}
+                setattr(self, attr, kind(name, doc, labels, registry=self.registry, **buckets))
+        self.info.labels(pipeline).set(1)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
-        self.batch_cache_hits = Counter(
-            "driftline_batch_cache_hits",
-            "Events whose entity had a row in the batch-features cache.",
-            registry=r,
-        )
-        self.batch_cache_misses = Counter(
-            "driftline_batch_cache_misses",
-            "Events whose entity had no batch-features row (the spec's defaults were used).",
-            registry=r,
-        )
-        self.skew_disagreements = Counter(
-            "driftline_skew_disagreements",
-            "Events whose batch feature and streaming twin disagree beyond the tolerance.",
-            ["check"],
-            registry=r,
-        )
-        self.batch_cache_entries = Gauge(
-            "driftline_batch_cache_entries", "Entities in the batch-features cache.", registry=r
-        )
-        self.batch_feature_age = BucketCounts(AGE_BUCKETS_S)
-        r.register(
-            _BatchHistogramCollector(
-                "driftline_batch_feature_age_seconds",
-                "Per event: age (now minus as-of time) of the batch-features row it used.",
-                "cache",
-                {"batch_features": self.batch_feature_age},
-            )
-        )
-        # -- labels and live model quality ------------------------------------------------
-        self.label_outcomes = Counter(
-            "driftline_label_join_outcomes",
-            "Labels and predictions by join outcome: joined, unmatched_label (its prediction "
-            "never came within labels.ttl_ms), expired_prediction (no label within the TTL), "
-            "duplicate_label, duplicate_prediction.",
-            ["outcome"],
-            registry=r,
-        )
         for outcome in ("joined", *LABEL_COUNTERS):
             self.label_outcomes.labels(outcome)
-        self.labels_forwarded = Counter(
-            "driftline_labels_forwarded",
-            "Labels read on another partition than their prediction's, forwarded to it.",
-            registry=r,
-        )
-        self.model_metric = Gauge(
-            "driftline_model_metric",
-            "Live model quality from joined labels (accuracy, precision, recall, f1, auc or "
-            "mae, rmse; n = examples) per window and partition; NaN until defined.",
-            ["metric", "window", "partition"],
-            registry=r,
-        )
-        self.feature_importance = Gauge(
-            "driftline_feature_importance_share",
-            "Share of each model input in the rolling feature importance (sums to 1).",
-            ["feature", "partition"],
-            registry=r,
-        )
-        self.online_learned = Counter(
-            "driftline_online_learned_examples",
-            "Joined examples the online model learnt from (labels.learn = true).",
-            registry=r,
-        )
-        self.label_delay = BucketCounts(DELAY_BUCKETS_S)
-        r.register(
-            _BatchHistogramCollector(
-                "driftline_label_delay_seconds",
-                "Per joined label: label time minus the prediction's event time.",
-                "join",
-                {"labels": self.label_delay},
-            )
-        )
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
 
     def count_labels(self, partition: int, oc: Any) -> None:
