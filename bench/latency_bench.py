@@ -64,7 +64,7 @@ import threading
 import time
 import tomllib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -369,24 +369,44 @@ def core(
     return rows
 
 
+def fixed_table(
+    columns: Sequence[tuple[str, int] | str], rows: Iterable[Sequence[Any]]
+) -> list[str]:
+    """A header, a rule and a line per row, each cell right-aligned to its column's width and
+    parted by a space; a column ``"|"`` draws a separator (rows have no cell for it).
+
+    >>> print("\\n".join(fixed_table([("a", 3), "|", ("bc", 4)], [(1, "x"), (22, "yz")])))
+      a |   bc
+    ----------
+      1 |    x
+     22 |   yz
+    """
+
+    def line(cells: Iterable[Any]) -> str:
+        it = iter(cells)
+        return " ".join(c if isinstance(c, str) else f"{next(it):>{c[1]}}" for c in columns)
+
+    head = line(c[0] for c in columns if not isinstance(c, str))
+    return [head, "-" * len(head), *(line(row) for row in rows)]
+
+
 def core_table(rows: Sequence[CoreRow]) -> str:
-    head = (
-        f"{'batch':>5} {'reps':>5} | {'join p50':>8} {'p99':>7} | {'predict p50':>11} {'p99':>7} "
-        f"| {'added p50':>9} {'p90':>7} {'p95':>7} {'p99':>7} {'us/ev':>6} "
-        f"| {'bare p50':>8} {'p99':>7} | {'full p50':>8} {'p99':>7} {'dus/ev':>7}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        j, p, a, b, f = r.join_ms, r.predict_ms, r.added_ms, r.bare_ms, r.full_ms
-        lines.append(
-            f"{r.batch:>5} {r.reps:>5} | {fmt_ms(j['p50']):>8} {fmt_ms(j['p99']):>7} "
-            f"| {fmt_ms(p['p50']):>11} {fmt_ms(p['p99']):>7} "
-            f"| {fmt_ms(a['p50']):>9} {fmt_ms(a['p90']):>7} {fmt_ms(a['p95']):>7} "
-            f"{fmt_ms(a['p99']):>7} {r.added_us_per_event:>6.2f} "
-            f"| {fmt_ms(b['p50']):>8} {fmt_ms(b['p99']):>7} "
-            f"| {fmt_ms(f['p50']):>8} {fmt_ms(f['p99']):>7} {r.process_delta_us_per_event:>7.2f}"
-        )
-    return "\n".join(lines)
+    columns = [("batch", 5), ("reps", 5), "|", ("join p50", 8), ("p99", 7), "|"]
+    columns += [("predict p50", 11), ("p99", 7), "|", ("added p50", 9), ("p90", 7), ("p95", 7)]
+    columns += [("p99", 7), ("us/ev", 6), "|", ("bare p50", 8), ("p99", 7), "|"]
+    columns += [("full p50", 8), ("p99", 7), ("dus/ev", 7)]
+    cells = [
+        [r.batch, r.reps]
+        + [fmt_ms(r.join_ms[q]) for q in ("p50", "p99")]
+        + [fmt_ms(r.predict_ms[q]) for q in ("p50", "p99")]
+        + [fmt_ms(r.added_ms[q]) for q in ("p50", "p90", "p95", "p99")]
+        + [f"{r.added_us_per_event:.2f}"]
+        + [fmt_ms(r.bare_ms[q]) for q in ("p50", "p99")]
+        + [fmt_ms(r.full_ms[q]) for q in ("p50", "p99")]
+        + [f"{r.process_delta_us_per_event:.2f}"]
+        for r in rows
+    ]
+    return "\n".join(fixed_table(columns, cells))
 
 
 def core_verdict(rows: Sequence[CoreRow]) -> str:
@@ -780,22 +800,18 @@ def e2e_report(r: E2E) -> str:
 
 
 def sweep_table(runs: Sequence[E2E]) -> str:
-    head = (
-        f"{'batch_timeout_ms':>16} {'rec/batch':>9} {'poll':>6} {'produce':>7} {'commit':>6} "
-        f"{'kafka p99':>9} {'p50':>6} {'p90':>6} {'p95':>6} {'p99':>6} {'max':>6} "
-        f"{'worker p99':>10} {'preds/s':>8}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in sorted(runs, key=lambda x: -x.batch_timeout_ms):
-        lat = r.latency_ms
-        lines.append(
-            f"{r.batch_timeout_ms:>16} {r.records_per_batch:>9.1f} "
-            f"{fmt_ms(r.stage_mean_ms['poll']):>6} {fmt_ms(r.stage_mean_ms['produce']):>7} "
-            f"{fmt_ms(r.stage_mean_ms['commit']):>6} "
-            f"{fmt_ms(r.baseline_ms['p99']):>9} {fmt_ms(lat['p50']):>6} {fmt_ms(lat['p90']):>6} "
-            f"{fmt_ms(lat['p95']):>6} {fmt_ms(lat['p99']):>6} {fmt_ms(lat['max']):>6} "
-            f"{fmt_ms(r.worker_event_to_prediction_ms['p99']):>10} {r.prediction_rate:>8,.0f}"
-        )
+    columns = [("batch_timeout_ms", 16), ("rec/batch", 9), ("poll", 6), ("produce", 7)]
+    columns += [("commit", 6), ("kafka p99", 9), ("p50", 6), ("p90", 6), ("p95", 6), ("p99", 6)]
+    columns += [("max", 6), ("worker p99", 10), ("preds/s", 8)]
+    cells = [
+        [r.batch_timeout_ms, f"{r.records_per_batch:.1f}"]
+        + [fmt_ms(r.stage_mean_ms[stage]) for stage in ("poll", "produce", "commit")]
+        + [fmt_ms(r.baseline_ms["p99"])]
+        + [fmt_ms(r.latency_ms[q]) for q in ("p50", "p90", "p95", "p99", "max")]
+        + [fmt_ms(r.worker_event_to_prediction_ms["p99"]), f"{r.prediction_rate:,.0f}"]
+        for r in sorted(runs, key=lambda x: -x.batch_timeout_ms)
+    ]
+    lines = fixed_table(columns, cells)
     lines.append(
         "(ms; poll, produce, commit: the worker's mean stage times per batch; p50..max: event -> "
         "prediction; worker p99: its event_time_to_prediction histogram)"

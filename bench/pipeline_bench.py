@@ -296,6 +296,16 @@ def produce(
 # ----------------------------------------------------------------------------- 1, 2: raw
 
 
+def _reads(rate: SteadyRate, n: int, timeout_s: float, client: str) -> Iterator[float]:
+    """Each read's start (``perf_counter``) until ``rate`` has seen ``n`` events; BenchError
+    once ``timeout_s`` has passed without."""
+    deadline = time.monotonic() + timeout_s
+    while rate.seen < n:
+        if time.monotonic() > deadline:
+            raise BenchError(f"{client} read {rate.seen}/{n} events in {timeout_s:g}s")
+        yield time.perf_counter()
+
+
 def raw_confluent(bootstrap: str, topic: str, n: int, timeout_s: float) -> Result:
     c = Consumer(
         {
@@ -309,11 +319,7 @@ def raw_confluent(bootstrap: str, topic: str, n: int, timeout_s: float) -> Resul
         c.assign([CkTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
         loads = json.loads
         rate = SteadyRate()
-        deadline = time.monotonic() + timeout_s
-        while rate.seen < n:
-            if time.monotonic() > deadline:
-                raise BenchError(f"confluent-kafka read {rate.seen}/{n} events in {timeout_s:g}s")
-            t_call = time.perf_counter()
+        for t_call in _reads(rate, n, timeout_s, "confluent-kafka"):
             msgs = c.consume(num_messages=RAW_BATCH, timeout=1.0)
             k = 0
             for m in msgs:
@@ -343,11 +349,7 @@ async def _raw_aiokafka(bootstrap: str, topic: str, n: int, timeout_s: float) ->
         await c.seek_to_beginning()
         loads = orjson.loads
         rate = SteadyRate()
-        deadline = time.monotonic() + timeout_s
-        while rate.seen < n:
-            if time.monotonic() > deadline:
-                raise BenchError(f"aiokafka read {rate.seen}/{n} events in {timeout_s:g}s")
-            t_call = time.perf_counter()
+        for t_call in _reads(rate, n, timeout_s, "aiokafka"):
             batches = await c.getmany(timeout_ms=1000, max_records=RAW_BATCH)
             k = 0
             for recs in batches.values():
