@@ -398,19 +398,3 @@ def test_event_id_join_key(model_path: Path, id_type: str) -> None:
     assert dict(oc.dead_letters) == {"missing_field": 1}
     assert pipe.labels.join.join.n_pending_labels == 1  # (nobody, ev-0) waits for its event
 
-
-def test_learn_with_a_model_it_cannot_save_fails_at_start(tmp_path: Path) -> None:
-    """labels.learn with a model whose learnt state has no plain-data encoding: a SpecError from
-    build_predictor, before any partition is assigned or any record read."""
-    from river import tree
-
-    from driftline.agents.predictor import build_predictor
-    from driftline.errors import SpecError
-    from driftline.model_io import save_model
-
-    path = tmp_path / "tree.pkl"
-    save_model(tree.HoeffdingTreeClassifier(), path, "tree-1")
-    with pytest.raises(SpecError, match="LogisticRegression"):
-        build_predictor(_spec(path, learn=True))
-    predictor, version = build_predictor(_spec(path, learn=False))  # fine without learning
-    assert predictor is not None and version == "tree-1"

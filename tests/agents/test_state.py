@@ -400,12 +400,13 @@ def test_learning_online_with_a_model_that_has_no_plain_encoding_fails_before_an
     data["model"]["path"] = str(path)
     data["labels"] = {"learn": True}
     spec = parse_spec(data)
-    pred, version = build_predictor(spec)
     refusal = r"labels.learn = true: .*HoeffdingTree.*supports river linear_model.LinearRegression"
     with pytest.raises(SpecError, match=refusal):
-        PartitionPipeline(spec, 0, pred, version)
-    data["labels"] = {"learn": False}  # frozen, the same model serves (it is never saved)
-    spec = parse_spec(data)
-    pred, version = build_predictor(spec)
-    oc = PartitionPipeline(spec, 0, pred, version).process(batches()[0][1][:10])
+        build_predictor(spec)  # at start, before any partition is assigned
+    frozen = parse_spec({**data, "labels": {"learn": False}})
+    pred, version = build_predictor(frozen)  # frozen, the same model serves (it is never saved)
+    assert version == "tree-1"
+    with pytest.raises(SpecError, match=refusal):
+        PartitionPipeline(spec, 0, pred, version)  # and the pipeline itself refuses it
+    oc = PartitionPipeline(frozen, 0, pred, version).process(batches()[0][1][:10])
     assert oc.consumed == 10 and sum(oc.dead_letters.values()) == 0
