@@ -12,12 +12,17 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
-from driftline.streams.detectors._ksexact import MAX_AUTO_N, critical_h, ks_pvalue
+from driftline.streams.detectors import _ksexact, _scipy_ks
+from driftline.streams.detectors._ksexact import MAX_AUTO_N, critical_h, ks_pvalue, ks_pvalues
 from driftline.streams.detectors._scipy_ks import (
-    _sweep_columns,
+    _prob_outside_square_loop,
     _sweep_diagonals,
+    _sweep_rings,
+    _sweep_rows,
     exact_two_sided_pvalue,
+    exact_two_sided_pvalues,
     prob_outside_band,
+    prob_outside_band_many,
     prob_outside_square,
 )
 
@@ -93,7 +98,7 @@ def test_pvalues_equal_a_brute_force_count(n1: int, n2: int) -> None:
 
 
 def test_the_two_sweeps_give_the_same_bits() -> None:
-    """prob_outside_band picks the column or the anti-diagonal sweep by cost only."""
+    """prob_outside_band picks the row or the anti-diagonal sweep by cost only."""
     rng = np.random.default_rng(11)
     for _ in range(600):
         n1, n2 = (int(x) for x in rng.integers(1, 120, size=2))
@@ -101,9 +106,109 @@ def test_the_two_sweeps_give_the_same_bits() -> None:
             continue
         m, n, g = max(n1, n2), min(n1, n2), math.gcd(n1, n2)
         h = int(rng.integers(1, math.lcm(n1, n2) + 1))
-        cols, diags = _sweep_columns(m, n, g, h), _sweep_diagonals(m, n, g, h)
-        assert cols == diags == prob_outside_band(n1, n2, g, h), (n1, n2, h)
-        assert prob_outside_band(n2, n1, g, h) == cols  # symmetric in the sizes
+        rows, diags = _sweep_rows(m, n, g, h), _sweep_diagonals(m, n, g, h)
+        assert rows == diags == prob_outside_band(n1, n2, g, h), (n1, n2, h)
+        assert prob_outside_band(n2, n1, g, h) == rows  # symmetric in the sizes
+
+
+def test_every_sweep_on_every_small_band() -> None:
+    """All h (beyond lcm too) for small sizes: rows, diagonals and the batch agree bit for bit,
+    with the bands that break into pieces (no path inside them: p = 1) among them."""
+    for m in range(2, 16):
+        for n in range(1, m):
+            g = math.gcd(m, n)
+            hs = np.arange(1, m * n // g + 3)
+            rows = [_sweep_rows(m, n, g, int(h)) for h in hs]
+            assert rows == [_sweep_diagonals(m, n, g, int(h)) for h in hs], (m, n)
+            size = np.full(hs.size, 1)
+            assert _sweep_rings(size * m, size * n, size * g, hs).tolist() == rows, (m, n)
+
+
+def _mixed_batch(seed: int, count: int, max_n: int) -> tuple[np.ndarray, ...]:
+    """Sizes of all kinds (equal, coprime, far apart), h from 0 past lcm, mostly mid-range."""
+    rng = np.random.default_rng(seed)
+    n1 = rng.integers(1, max_n + 1, count)
+    n2 = np.where(rng.random(count) < 0.15, n1, rng.integers(1, max_n + 1, count))
+    lcm = np.lcm(n1, n2)
+    h = np.round(lcm * rng.uniform(0.0, 0.4, count) ** 2).astype(np.int64)
+    h[rng.random(count) < 0.1] = 0
+    wild = rng.random(count) < 0.15
+    h[wild] = rng.integers(0, lcm[wild] + 2)
+    return n1, n2, h
+
+
+@pytest.mark.parametrize(
+    ("seed", "count", "max_n"), [(21, 300, 40), (22, 200, 700), (23, 40, 3000)]
+)
+def test_batch_equals_one_by_one(seed: int, count: int, max_n: int) -> None:
+    n1, n2, h = _mixed_batch(seed, count, max_n)
+    got = exact_two_sided_pvalues(n1, n2, h)
+    single = [
+        exact_two_sided_pvalue(int(a), int(b), int(c)) for a, b, c in zip(n1, n2, h, strict=True)
+    ]
+    assert [None if math.isnan(p) else p for p in got.tolist()] == single
+    band = (n1 != n2) & (h > 0)
+    exp = [prob_outside_band(int(a), int(b), math.gcd(int(a), int(b)), int(c))
+           for a, b, c in zip(n1[band], n2[band], h[band], strict=True)]  # fmt: skip
+    assert prob_outside_band_many(n1[band], n2[band], h[band]).tolist() == exp
+
+
+def test_batch_equals_scipy_exact_bit_for_bit() -> None:
+    """ks_2samp(method="exact") of real samples, all p-values of the batch at once."""
+    cases = _cases(24, 150, 400) + _cases(25, 12, 2500)
+    hs, exp = [], []
+    for a, b in cases:
+        res = ks_2samp(a, b, method="exact")
+        hs.append(_h(a, b, float(res.statistic)))
+        exp.append(float(res.pvalue))
+    n1 = np.array([a.size for a, _ in cases])
+    n2 = np.array([b.size for _, b in cases])
+    assert exact_two_sided_pvalues(n1, n2, np.array(hs)).tolist() == exp
+
+
+def test_batch_of_many_sizes_and_few_bands() -> None:
+    """Bands of very different lengths and widths finish at different diagonals; below
+    _MIN_BATCH bands, and for bands narrower than a diagonal's step, one by one."""
+    n1 = np.array([3000, 17, 1000, 999, 64, 500, 2, 4999])
+    n2 = np.array([1, 3001, 1500, 1000, 48, 20, 3, 3000])
+    lcm = np.lcm(n1, n2)
+    for frac in (0.02, 0.1, 0.3, 0.7, 1.0):
+        h = np.maximum(1, np.round(lcm * frac).astype(np.int64))
+        exp = [prob_outside_band(int(a), int(b), math.gcd(int(a), int(b)), int(c))
+               for a, b, c in zip(n1, n2, h, strict=True)]  # fmt: skip
+        assert prob_outside_band_many(n1, n2, h).tolist() == exp, frac
+        assert prob_outside_band_many(n1[:3], n2[:3], h[:3]).tolist() == exp[:3]
+    assert exact_two_sided_pvalues(n1[:0], n2[:0], n1[:0]).size == 0
+    with pytest.raises(ValueError, match="same length"):
+        exact_two_sided_pvalues(n1, n2, n1[:2])
+
+
+def test_ks_pvalues_equal_ks_pvalue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch, the memo and the asymptotic branch give ks_pvalue's values."""
+    n1, n2, h = _mixed_batch(26, 120, 600)
+    n1[:5], n2[:5] = MAX_AUTO_N + 7, 300  # asymptotic
+    n1, n2, h = (
+        np.concatenate([n1, n1[:30]]),
+        np.concatenate([n2, n2[:30]]),
+        np.concatenate([h, h[:30]]),
+    )
+    monkeypatch.setattr(_ksexact, "_cache", type(_ksexact._cache)())
+    got = ks_pvalues(n1, n2, h).tolist()  # all computed in one batch (30 repeats)
+    assert len(_ksexact._cache) == len(set(zip(n1.tolist(), n2.tolist(), h.tolist(), strict=True)))
+    monkeypatch.setattr(_ksexact, "_cache", type(_ksexact._cache)())
+    assert got == [ks_pvalue(int(a), int(b), int(c)) for a, b, c in zip(n1, n2, h, strict=True)]
+    assert ks_pvalues(n1, n2, h).tolist() == got  # now from the memo
+    monkeypatch.setattr(_ksexact, "_CACHE_SIZE", 10)
+    ks_pvalues(n1[:40], n2[:40], h[:40] + 1)
+    assert len(_ksexact._cache) == 10
+
+
+def test_equal_sizes_numpy_terms_equal_the_loop() -> None:
+    for n in (1, 7, 50, 499, 1000, 3001):
+        for h in sorted({1, 2, 3, n // 40 + 1, n // 15 + 1, n // 14 + 1, n // 3 + 1, n}):
+            h = min(h, n)
+            assert prob_outside_square(n, h) == _prob_outside_square_loop(n, h), (n, h)
+    assert (1000 // 40 + 1) * _scipy_ks._SQUARE_TERMS < 1000  # that case took the numpy branch
 
 
 def test_equal_sizes_closed_form() -> None:
