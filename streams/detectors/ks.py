@@ -57,6 +57,7 @@ from driftline.streams.detectors._ksexact import (
     asymptotic_pvalues,
     critical_h,
     ks_pvalue,
+    ks_pvalues,
     sweep_growing,
     sweep_steps,
 )
@@ -317,7 +318,7 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
             }
         idx, n1, n2, h = self._trace
         lcm = n1 // np.gcd(n1, n2) * n2
-        p = np.array([ks_pvalue(int(a), int(b), int(c)) for a, b, c in zip(n1, n2, h, strict=True)])
+        p = ks_pvalues(n1, n2, h)
         return {
             "index": idx,
             "statistic": h / lcm,
@@ -651,8 +652,8 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
         beyond = np.zeros(h.size, dtype=bool)
         small = np.minimum(n1, n2) < _SCREEN_MIN_N
         screen = asymptotic_pvalues(h / lcm, n1, n2) < min(1.0, alpha * _SCREEN)
-        for k in np.flatnonzero(small | screen).tolist():
-            beyond[k] = ks_pvalue(int(n1[k]), int(n2[k]), int(h[k])) < alpha
+        ks = np.flatnonzero(small | screen)  # exact p-values: one batched sweep
+        beyond[ks] = ks_pvalues(n1[ks], n2[ks], h[ks]) < alpha
         return beyond
 
     # ------------------------------------------------------------------ snapshot
