@@ -33,7 +33,7 @@ demo: system-deps setup
 
 test: system-deps setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile  # two workers, each with its own broker; a file stays on one
 
 bench: setup
 	$(PY) bench/features_bench.py
