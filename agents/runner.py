@@ -92,6 +92,8 @@ class TransactionalRunner(threading.Thread):
         self.ready = threading.Event()
         # not ``_stop``: threading.Thread has a method of that name that join() calls
         self._stop_event = threading.Event()
+        #: input partitions of an assignment whose state is being restored (for health())
+        self.restoring: frozenset[int] = frozenset()
         self.consumer: Consumer | None = None
 
     @property
@@ -121,7 +123,23 @@ class TransactionalRunner(threading.Thread):
         t0 = time.perf_counter()
         # input partition p and labels partition p share one state (range assignment keeps
         # them on the same worker)
-        for p in sorted({tp.partition for tp in partitions}):
+        wanted = sorted({tp.partition for tp in partitions})
+        self.restoring = frozenset(p for p in wanted if p not in self.pipelines)
+        try:
+            self._restore(wanted)
+        finally:
+            self.restoring = frozenset()
+        self.commit.on_assign(consumer, partitions)
+        self.metrics.assigned.set(len(self.pipelines))
+        log.info(
+            "assigned partitions %s (state restored in %.2fs)",
+            describe_partitions(partitions),
+            time.perf_counter() - t0,
+        )
+
+    def _restore(self, wanted: list[int]) -> None:
+        """A pipeline for each of ``wanted`` not owned yet, restored from the state changelog."""
+        for p in wanted:
             if p in self.pipelines:
                 continue
             pipe = PartitionPipeline(
@@ -137,13 +155,6 @@ class TransactionalRunner(threading.Thread):
                 self.epochs[p] = 0
                 self.positions[p] = {}
             self.pipelines[p] = pipe
-        self.commit.on_assign(consumer, partitions)
-        self.metrics.assigned.set(len(self.pipelines))
-        log.info(
-            "assigned partitions %s (state restored in %.2fs)",
-            describe_partitions(partitions),
-            time.perf_counter() - t0,
-        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.commit.before_revoke()  # hand partitions over only once what we did is durable
@@ -386,6 +397,9 @@ class TransactionalRunner(threading.Thread):
             status, reason = "not_running", "the worker loop is not running"
         elif not self.ready.is_set():
             status, reason = "not_running", "the worker loop is starting"
+        elif self.restoring:
+            status = "restoring"
+            reason = f"restoring the state of partitions {sorted(self.restoring)} of {topic}"
         elif not owned:
             status, reason = "no_partitions", f"no partition of {topic} is assigned to it"
         elif pending > 0 and idle_s >= stall_after_s:

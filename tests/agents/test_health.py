@@ -87,6 +87,18 @@ def test_running_without_partitions_is_not_healthy(running: TransactionalRunner)
     assert h["reason"] == f"no partition of {TOPIC} is assigned to it"
 
 
+def test_restoring_an_assignment_is_not_healthy_yet(running: TransactionalRunner) -> None:
+    """Partitions are restored one by one inside the assignment: until all are, /healthz must
+    not say ok with only the first of them (seen: [0] of [0, 1, 2])."""
+    own(running, 0, 10)
+    running.restoring = frozenset({1, 2})
+    h = running.health()
+    assert (h["healthy"], h["status"], h["partitions"]) == (False, "restoring", [0])
+    assert h["reason"] == f"restoring the state of partitions [1, 2] of {TOPIC}"
+    running.restoring = frozenset()
+    assert running.health()["status"] == "ok"
+
+
 def test_running_with_partitions_is_healthy(running: TransactionalRunner) -> None:
     own(running, 0, 10)
     own(running, 1, 7)
