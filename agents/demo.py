@@ -141,6 +141,8 @@ class Labeller(threading.Thread):
         self.rng = np.random.default_rng(seed + 1)
         self.sent = 0
         self.seen = 0
+        #: why the labeller stopped early (the demo reports it instead of waiting for labels)
+        self.error: BaseException | None = None
         self.stop_event = threading.Event()
         self.ready = threading.Event()
 
@@ -151,6 +153,13 @@ class Labeller(threading.Thread):
         return (self.rng.random(amount.size) < 1.0 / (1.0 + np.exp(-z))).astype(np.int64)
 
     def run(self) -> None:
+        try:
+            self._label()
+        except BaseException as e:  # reported by the demo, which stops waiting for labels
+            self.error = e
+            raise
+
+    def _label(self) -> None:
         start, step = SyntheticStream.start_ms, SyntheticStream.step_ms
         c = consumer_at_end(self.bootstrap, self.topic, "driftline-demo-labeller")
         producer = make_producer(self.bootstrap, log_level=3)
@@ -360,12 +369,17 @@ def run_demo(
         while (
             time.monotonic() < deadline
             and worker.poll() is None
+            and labeller.is_alive()
             and (
                 labeller.seen < events
                 or read_metric(url, joined, {"outcome": "joined"}) < labeller.sent
             )
         ):
             time.sleep(0.25)
+        if labeller.error is not None:
+            print(f"the labeller stopped: {labeller.error!r}", flush=True)
+        elif labeller.seen < events:
+            print(f"the labeller saw {labeller.seen}/{events} predictions in time", flush=True)
         time.sleep(1.0)  # let the tail print the last alerts
         if first is not None and consumed > first[1]:
             rate = (consumed - first[1]) / max(t_done - first[0], 1e-9)
