@@ -320,7 +320,7 @@ def run_demo(
             stdout=subprocess.DEVNULL,
             stderr=open(tmp / "worker.log", "wb"),
         )
-        stack.callback(_stop_process, worker)
+        stack.callback(stop_process, worker)
 
         stream = SyntheticStream(n=events, shift_at=min(shift_at, events), seed=seed)
         producer = make_producer(bootstrap, log_level=3)
@@ -426,11 +426,12 @@ def produce_synthetic(
     return 0 if left == 0 else 1
 
 
-def _stop_process(p: subprocess.Popen[bytes]) -> None:
+def stop_process(p: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    """SIGTERM ``p`` and wait up to ``timeout_s``; SIGKILL it if it has not exited by then."""
     if p.poll() is None:
         p.send_signal(signal.SIGTERM)
         try:
-            p.wait(20)
+            p.wait(timeout_s)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(10)

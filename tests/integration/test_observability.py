@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 import pytest
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_demo_spec, stop_process
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from tests.kafka_helpers import (
@@ -113,12 +113,7 @@ def worker(
         time.sleep(1.2)  # two more status samples after the last batch
         yield w
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, timeout_s=30)
 
 
 # -- /metrics -------------------------------------------------------------------------------------
