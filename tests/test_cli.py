@@ -15,29 +15,11 @@ import pytest
 import driftline
 from driftline.cli import EXIT_FAILED, EXIT_USAGE, build_parser, main
 from driftline.localkafka import free_port
+from tests.specs import minimal_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SPEC = """
-[pipeline]
-name = "cli-test"
-
-[input]
-topic = "events"
-key_field = "user_id"
-time_field = "ts"
-
-[input.fields]
-user_id = "string"
-ts = "timestamp"
-amount = "float"
-
-[[features]]
-name = "amount_sum"
-field = "amount"
-agg = "sum"
-window_ms = 60000
-"""
+SPEC = minimal_spec("cli-test")
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

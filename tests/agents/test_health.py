@@ -18,31 +18,17 @@ from driftline.agents.pipeline import PartitionPipeline
 from driftline.agents.runner import TransactionalRunner
 from driftline.localkafka import free_port
 from driftline.spec import load_spec
+from tests.specs import minimal_spec
 
-SPEC = """
-[pipeline]
-name = "health-test"
-
-[input]
-topic = "health-events"
-key_field = "user_id"
-time_field = "ts"
-
-[input.fields]
-user_id = "string"
-ts = "timestamp"
-amount = "float"
-
-[[features]]
-name = "amount_sum"
-field = "amount"
-agg = "sum"
-window_ms = 60000
-
+SPEC = minimal_spec(
+    "health-test",
+    "health-events",
+    """
 [worker]
 processing_guarantee = "at_least_once"
 batch_timeout_ms = 50
-"""
+""",
+)
 TOPIC = "health-events"
 
 

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from driftline.io_files import RecordWriter, count_records, read_records
+from tests.specs import minimal_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,26 +35,7 @@ print("pyarrow imported:", any(m == "pyarrow" or m.startswith("pyarrow.") for m 
 sys.exit(status)
 """
 
-SPEC = """
-[pipeline]
-name = "parquet-test"
-
-[input]
-topic = "events"
-key_field = "user_id"
-time_field = "ts"
-
-[input.fields]
-user_id = "string"
-ts = "timestamp"
-amount = "float"
-
-[[features]]
-name = "amount_sum"
-field = "amount"
-agg = "sum"
-window_ms = 60000
-"""
+SPEC = minimal_spec("parquet-test")
 
 EVENTS = [
     {"user_id": "u1", "ts": 1000, "amount": 2.5},
