@@ -30,22 +30,7 @@ Examples
 
 from __future__ import annotations
 
-from driftline.streams.windows import (
-    WINDOW_KINDS,
-    check_size_ms,
-    check_step_ms,
-    hopping_starts_ms,
-    sliding_range_ms,
-    tumbling_start_ms,
-    window_end_ms,
-)
+from driftline.streams import windows as _windows
+from driftline.streams.windows import *  # noqa: F403 - the public names are exactly these
 
-__all__ = [
-    "WINDOW_KINDS",
-    "check_size_ms",
-    "check_step_ms",
-    "hopping_starts_ms",
-    "sliding_range_ms",
-    "tumbling_start_ms",
-    "window_end_ms",
-]
+__all__ = list(_windows.__all__)

@@ -64,30 +64,6 @@ import numpy as np
 from driftline.streams.params import int_param
 from driftline.streams.registry import build, register
 
-__all__ = [
-    "AGGREGATIONS",
-    "AGGREGATORS",
-    "DISTINCT_CAP",
-    "NEEDS_FIELD",
-    "Aggregator",
-    "Count",
-    "Distinct",
-    "First",
-    "Last",
-    "Max",
-    "Mean",
-    "Min",
-    "Rate",
-    "SincePrev",
-    "Std",
-    "Sum",
-    "Variance",
-    "build_aggregator",
-    "register_aggregator",
-    "segment_ffill",
-    "segmented_accumulate",
-]
-
 DISTINCT_CAP = 10_000
 """Exact distinct values recorded per window before `Distinct` saturates."""
 

@@ -16,21 +16,8 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from driftline.errors import DriftlineError
-from driftline.streams.detectors.adwin import AdwinDetector
+from driftline.streams.detectors import adwin, ks, sequential, windowed
 from driftline.streams.detectors.base import INPUT_KINDS, DriftDetector
-from driftline.streams.detectors.ks import KSWindowDetector
-from driftline.streams.detectors.sequential import (
-    DDMDetector,
-    HDDMADetector,
-    HDDMWDetector,
-    PageHinkleyDetector,
-)
-from driftline.streams.detectors.windowed import (
-    Chi2Detector,
-    JSDDetector,
-    PSIDetector,
-    SummaryDetector,
-)
 from driftline.streams.registry import build, constructor_parameters, lookup, register
 
 __all__ = ["DETECTORS", "build_detector", "detector_parameters", "register_detector"]
@@ -51,7 +38,7 @@ def register_detector(cls: D) -> D:
 
     Examples
     --------
-    >>> register_detector(AdwinDetector) is AdwinDetector
+    >>> register_detector(adwin.AdwinDetector) is adwin.AdwinDetector
     True
     """
     if cls.inputs not in INPUT_KINDS:
@@ -62,16 +49,16 @@ def register_detector(cls: D) -> D:
 
 
 for _cls in (
-    KSWindowDetector,
-    AdwinDetector,
-    SummaryDetector,
-    Chi2Detector,
-    PSIDetector,
-    JSDDetector,
-    PageHinkleyDetector,
-    DDMDetector,
-    HDDMADetector,
-    HDDMWDetector,
+    ks.KSWindowDetector,
+    adwin.AdwinDetector,
+    windowed.SummaryDetector,
+    windowed.Chi2Detector,
+    windowed.PSIDetector,
+    windowed.JSDDetector,
+    sequential.PageHinkleyDetector,
+    sequential.DDMDetector,
+    sequential.HDDMADetector,
+    sequential.HDDMWDetector,
 ):
     register_detector(_cls)
 
