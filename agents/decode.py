@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,7 +61,8 @@ def _check_string(name: str, v: Any) -> str:
 
 
 def parse_timestamp_ms(name: str, v: Any) -> int:
-    """Epoch milliseconds from an integer, or from an ISO-8601 string that carries a zone.
+    """Epoch milliseconds from an integer, an ISO-8601 string that carries a zone, or a
+    zone-aware ``datetime`` (what Avro's ``timestamp-millis`` logical type decodes to).
 
     ISO times are floored to the millisecond with integer arithmetic on the offset from the
     epoch: ``dt.timestamp() * 1000`` is a float product that lands just below the integer for
@@ -83,9 +85,70 @@ def parse_timestamp_ms(name: str, v: Any) -> int:
                 "bad_timestamp", f"field {name!r}={v!r} has no time zone; add Z or +hh:mm"
             )
         return (dt - _EPOCH) // _MS
+    if isinstance(v, datetime) and v.tzinfo is not None:
+        return (v - _EPOCH) // _MS
     raise RecordError(
         "bad_timestamp", f"field {name!r} is {type(v).__name__}, expected epoch ms or ISO-8601 text"
     )
+
+
+def _classify_bad_json(raw: bytes, err: Exception) -> RecordError:
+    # orjson rejects NaN/Infinity tokens; tell them apart from broken JSON.
+    try:
+        json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return RecordError("invalid_json", f"not valid UTF-8 JSON: {err}")
+    return RecordError("non_finite", "value contains NaN or Infinity, which JSON does not allow")
+
+
+def _json_checked(raw: bytes | None) -> Any:
+    if raw is None:
+        raise RecordError(
+            "invalid_json", "the record has no value (a tombstone); send a JSON object"
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise _classify_bad_json(raw, e) from None
+
+
+@dataclass(frozen=True)
+class PayloadFormat:
+    """How a record's value becomes an object, for :class:`RecordDecoder`.
+
+    ``loads`` is the hot path: the value's object, or one of ``errors`` (then ``loads_checked``
+    says why with a :class:`RecordError`). ``loads_checked`` also handles a missing value.
+    ``name`` words the ``not_an_object`` error (``value is a JSON list``).
+    """
+
+    name: str
+    loads: Callable[[bytes], Any]
+    errors: type[BaseException] | tuple[type[BaseException], ...]
+    loads_checked: Callable[[bytes | None], Any]
+
+
+#: Plain JSON values (``[input] format = "json"``).
+JSON_FORMAT = PayloadFormat("JSON", orjson.loads, orjson.JSONDecodeError, _json_checked)
+
+
+def field_path(obj: Mapping[str, Any], name: str) -> Any:
+    """The value of field ``name`` in ``obj``: a dotted name is a path into nested objects
+    (``user.country``), else (or if the path is not there) the key itself. KeyError if absent.
+
+    >>> field_path({"user": {"country": "de"}}, "user.country")
+    'de'
+    >>> field_path({"user.country": "fr"}, "user.country")
+    'fr'
+    """
+    if "." in name:
+        node: Any = obj
+        for part in name.split("."):
+            if type(node) is not dict or part not in node:
+                break
+            node = node[part]
+        else:
+            return node
+    return obj[name]
 
 
 CHECKS: dict[str, Callable[[str, Any], Any]] = {
@@ -122,7 +185,9 @@ class RecordDecoder:
         time_field: str,
         max_bytes: int,
         extra: tuple[str, ...] = (),
+        payload: PayloadFormat = JSON_FORMAT,
     ) -> None:
+        self.payload = payload
         self.key_field = key_field
         self.time_field = time_field
         self.max_bytes = max_bytes
@@ -158,8 +223,9 @@ class RecordDecoder:
         ]
         names = list(fields)
         for i, n in enumerate(names):
-            lines.append(f"        v{i} = o[{n!r}]")
-        lines += ["    except KeyError:", "        return slow(raw)"]
+            path = "".join(f"[{part!r}]" for part in n.split("."))  # user.country: nested
+            lines.append(f"        v{i} = o{path}")
+        lines += ["    except (KeyError, TypeError):", "        return slow(raw)"]
         for i, n in enumerate(names):
             t = fields[n]
             if t == "float":
@@ -203,8 +269,8 @@ class RecordDecoder:
         )
         env: dict[str, Any] = {
             "MAX": self.max_bytes,
-            "loads": orjson.loads,
-            "JSONDecodeError": orjson.JSONDecodeError,
+            "loads": self.payload.loads,
+            "JSONDecodeError": self.payload.errors,
             "slow": self.decode_checked,
             "ts": parse_timestamp_ms,
             "RecordError": RecordError,
@@ -217,33 +283,33 @@ class RecordDecoder:
         self, raw: bytes | None
     ) -> tuple[str, int, tuple[float, ...], tuple[Any, ...]]:
         """The reference decoder: every check in order, with a precise error."""
-        if raw is None:
-            raise RecordError(
-                "invalid_json", "the record has no value (a tombstone); send a JSON object"
-            )
-        if len(raw) > self.max_bytes:
+        if raw is not None and len(raw) > self.max_bytes:
             raise RecordError(
                 "oversized",
                 f"value is {len(raw)} bytes, over input.max_message_bytes={self.max_bytes}",
             )
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise self._classify_bad_json(raw, e) from None
+        obj = self.payload.loads_checked(raw)
         if type(obj) is not dict:
             raise RecordError(
-                "not_an_object", f"value is a JSON {type(obj).__name__}, expected an object"
+                "not_an_object",
+                f"value is a {self.payload.name} {type(obj).__name__}, expected an object",
             )
+        return self.check_object(obj)
+
+    def check_object(
+        self, obj: dict[str, Any]
+    ) -> tuple[str, int, tuple[float, ...], tuple[Any, ...]]:
+        """The checks of :meth:`decode_checked` on a decoded object."""
         out: dict[str, Any] = {}
         for name, check in self._checks:
             try:
-                v = obj[name]
+                v = field_path(obj, name)
             except KeyError:
                 raise RecordError("missing_field", f"field {name!r} is missing") from None
             if v is None:
                 raise RecordError("missing_field", f"field {name!r} is null")
             out[name] = check(name, v)
-        key = obj[self.key_field]
+        key = field_path(obj, self.key_field)
         if type(key) is not str and type(key) is not int:
             raise RecordError(
                 "wrong_type", f"key field {self.key_field!r} must be a string or integer"
@@ -253,15 +319,4 @@ class RecordDecoder:
             out[self.time_field],
             tuple(out[n] for n in self.numeric),
             tuple(out[n] for n in self.extra),
-        )
-
-    @staticmethod
-    def _classify_bad_json(raw: bytes, err: Exception) -> RecordError:
-        # orjson rejects NaN/Infinity tokens; tell them apart from broken JSON.
-        try:
-            json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return RecordError("invalid_json", f"not valid UTF-8 JSON: {err}")
-        return RecordError(
-            "non_finite", "value contains NaN or Infinity, which JSON does not allow"
         )

@@ -194,3 +194,56 @@ def test_extra_fields_come_back_as_they_are() -> None:
     assert d.decode(raw) == d.decode_checked(raw) == ("a", 5, (1.0, 2.0, 1.0), ("a", True))
     with pytest.raises(ValueError, match="not declared"):
         RecordDecoder(FIELDS, "user", "ts", 200, extra=("nope",))
+
+
+NESTED = {"user.id": "string", "ts": "timestamp", "geo.lat": "float", "user.tier": "string"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            b'{"user":{"id":"a","tier":"gold"},"ts":5,"geo":{"lat":1.5}}',
+            ("ok", ("a", 5, (1.5,), ("gold",))),
+        ),
+        # a key that is the dotted name itself, when the path is not there
+        (
+            b'{"user":{"id":"a"},"user.tier":"x","ts":5,"geo":{"lat":2}}',
+            ("ok", ("a", 5, (2.0,), ("x",))),
+        ),
+        (b'{"user":{"id":"a","tier":"g"},"ts":5,"geo":{}}', ("err", "missing_field", "geo.lat")),
+        (b'{"user":"a","ts":5,"geo":{"lat":1}}', ("err", "missing_field", "user.id")),
+        (b'{"user":{"id":"a","tier":"g"},"ts":5,"geo":[1]}', ("err", "missing_field", "geo.lat")),
+        (
+            b'{"user":{"id":"a","tier":"g"},"ts":5,"geo":{"lat":"1"}}',
+            ("err", "wrong_type", "geo.lat"),
+        ),
+        (b'{"user":{"id":3,"tier":"g"},"ts":5,"geo":{"lat":1}}', ("err", "wrong_type", "user.id")),
+    ],
+)
+def test_nested_fields_by_dotted_path(raw: bytes, expected: tuple) -> None:
+    d = RecordDecoder(NESTED, "user.id", "ts", 200, extra=("user.tier",))
+
+    def outcome(f):
+        try:
+            return ("ok", f(raw))
+        except RecordError as e:
+            assert expected[2] in e.detail
+            return ("err", e.reason, expected[2])
+
+    assert outcome(d.decode) == outcome(d.decode_checked) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [
+        (datetime(2026, 1, 1, tzinfo=UTC), 1767225600000),
+        (datetime(2026, 1, 1, 1, 0, 0, 250_999, tzinfo=timezone(timedelta(hours=1))),
+         1767225600250),
+        (datetime(1969, 12, 31, 23, 59, 59, 999_500, tzinfo=UTC), -1),
+    ],
+)  # fmt: skip
+def test_zone_aware_datetimes_are_timestamps(value: datetime, ms: int) -> None:
+    assert parse_timestamp_ms("ts", value) == ms
+    with pytest.raises(RecordError, match="bad_timestamp"):
+        parse_timestamp_ms("ts", value.replace(tzinfo=None))
