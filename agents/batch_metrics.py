@@ -52,8 +52,7 @@ def count_batch(
         m.feature_vectors.inc(oc.feature_vectors)
         m.predictions.inc(oc.predictions)
         for a in oc.alerts:
-            m.record_alert(a)
-            m.alerts.labels(a["kind"], a["detector"], a["status"]).inc()
+            m.count_alert(p, a)
             w = a["window"]
             log.warning(  # the offset is on the trigger's topic: the input's, or the labels'
                 "drift %s: detector=%s target=%s statistic=%.4g p=%s topic=%s partition=%d "

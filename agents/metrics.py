@@ -36,6 +36,10 @@ DELAY_BUCKETS_S = (1.0, 10.0, 60.0, 600.0, 3600.0, 6 * 3600.0, 86400.0, 3 * 8640
 LABEL_COUNTERS = ("unmatched_label", "expired_prediction", "duplicate_label",
                   "duplicate_prediction")  # fmt: skip
 
+#: Alert kinds of the drift detectors (``[[detectors]]``): the alerts of an episode, which
+#: ``driftline_drift_firing`` follows (skew checks and importance shifts have their own kinds).
+DETECTOR_KINDS = ("covariate", "prediction", "label", "concept")
+
 STAGES = (
     "poll", "decode", "features", "predict", "detect", "encode", "labels", "produce", "commit"
 )  # fmt: skip
@@ -119,6 +123,14 @@ _METRICS: tuple[tuple[str, Any, str, str, tuple[str, ...]], ...] = (
         Gauge,
         "driftline_drift_statistic",
         "Last drift statistic per detector and partition.",
+        ("detector", "target", "partition"),
+    ),
+    (
+        "drift_firing",
+        Gauge,
+        "driftline_drift_firing",
+        "1 while the detector's drift episode on the partition is open (its firing alert sent, "
+        "its resolved alert not yet), else 0; set for every detector of an assigned partition.",
         ("detector", "target", "partition"),
     ),
     (
@@ -245,6 +257,7 @@ class WorkerMetrics:
     batches: Counter
     stage_seconds: Histogram
     drift_statistic: Gauge
+    drift_firing: Gauge
     drift_p_value: Gauge
     assigned: Gauge
     consumer_lag: Gauge
@@ -309,7 +322,7 @@ class WorkerMetrics:
         """Drop per-partition gauges of a partition this worker no longer owns."""
         p = str(partition)
         for g in (self.model_metric, self.feature_importance, self.drift_statistic,
-                  self.drift_p_value):  # fmt: skip
+                  self.drift_p_value, self.drift_firing):  # fmt: skip
             for labels in list(g._metrics):  # prometheus_client has no filter
                 if labels[-1] == p:
                     g.remove(*labels)
@@ -326,6 +339,21 @@ class WorkerMetrics:
     def record_alert(self, doc: dict[str, Any]) -> None:
         """Keep a committed alert (an ``alert.schema.json`` document) for the status page."""
         self.recent_alerts.append(doc)
+
+    def count_alert(self, partition: int, doc: dict[str, Any]) -> None:
+        """A committed alert of ``partition``: kept, counted and, for a drift detector's alert,
+        its episode's ``driftline_drift_firing`` set (1 on ``firing``, 0 on ``resolved``)."""
+        self.record_alert(doc)
+        self.alerts.labels(doc["kind"], doc["detector"], doc["status"]).inc()
+        if doc["kind"] in DETECTOR_KINDS:
+            firing = self.drift_firing.labels(doc["detector"], doc["target"], str(partition))
+            firing.set(1 if doc["status"] == "firing" else 0)
+
+    def set_firing(self, partition: int, episodes: Iterable[tuple[str, str, bool]]) -> None:
+        """A newly assigned partition's ``driftline_drift_firing``, one series per
+        (detector, target, open) of ``episodes``: it exists (at 0) before any drift."""
+        for detector, target, is_open in episodes:
+            self.drift_firing.labels(detector, target, str(partition)).set(1 if is_open else 0)
 
     def observe_latency(self, seconds: np.ndarray, path: str = "ingest_to_output") -> None:
         self.latency[path].add(seconds)

@@ -22,6 +22,7 @@ from driftline.agents.batch_metrics import Outcome
 from driftline.agents.commit import CommitStrategy, StrategyContext, commit_strategy
 from driftline.agents.commit.base import produce_all_to_partition
 from driftline.agents.kafka_io import KAFKA_LOG
+from driftline.agents.metric_series import declare_partition, declare_series
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.partitions import OwnedPartitions
 from driftline.agents.pipeline import PartitionPipeline, RecordColumns
@@ -74,6 +75,7 @@ class TransactionalRunner(threading.Thread):
         self.spec = spec
         self.bootstrap = bootstrap
         self.metrics = metrics
+        declare_series(metrics, spec)  # counters at 0: increase() sees their first event
         self.predictor = predictor
         self.model_version = model_version
         self.worker_id = worker_id
@@ -130,6 +132,8 @@ class TransactionalRunner(threading.Thread):
         finally:
             self.restoring = frozenset()
         self.commit.on_assign(consumer, partitions)
+        for p in wanted:
+            declare_partition(self.metrics, self.pipelines[p])
         self.metrics.assigned.set(len(self.pipelines))
         log.info(
             "assigned partitions %s (state restored in %.2fs)",

@@ -148,9 +148,10 @@ class StatusCollector:
         self._record(st["detectors"])
         m = self.metrics
         s = registry_samples(m.registry)
-        dead = {
+        dead = {  # every reason's series exists from the start: only those that happened
             lb.get("reason", ""): int(v)
             for lb, v in s.get("driftline_records_dead_lettered_total", [])
+            if v
         }
         lag = {
             lb.get("partition", ""): int(v) for lb, v in s.get("driftline_consumer_lag_records", [])

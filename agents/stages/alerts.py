@@ -19,6 +19,13 @@ from driftline.streams.detectors.base import Detection
 from driftline.streams.importance import ImportanceEvent
 
 _KINDS = {PREDICTION_TARGET: "prediction", ERROR_TARGET: "concept", "label": "label"}
+
+
+def alert_kind(target: str) -> str:
+    """The ``kind`` of a drift detector's alerts, from its target."""
+    return _KINDS.get(target, "covariate")
+
+
 _ADAPTIVE = ("adwin", "page_hinkley", "ddm", "hddm_a", "hddm_w")
 
 
@@ -133,7 +140,7 @@ class AlertDocs:
         }
         doc = self._doc(
             name=dspec.name,
-            kind=_KINDS.get(dspec.target, "covariate"),
+            kind=alert_kind(dspec.target),
             detector=dspec.name,
             detector_type=dspec.type,
             target=dspec.target,
