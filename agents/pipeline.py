@@ -38,6 +38,33 @@ from driftline.spec import DetectorSpec, PipelineSpec, build_spec_detector, to_f
 from driftline.streams.features import FeatureEngine
 from driftline.streams.model import BatchPredictor
 
+#: How far ahead of this machine's clock a restored watermark may be (clock skew between
+#: machines, events stamped ahead of their broker time): beyond it the snapshot is refused, since
+#: every later event would be late.
+WATERMARK_AHEAD_LIMIT_MS = 86_400_000
+
+
+def check_watermark(watermark_ms: int | None, now_ms: float) -> None:
+    """Raise `DriftlineError` if a restored ``watermark_ms`` is over a day ahead of ``now_ms``.
+
+    Examples
+    --------
+    >>> check_watermark(None, 0.0)
+    >>> check_watermark(2**62, 1.7e12)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    driftline.errors.DriftlineError: state: the saved watermark 4611686018427387904 is ... ahead \
+of this machine's clock ...
+    """
+    if watermark_ms is not None and watermark_ms > now_ms + WATERMARK_AHEAD_LIMIT_MS:
+        days = (watermark_ms - now_ms) / 86_400_000
+        raise DriftlineError(
+            f"state: the saved watermark {watermark_ms} is {days:.3g} days ahead of this "
+            "machine's clock (more than 1 day): every later event would be late. The snapshot "
+            "was forged, or written from a record stamped far in the future"
+        )
+
+
 # the batch step's types, importable from here as before the stages had modules of their own
 __all__ = [
     "BatchOutcome",
@@ -215,9 +242,9 @@ class PartitionPipeline:
                 "definitions (features or windows.grace_ms changed); give the pipeline a new "
                 "pipeline.name, or delete its state changelog topic to start over"
             )
-        self.engine = FeatureEngine.restore(
-            self._feature_defs, self.spec.grace_ms, state["features"]
-        )
+        engine = FeatureEngine.restore(self._feature_defs, self.spec.grace_ms, state["features"])
+        check_watermark(engine.watermark_ms, time.time() * 1000)
+        self.engine = engine
         self.skew.restore(state.get("skew", {}))
         labels = state.get("labels")
         if self.label_stage is not None and labels is not None:

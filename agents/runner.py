@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -26,7 +27,13 @@ from driftline.agents.metric_series import declare_partition, declare_series
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.partitions import OwnedPartitions
 from driftline.agents.pipeline import PartitionPipeline, RecordColumns
-from driftline.agents.state import CHUNK_BYTES, read_changelog_partition, restore_snapshot
+from driftline.agents.state import (
+    CHUNK_BYTES,
+    StateReset,
+    check_state_present,
+    read_changelog_partition,
+    restore_snapshot,
+)
 from driftline.spec import PipelineSpec
 from driftline.streams.model import BatchPredictor
 
@@ -70,6 +77,7 @@ class TransactionalRunner(threading.Thread):
         model_version: str,
         worker_id: str,
         batch_cache: Any = None,
+        reset_state: StateReset = frozenset(),
     ) -> None:
         super().__init__(name="driftline-runner", daemon=True)
         self.spec = spec
@@ -97,6 +105,11 @@ class TransactionalRunner(threading.Thread):
         #: input partitions of an assignment whose state is being restored (for health())
         self.restoring: frozenset[int] = frozenset()
         self.consumer: Consumer | None = None
+        #: input partitions whose saved state is ignored, once, at their first assignment
+        #: (``driftline worker --reset-state``); "all": every partition
+        self._reset_state: StateReset = reset_state
+        #: what a rebalance callback raised (librdkafka cannot carry it out of ``consume``)
+        self._callback_error: BaseException | None = None
 
     @property
     def pipelines(self) -> dict[int, PartitionPipeline]:
@@ -122,13 +135,32 @@ class TransactionalRunner(threading.Thread):
 
     # -- rebalance callbacks (run inside consumer.consume, between transactions) ---------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._in_callback(self._assign, consumer, partitions)
+
+    def _in_callback(self, fn: Callable[[Consumer, list[TopicPartition]], None],
+                     consumer: Consumer, partitions: list[TopicPartition]) -> None:  # fmt: skip
+        if self._callback_error is not None:
+            return  # the loop stops with the first error
+        try:
+            fn(consumer, partitions)
+        except BaseException as e:  # raised from the loop: see `_raise_callback_error`
+            self._callback_error = e
+
+    def _raise_callback_error(self) -> None:
+        """Re-raise, in the loop, what a rebalance callback raised inside ``consume``: raised
+        there, librdkafka loses it (a SystemError about a tuple instead of the real error)."""
+        e, self._callback_error = self._callback_error, None
+        if e is not None:
+            raise e
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         t0 = time.perf_counter()
         # input partition p and labels partition p share one state (range assignment keeps
         # them on the same worker)
         wanted = sorted({tp.partition for tp in partitions})
         self.restoring = frozenset(p for p in wanted if p not in self.pipelines)
         try:
-            self._restore(wanted)
+            self._restore(consumer, wanted)
         finally:
             self.restoring = frozenset()
         self.commit.on_assign(consumer, partitions)
@@ -141,16 +173,33 @@ class TransactionalRunner(threading.Thread):
             time.perf_counter() - t0,
         )
 
-    def _restore(self, wanted: list[int]) -> None:
-        """A pipeline for each of ``wanted`` not owned yet, restored from the state changelog."""
+    def _restore(self, consumer: Consumer, wanted: list[int]) -> None:
+        """A pipeline for each of ``wanted`` not owned yet, restored from the state changelog.
+
+        Raises `ChangelogError` if a partition's state cannot be restored, or is missing while
+        the group has committed offsets on it (never starts such a partition empty on its own).
+        """
+        if self._reset_state == "all":  # every partition of this worker's first assignment
+            self._reset_state = frozenset(wanted)
         for p in wanted:
             if p in self.pipelines:
                 continue
             pipe = PartitionPipeline(
                 self.spec, p, self.predictor, self.model_version, self.batch_cache
             )
-            records = read_changelog_partition(self.bootstrap, self.changelog, p)
-            saved = restore_snapshot(records, p, pipe.restore)  # ChangelogError names the record
+            saved = None
+            if self._take_reset(p):
+                log.warning(
+                    "partition %d: saved state ignored on request (--reset-state): windows, "
+                    "detectors and alert episodes start empty at the group's committed offset",
+                    p,
+                )
+            else:
+                records = read_changelog_partition(self.bootstrap, self.changelog, p)
+                saved = restore_snapshot(records, p, pipe.restore)  # errors name the record
+                if saved is None:
+                    check_state_present(records, p, self.spec.input.topic,
+                                        self._committed(consumer, p))  # fmt: skip
             if saved is not None:
                 epoch, state = saved
                 self.epochs[p] = epoch
@@ -160,11 +209,30 @@ class TransactionalRunner(threading.Thread):
                 self.positions[p] = {}
             self.pipelines[p] = pipe
 
+    def _take_reset(self, p: int) -> bool:
+        """Whether ``p``'s saved state is to be ignored now (once per partition and process)."""
+        reset = self._reset_state
+        if reset != "all" and p in reset:
+            self._reset_state = frozenset(reset) - {p}
+            return True
+        return False
+
+    def _committed(self, consumer: Consumer, p: int) -> int | None:
+        """The group's committed offset on input partition ``p`` (None if it has none)."""
+        (tp,) = consumer.committed([TopicPartition(self.spec.input.topic, p)], timeout=30)
+        return tp.offset if tp.offset >= 0 else None
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._in_callback(self._revoke, consumer, partitions)
+
+    def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.commit.before_revoke()  # hand partitions over only once what we did is durable
         self._drop(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._in_callback(self._lost, consumer, partitions)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions taken away without a revoke (session expired): another worker may own
         them already, so nothing of theirs is written; exactly_once's transaction is fenced."""
         self.commit.on_lost(partitions)
@@ -253,6 +321,7 @@ class TransactionalRunner(threading.Thread):
             while not self._stop_event.is_set():
                 t0 = time.perf_counter()
                 msgs = self._poll(consumer, w.batch_max_records, timeout_s)
+                self._raise_callback_error()
                 if msgs:
                     m.stage_seconds.labels("poll").observe(time.perf_counter() - t0)
                     self.commit.send(self._process(msgs))

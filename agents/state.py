@@ -25,7 +25,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -48,6 +48,38 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _KEY = re.compile(rb"(\d+)/(?:head|chunk/\d+|labels/\d+/(?:head|chunk/\d+))")
 
 
+#: Input partitions whose saved state a worker ignores on purpose (``--reset-state``).
+StateReset = frozenset[int] | Literal["all"]
+
+
+def parse_reset_state(text: str) -> StateReset:
+    """``"all"`` or comma-separated partition numbers, as ``--reset-state`` takes them.
+
+    Examples
+    --------
+    >>> sorted(parse_reset_state("2, 0"))
+    [0, 2]
+    >>> parse_reset_state("all")
+    'all'
+    >>> parse_reset_state("x")
+    Traceback (most recent call last):
+    ...
+    driftline.errors.DriftlineError: --reset-state: got 'x'; expected all, or partition \
+numbers such as 0,2
+    """
+    if text.strip() == "all":
+        return "all"
+    try:
+        parts = frozenset(int(x) for x in text.split(","))
+    except ValueError:
+        parts = frozenset({-1})
+    if not parts or min(parts) < 0:
+        raise DriftlineError(
+            f"--reset-state: got {text!r}; expected all, or partition numbers such as 0,2"
+        )
+    return parts
+
+
 class ChangelogError(DriftlineError):
     """A state changelog record a restore cannot use, with where it is and what to do."""
 
@@ -58,11 +90,12 @@ class ChangelogError(DriftlineError):
         where = "state changelog" + (f" topic {topic}" if topic else "")
         where += f", partition {partition}, offset {'?' if offset is None else offset}"
         where += " (no key)" if key is None else f" (key {key.decode('utf-8', 'replace')[:80]!r})"
-        topic_name = topic or "(<pipeline group>.state-changelog)"
         super().__init__(
-            f"{where}: {problem}. Nothing was restored from it: delete the changelog topic "
-            f"{topic_name} to start this state over (reset the consumer group's offsets to "
-            "rebuild it from the input), or restore that topic from a backup"
+            f"{where}: {problem}. Nothing was restored; the worker will not start this "
+            f"partition with empty state on its own. Restore the topic from a backup, or start "
+            f"this partition's state over on purpose: `driftline worker --reset-state "
+            f"{partition} ...` (windows and detectors start empty at the group's committed "
+            "offsets; reset the group's offsets too to rebuild them from the input)"
         )
 
 
@@ -79,6 +112,8 @@ class ChangelogRecords(dict[bytes, bytes]):
         self.offsets: dict[bytes, int] = {}
         #: records whose key is not a driftline state key of this partition: (offset, key)
         self.foreign: dict[bytes | None, int] = {}
+        #: keys whose latest record is a tombstone: key -> its offset
+        self.tombstones: dict[bytes, int] = {}
 
     def add(self, key: bytes | None, value: bytes | None, offset: int) -> None:
         """Apply one record read at ``offset`` (a None value is a tombstone)."""
@@ -91,9 +126,11 @@ class ChangelogRecords(dict[bytes, bytes]):
         elif value is None:
             self.pop(key, None)
             self.offsets.pop(key, None)
+            self.tombstones[key] = offset
         else:
             self[key] = value
             self.offsets[key] = offset
+            self.tombstones.pop(key, None)
 
 
 def _error(records: dict[bytes, bytes], partition: int, key: bytes, problem: str) -> ChangelogError:
@@ -226,6 +263,12 @@ def decode_snapshot(
     _check_foreign(records, partition)
     key = f"{partition}/head".encode()
     if key not in records:
+        tombstone = getattr(records, "tombstones", {}).get(key)
+        if tombstone is not None:  # driftline never deletes a head
+            raise ChangelogError(
+                getattr(records, "topic", None), partition, tombstone, key,
+                "the snapshot head was deleted (a tombstone written outside driftline)",
+            )  # fmt: skip
         return None
     head = _head(records, partition, key, {"epoch", "chunks", "sha256"})
     epoch = head["epoch"]
@@ -272,6 +315,32 @@ def restore_snapshot(
             f"the snapshot of epoch {epoch} cannot be restored ({why})",
         ) from e  # fmt: skip
     return saved
+
+
+def check_state_present(
+    records: dict[bytes, bytes], partition: int, input_topic: str, committed: int | None
+) -> None:
+    """Raise `ChangelogError` when the changelog holds no snapshot of ``partition`` although the
+    consumer group has ``committed`` an offset on it: the state was there and is gone (topic
+    deleted or recreated, head removed), and starting with empty windows would be a silent reset.
+
+    Examples
+    --------
+    >>> check_state_present({}, 0, "events", None)  # a new pipeline: nothing committed yet
+    >>> check_state_present({}, 0, "events", 5_000)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    driftline.agents.state.ChangelogError: state changelog, partition 0, offset ? (key '0/head'): \
+no snapshot, but the consumer group has committed offset 5000 on events[0]: ...
+    """
+    if committed is None or committed < 0:
+        return
+    raise ChangelogError(
+        getattr(records, "topic", None), partition, None, f"{partition}/head".encode(),
+        f"no snapshot, but the consumer group has committed offset {committed} on "
+        f"{input_topic}[{partition}]: the state that went with it is gone (the changelog topic "
+        "was deleted or recreated, or its records removed)",
+    )  # fmt: skip
 
 
 def read_changelog_partition(

@@ -25,7 +25,7 @@ from driftline.agents.logs import logging_config
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.predictor import build_predictor
 from driftline.agents.runner import TransactionalRunner, changelog_topic, default_worker_id
-from driftline.agents.state import CHANGELOG_CONFIG
+from driftline.agents.state import CHANGELOG_CONFIG, StateReset
 from driftline.agents.status_page import StatusCollector, render_html
 from driftline.errors import DriftlineError, SpecError
 from driftline.spec import PipelineSpec
@@ -108,6 +108,7 @@ def create_app(
     web_port: int,
     worker_id: str,
     batch_cache: BatchFeatureCache | None = None,
+    reset_state: StateReset = frozenset(),
 ) -> faust.App:
     """The faust app hosting the batch runner and the ``/metrics`` and ``/healthz`` pages."""
     app = faust.App(
@@ -130,7 +131,7 @@ def create_app(
     metrics = WorkerMetrics(spec.name)
     predictor, version = build_predictor(spec)
     runner = TransactionalRunner(
-        spec, bootstrap, metrics, predictor, version, worker_id, batch_cache
+        spec, bootstrap, metrics, predictor, version, worker_id, batch_cache, reset_state
     )
     app.service(RunnerService(runner))
 
@@ -172,11 +173,13 @@ def run_worker(
     worker_id: str | None = None,
     log_format: str = "plain",
     create_topics: bool = False,
+    reset_state: StateReset = frozenset(),
 ) -> None:
     """Check the cluster, then run until SIGINT/SIGTERM (logs: ``plain`` or ``json`` lines).
 
     ``create_topics``: first create the pipeline's missing topics, as ``driftline topics
     create`` does (the input topic with its partitions if it exists, else the default count).
+    ``reset_state``: input partitions whose saved state is ignored once (``--reset-state``).
     """
     logging.config.dictConfig(logging_config(log_format, loglevel))  # preflight's logs too
     if create_topics:
@@ -193,8 +196,9 @@ def run_worker(
         cache.start()
         cache.wait_loaded(spec.batch_features.load_timeout_ms / 1000)
     app = create_app(
-        spec, bootstrap, web_host=web_host, web_port=web_port, worker_id=wid, batch_cache=cache
-    )
+        spec, bootstrap, web_host=web_host, web_port=web_port, worker_id=wid, batch_cache=cache,
+        reset_state=reset_state,
+    )  # fmt: skip
     faust.Worker(
         app, loglevel=loglevel, quiet=True, logging_config=logging_config(log_format, loglevel)
     ).execute_from_commandline()

@@ -81,6 +81,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         worker_id=args.worker_id,
         log_format=args.log_format,
         create_topics=args.create_topics,
+        reset_state=args.reset_state,
     )
     return 0
 
@@ -494,6 +495,25 @@ def _add_worker(sub: Any) -> None:
         help="first create the pipeline's missing topics, as `driftline topics create` does "
         "(the input topic with 3 partitions if it is missing: use that command to choose)",
     )
+    w.add_argument(
+        "--reset-state",
+        type=_reset_state,
+        default=frozenset(),
+        metavar="PARTITIONS",
+        help="ignore the saved state of these input partitions (all, or e.g. 0,2) once: their "
+        "windows, detectors and alert episodes start empty at the group's committed offsets. "
+        "Only on purpose: a worker refuses to start a partition whose state is missing or "
+        "damaged, and says which",
+    )
+
+
+def _reset_state(text: str) -> Any:
+    from driftline.agents.state import parse_reset_state
+
+    try:
+        return parse_reset_state(text)
+    except DriftlineError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--reset-state: ")) from None
 
 
 def _add_topics(sub: Any) -> None:

@@ -286,6 +286,10 @@ def _shape(log: Changelog, change: Callable[[dict[str, Any]], Any]) -> int:
     return log.add_snapshot(change(state) or state)
 
 
+def _forge_watermark(state: dict[str, Any]) -> None:
+    state["features"]["watermark_ms"] = 2**62
+
+
 RNG = np.random.default_rng(0)
 GARBAGE = RNG.bytes(300)
 
@@ -336,6 +340,10 @@ CASES: list[tuple[str, Callable[[Changelog, bytes], int], str]] = [
      lambda log, e: _label_entry(log, {"join": [], "last_expire_ms": None}, "checkpoint"),
      "malformed label-join log checkpoint"),
     ("label-log entry pickled", lambda log, e: _label_head(log, e), "not JSON"),
+    ("the head tombstoned", lambda log, e: log.add(b"0/head", None),
+     "the snapshot head was deleted (a tombstone written outside driftline)"),
+    ("a forged watermark far in the future",
+     lambda log, e: _shape(log, _forge_watermark), "days ahead of this machine's clock"),
 ]  # fmt: skip
 
 
@@ -357,9 +365,7 @@ def test_a_bad_record_is_named_with_what_to_do_never_run_never_a_reset(
     assert f"topic {TOPIC}, partition 0, offset {offset} " in msg, msg
     assert (e.value.topic, e.value.partition, e.value.offset) == (TOPIC, 0, offset)
     assert problem in msg, msg
-    assert (
-        f"delete the changelog topic {TOPIC}" in msg and "restore that topic from a backup" in msg
-    )
+    assert "Restore the topic from a backup" in msg and "`driftline worker --reset-state 0" in msg
     assert not marker.exists()
 
 
