@@ -94,7 +94,7 @@ DASHBOARD = ROOT / "deploy/grafana/dashboards/driftline.json"
 
 
 def test_alert_rules_pass_promtool_check_and_their_unit_tests(promtool: str) -> None:
-    assert "SUCCESS: 8 rules found" in _promtool(promtool, "check", "rules", str(RULES))
+    assert "SUCCESS: 10 rules found" in _promtool(promtool, "check", "rules", str(RULES))
     assert "SUCCESS" in _promtool(promtool, "test", "rules", str(RULES_TEST))
 
 
@@ -109,6 +109,8 @@ def test_every_alert_rule_is_unit_tested_firing_and_not_firing() -> None:
         "DriftlineModelAccuracyLow",
         "DriftlineConceptDriftFiring",
         "DriftlineLabelsNotJoining",
+        "DriftlineWorkerDown",
+        "DriftlineCommitsStalled",
     }
     cases = [
         c for t in yaml.safe_load(RULES_TEST.read_text())["tests"] for c in t["alert_rule_test"]
@@ -117,6 +119,107 @@ def test_every_alert_rule_is_unit_tested_firing_and_not_firing() -> None:
         mine = [c for c in cases if c["alertname"] == name]
         assert any(c["exp_alerts"] for c in mine), f"{name}: no case where it fires"
         assert any(not c["exp_alerts"] for c in mine), f"{name}: no case where it stays quiet"
+
+
+def test_rule_tests_start_their_series_absent() -> None:
+    """As in a real scrape: no series exists before its worker's first scrape (nor, for a
+    detector, before its partition is assigned)."""
+    tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
+    values = [s["values"] for t in tests for s in t["input_series"]]
+    assert len(values) >= 40
+    assert [v for v in values if not v.startswith("_")] == []
+
+
+#: DriftlineDriftFiring as shipped before driftline_drift_firing: firing alerts counted over 15
+#: minutes. A counter series is born at its first increment, so increase() never saw it.
+OLD_DRIFT_RULE = (
+    'sum by (job, kind, detector) (increase(driftline_alerts_total{status="firing",'
+    'kind!="concept"}[15m])) > 0'
+)
+
+
+def _drift_rule() -> dict:
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    (rule,) = [r for r in rules if r["alert"] == "DriftlineDriftFiring"]
+    return {k: v for k, v in rule.items() if k != "annotations"}
+
+
+def _series(name: str, labels: str, values: str) -> dict[str, str]:
+    return {"series": f'{name}{{job="driftline",instance="w1:6066",{labels}}}', "values": values}
+
+
+def _case(at: str, alert: str, fires: bool) -> dict:
+    labels = (
+        {"severity": "warning", "job": "driftline", "kind": "covariate", "detector": "amount_ks"}
+        if alert == "Old"
+        else {"severity": "warning", "pipeline": "p", "detector": "amount_ks", "target": "amount"}
+    )
+    return {
+        "eval_time": at,
+        "alertname": alert,
+        "exp_alerts": [{"exp_labels": labels}] if fires else [],
+    }
+
+
+KS_ALERTS = 'kind="covariate",detector="amount_ks",status="firing"'
+KS_FIRING = 'detector="amount_ks",target="amount"'
+
+
+@pytest.mark.parametrize(
+    ("alerts_total", "firing", "cases"),
+    [
+        # the issue's run: the counter's series appeared at its first increment (already 3),
+        # so the old rule never fired; the gauge existed at 0 before the episode opened
+        ('_x5 3x60', ["_x2 0x3 1x60"],
+         [("10m", "Old", False), ("30m", "Old", False), ("10m", "New", True),
+          ("30m", "New", True)]),
+        # counters created at 0: the old rule fires, but calls a drift that goes on over after
+        # 15 minutes; the gauge stays 1 while the episode is open, then resolves
+        ('_x2 0x3 1x60', ["_x2 0x3 1x40 0x20"],
+         [("10m", "Old", True), ("30m", "Old", False), ("10m", "New", True),
+          ("30m", "New", True), ("40m", "New", True), ("50m", "New", False)]),
+        # before the episode: quiet; a one-minute blip (shorter than `for`) never fires
+        ('_x2 0x60', ["_x2 0x10 1 0x50"],
+         [("5m", "New", False), ("12m", "New", False), ("14m", "New", False)]),
+        # a rebalance: the only firing partition's series is stale for one scrape; without
+        # keep_firing_for the alert would resolve and page again
+        ('_x2 0x3 1x60', ["_x2 0x3 1x10 stale 1x40"],
+         [("17m", "New", True), ("17m", "NoKeep", False), ("16m", "NoKeep", True),
+          ("25m", "New", True)]),
+    ],
+)  # fmt: skip
+def test_the_drift_rule_fires_while_the_episode_is_open_where_the_old_one_did_not(
+    promtool: str, tmp_path: Path, alerts_total: str, firing: list[str], cases: list
+) -> None:
+    new = _drift_rule()
+    assert new["for"] == "1m" and new["keep_firing_for"] == "2m"
+    no_keep = {k: v for k, v in new.items() if k != "keep_firing_for"}
+    rules = [
+        {"alert": "Old", "expr": OLD_DRIFT_RULE, "labels": {"severity": "warning"}},
+        {**new, "alert": "New"},
+        {**no_keep, "alert": "NoKeep"},
+    ]
+    (tmp_path / "rules.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "compare", "rules": rules}]})
+    )
+    series = [
+        _series("driftline_pipeline_info", 'pipeline="p"', "_x2 1x70"),
+        _series("driftline_alerts_total", KS_ALERTS, alerts_total),
+        *(_series("driftline_drift_firing", f'{KS_FIRING},partition="0"', v) for v in firing),
+    ]
+    test = {
+        "rule_files": [str(tmp_path / "rules.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [_case(*c) for c in cases],
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
+    assert "SUCCESS" in _promtool(promtool, "test", "rules", str(tmp_path / "test.yml"))
 
 
 def exported_metric_names() -> set[str]:

@@ -224,7 +224,7 @@ def test_prometheus_scrapes_the_worker_and_loads_the_alert_rules(
                     break
             assert time.monotonic() < deadline, rules
             time.sleep(0.3)
-        assert len(rules) == 8
+        assert len(rules) == 10
         assert all(r["health"] == "ok" for r in rules), rules
     finally:
         proc.terminate()
