@@ -235,6 +235,21 @@ _METRICS: tuple[tuple[str, Any, str, str, tuple[str, ...]], ...] = (
         (),
     ),
     (
+        "schema_registry_up",
+        Gauge,
+        "driftline_schema_registry_up",
+        "With input.format avro/protobuf/json_schema: 1 while the Schema Registry answers, 0 "
+        "while it cannot be reached and consumption is paused.",
+        ("format",),
+    ),
+    (
+        "schema_registry_retries",
+        Counter,
+        "driftline_schema_registry_retries",
+        "Retries of an unreachable Schema Registry (consumption paused meanwhile).",
+        ("format",),
+    ),
+    (
         "label_delay",
         _BatchHistogramCollector,
         "driftline_label_delay_seconds",
@@ -270,6 +285,8 @@ class WorkerMetrics:
     model_metric: Gauge
     feature_importance: Gauge
     online_learned: Counter
+    schema_registry_up: Gauge
+    schema_registry_retries: Counter
     #: Record latency by path: ingest_to_output (broker append time of the event -> its outputs
     #: committed), event_time_to_prediction (the event's own time -> its prediction committed).
     latency: dict[str, BucketCounts]

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from driftline.agents.decode import RecordDecoder
+from driftline.agents.decode import JSON_FORMAT, RecordDecoder
+from driftline.agents.formats import SchemaReaders, registry_format
 from driftline.agents.labels import PartitionLabels
 from driftline.agents.stages.alert_episodes import AlertEpisodes
 from driftline.agents.stages.alerts import AlertDocs, alert_id
@@ -88,7 +89,10 @@ class PartitionPipeline:
         predictor: BatchPredictor | None,
         model_version: str,
         batch_cache: Any = None,
+        schema_readers: SchemaReaders | None = None,
     ) -> None:
+        """``schema_readers``: the worker's schema-id cache, shared by its partitions (one is
+        made for ``[schema_registry]`` if not given)."""
         self.spec = spec
         self.batch_cache = batch_cache  # agents.batch_features.BatchFeatureCache, shared
         self.partition = partition
@@ -122,9 +126,19 @@ class PartitionPipeline:
             for n, t in inp.fields.items()
             if n in wanted and t not in ("float", "int", "bool") and n != inp.time_field
         )
+        payload = JSON_FORMAT
+        if inp.format != "json":
+            if schema_readers is None:
+                from driftline.agents.registry import registry_client
+
+                assert spec.schema_registry is not None  # parse_spec requires it
+                schema_readers = SchemaReaders(registry_client(spec.schema_registry), inp.format)
+            payload = registry_format(schema_readers)
+        self.schema_readers = schema_readers
         self.decoder = RecordDecoder(
-            inp.fields, inp.key_field, inp.time_field, inp.max_message_bytes, extra=extra
-        )
+            inp.fields, inp.key_field, inp.time_field, inp.max_message_bytes, extra=extra,
+            payload=payload,
+        )  # fmt: skip
 
     @property
     def predictor(self) -> BatchPredictor | None:

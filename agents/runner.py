@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from driftline.agents.batch_metrics import Outcome
 from driftline.agents.commit import CommitStrategy, StrategyContext, commit_strategy
 from driftline.agents.commit.base import produce_all_to_partition
+from driftline.agents.formats import SchemaReaders
 from driftline.agents.kafka_io import KAFKA_LOG
 from driftline.agents.metric_series import declare_partition, declare_series
 from driftline.agents.metrics import WorkerMetrics
@@ -110,6 +111,20 @@ class TransactionalRunner(threading.Thread):
         self._reset_state: StateReset = reset_state
         #: what a rebalance callback raised (librdkafka cannot carry it out of ``consume``)
         self._callback_error: BaseException | None = None
+        #: with a Schema Registry input format: the schema-id cache the partitions share, and
+        #: the gate that pauses consumption while the registry cannot be reached
+        self.schema_readers: SchemaReaders | None = None
+        self.registry_gate: Any = None
+        if spec.input.format != "json":
+            from driftline.agents.registry import RegistryGate, registry_client
+
+            sr, fmt = spec.schema_registry, spec.input.format
+            assert sr is not None  # parse_spec requires it
+            self.schema_readers = SchemaReaders(registry_client(sr), fmt)
+            self.registry_gate = RegistryGate(
+                self.schema_readers, sr, spec.input.topic,
+                metrics.schema_registry_up.labels(fmt), metrics.schema_registry_retries.labels(fmt),
+            )  # fmt: skip
 
     @property
     def pipelines(self) -> dict[int, PartitionPipeline]:
@@ -185,8 +200,9 @@ class TransactionalRunner(threading.Thread):
             if p in self.pipelines:
                 continue
             pipe = PartitionPipeline(
-                self.spec, p, self.predictor, self.model_version, self.batch_cache
-            )
+                self.spec, p, self.predictor, self.model_version, self.batch_cache,
+                self.schema_readers,
+            )  # fmt: skip
             saved = None
             if self._take_reset(p):
                 log.warning(
@@ -317,11 +333,16 @@ class TransactionalRunner(threading.Thread):
             self.model_version,
         )
         timeout_s = w.batch_timeout_ms / 1000
+        gate = self.registry_gate
         try:
             while not self._stop_event.is_set():
                 t0 = time.perf_counter()
                 msgs = self._poll(consumer, w.batch_max_records, timeout_s)
                 self._raise_callback_error()
+                if msgs and gate is not None and not gate.admit(consumer, msgs):
+                    msgs = []  # held (sought back, paused) until the registry answers
+                if gate is not None:
+                    gate.retry(consumer)
                 if msgs:
                     m.stage_seconds.labels("poll").observe(time.perf_counter() - t0)
                     self.commit.send(self._process(msgs))
@@ -470,6 +491,12 @@ class TransactionalRunner(threading.Thread):
             status, reason = "not_running", "the worker loop is not running"
         elif not self.ready.is_set():
             status, reason = "not_running", "the worker loop is starting"
+        elif self.registry_gate is not None and self.registry_gate.holding:
+            status = "registry_unreachable"
+            reason = (
+                f"consumption of {topic} is paused: the schema registry cannot be reached "
+                f"({self.registry_gate.reason})"
+            )
         elif self.restoring:
             status = "restoring"
             reason = f"restoring the state of partitions {sorted(self.restoring)} of {topic}"

@@ -39,7 +39,29 @@ class InputSpec:
     time_field: str
     fields: Mapping[str, str]
     max_message_bytes: int
+    #: ``json``, or a Schema Registry wire format: ``avro``, ``protobuf``, ``json_schema``
+    format: str
     event_id_field: str | None = None
+
+
+#: Input formats read through a Schema Registry (``[schema_registry]``).
+REGISTRY_FORMATS = frozenset({"avro", "protobuf", "json_schema"})
+
+
+@dataclass(frozen=True)
+class SchemaRegistrySpec:
+    """``[schema_registry]``: where schema ids are resolved. Secrets are not here: they come
+    from the environment or the files named (``agents.registry.registry_client_config``)."""
+
+    url: str
+    timeout_ms: int
+    retry_backoff_ms: int
+    retry_backoff_max_ms: int
+    basic_auth_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +228,7 @@ class PipelineSpec:
     skew_checks: tuple[SkewCheckSpec, ...]
     batch_features: BatchFeaturesSpec | None = None
     labels: LabelsSpec | None = None
+    schema_registry: SchemaRegistrySpec | None = None
     source_path: Path | None = None
 
     @property
@@ -358,7 +381,9 @@ def parse_spec(
         fields=fields,
         max_message_bytes=inp["max_message_bytes"],
         event_id_field=inp.get("event_id_field"),
+        format=inp["format"],
     )
+    registry = _parse_schema_registry(data, input_spec.format, base_dir)
     eid = input_spec.event_id_field
     if eid is not None and fields.get(eid) not in ("string", "int"):
         raise SpecError(
@@ -403,7 +428,38 @@ def parse_spec(
             data, batch, [n for n in names if batch is None or n not in batch.names]
         ),
         labels=labels,
+        schema_registry=registry,
     )
+
+
+def _parse_schema_registry(
+    data: Mapping[str, Any], fmt: str, base_dir: Path | None
+) -> SchemaRegistrySpec | None:
+    """``[schema_registry]``: present exactly when the input format needs it; file paths are
+    relative to the spec file."""
+    raw = data.get("schema_registry")
+    if fmt in REGISTRY_FORMATS and raw is None:
+        raise SpecError(
+            f'spec key input.format: "{fmt}" values name their schema in a Schema Registry; '
+            'add a [schema_registry] section with its url (e.g. url = "http://registry:8081")'
+        )
+    if raw is None:
+        return None
+    if fmt not in REGISTRY_FORMATS:
+        raise SpecError(
+            f'spec key schema_registry: input.format is "{fmt}", which needs no registry; set '
+            'input.format = "avro", "protobuf" or "json_schema", or remove the section'
+        )
+    kw: dict[str, Any] = dict(raw)
+    for k in ("basic_auth_file", "ca_file", "cert_file", "key_file", "key_password_file"):
+        if k in kw:
+            path = Path(kw[k])
+            kw[k] = base_dir / path if not path.is_absolute() and base_dir is not None else path
+    if ("cert_file" in kw) != ("key_file" in kw):
+        raise SpecError("spec key schema_registry: mutual TLS needs both cert_file and key_file")
+    if "key_password_file" in kw and "key_file" not in kw:
+        raise SpecError("spec key schema_registry.key_password_file: only with key_file")
+    return SchemaRegistrySpec(**kw)
 
 
 def load_spec(path: str | Path, *, model_file_required: bool = True) -> PipelineSpec:

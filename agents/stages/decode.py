@@ -1,6 +1,8 @@
 """Decode stage: raw records -> a :class:`Frame` of valid events, column-wise.
 
-Records that do not decode (``agents.decode.RecordDecoder`` says why) become dead letters.
+Records that do not decode (``agents.decode.RecordDecoder`` says why) become dead letters; a
+Schema Registry that cannot be reached is not the records' fault: it stops the batch
+(:class:`~driftline.agents.formats.RegistryUnavailable`) before any state changes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from driftline.agents.decode import RecordDecoder
+from driftline.agents.formats import RegistryUnavailable
 from driftline.agents.stages.dead_letters import DeadLetters
 from driftline.agents.stages.frame import Frame
 from driftline.agents.stages.outcome import BatchOutcome
@@ -34,6 +37,8 @@ def decode_batch(
     for i, raw in enumerate(cols.values):
         try:
             ent, ts, nums, ext = decode(raw)
+        except RegistryUnavailable:
+            raise
         except Exception as e:
             dead.reject(out, cols, i, e, now_ms)
             continue

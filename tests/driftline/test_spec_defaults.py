@@ -41,6 +41,9 @@ MINIMAL: dict[str, Any] = {
 }
 #: the arrays left out
 BARE = {k: v for k, v in MINIMAL.items() if k in ("pipeline", "input")}
+#: a Schema Registry input (the section is refused with the default input.format, json)
+REGISTRY = {**BARE, "input": {**BARE["input"], "format": "avro"},
+            "schema_registry": {"url": "mock://d"}}  # fmt: skip
 
 #: schema section (``[]``: an array's items) -> where the parsed spec keeps its keys
 SECTIONS: dict[str, Callable[[PipelineSpec], Any]] = {
@@ -54,6 +57,7 @@ SECTIONS: dict[str, Callable[[PipelineSpec], Any]] = {
     "skew_checks[]": lambda s: SimpleNamespace(**s.skew_checks[0].params),
     "labels": lambda s: s.labels,
     "labels.importance": lambda s: s.labels.importance,  # type: ignore[union-attr]
+    "schema_registry": lambda s: parse_spec(REGISTRY).schema_registry,
 }
 
 
