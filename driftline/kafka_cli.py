@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from driftline.errors import KafkaLauncherError
+from driftline.localcluster import LocalCluster, is_cluster_dir
 from driftline.localkafka import (
     KAFKA_VERSION,
     LocalKafka,
@@ -28,22 +29,55 @@ def _fail(command: str, exc: KafkaLauncherError) -> int:
     return 1
 
 
-def _cmd_start(args: argparse.Namespace) -> int:
-    kafka = LocalKafka(
-        port=args.port, data_dir=args.data_dir, auto_create_topics=args.auto_create_topics
+def _launcher(args: argparse.Namespace, brokers: int | None = None) -> LocalKafka | LocalCluster:
+    """The data dir's cluster if it holds one (or ``brokers`` > 1 asks for one), else its
+    single broker."""
+    if is_cluster_dir(args.data_dir) or (brokers or 1) > 1:
+        return LocalCluster(
+            brokers or 1,
+            port=args.port or 9092,
+            data_dir=args.data_dir,
+            auto_create_topics=getattr(args, "auto_create_topics", False),
+        )
+    return LocalKafka(
+        port=args.port or 9092,
+        data_dir=args.data_dir,
+        auto_create_topics=getattr(args, "auto_create_topics", False),
     )
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    if args.brokers is not None and args.brokers < 1:
+        print(f"driftline kafka start: error: --brokers must be at least 1, not {args.brokers}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        kafka = _launcher(args, args.brokers)
+    except KafkaLauncherError as exc:
+        return _fail("start", exc)
+    if isinstance(kafka, LocalCluster) and args.brokers not in (None, kafka.brokers):
+        print(
+            f"driftline kafka start: error: {kafka.data_dir} holds a {kafka.brokers}-broker "
+            f"cluster, not {args.brokers}; pick another --data-dir (or delete it)",
+            file=sys.stderr,
+        )
+        return 2
     started = time.monotonic()
     try:
         bootstrap = kafka.start(timeout_s=args.timeout)
     except KafkaLauncherError as exc:
         return _fail("start", exc)
+    what = f"a {kafka.brokers}-broker cluster" if isinstance(kafka, LocalCluster) else "Kafka"
     if kafka.already_running:
-        print(f"Kafka is already running from {kafka.data_dir} at {bootstrap}")
+        print(f"{what} is already running from {kafka.data_dir} at {bootstrap}")
     else:
         took = time.monotonic() - started
-        print(f"Kafka {KAFKA_VERSION} is up at {bootstrap} (started in {took:.1f} s)")
+        print(f"Kafka {KAFKA_VERSION} ({what}) is up at {bootstrap} (started in {took:.1f} s)")
     print(f"  data dir:  {kafka.data_dir}")
-    print(f"  log:       {kafka.log_file}")
+    if isinstance(kafka, LocalCluster):
+        print(f"  logs:      {kafka.data_dir}/node-*/broker.log")
+    else:
+        print(f"  log:       {kafka.log_file}")
     print(f"  stop with: driftline kafka stop --data-dir {kafka.data_dir}")
     if not kafka.auto_create_topics and not kafka.already_running:
         print("  topics:    not auto-created: driftline topics create -c SPEC makes a pipeline's")
@@ -64,7 +98,10 @@ def _other_port(command: str, args: argparse.Namespace, info: dict[str, Any]) ->
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    info = LocalKafka(data_dir=args.data_dir).status()
+    kafka = _launcher(args)
+    if isinstance(kafka, LocalCluster):
+        return _cluster_status(kafka)
+    info = kafka.status()
     if not info["running"]:
         print(f"Kafka is not running (data dir {info['data_dir']})")
         return 1
@@ -78,8 +115,31 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_status(cluster: LocalCluster) -> int:
+    info = cluster.status()
+    if not info["running"]:
+        print(f"the {info['brokers']}-broker cluster is not running (data dir {info['data_dir']})")
+        return 1
+    topics = "no answer" if info["topics"] is None else str(info["topics"])
+    print(f"{info['up']} of {info['brokers']} brokers running; bootstrap {info['bootstrap']}")
+    for node, pid in zip(cluster.nodes, info["pids"], strict=True):
+        role = "broker+controller" if node.controller else "broker"
+        state = f"pid {pid}" if pid is not None else "DOWN"
+        print(f"  broker {node.index}:  {node.bootstrap} ({role}, {state})")
+    print(f"  topics:    {topics} (excluding internal __* topics)")
+    print(f"  data dir:  {info['data_dir']}")
+    return 0 if info["up"] == info["brokers"] else 1
+
+
 def _cmd_stop(args: argparse.Namespace) -> int:
-    kafka = LocalKafka(data_dir=args.data_dir)
+    kafka = _launcher(args)
+    if isinstance(kafka, LocalCluster):
+        try:
+            kafka.stop(timeout_s=args.timeout)
+        except KafkaLauncherError as exc:
+            return _fail("stop", exc)
+        print(f"the {kafka.brokers}-broker cluster of {kafka.data_dir} is stopped")
+        return 0
     info = kafka.status(timeout_s=1.0)
     if (refused := _other_port("stop", args, info)) is not None:
         return refused
@@ -146,6 +206,7 @@ def add_kafka_parser(subparsers: Any) -> None:
         epilog=(
             "examples:\n"
             "  driftline kafka start            # broker on 127.0.0.1:9092\n"
+            "  driftline kafka start --brokers 3 --data-dir /tmp/kafka3   # 9092-9094\n"
             "  driftline kafka status\n"
             "  driftline kafka stop"
         ),
@@ -169,7 +230,20 @@ def add_kafka_parser(subparsers: Any) -> None:
         "auto-created (unless --auto-create-topics): driftline topics create -c SPEC makes them.",
         _cmd_start,
     )
-    start.add_argument("--port", type=int, default=9092, help="client port (default: 9092)")
+    start.add_argument(
+        "--port",
+        type=int,
+        default=9092,
+        help="client port (default: 9092); broker i of a cluster listens on port + i",
+    )
+    start.add_argument(
+        "--brokers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run a local N-broker KRaft cluster (default: 1; the first 3 brokers are also the "
+        "controller quorum, so 3 brokers survive the loss of one)",
+    )
     _add_data_dir(start)
     start.add_argument(
         "--timeout",

@@ -358,18 +358,28 @@ class LocalKafka:
         log4j = self.data_dir / "log4j2.properties"
         return [java, "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={log4j}", *args]
 
+    def _server_properties(self, controller_port: int) -> str:
+        """The text of ``server.properties`` (a cluster node overrides some of its keys)."""
+        return _SERVER_PROPERTIES.format(
+            port=self.port,
+            controller_port=controller_port,
+            log_dir=self.data_dir / "log",
+            auto_create=str(self.auto_create_topics).lower(),
+        )
+
+    def _controller_port(self) -> int:
+        """The KRaft controller listener's port (a cluster node keeps the one its voters know)."""
+        return free_port()
+
+    def _cluster_id(self) -> str:
+        """The id the storage is formatted with (a cluster's nodes share one)."""
+        return _random_cluster_id()
+
     def _write_config(self, controller_port: int) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
         props = self.data_dir / "server.properties"
-        props.write_text(
-            _SERVER_PROPERTIES.format(
-                port=self.port,
-                controller_port=controller_port,
-                log_dir=self.data_dir / "log",
-                auto_create=str(self.auto_create_topics).lower(),
-            )
-        )
+        props.write_text(self._server_properties(controller_port))
         return props
 
     def _format_storage(self, java: str, libs: Path, props: Path) -> None:
@@ -380,7 +390,7 @@ class LocalKafka:
             libs,
             "kafka.tools.StorageTool",
             "format",
-            f"--cluster-id={_random_cluster_id()}",
+            f"--cluster-id={self._cluster_id()}",
             "-c",
             str(props),
         )
@@ -466,7 +476,7 @@ class LocalKafka:
                 "stop it or pick another port (--port)."
             )
         libs = fetch_jars(self.version)
-        controller_port = free_port()
+        controller_port = self._controller_port()
         props = self._write_config(controller_port)
         self._format_storage(java, libs, props)
         pid = self._spawn(java, libs, props, controller_port)

@@ -2,6 +2,7 @@
 
 Order: ``KAFKA_BOOTSTRAP_SERVERS`` if set; else a testcontainers Kafka if a Docker engine answers;
 else driftline's own launcher running Apache Kafka's jars (KRaft) on a free loopback port.
+``kafka_cluster3`` is a local 3-broker cluster (always the launcher's: tests kill its brokers).
 Tests use their own topic names (see ``unique``) so they never see each other's records.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from driftline.agents.kafka_io import wait_for_broker
+from driftline.localcluster import LocalCluster
 
 
 def _docker_answers() -> bool:
@@ -50,6 +52,24 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield bootstrap
     finally:
         kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A local 3-broker KRaft cluster (3 combined broker+controller nodes), started the first
+    time a test asks for it. Tests that kill or stop a broker start it again when done
+    (``cluster.start()`` restarts any node that is down)."""
+    from driftline.localkafka import _port_in_use, free_port
+
+    port = free_port()
+    while any(_port_in_use(port + i) for i in range(3)):
+        port = free_port()
+    cluster = LocalCluster(3, port=port, data_dir=tmp_path_factory.mktemp("kafka3"))
+    cluster.start(timeout_s=180)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
