@@ -733,3 +733,31 @@ def test_compose_turns_the_health_check_off_where_no_worker_runs(compose: dict) 
     for name in ("producer", "labeller"):
         assert services[name]["build"] == "." and services[name]["healthcheck"] == {"disable": True}
     assert "healthcheck" not in services["worker"]  # the image's: /healthz
+
+
+# -- system packages ------------------------------------------------------------------------------
+def _installs(text: str, pattern: str) -> dict[str, str]:
+    return dict(re.findall(pattern, text))
+
+
+def test_ci_and_make_install_the_same_system_packages() -> None:
+    """Binaries the tests run (Prometheus, Alertmanager, kcat, chromium...) are installed by
+    both .ci/run and ``make system-deps``, from the same Debian packages."""
+    ci = _installs(
+        (ROOT / ".ci/run").read_text(), r"command -v (\S+) >/dev/null \|\| need\+=\((\S+)\)"
+    )
+    make = _installs(
+        (ROOT / "Makefile").read_text(),
+        r'command -v (\S+) >/dev/null \|\| missing="\$\$missing (\S+)"',
+    )
+    assert {k: v for k, v in ci.items() if k != "make"} == make
+    assert make["prometheus-alertmanager"] == "prometheus-alertmanager"
+    assert make["promtool"] == "prometheus"
+
+
+def test_a_missing_binary_fails_the_alerting_test_saying_what_to_install() -> None:
+    from tests.integration.test_alerting import _binary
+
+    assert _binary("prometheus", "prometheus") == shutil.which("prometheus")
+    with pytest.raises(pytest.fail.Exception, match=r"apt-get install -y no-such-package"):
+        _binary("no-such-binary-here", "no-such-package")
