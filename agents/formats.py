@@ -24,6 +24,7 @@ pauses consumption until the registry answers (``agents.registry.RegistryGate``)
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC
@@ -42,6 +43,7 @@ SCHEMA_TYPES = {"avro": ("AVRO", None), "protobuf": ("PROTOBUF",), "json_schema"
 UNKNOWN_TTL_S = 60.0
 
 Reader = Callable[[bytes], Any]
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>")
 
 
 class RegistryUnavailable(DriftlineError):
@@ -188,13 +190,18 @@ class SchemaReaders:
         if self._shared is None:
             from confluent_kafka.schema_registry.json_schema import JSONDeserializer
 
-            self._shared = JSONDeserializer(None, schema_registry_client=self.client)
+            # the writer schema of each value (no subject: no reader schema, no rules)
+            self._shared = JSONDeserializer(
+                None,
+                schema_registry_client=self.client,
+                conf={"subject.name.strategy": lambda ctx, record_name: None},
+            )
         return self._shared  # type: ignore[no-any-return]
 
     def _protobuf_reader(self, sid: int, schema: Any) -> Reader:
         """A ``ProtobufDeserializer`` per message of the schema (the value's message indexes
         say which), built from the writer schema's descriptors; messages come out as dicts."""
-        from confluent_kafka.schema_registry.common.schema_registry_client import SchemaId
+        from confluent_kafka.schema_registry.common.serde import SchemaId
         from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer
         from google.protobuf.empty_pb2 import Empty
         from google.protobuf.message_factory import GetMessageClass
@@ -235,7 +242,7 @@ def message_dict(msg: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in msg.DESCRIPTOR.fields:
         name = f.name
-        repeated = f.label == f.LABEL_REPEATED
+        repeated = f.is_repeated
         if not repeated and f.has_presence and not msg.HasField(name):
             continue
         v = getattr(msg, name)
@@ -279,9 +286,10 @@ def registry_format(readers: SchemaReaders) -> PayloadFormat:
         except RecordError:
             raise
         except Exception as e:
+            words = _OBJECT_REPR.sub("the payload", str(e))  # fastavro names its BytesIO
             raise RecordError(
                 "schema_decode_error",
-                f"the payload does not decode with schema id {sid}: {type(e).__name__}: {e}",
+                f"the payload does not decode with schema id {sid}: {type(e).__name__}: {words}",
             ) from None
 
     name = {"avro": "Avro", "protobuf": "Protobuf", "json_schema": "JSON Schema"}[readers.format]

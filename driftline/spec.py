@@ -451,6 +451,18 @@ def _parse_schema_registry(
             'input.format = "avro", "protobuf" or "json_schema", or remove the section'
         )
     kw: dict[str, Any] = dict(raw)
+    for url in kw["url"].split(","):
+        scheme, sep, rest = url.strip().partition("://")
+        if "@" in url:  # never echo it: it holds a password
+            raise SpecError(
+                "spec key schema_registry.url: has user:password@ in it; take them out and set "
+                "$DRIFTLINE_SCHEMA_REGISTRY_BASIC_AUTH=user:password (or basic_auth_file)"
+            )
+        if not sep or scheme not in ("http", "https", "mock") or not rest:
+            raise SpecError(
+                f"spec key schema_registry.url: {url.strip()!r} is not an http://, https:// or "
+                "mock:// URL (several: comma-separated)"
+            )
     for k in ("basic_auth_file", "ca_file", "cert_file", "key_file", "key_password_file"):
         if k in kw:
             path = Path(kw[k])
