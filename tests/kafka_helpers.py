@@ -118,6 +118,39 @@ def write_pipeline(
     return spec_path, spec
 
 
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+    """The group's committed offset on each partition of ``topic`` (negative: none yet).
+
+    read_uncommitted: do not wait for a killed worker's pending offsets (require_stable=false).
+    """
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                  "isolation.level": "read_uncommitted"})  # fmt: skip
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return [tp.offset for tp in tps]
+    finally:
+        c.close()
+
+
+def committed_total(bootstrap: str, spec: PipelineSpec, partitions: int = 2) -> int:
+    """How many input records the pipeline's group has committed, over all partitions."""
+    return sum(max(o, 0) for o in committed_offsets(
+        bootstrap, spec.group_id, spec.input.topic, partitions))  # fmt: skip
+
+
+def wait_until_committed(
+    bootstrap: str, spec: PipelineSpec, total: int, proc: subprocess.Popen[bytes], log_path: Path,
+    timeout_s: float = 150.0,
+) -> None:  # fmt: skip
+    """Wait until the group has committed ``total`` input records; fail with the worker's log
+    if ``proc`` exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while committed_total(bootstrap, spec) < total:
+        assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+        time.sleep(0.3)
+
+
 #: the /metrics sample counting labels joined to their predictions
 JOINED = ("driftline_label_join_outcomes_total", {"outcome": "joined"})
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from driftline.agents.demo import named_demo_spec, stop_process
@@ -23,18 +22,16 @@ from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from driftline.spec import PipelineSpec
 from tests.agents.test_state_changelog import produce
-from tests.kafka_helpers import kcat_produce, read_topic, start_worker, write_pipeline
+from tests.kafka_helpers import (
+    committed_offsets,
+    kcat_produce,
+    read_topic,
+    start_worker,
+    wait_until_committed,
+    write_pipeline,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def committed(bootstrap: str, spec: PipelineSpec) -> list[int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": spec.group_id})
-    try:
-        tps = c.committed([TopicPartition(spec.input.topic, p) for p in (0, 1)], timeout=10)
-        return [tp.offset for tp in tps]
-    finally:
-        c.close()
 
 
 def send_events(kcat: str, bootstrap: str, spec: PipelineSpec, n: int, seed: int) -> None:
@@ -49,11 +46,7 @@ def run_until_committed(
     """A worker that runs until the group has committed ``total`` input records, then stops."""
     w = start_worker(spec_path, bootstrap, log_path, "w-integrity", *opts)
     try:
-        deadline = time.monotonic() + 150
-        while sum(max(o, 0) for o in committed(bootstrap, spec)) < total:
-            assert w.poll() is None, log_path.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
-            time.sleep(0.5)
+        wait_until_committed(bootstrap, spec, total, w, log_path, 150)
     finally:
         stop_process(w, 30)
 
@@ -105,7 +98,7 @@ def test_missing_or_tombstoned_state_is_refused_and_reset_only_on_purpose(
         f.result(60)
     time.sleep(2)
     text = refused(spec_path, kafka_bootstrap, tmp_path / "w4.log")
-    done = committed(kafka_bootstrap, spec)
+    done = committed_offsets(kafka_bootstrap, spec.group_id, spec.input.topic, 2)
     assert any(
         f"no snapshot, but the consumer group has committed offset {done[p]} on "
         f"{spec.input.topic}[{p}]" in text
