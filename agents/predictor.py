@@ -3,24 +3,32 @@ offline commands (replay, predict-batch, train), none of which needs the worker'
 
 from __future__ import annotations
 
+from driftline.errors import DriftlineError, SpecError
 from driftline.model_io import load_model
 from driftline.spec import PipelineSpec
-from driftline.streams.model import BatchPredictor, build_builtin
+from driftline.streams.model import BatchPredictor, build_builtin, check_model
 from driftline.streams.plain_state import check_learnable
 
 
 def build_predictor(spec: PipelineSpec) -> tuple[BatchPredictor | None, str]:
     """The predictor of ``spec.model`` and its version (``(None, "none")`` without a model).
 
-    With ``labels.learn`` a model whose learnt state has no plain-data encoding is a `SpecError`
-    here, before anything runs."""
+    A model file that does not load, an object that is not a river classifier or regressor, one
+    that cannot score a row of the spec's inputs, or (with ``labels.learn``) a model whose learnt
+    state has no plain-data encoding is a `SpecError` naming ``model.path``, here, before
+    anything runs (``driftline validate`` calls this too)."""
     m = spec.model
     if m is None:
         return None, "none"
-    if m.path is not None:
-        model, version = load_model(m.path)
-    else:
-        model, version = build_builtin(m.builtin or ""), "untrained"
-    if spec.labels is not None and spec.labels.learn:
-        check_learnable(model)  # at start, not at the first partition assignment
+    where = "model.path" if m.path is not None else "model.builtin"
+    try:
+        if m.path is not None:
+            model, version = load_model(m.path)
+        else:
+            model, version = build_builtin(m.builtin or ""), "untrained"
+        check_model(model, m.inputs)
+        if spec.labels is not None and spec.labels.learn:
+            check_learnable(model)  # at start, not at the first partition assignment
+    except DriftlineError as e:
+        raise SpecError(f"spec key {where}: {str(e).removeprefix('model: ')}") from None
     return BatchPredictor(model, m.inputs), m.version or version

@@ -51,7 +51,7 @@ log = logging.getLogger("driftline.runner")
 
 
 def changelog_topic(spec: PipelineSpec) -> str:
-    return f"{spec.group_id}.state-changelog"
+    return spec.changelog_topic
 
 
 def default_worker_id() -> str:

@@ -259,9 +259,11 @@ def _cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from driftline.agents.predictor import build_predictor
     from driftline.spec import load_spec
 
-    spec = load_spec(args.config)
+    spec = load_spec(args.config)  # reference profiles are read and checked here
+    build_predictor(spec)  # the model file, loaded and checked as the worker does at start
     print(
         f"{args.config}: valid pipeline {spec.name!r}: input {spec.input.topic}, "
         f"{len(spec.features)} features, {len(spec.detectors)} detectors, "
@@ -378,7 +380,11 @@ _TEXTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     ),
     "validate": (
         "check a pipeline spec and exit",
-        "Validate a spec against schemas/spec.schema.json and its cross-references.",
+        "Validate a spec against schemas/spec.schema.json and its cross-references, and load "
+        "what it names as the worker would: the model file (it must load, be a river "
+        "classifier or regressor, score a row of its inputs, and be learnable with "
+        "labels.learn) and the detectors' reference profiles. Exit status 2 with one line "
+        "saying what is wrong otherwise.",
         ("driftline validate -c pipeline.toml",),
     ),
     "produce-synthetic": (

@@ -32,20 +32,27 @@ def load_model(path: str | Path) -> tuple[Any, str]:
     Only for the configured model file (``model.path``): unpickling a file runs its code.
     """
     try:
-        doc = pickle.loads(Path(path).read_bytes())
-    # a file that is not a pickle fails in many ways (b"garbage" raises ValueError)
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
-            KeyError, AttributeError, ImportError) as e:  # fmt: skip
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise DriftlineError(f"cannot read model {path}: {e.strerror}") from None
+    try:
+        doc = pickle.loads(raw)
+    # a file that is not a pickle, or a truncated or damaged one, fails in many ways (b"garbage"
+    # raises ValueError; a damaged object's __setstate__ anything): report each the same
+    except Exception as e:
         raise DriftlineError(
-            f"cannot load model {path}: {e}; write it with driftline's save_model"
-        ) from e
+            f"cannot load model {path} ({type(e).__name__}: {str(e)[:200]}); is it a file "
+            "written by `driftline train` (or driftline.model_io.save_model)?"
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise DriftlineError(f"{path} is not a driftline model file (format {FORMAT!r} expected)")
+    if not isinstance(doc.get("model"), bytes) or not isinstance(doc.get("version"), str):
+        raise DriftlineError(f"{path} is a damaged driftline model file (no model or version)")
     try:
         model = pickle.loads(doc["model"])
-    except (ImportError, AttributeError, TypeError, ValueError, pickle.UnpicklingError) as e:
+    except Exception as e:
         raise DriftlineError(
-            f"cannot load model {path} ({type(e).__name__}: {e}); was it saved with another "
-            "river version? Retrain it with this one (driftline train)"
-        ) from e
-    return model, str(doc["version"])
+            f"cannot load model {path} ({type(e).__name__}: {str(e)[:200]}); was it saved with "
+            "another river version? Retrain it with this one (driftline train)"
+        ) from None
+    return model, doc["version"]

@@ -6,6 +6,8 @@ Every error names the offending key (``detectors[1].alpha``) and what was expect
 from __future__ import annotations
 
 import copy
+import ipaddress
+import itertools
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -15,9 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError, validators
+from jsonschema.exceptions import best_match
 
-from driftline.errors import SpecError
+from driftline.errors import DriftlineError, SpecError
 from driftline.schemas import load_schema
+
+#: Largest spec file read (a spec is a few KiB).
+MAX_SPEC_BYTES = 1024 * 1024
+#: Deepest nesting of tables and arrays a spec may have (it needs 4).
+MAX_SPEC_DEPTH = 16
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 NUMERIC_TYPES = frozenset({"float", "int", "bool"})
 PREDICTION_TARGET = "prediction"
@@ -237,6 +246,11 @@ class PipelineSpec:
         return f"driftline.{self.name}"
 
     @property
+    def changelog_topic(self) -> str:
+        """The compacted topic holding this pipeline's state snapshots."""
+        return changelog_topic_of(self.name)
+
+    @property
     def numeric_fields(self) -> tuple[str, ...]:
         return tuple(
             n
@@ -250,6 +264,11 @@ class PipelineSpec:
         features, then batch features."""
         batch = self.batch_features.names if self.batch_features else ()
         return self.numeric_fields + tuple(f.name for f in self.features) + batch
+
+
+def changelog_topic_of(pipeline: str) -> str:
+    """The state changelog topic of the pipeline named ``pipeline``."""
+    return f"driftline.{pipeline}.state-changelog"
 
 
 def _key_path(error: ValidationError) -> str:
@@ -355,10 +374,12 @@ def parse_spec(
     Absent keys take the defaults of ``schemas/spec.schema.json``, filled in while validating.
     """
     given = data
+    _check_depth(given)
     data, errors = with_defaults(given)
     if errors:
         best = min(errors, key=lambda e: (len(list(e.context or [])), -len(list(e.absolute_path))))
         raise _schema_error(best)
+    _check_topics(data, changelog_topic_of(data["pipeline"]["name"]))
     inp = data["input"]
     fields = dict(inp["fields"])
     key, tfield = inp["key_field"], inp["time_field"]
@@ -475,20 +496,100 @@ def _parse_schema_registry(
 
 
 def load_spec(path: str | Path, *, model_file_required: bool = True) -> PipelineSpec:
-    """Read, validate and build the spec at ``path``; raise :class:`SpecError` if it is wrong."""
+    """Read, validate and build the spec at ``path``; raise :class:`SpecError` if it is wrong
+    (whatever the file holds: binary data, text that is not UTF-8, TOML nested too deeply)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
         raise SpecError(
             f"cannot read spec file {p}: {e.strerror}; pass an existing TOML file with -c"
         ) from e
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"spec file {p} is larger than {MAX_SPEC_BYTES // 1024} KiB; is it the pipeline "
+            "spec? Pass the TOML file with -c"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise SpecError(
+            f"spec file {p} is not UTF-8 text (line {line}, byte "
+            f"offset {e.start}: {raw[e.start : e.start + 1]!r}); pass the TOML file with -c, "
+            "saved as UTF-8"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"spec file {p} is not valid TOML: {e}") from e
+        raise SpecError(f"spec file {p} is not valid TOML: {e}") from None
+    except RecursionError:
+        raise SpecError(
+            f"spec file {p} nests arrays or tables more than {MAX_SPEC_DEPTH} deep; a spec "
+            "needs a few levels"
+        ) from None
     spec = parse_spec(data, base_dir=p.resolve().parent, model_file_required=model_file_required)
     return PipelineSpec(**{**spec.__dict__, "source_path": p.resolve()})
+
+
+def _check_depth(data: Any, depth: int = 0, where: str = "") -> None:
+    """Refuse tables and arrays nested deeper than :data:`MAX_SPEC_DEPTH` (a spec needs 4)."""
+    if depth > MAX_SPEC_DEPTH:
+        raise SpecError(
+            f"spec key {where or '(top level)'}: nested more than {MAX_SPEC_DEPTH} levels deep; "
+            "a spec needs a few levels"
+        )
+    if isinstance(data, dict):
+        for k, v in data.items():
+            _check_depth(v, depth + 1, f"{where}.{k}" if where else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _check_depth(v, depth + 1, f"{where}[{i}]")
+
+
+def _topic_keys(data: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """Every ``(spec key, topic)`` of the spec (with defaults): each string under a key named
+    ``topic`` or ``*_topic``, wherever its section is."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{where}.{k}" if where else str(k)
+            if isinstance(v, str) and (k == "topic" or str(k).endswith("_topic")):
+                yield key, v
+            else:
+                yield from _topic_keys(v, key)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _topic_keys(v, f"{where}[{i}]")
+
+
+def _check_topics(data: Mapping[str, Any], changelog: str) -> None:
+    """Every topic the pipeline reads or writes is its own: an output on the input (or on
+    another output) would be read back or mixed, e.g. each dead letter consumed again."""
+    seen = {changelog: "the pipeline's state changelog"}
+    for key, topic in _topic_keys(data):
+        if topic in seen:
+            raise SpecError(
+                f"spec key {key}: topic {topic!r} is also {seen[topic]}; every topic the "
+                "pipeline reads or writes must be its own: give it another name"
+            )
+        seen[topic] = f"spec key {key}"
+
+
+def check_web_host(host: str) -> None:
+    """``worker.web_host`` is an IP address or a host name (what the web server binds to)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    ok = len(host) <= 253 and all(_HOST_LABEL.fullmatch(lb) for lb in labels)
+    if not ok or labels[-1].isdigit():
+        raise SpecError(
+            f"spec key worker.web_host: {host!r} is not an IP address or a host name; give "
+            "the address the web server binds to (127.0.0.1: this host only)"
+        )
 
 
 _NO_FIELD_AGGS = frozenset({"count", "rate", "since_prev"})
@@ -584,29 +685,70 @@ def to_feature_def(f: FeatureSpec, cls: Any = None) -> Any:
     return cls(f.name, src, f.agg, f.window_ms, **kw)
 
 
+def read_profile(path: Path, target: str) -> Any:
+    """The ``streams.profile.Profile`` of column ``target`` in the reference profile file at
+    ``path`` (written by ``driftline profile``); a `SpecError` saying what is wrong with the
+    file otherwise."""
+    import orjson
+
+    from driftline.schemas import validator
+    from driftline.streams.profile import Profile
+
+    def bad(why: str) -> SpecError:
+        return SpecError(
+            f"reference_profile: {path} {why}; build it with `driftline profile` from this spec"
+        )
+
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise bad(f"cannot be read ({e.strerror})") from None
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise bad(f"is not JSON ({e})") from None
+    e = best_match(validator("profile").iter_errors(doc))
+    if e is not None:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise bad(f"is not a reference profile: at {where}: {str(e.message)[:200]}")
+    columns = doc.get("columns", {target: doc})
+    if target not in columns:
+        raise bad(f"has no column {target!r} (it has {sorted(columns)[:20]})")
+    col = columns[target]
+    q = col.get("quantiles", [])
+    if any(b < a for a, b in itertools.pairwise(q)):
+        raise bad(f"is not a reference profile: the quantiles of {target!r} are not ascending")
+    try:
+        return Profile.from_dict(col)
+    except DriftlineError as e:
+        raise bad(f"is not a reference profile ({e})") from None
+
+
 def build_spec_detector(d: DetectorSpec) -> Any:
     """A fresh detector for ``d`` (with its reference profile, if any)."""
     from driftline.streams.detectors.factory import build_detector
 
     params = dict(d.params)
     if d.reference_profile is not None:
-        import orjson
+        profile = read_profile(d.reference_profile, d.target)
+        try:
+            if d.type == "ks":
+                from driftline.streams.params import MAX_VALUES, int_param
 
-        from driftline.streams.profile import Profile
-
-        doc = orjson.loads(d.reference_profile.read_bytes())
-        columns = doc.get("columns", {d.target: doc}) if isinstance(doc, dict) else {}
-        if d.target not in columns:
+                size = params.get("reference_size", detector_params("ks")["reference_size"].default)
+                params["reference"] = profile.sample(
+                    int_param("reference_size", size, 1, MAX_VALUES)
+                )
+            elif d.type in ("summary", "chi2", "psi", "jsd"):
+                params["reference"] = profile
+            return build_detector(d.type, **params)
+        except SpecError:
+            raise
+        except DriftlineError as e:  # the profile does not suit the detector (empty, other kind)
             raise SpecError(
-                f"reference_profile: {d.reference_profile} has no column {d.target!r} "
-                f"(it has {sorted(columns)}); build it with `driftline profile` from this spec"
-            )
-        profile = Profile.from_dict(columns[d.target])
-        if d.type == "ks":
-            size = params.get("reference_size", detector_params("ks")["reference_size"].default)
-            params["reference"] = profile.sample(int(size))
-        elif d.type in ("summary", "chi2", "psi", "jsd"):
-            params["reference"] = profile
+                f"reference_profile: {d.reference_profile} cannot be the {d.type} detector's "
+                f"reference for {d.target!r} ({e}); build it with `driftline profile`"
+            ) from None
     return build_detector(d.type, **params)
 
 
@@ -842,6 +984,7 @@ def _parse_worker(given: Mapping[str, Any], filled: Mapping[str, Any]) -> Worker
             "spec key worker.commit_interval_ms: only with processing_guarantee = "
             '"at_least_once"; exactly_once commits every batch in one transaction'
         )
+    check_web_host(filled["web_host"])
     return WorkerSpec(**filled)
 
 
@@ -866,8 +1009,6 @@ def _parse_labels(
             "spec key labels.join_key: 'event_id' needs input.event_id_field (the field with "
             "each event's unique id)"
         )
-    if spec.topic == inp.topic:
-        raise SpecError("spec key labels.topic: must differ from input.topic")
     imp = raw.get("importance")
     if imp is not None:
         importance = ImportanceSpec(**imp)

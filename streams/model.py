@@ -7,6 +7,7 @@ Any other river model is scored row by row, with the same results.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,34 @@ def build_builtin(kind: str) -> base.Estimator:
     else:
         raise SpecError(f"unknown builtin model {kind!r}; expected one of {BUILTINS}")
     return compose.Pipeline(preprocessing.StandardScaler(), est)
+
+
+def check_model(model: Any, inputs: Sequence[str]) -> None:
+    """SpecError unless ``model`` is a river classifier or regressor (or a pipeline ending in
+    one) that scores a row of ``inputs`` (all zeros) as the worker would, on a copy.
+
+    >>> check_model(build_builtin("logistic_regression"), ["a", "b"])
+    >>> check_model({"weights": [1, 2]}, ["a"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    driftline.errors.SpecError: model: got a dict; expected a river classifier or regressor ...
+    """
+    last = model
+    if isinstance(model, compose.Pipeline):
+        last = model[-1] if model.steps else None
+    if not isinstance(last, base.Classifier | base.Regressor):
+        raise SpecError(
+            f"model: got a {type(model).__name__}; expected a river classifier or regressor "
+            "(or a compose.Pipeline ending in one)"
+        )
+    try:
+        BatchPredictor(copy.deepcopy(model), inputs).predict(np.zeros((1, len(inputs))))
+    # any model the operator pickled: whatever it raises, it could not score at start
+    except Exception as e:
+        raise SpecError(
+            f"model: a {type(model).__name__} that cannot score a row of its {len(inputs)} "
+            f"inputs ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
 
 
 def one_hot_columns(field: str, categories: Sequence[str | int]) -> tuple[str, ...]:

@@ -45,6 +45,8 @@ import numpy as np
 from driftline.errors import SpecError
 
 __all__ = [
+    "MAX_DURATION_MS",
+    "MAX_VALUES",
     "bool_param",
     "choice_param",
     "float_param",
@@ -55,6 +57,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Most values a detector keeps in one sample or window (window_size, reference_size, stride).
+MAX_VALUES = 10_000_000
+#: Longest duration a setting may name: 10 years in milliseconds (spec windows, TTLs, grace).
+MAX_DURATION_MS = 315_360_000_000
 
 
 def show(value: object) -> str:

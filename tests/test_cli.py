@@ -134,15 +134,18 @@ def test_runtime_errors_exit_1_in_one_line(spec: Path, tmp_path: Path) -> None:
         assert r.returncode == EXIT_FAILED, (argv, r.stderr)
         assert r.stderr.startswith("driftline: error: ") and message in r.stderr, r.stderr
         assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
-    # a model file that is no model: its configured path is wrong, said in one line too
+    # a model file that is no model: the spec's model.path is wrong (a configuration error),
+    # said in one line too
     garbage = tmp_path / "model.pkl"
     garbage.write_bytes(b"garbage\n")
     with_model = tmp_path / "with-model.toml"
     with_model.write_text(SPEC + f'\n[model]\npath = "{garbage}"\ninputs = ["amount"]\n')
     r = cli("replay", "-c", str(with_model), "--input", str(events), "--output", out,
             "--no-progress")  # fmt: skip
-    assert r.returncode == EXIT_FAILED, r.stderr
-    assert r.stderr.startswith(f"driftline: error: cannot load model {garbage}: "), r.stderr
+    assert r.returncode == EXIT_USAGE, r.stderr
+    assert r.stderr.startswith(
+        f"driftline: error: spec key model.path: cannot load model {garbage} (ValueError: "
+    ), r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     ok = cli("replay", "-c", str(spec), "--input", str(events), "--output", out, "--no-progress")
     assert ok.returncode == 0 and "replayed 1 events" in ok.stdout, ok.stderr

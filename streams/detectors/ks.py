@@ -71,7 +71,13 @@ from driftline.streams.detectors.base import (
     finite_values,
     min_samples_param,
 )
-from driftline.streams.params import choice_param, int_param, show
+from driftline.streams.params import (
+    MAX_DURATION_MS,
+    MAX_VALUES,
+    choice_param,
+    int_param,
+    show,
+)
 from driftline.streams.snapshots import reading_snapshot
 
 __all__ = ["KSWindowDetector"]
@@ -190,8 +196,8 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
         cooldown: int = 0,
     ) -> None:
         self.reference_mode: ReferenceMode = choice_param("reference_mode", reference_mode, _MODES)
-        self.window_size = int_param("window_size", window_size, 1)
-        self.stride = int_param("stride", stride, 1)
+        self.window_size = int_param("window_size", window_size, 1, MAX_VALUES)
+        self.stride = int_param("stride", stride, 1, MAX_VALUES)
         self._init_alpha(alpha)
         if n_clear is None:  # quiet for a window's worth of values
             n_clear = max(1, -(-self.window_size // self.stride))
@@ -202,7 +208,9 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
                     "window_ms: got None; reference_mode='previous_window' needs the tumbling "
                     "window length, an integer number of milliseconds >= 1"
                 )
-            self.window_ms: int | None = int_param("window_ms", window_ms, 1, unit="milliseconds")
+            self.window_ms: int | None = int_param(
+                "window_ms", window_ms, 1, MAX_DURATION_MS, unit="milliseconds"
+            )
             self.min_samples = int_param(
                 "min_samples", 100 if min_samples is None else min_samples, 1
             )
@@ -230,7 +238,7 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
             self.reference_size = int(ref.size)
             self._given_reference = True
         else:
-            self.reference_size = int_param("reference_size", reference_size, 1)
+            self.reference_size = int_param("reference_size", reference_size, 1, MAX_VALUES)
             self._given_reference = False
             ref = np.empty(0, dtype=np.float64)
         self._reset_state(ref)

@@ -48,7 +48,12 @@ from driftline.streams.detectors.base import (
     detector_noun,
     min_samples_param,
 )
-from driftline.streams.params import float_param, int_param, optional_float_param
+from driftline.streams.params import (
+    MAX_VALUES,
+    float_param,
+    int_param,
+    optional_float_param,
+)
 from driftline.streams.profile import OTHER, Profile
 from driftline.streams.snapshots import reading_snapshot
 
@@ -77,9 +82,9 @@ class _Windowed(AlarmedDetector):
         cooldown: int,
     ) -> None:
         self._given_reference = reference is not None
-        self.window_size = int_param("window_size", window_size, 1)
-        self.reference_size = int_param("reference_size", reference_size, 1)
-        self.stride = int_param("stride", stride, 1)
+        self.window_size = int_param("window_size", window_size, 1, MAX_VALUES)
+        self.reference_size = int_param("reference_size", reference_size, 1, MAX_VALUES)
+        self.stride = int_param("stride", stride, 1, MAX_VALUES)
         self.min_samples = min_samples_param(min_samples, self.window_size)
         self._alarm = Alarm(n_confirm, n_clear, cooldown)
         self._profile: Profile | None = None

@@ -248,7 +248,8 @@ def test_restore_rejects_other_hyperparameters_or_garbage() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"reference_size": 0}, "reference_size: got 0; expected an integer >= 1"),
+        ({"reference_size": 0}, "reference_size: got 0; expected an integer between 1 and 1000"),
+        ({"window_size": 10**7 + 1}, "window_size: got 10000001; expected an integer between"),
         ({"reference_size": 10.0}, "reference_size: got 10.0"),
         ({"window_size": -1}, "window_size: got -1"),
         ({"stride": 0}, "stride: got 0"),
