@@ -49,6 +49,11 @@ def topic_partitions(bootstrap: str, topic: str) -> int | None:
     return len(t.partitions)
 
 
+def cluster_size(bootstrap: str) -> int:
+    """How many brokers the cluster's metadata lists now (brokers that are down are not)."""
+    return len(admin(bootstrap).list_topics(timeout=10).brokers) or 1
+
+
 def existing_topics(bootstrap: str) -> dict[str, int]:
     """Every topic of the cluster (internal ones too) -> its partition count."""
     # list all topics: asking for one by name can auto-create it on brokers that allow that

@@ -298,6 +298,9 @@ class TransactionalRunner(threading.Thread):
             {
                 "bootstrap.servers": self.bootstrap,
                 **self.commit.producer_config(),
+                # every write waits for the topic's min.insync.replicas (transactions and
+                # idempotence need it too; said here so no strategy can weaken it)
+                "acks": "all",
                 # after a commit the coordinator answers the next AddOffsetsToTxn with
                 # CONCURRENT_TRANSACTIONS until it has written the markers; librdkafka's default
                 # 100 ms retry backoff then stalls every batch (measured: 97-105 ms vs 5 ms)

@@ -20,13 +20,14 @@ import faust
 import mode
 
 from driftline.agents.batch_features import BatchFeatureCache
-from driftline.agents.kafka_io import ensure_topics, topic_partitions, wait_for_broker
+from driftline.agents.kafka_io import cluster_size, topic_partitions, wait_for_broker
 from driftline.agents.logs import logging_config
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.predictor import build_predictor
 from driftline.agents.runner import TransactionalRunner, changelog_topic, default_worker_id
-from driftline.agents.state import CHANGELOG_CONFIG, StateReset
+from driftline.agents.state import StateReset
 from driftline.agents.status_page import StatusCollector, render_html
+from driftline.agents.topics import ensure_pipeline_topics, host_app_id
 from driftline.errors import DriftlineError, SpecError
 from driftline.spec import PipelineSpec
 
@@ -60,8 +61,16 @@ class RunnerService(mode.Service):
         await asyncio.get_running_loop().run_in_executor(None, self.runner.join, 60)
 
 
+#: The topics the worker creates at start when they are missing (:mod:`agents.topics` roles).
+PREFLIGHT_ROLES = frozenset(
+    {"labels", "output", "dead letters", "late events", "state changelog", "worker host"}
+)
+
+
 def preflight(spec: PipelineSpec, bootstrap: str) -> int:
-    """Fail before starting when the cluster or the input topic is missing; create output topics.
+    """Fail before starting when the cluster or the input topic is missing, or the spec's
+    ``[topics]`` asks what the cluster cannot do; create the missing topics the worker writes
+    (outputs, labels, changelog, the host's leader topic) with the spec's settings.
 
     Returns the input topic's partition count.
     """
@@ -76,11 +85,9 @@ def preflight(spec: PipelineSpec, bootstrap: str) -> int:
             "--create-topics), or fix the spec. Do not let producers auto-create it: brokers "
             "make one-partition topics"
         )
-    o = spec.output
-    ensure_topics(bootstrap, o.all_topics, n_in)
+    ensure_pipeline_topics(spec, bootstrap, n_in, PREFLIGHT_ROLES)
     if spec.labels is not None:
         lt = spec.labels.topic
-        ensure_topics(bootstrap, [lt], n_in)
         n_lab = topic_partitions(bootstrap, lt)
         if n_lab != n_in:
             raise SpecError(
@@ -89,7 +96,6 @@ def preflight(spec: PipelineSpec, bootstrap: str) -> int:
                 "prediction was made on, so give both topics the same partition count"
             )
     changelog = changelog_topic(spec)
-    ensure_topics(bootstrap, [changelog], n_in, config=CHANGELOG_CONFIG)
     n_log = topic_partitions(bootstrap, changelog)
     if n_log != n_in:
         raise DriftlineError(
@@ -111,8 +117,11 @@ def create_app(
     reset_state: StateReset = frozenset(),
 ) -> faust.App:
     """The faust app hosting the batch runner and the ``/metrics`` and ``/healthz`` pages."""
+    # faust's own topics (its leader topic, planned and created by preflight) replicated as the
+    # spec's [topics.host] says, not with faust's default of one replica
+    host_replicas, _ = spec.topics.replication("host", cluster_size(bootstrap))
     app = faust.App(
-        f"{spec.group_id}.host",
+        host_app_id(spec),
         broker=f"kafka://{bootstrap}",
         store="memory://",
         # faust's own data dir (unused by driftline's state, which lives on the changelog)
@@ -122,7 +131,7 @@ def create_app(
         web_port=web_port,
         web_in_thread=False,
         topic_partitions=1,
-        topic_replication_factor=1,
+        topic_replication_factor=host_replicas,
         # faust's own (topic-less) consumer group: after a crash its dead member must time out
         # before the host app is ready, so keep that short (the runner has its own group)
         broker_session_timeout=10.0,

@@ -540,7 +540,8 @@ def _add_topics(sub: Any) -> None:
         type=int,
         default=None,
         metavar="R",
-        help="replicas per partition (default: 3, or the number of brokers if fewer)",
+        help="replicas of every topic, as if the spec's topics.replication_factor said so "
+        "(default: the spec's; left out there: 3, or one per broker on a smaller cluster)",
     )
 
 

@@ -224,6 +224,81 @@ class WorkerSpec:
 
 
 @dataclass(frozen=True)
+class TopicSettings:
+    """``[topics.<role>]``: how one kind of topic is created (None: not written in the spec;
+    the ``[topics]`` value or, for partitions, the input topic's count applies)."""
+
+    partitions: int | None
+    replication_factor: int | None
+    min_insync_replicas: int | None
+    retention_ms: int | None
+    retention_bytes: int | None
+
+
+@dataclass(frozen=True)
+class TopicsSpec:
+    """``[topics]``: replication and retention of the topics driftline creates.
+
+    ``replication_factor`` and ``min_insync_replicas`` are the schema's defaults unless
+    ``*_set`` says the spec wrote them: defaults shrink to what a smaller cluster can do, values
+    written in the spec are required of it (see :mod:`driftline.agents.topics`)."""
+
+    replication_factor: int
+    min_insync_replicas: int
+    replication_factor_set: bool
+    min_insync_replicas_set: bool
+    outputs: TopicSettings
+    dlq: TopicSettings
+    late: TopicSettings
+    changelog: TopicSettings
+    host: TopicSettings
+
+    def role(self, name: str) -> TopicSettings:
+        """The settings of ``name`` (outputs, dlq, late, changelog or host)."""
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+    def replication(self, role: str | None, brokers: int | None) -> tuple[int, int]:
+        """``(replication factor, min.insync.replicas)`` of a ``role`` topic (None: a topic of
+        no role, e.g. the input) on a cluster of ``brokers`` (None: any size).
+
+        Defaults shrink to the cluster: ``min(replication_factor, brokers)`` replicas and a min
+        ISR of at most replicas - 1 (at least 1), so one broker may be lost. Values written in
+        the spec are kept, and refused (:class:`SpecError`) if the cluster cannot do them.
+
+        >>> t = parse_spec({"pipeline": {"name": "p"}, "input": {"topic": "t", "key_field": "k",
+        ...     "time_field": "ts", "fields": {"k": "string", "ts": "int"}}}).topics
+        >>> t.replication("outputs", 1), t.replication("outputs", 2), t.replication("dlq", 5)
+        ((1, 1), (2, 1), (3, 2))
+        """
+        t = self.role(role) if role is not None else None
+        key = f"topics.{role}." if t is not None else "topics."
+        rf, rf_key = (t.replication_factor, key) if t is not None else (None, key)
+        if rf is None:
+            rf, rf_key = self.replication_factor, "topics."
+            if not self.replication_factor_set:
+                rf_key = ""
+                rf = min(rf, brokers) if brokers is not None else rf
+        if rf_key and brokers is not None and rf > brokers:
+            raise SpecError(
+                f"spec key {rf_key}replication_factor: {rf} replicas, but the cluster lists "
+                f"{brokers} live broker{'' if brokers == 1 else 's'}; lower it or leave it out "
+                f"(one replica per broker, up to {self.replication_factor})"
+            )
+        isr, isr_key = (t.min_insync_replicas, key) if t is not None else (None, key)
+        if isr is None:
+            isr, isr_key = self.min_insync_replicas, "topics."
+            if not self.min_insync_replicas_set:
+                return rf, max(1, min(isr, rf - 1))
+        if isr > rf:
+            raise SpecError(
+                f"spec key {isr_key}min_insync_replicas: {isr} is more than the {rf} "
+                f"replica{'' if rf == 1 else 's'} of the {role + ' ' if role else ''}topics, "
+                f"so no write (acks=all) could succeed; lower it to at most {rf}"
+            )
+        return rf, isr
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     name: str
     input: InputSpec
@@ -235,6 +310,7 @@ class PipelineSpec:
     grace_ms: int
     correction: str
     skew_checks: tuple[SkewCheckSpec, ...]
+    topics: TopicsSpec
     batch_features: BatchFeaturesSpec | None = None
     labels: LabelsSpec | None = None
     schema_registry: SchemaRegistrySpec | None = None
@@ -442,6 +518,7 @@ def parse_spec(
         detectors=tuple(detectors),
         output=OutputSpec(**data["output"]),
         worker=_parse_worker(given.get("worker", {}), data["worker"]),
+        topics=_parse_topics(given.get("topics", {}), data["topics"]),
         grace_ms=data["windows"]["grace_ms"],
         correction=data["drift"]["correction"],
         batch_features=batch,
@@ -1072,3 +1149,26 @@ def _parse_skew(
             raise _keyed(f"skew_checks[{i}]", e) from None
         out.append(SkewCheckSpec(c["name"], c["batch"], c["streaming"], params))
     return tuple(out)
+
+
+# -- [topics] ------------------------------------------------------------------------------------
+TOPIC_ROLES = ("outputs", "dlq", "late", "changelog", "host")
+
+
+def _parse_topics(given: Mapping[str, Any], filled: Mapping[str, Any]) -> TopicsSpec:
+    """``[topics]`` as written (``given``: which replication keys the spec sets) and with the
+    schema's defaults (``filled``)."""
+    roles = {
+        r: TopicSettings(**{k: filled[r].get(k) for k in TopicSettings.__dataclass_fields__})
+        for r in TOPIC_ROLES
+    }
+    topics = TopicsSpec(
+        replication_factor=filled["replication_factor"],
+        min_insync_replicas=filled["min_insync_replicas"],
+        replication_factor_set="replication_factor" in given,
+        min_insync_replicas_set="min_insync_replicas" in given,
+        **roles,
+    )
+    for r in TOPIC_ROLES:
+        topics.replication(r, None)  # what the spec writes must hold on any cluster
+    return topics

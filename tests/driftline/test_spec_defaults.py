@@ -58,6 +58,10 @@ SECTIONS: dict[str, Callable[[PipelineSpec], Any]] = {
     "labels": lambda s: s.labels,
     "labels.importance": lambda s: s.labels.importance,  # type: ignore[union-attr]
     "schema_registry": lambda s: parse_spec(REGISTRY).schema_registry,
+    "topics": lambda s: s.topics,
+    "topics.outputs": lambda s: s.topics.outputs,
+    "topics.dlq": lambda s: s.topics.dlq,
+    "topics.late": lambda s: s.topics.late,
 }
 
 

@@ -71,22 +71,31 @@ def test_topics_create_makes_every_topic_of_the_spec(
     expected = {
         f"{p}.events": 4, f"{p}.labels": 4, f"{p}.features": 4, f"{p}.predictions": 4,
         f"{p}.alerts": 4, f"{p}.dlq": 4, f"{p}.late": 4, f"{p}.model_metrics": 4,
-        changelog: 4, f"{p}.batch": 3,
+        changelog: 4, f"{p}.batch": 3, f"driftline.{p}.host-__assignor-__leader": 1,
     }  # fmt: skip
     have = existing_topics(kafka_bootstrap)
     assert {t: have.get(t) for t in expected} == expected
     for topic in expected:
         assert f"created {topic} (" in r.stdout, r.stdout
-    assert f"pipeline '{p}': 10 topics created, 0 existed" in r.stdout
+    assert f"pipeline '{p}': 11 topics created, 0 existed" in r.stdout
     state = topic_config(kafka_bootstrap, changelog)
     assert {k: state[k] for k in CHANGELOG_CONFIG} == CHANGELOG_CONFIG
     assert topic_config(kafka_bootstrap, f"{p}.batch")["cleanup.policy"] == "compact"
     assert topic_config(kafka_bootstrap, f"{p}.events")["cleanup.policy"] == "delete"
+    # the spec's [topics] defaults (one broker: one replica, min ISR 1)
+    week, month = str(7 * 86_400_000), str(30 * 86_400_000)
+    for topic, retention in ((f"{p}.alerts", week), (f"{p}.dlq", month), (f"{p}.late", week)):
+        c = topic_config(kafka_bootstrap, topic)
+        assert (c["retention.ms"], c["retention.bytes"], c["min.insync.replicas"]) == (
+            retention,
+            "-1",
+            "1",
+        ), topic
 
     again = topics_create(spec, kafka_bootstrap)
     assert again.returncode == 0, again.stderr
     assert f"exists  {p}.events (input, 4 partitions)" in again.stdout
-    assert "0 topics created, 10 existed" in again.stdout
+    assert "0 topics created, 11 existed" in again.stdout
 
     other = topics_create(spec, kafka_bootstrap, "--partitions", "2")
     assert other.returncode == 1
