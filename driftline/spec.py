@@ -442,6 +442,29 @@ def with_defaults(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[Validat
     return filled, errors
 
 
+def _dotted_fields(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with nested tables of ``input.fields`` as dotted names: TOML reads
+    ``user.id = "string"`` as ``{"user": {"id": "string"}}``, which means field ``user.id``
+    (the ``id`` of the nested object ``user``).
+
+    >>> _dotted_fields({"input": {"fields": {"user": {"id": "string"}, "ts": "timestamp"}}})
+    {'input': {'fields': {'user.id': 'string', 'ts': 'timestamp'}}}
+    """
+    inp = data.get("input")
+    fields = inp.get("fields") if isinstance(inp, Mapping) else None
+    if not isinstance(fields, Mapping) or not any(isinstance(v, Mapping) for v in fields.values()):
+        return data
+
+    def flat(prefix: str, node: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+        for k, v in node.items():
+            if isinstance(v, Mapping) and v:
+                yield from flat(f"{prefix}{k}.", v)
+            else:
+                yield f"{prefix}{k}", v
+
+    return {**data, "input": {**inp, "fields": dict(flat("", fields))}}
+
+
 def parse_spec(
     data: Mapping[str, Any], *, base_dir: Path | None = None, model_file_required: bool = True
 ) -> PipelineSpec:
@@ -449,8 +472,8 @@ def parse_spec(
 
     Absent keys take the defaults of ``schemas/spec.schema.json``, filled in while validating.
     """
-    given = data
-    _check_depth(given)
+    _check_depth(data)
+    given = _dotted_fields(data)
     data, errors = with_defaults(given)
     if errors:
         best = min(errors, key=lambda e: (len(list(e.context or [])), -len(list(e.absolute_path))))

@@ -350,3 +350,30 @@ def test_prediction_target_without_a_model_says_add_one(
 def test_chi2_takes_categorical_fields(base: dict[str, Any], tmp_path: Path, target: str) -> None:
     spec = _parse(_detector(base, "chi2", target), tmp_path)
     assert spec.detectors[0].target == target
+
+
+def test_nested_fields_by_dotted_names_in_toml() -> None:
+    """``user.id = "string"`` (a TOML dotted key, a nested table) and ``"geo.lat" = "float"``
+    (a quoted key) both name a nested field by its path."""
+    text = """
+[pipeline]
+name = "nested"
+[input]
+topic = "events"
+key_field = "user.id"
+time_field = "ts"
+[input.fields]
+user.id = "string"
+user.address.country = "string"
+"geo.lat" = "float"
+ts = "timestamp"
+[[features]]
+name = "lat_sum"
+field = "geo.lat"
+agg = "sum"
+window_ms = 60000
+"""
+    spec = parse_spec(tomllib.loads(text))
+    assert dict(spec.input.fields) == {"user.id": "string", "user.address.country": "string",
+                                       "geo.lat": "float", "ts": "timestamp"}  # fmt: skip
+    assert spec.input.key_field == "user.id" and spec.numeric_fields == ("geo.lat",)
