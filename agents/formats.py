@@ -90,11 +90,8 @@ def schema_ids(values: Iterable[bytes | None]) -> set[int]:
     >>> sorted(schema_ids([b"\\x00\\0\\0\\0\\x07x", None, b"{}", b"\\x00\\0\\0\\x01\\x00y"]))
     [7, 256]
     """
-    return {
-        int.from_bytes(v[1:5], "big")
-        for v in values
-        if v is not None and len(v) >= 5 and v[0] == MAGIC
-    }
+    heads = {v[:5] for v in values if v is not None}  # few distinct: convert those only
+    return {int.from_bytes(h[1:], "big") for h in heads if len(h) == 5 and h[0] == MAGIC}
 
 
 def _registry_error(e: BaseException) -> tuple[int | None, str]:

@@ -1,0 +1,248 @@
+"""Throughput of the Avro input path next to the JSON path, in one run, on a real Kafka broker.
+
+The same N synthetic events (``agents.synthetic.SyntheticStream``) are produced twice: as JSON
+(orjson) to one topic and as Avro in the Schema Registry wire format to another, written by
+``confluent_kafka``'s ``AvroSerializer`` into the client library's in-memory registry
+(``mock://``, shared in this process with the pipeline that reads them). The demo pipeline (two
+features, a model, KS + ADWIN) then reads each, alternately, ``--rounds`` times:
+
+1. core: ``PartitionPipeline.process`` on the stored records in batches of 5000, no Kafka;
+2. worker loop: the ``TransactionalRunner`` (consume, process, one transaction per batch) in
+   this process, until it has consumed all N; rate from its first to its last batch.
+
+The table gives the median events/s of each and the Avro/JSON ratio (target >= 0.8).
+
+    python bench/formats_bench.py [--events N] [--rounds R] [--bootstrap HOST:PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import tomllib
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline_bench import (
+    CORE_BATCH,
+    PARTITIONS,
+    BenchError,
+    given_or_local_broker,
+    load_average,
+    log,
+    make_spec,
+    run_main,
+)
+
+from driftline.agents.demo import _to_toml
+from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.metrics import WorkerMetrics
+from driftline.agents.pipeline import PartitionPipeline, RawRecord
+from driftline.agents.predictor import build_predictor
+from driftline.agents.registry import registry_client
+from driftline.agents.runner import TransactionalRunner
+from driftline.agents.synthetic import SyntheticStream
+from driftline.agents.worker import preflight
+from driftline.localkafka import free_port
+from driftline.spec import PipelineSpec, load_spec
+
+#: the synthetic stream's events as an Avro record
+EVENT_SCHEMA = orjson.dumps({
+    "type": "record", "name": "Event", "namespace": "driftline.bench",
+    "fields": [{"name": "user_id", "type": "string"}, {"name": "ts", "type": "long"},
+               {"name": "amount", "type": "double"}, {"name": "latency_ms", "type": "double"},
+               {"name": "country", "type": "string"}],
+}).decode()  # fmt: skip
+
+Stored = dict[int, list[RawRecord]]
+
+
+def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> Stored:
+    """Produce ``(key, value)`` pairs in order (idempotent: per-partition order kept); return
+    what the broker stored, per partition."""
+    ensure_topics(bootstrap, [topic], partitions=PARTITIONS)
+    stored: Stored = defaultdict(list)
+    errors: list[str] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            errors.append(str(err))
+            return
+        ts_type, ts = msg.timestamp()
+        stamp = ts if ts_type else None
+        rec = RawRecord(topic, msg.partition(), msg.offset(), stamp, msg.key(), msg.value())
+        stored[msg.partition()].append(rec)
+
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
+                  "acks": "all", "enable.idempotence": True,
+                  "queue.buffering.max.messages": 1_000_000})  # fmt: skip
+    for key, value in values:
+        while True:
+            try:
+                p.produce(topic, value, key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    left = p.flush(120)
+    if left or errors:
+        raise BenchError(f"{left} events not delivered; errors: {errors[:3]}")
+    for recs in stored.values():
+        recs.sort(key=lambda r: r.offset)
+    return dict(stored)
+
+
+def specs(tmp: Path, topics: dict[str, str], registry_url: str) -> dict[str, PipelineSpec]:
+    """A fresh demo pipeline (new name: own group and changelog) per format."""
+    out = {}
+    for fmt, topic in topics.items():
+        run_id = uuid.uuid4().hex[:8]
+        sub = tmp / run_id
+        sub.mkdir()
+        _, path = make_spec(sub, run_id, topic, free_port())
+        data = tomllib.loads(path.read_text())
+        if fmt == "avro":
+            data["input"]["format"] = "avro"
+            data["schema_registry"] = {"url": registry_url}
+        path.write_text(_to_toml(data))
+        out[fmt] = load_spec(path)
+    return out
+
+
+def core(spec: PipelineSpec, stored: Stored) -> tuple[float, float]:
+    """(events/s, decode seconds per event) of the batch step over ``stored``, no Kafka."""
+    predictor, version = build_predictor(spec)
+    pipes = {p: PartitionPipeline(spec, p, predictor, version) for p in stored}
+    batches = [(p, recs[i : i + CORE_BATCH]) for p, recs in sorted(stored.items())
+               for i in range(0, len(recs), CORE_BATCH)]  # fmt: skip
+    n, decode = 0, 0.0
+    t0 = time.perf_counter()
+    for p, batch in batches:
+        out = pipes[p].process(batch)
+        n += out.consumed
+        decode += out.stage_seconds.get("decode", 0.0)
+        if sum(out.dead_letters.values()):
+            raise BenchError(f"{spec.input.format}: dead letters {dict(out.dead_letters)}")
+    return n / (time.perf_counter() - t0), decode / n
+
+
+def worker_loop(spec: PipelineSpec, bootstrap: str, n: int, timeout_s: float) -> float:
+    """Events/s of the batch loop (in this process) over the topic's N events: from its first
+    consumed batch to the N-th event."""
+    preflight(spec, bootstrap)
+    predictor, version = build_predictor(spec)
+    metrics = WorkerMetrics(spec.name)
+    runner = TransactionalRunner(spec, bootstrap, metrics, predictor, version, f"{spec.name}-w")
+    consumed = metrics.consumed.labels(spec.input.topic)
+    runner.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        first: tuple[float, float] | None = None
+        while True:
+            seen = consumed._value.get()
+            now = time.perf_counter()
+            if first is None and seen > 0:
+                first = (now, seen)
+            if seen >= n:
+                break
+            if not runner.is_alive() or time.monotonic() > deadline:
+                raise BenchError(f"{spec.input.format}: consumed {seen} of {n}: {runner.error}")
+            time.sleep(0.02)
+        assert first is not None
+        if sum(s.value for s in metrics.dead_lettered.collect()[0].samples):
+            raise BenchError(f"{spec.input.format}: records were dead-lettered")
+        return (n - first[1]) / (now - first[0])
+    finally:
+        runner.stop()
+        runner.join(60)
+
+
+def run(args: argparse.Namespace, stack: ExitStack) -> int:
+    n: int = args.events
+    logging.getLogger("driftline").setLevel(logging.ERROR)
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftline-formats-")))
+    bootstrap, broker, _ = given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
+    run_id = uuid.uuid4().hex[:8]
+    registry_url = f"mock://formats-bench-{run_id}"
+    client = registry_client(load_spec_registry(registry_url))
+    avro = AvroSerializer(client, EVENT_SCHEMA)
+    ctx = SerializationContext(f"bench-{run_id}.avro", MessageField.VALUE)
+    events = list(SyntheticStream(n=n, shift_at=int(0.6 * n)).events())
+    keys = [e["user_id"].encode() for e in events]
+    values = {"json": [orjson.dumps(e) for e in events], "avro": [avro(e, ctx) for e in events]}
+    del events
+    topics = {fmt: f"bench-{run_id}.{fmt}" for fmt in values}
+    stored = {fmt: produce(bootstrap, topics[fmt], list(zip(keys, v, strict=True)))
+              for fmt, v in values.items()}  # fmt: skip
+    sizes = {fmt: sum(map(len, v)) / n for fmt, v in values.items()}
+    log(f"produced {n} events twice: mean value {sizes['json']:.0f} B JSON, "
+        f"{sizes['avro']:.0f} B Avro ({broker})")  # fmt: skip
+    del values
+
+    core_rates: dict[str, list[float]] = defaultdict(list)
+    decode_us: dict[str, list[float]] = defaultdict(list)
+    loop_rates: dict[str, list[float]] = defaultdict(list)
+    timeout = max(120.0, n / 2000)
+    for r in range(args.rounds):
+        for fmt in ("json", "avro") if r % 2 == 0 else ("avro", "json"):
+            spec = specs(tmp, {fmt: topics[fmt]}, registry_url)[fmt]
+            rate, dec = core(spec, stored[fmt])
+            core_rates[fmt].append(rate)
+            decode_us[fmt].append(dec * 1e6)
+            loop = worker_loop(spec, bootstrap, n, timeout)
+            loop_rates[fmt].append(loop)
+            log(f"round {r + 1} {fmt}: core {rate:,.0f}/s (decode {dec * 1e6:.2f} us/event), "
+                f"worker loop {loop:,.0f}/s")  # fmt: skip
+
+    def med(xs: list[float]) -> float:
+        return statistics.median(xs)
+
+    print(f"\n{n} events, {args.rounds} rounds each (median), {PARTITIONS} partitions, {broker}")
+    print(f"{'':28} {'JSON':>12} {'Avro':>12} {'Avro/JSON':>10}")
+    rows = [("core events/s (no Kafka)", core_rates), ("worker loop events/s", loop_rates)]
+    for name, rates in rows:
+        j, a = med(rates["json"]), med(rates["avro"])
+        print(f"{name:28} {j:12,.0f} {a:12,.0f} {a / j:10.2f}")
+    j, a = med(decode_us["json"]), med(decode_us["avro"])
+    print(f"{'decode stage us/event':28} {j:12.2f} {a:12.2f} {a / j:10.2f}")
+    print(f"{'mean value bytes':28} {sizes['json']:12.0f} {sizes['avro']:12.0f}")
+    print(f"load average after measuring: {load_average()}", flush=True)
+    return 0
+
+
+def load_spec_registry(url: str) -> Any:
+    from driftline.spec import SchemaRegistrySpec, default_of
+
+    return SchemaRegistrySpec(url, default_of("schema_registry.timeout_ms"),
+                              default_of("schema_registry.retry_backoff_ms"),
+                              default_of("schema_registry.retry_backoff_max_ms"))  # fmt: skip
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=200_000, help="events per format (200000)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each format (3)")
+    ap.add_argument("--bootstrap", help="Kafka bootstrap servers (default: a local broker)")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main("formats_bench", parse_args(argv), run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
