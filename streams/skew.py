@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from driftline.errors import SpecError
 from driftline.streams.detectors.base import Detection
+from driftline.streams.params import choice_param, float_param, int_param
 
 MODES = ("relative", "absolute")
 
@@ -55,18 +55,11 @@ class SkewCheck:
         max_rate: float = 0.01,
         min_samples: int = 100,
     ) -> None:
-        if not (isinstance(tolerance, int | float) and tolerance >= 0):
-            raise SpecError(f"tolerance: got {tolerance!r}; expected a number >= 0")
-        if mode not in MODES:
-            raise SpecError(f"mode: got {mode!r}; expected one of {', '.join(MODES)}")
-        if not (isinstance(window, int) and window >= 1):
-            raise SpecError(f"window: got {window!r}; expected an integer >= 1")
-        if not (isinstance(max_rate, int | float) and 0 <= max_rate < 1):
-            raise SpecError(f"max_rate: got {max_rate!r}; expected a number in [0, 1)")
-        if not (isinstance(min_samples, int) and 1 <= min_samples):
-            raise SpecError(f"min_samples: got {min_samples!r}; expected an integer >= 1")
-        self.tolerance, self.mode, self.window = float(tolerance), mode, window
-        self.max_rate, self.min_samples = float(max_rate), min_samples
+        self.tolerance = float_param("tolerance", tolerance, low=0.0, low_open=False)
+        self.mode = choice_param("mode", mode, MODES)
+        self.window = int_param("window", window, minimum=1)
+        self.max_rate = float_param("max_rate", max_rate, low=0.0, high=1.0, low_open=False)
+        self.min_samples = int_param("min_samples", min_samples, minimum=1)
         self._flags = np.zeros(0, dtype=np.int8)  # the last ``window`` compared events
         self._compared = 0
         self._firing = False

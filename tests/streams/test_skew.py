@@ -64,8 +64,16 @@ def test_equals_a_per_event_loop_for_any_batching(seed, mode, window, max_rate, 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"tolerance": -1}, "tolerance"), ({"mode": "ratio"}, "mode"), ({"window": 0}, "window"),
-     ({"max_rate": 1.0}, "max_rate"), ({"min_samples": 0}, "min_samples")],
+    [({"tolerance": -1}, "tolerance: got -1; expected a number >= 0"),
+     ({"tolerance": float("inf")}, "tolerance: got inf; expected a finite number >= 0"),
+     ({"tolerance": float("nan")}, "tolerance: got nan"),
+     ({"tolerance": True}, "tolerance: got True"),
+     ({"mode": "ratio"}, "mode: got 'ratio'; expected one of relative, absolute"),
+     ({"window": 0}, "window: got 0; expected an integer >= 1"),
+     ({"window": 10.0}, "window: got 10.0"),
+     ({"max_rate": 1.0}, r"max_rate: got 1.0; expected a number in \[0, 1\)"),
+     ({"max_rate": -0.1}, "max_rate: got -0.1"),
+     ({"min_samples": 0}, "min_samples: got 0; expected an integer >= 1")],
 )  # fmt: skip
 def test_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(SpecError, match=match):
