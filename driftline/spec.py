@@ -363,14 +363,22 @@ def _schema_error(error: ValidationError) -> SpecError:
         near = [e for e in error.context if e.validator != "type" or e.relative_path]
         if near:
             return _schema_error(max(near, key=lambda e: len(e.absolute_path)))
-    where = _key_path(error)
+    where = _shorten(_key_path(error))
+    message = error.message
+    if len(message) > 200:  # jsonschema quotes the whole value: a long string, a whole table
+        message = message.replace(repr(error.instance), _shorten(repr(error.instance)))
     if error.validator == "additionalProperties":
-        return SpecError(f"spec key {where}: {error.message} (remove it or fix its spelling)")
+        return SpecError(f"spec key {where}: {message} (remove it or fix its spelling)")
     if error.validator == "required":
-        return SpecError(f"spec key {where}: {error.message}")
+        return SpecError(f"spec key {where}: {message}")
     expected = error.schema.get("description") if isinstance(error.schema, dict) else None
     hint = f" Expected: {expected}" if expected else ""
-    return SpecError(f"spec key {where}: {error.message}.{hint}")
+    return SpecError(f"spec key {where}: {message}.{hint}")
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (an error quotes what was written, not all of it)."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 # -- defaults: the schema's ``default`` keywords are their only source ---------------------------

@@ -211,7 +211,8 @@ def test_a_directory_is_not_a_spec(tmp_path: Path) -> None:
 
 
 # -- validate loads the model as the worker would --------------------------------------------------
-def _model_doc(model: Any) -> bytes:
+def _legacy_doc(model: Any) -> bytes:
+    """A model file of the first layout (a pickled dict, no checksum)."""
     return pickle.dumps({"format": FORMAT, "version": "v1", "model": pickle.dumps(model)})
 
 
@@ -226,20 +227,25 @@ GOOD = "good"
 MODELS: list[tuple[str, Any, bool, str]] = [
     ("good", GOOD, False, ""),
     ("good-learn", GOOD, True, ""),
-    ("truncated", "truncated", False, "(UnpicklingError: pickle data was truncated)"),
+    ("truncated-header", "truncated:40", False, "is a damaged driftline model file (its header)"),
+    ("truncated", "truncated:-5", False, "bytes of model where it says"),
+    ("flipped", "flipped", False, "is a damaged driftline model file: its checksum does not match"),
+    ("legacy-truncated", _legacy_doc(build_builtin("linear_regression"))[:60], False,
+     "(UnpicklingError: pickle data was truncated)"),
+    ("legacy-good", _legacy_doc(build_builtin("linear_regression")), False, ""),
     ("empty", b"", False, "(EOFError: Ran out of input)"),
     ("garbage", b"not a pickle at all", False, "cannot load model"),
     ("other-pickle", pickle.dumps([1, 2, 3]), False, "is not a driftline model file"),
     ("no-model", pickle.dumps({"format": FORMAT, "version": "v"}), False, "damaged driftline"),
     ("inner-garbage", pickle.dumps({"format": FORMAT, "version": "v", "model": b"\x80\x04xx"}),
      False, "was it saved with another river version?"),
-    ("not-river", _model_doc({"weights": [1.0]}), False,
+    ("not-river", _legacy_doc({"weights": [1.0]}), False,
      "got a dict; expected a river classifier or regressor"),
-    ("not-a-predictor", _model_doc(build_builtin("linear_regression")[0]), False,
+    ("not-a-predictor", _legacy_doc(build_builtin("linear_regression")[0]), False,
      "got a StandardScaler; expected a river classifier or regressor"),
-    ("cannot-score", _model_doc(_Unscorable()), False,
+    ("cannot-score", _legacy_doc(_Unscorable()), False,
      "a _Unscorable that cannot score a row of its 3 inputs (ZeroDivisionError: no)"),
-    ("not-learnable", _model_doc(tree.HoeffdingTreeClassifier()), True,
+    ("not-learnable", _legacy_doc(tree.HoeffdingTreeClassifier()), True,
      "labels.learn = true: the model (HoeffdingTreeClassifier) cannot be saved"),
 ]  # fmt: skip
 
@@ -252,8 +258,12 @@ def test_validate_loads_the_model(
 ) -> None:
     model = tmp_path / "demo-model.pkl"
     save_model(build_builtin("logistic_regression"), model)
-    if content == "truncated":
-        content = model.read_bytes()[:100]
+    if isinstance(content, str) and content.startswith("truncated:"):
+        content = model.read_bytes()[: int(content.split(":")[1])]
+    elif content == "flipped":
+        good = bytearray(model.read_bytes())
+        good[-10] ^= 4
+        content = bytes(good)
     if content != GOOD:
         model.write_bytes(content)
     spec = tmp_path / "p.toml"
