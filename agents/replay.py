@@ -20,7 +20,7 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,12 @@ def replay_outcomes(
     batch_features_path: str | Path | None = None,
     with_model: bool = True,
 ) -> Iterator[tuple[list[tuple[dict[str, Any], int]], Any]]:
-    """Yield ``([(input doc, offset)], BatchOutcome)`` per partition batch."""
+    """Yield ``([(input doc, offset)], BatchOutcome)`` per partition batch.
+
+    Files hold documents: they are read as JSON values whatever ``[input] format`` the topic
+    has (an Avro topic's events exported to JSON Lines replay as they are)."""
+    if spec.input.format != "json":
+        spec = replace(spec, input=replace(spec.input, format="json"), schema_registry=None)
     if partitions < 1:
         raise DriftlineError("--partitions must be at least 1")
     partition_for(b"", partitions, partitioner)  # validates the partitioner name

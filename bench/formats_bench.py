@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -45,11 +44,11 @@ from pipeline_bench import (
     load_average,
     log,
     make_spec,
+    produce_pairs,
     run_main,
 )
 
 from driftline.agents.demo import _to_toml
-from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
@@ -69,41 +68,6 @@ EVENT_SCHEMA = orjson.dumps({
 }).decode()  # fmt: skip
 
 Stored = dict[int, list[RawRecord]]
-
-
-def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> Stored:
-    """Produce ``(key, value)`` pairs in order (idempotent: per-partition order kept); return
-    what the broker stored, per partition."""
-    ensure_topics(bootstrap, [topic], partitions=PARTITIONS)
-    stored: Stored = defaultdict(list)
-    errors: list[str] = []
-
-    def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            errors.append(str(err))
-            return
-        ts_type, ts = msg.timestamp()
-        stamp = ts if ts_type else None
-        rec = RawRecord(topic, msg.partition(), msg.offset(), stamp, msg.key(), msg.value())
-        stored[msg.partition()].append(rec)
-
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
-                  "acks": "all", "enable.idempotence": True,
-                  "queue.buffering.max.messages": 1_000_000})  # fmt: skip
-    for key, value in values:
-        while True:
-            try:
-                p.produce(topic, value, key, on_delivery=on_delivery)
-                break
-            except BufferError:
-                p.poll(0.05)
-        p.poll(0)
-    left = p.flush(120)
-    if left or errors:
-        raise BenchError(f"{left} events not delivered; errors: {errors[:3]}")
-    for recs in stored.values():
-        recs.sort(key=lambda r: r.offset)
-    return dict(stored)
 
 
 def specs(tmp: Path, topics: dict[str, str], registry_url: str) -> dict[str, PipelineSpec]:
@@ -186,7 +150,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
     values = {"json": [orjson.dumps(e) for e in events], "avro": [avro(e, ctx) for e in events]}
     del events
     topics = {fmt: f"bench-{run_id}.{fmt}" for fmt in values}
-    stored = {fmt: produce(bootstrap, topics[fmt], list(zip(keys, v, strict=True)))
+    stored = {fmt: produce_pairs(bootstrap, topics[fmt], zip(keys, v, strict=True), "none")
               for fmt, v in values.items()}  # fmt: skip
     sizes = {fmt: sum(map(len, v)) / n for fmt, v in values.items()}
     log(f"produced {n} events twice: mean value {sizes['json']:.0f} B JSON, "

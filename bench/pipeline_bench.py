@@ -38,7 +38,7 @@ import time
 import tomllib
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -227,11 +227,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
 # ----------------------------------------------------------------------------- produce
 
 
-def produce(
-    bootstrap: str, topic: str, n: int, compression: str
-) -> tuple[dict[int, list[RawRecord]], float]:
-    """Produce the synthetic stream; return what the broker stored, per partition, and the mean
-    value size."""
+def produce_pairs(
+    bootstrap: str, topic: str, pairs: Iterable[tuple[bytes, bytes]], compression: str
+) -> dict[int, list[RawRecord]]:
+    """Produce ``(key, value)`` pairs in order (idempotent: each partition keeps it) to a fresh
+    topic; return what the broker stored, per partition, by offset."""
     ensure_topics(bootstrap, [topic], partitions=PARTITIONS)
     stored: dict[int, list[RawRecord]] = defaultdict(list)
     errors: list[str] = []
@@ -266,14 +266,10 @@ def produce(
             "queue.buffering.max.kbytes": 1_048_576,
         }
     )
-    size = 0
-    stream = SyntheticStream(n=n, shift_at=int(0.6 * n))
-    for e in stream.events():
-        value = orjson.dumps(e)
-        size += len(value)
+    for key, value in pairs:
         while True:
             try:
-                p.produce(topic, value, e["user_id"].encode(), on_delivery=on_delivery)
+                p.produce(topic, value, key, on_delivery=on_delivery)
                 break
             except BufferError:
                 p.poll(0.05)
@@ -281,8 +277,21 @@ def produce(
     left = p.flush(120)
     if left or errors:
         raise BenchError(f"{left} events not delivered; errors: {errors[:3]}")
-    for part, recs in stored.items():
+    for recs in stored.values():
         recs.sort(key=lambda r: r.offset)
+    return dict(stored)
+
+
+def produce(
+    bootstrap: str, topic: str, n: int, compression: str
+) -> tuple[dict[int, list[RawRecord]], float]:
+    """Produce the synthetic stream; return what the broker stored, per partition, and the mean
+    value size."""
+    events = list(SyntheticStream(n=n, shift_at=int(0.6 * n)).events())
+    keys = [e["user_id"].encode() for e in events]
+    values = [orjson.dumps(e) for e in events]
+    stored = produce_pairs(bootstrap, topic, zip(keys, values, strict=True), compression)
+    for part, recs in stored.items():
         times = [orjson.loads(r.value or b"{}")["ts"] for r in recs]
         back = sum(1 for a, b in itertools.pairwise(times) if b < a)
         if back:
@@ -290,7 +299,7 @@ def produce(
     got = sum(len(r) for r in stored.values())
     if got != n:
         raise BenchError(f"produced {got} of {n} events")
-    return dict(stored), size / n
+    return stored, sum(map(len, values)) / n
 
 
 # ----------------------------------------------------------------------------- 1, 2: raw

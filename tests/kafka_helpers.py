@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import time
@@ -17,6 +18,17 @@ from driftline.agents.demo import _to_toml, train_demo_model, worker_argv
 from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.scrape import read_metric
 from driftline.spec import PipelineSpec, load_spec
+
+
+class LogLines(logging.Handler):
+    """Keeps the messages of the INFO (and higher) records it is handed, in ``lines``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 @dataclass(frozen=True)

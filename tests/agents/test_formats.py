@@ -378,3 +378,20 @@ def test_an_unreachable_registry_is_not_the_records_fault() -> None:
     assert pipe.schema_readers.unknown == {} and pipe.schema_readers.readers == {}
     with pytest.raises(RegistryUnavailable):
         pipe.schema_readers.prefetch_ids({1})
+
+
+def test_replay_reads_event_files_as_json_whatever_the_topic_format(tmp_path: Path) -> None:
+    from driftline.agents.replay import replay_outcomes
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps({"user": {"id": f"u{i % 2}"}, "ts": T0 + i,
+                                              "amount": float(i)}) for i in range(6)))  # fmt: skip
+    avro = parse_spec(_spec_data("avro", {"url": "http://127.0.0.1:1"}))
+    sums = [
+        [v for _, out in replay_outcomes(spec, path, progress=False, with_model=False)
+         for v in out.messages if v[0] == spec.output.features_topic]
+        for spec in (avro, parse_spec(_spec_data("json")))
+    ]  # fmt: skip
+    assert len(sums[0]) == 6
+    features = [[orjson.loads(m[2])["features"] for m in ms] for ms in sums]
+    assert features[0] == features[1]

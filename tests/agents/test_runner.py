@@ -27,20 +27,11 @@ from driftline.agents.runner import TransactionalRunner
 from driftline.agents.worker import preflight
 from driftline.alert_format import format_alert
 from driftline.spec import PipelineSpec
-from tests.kafka_helpers import read_topic, write_pipeline
+from tests.kafka_helpers import LogLines, read_topic, write_pipeline
 
 pytestmark = pytest.mark.integration
 
 N, T0, STEP = 600, 1_767_225_600_000, 10  # events per partition
-
-
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
 
 
 @dataclass
@@ -77,7 +68,7 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     }  # fmt: skip
     _produce(kafka_bootstrap, spec.input.topic, events, "user_id")
 
-    handler = _Lines()
+    handler = LogLines()
     logger = logging.getLogger("driftline.runner")
     level = logger.level
     logger.setLevel(logging.INFO)

@@ -39,9 +39,9 @@ from driftline.agents.runner import TransactionalRunner
 from driftline.agents.scrape import read_metric
 from driftline.agents.worker import preflight
 from driftline.localkafka import free_port
-from driftline.spec import PipelineSpec, parse_spec
+from driftline.spec import PipelineSpec, SchemaRegistrySpec, parse_spec
 from tests.agents.test_formats import EVENT, JSON_SCHEMA, _proto_event
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import LogLines, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -104,18 +104,9 @@ def _produce(bootstrap: str, topic: str, values: list[bytes | None]) -> None:
     assert p.flush(60) == 0
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
 def registry_log() -> Iterator[list[str]]:
-    handler = _Lines()
+    handler = LogLines()
     logger = logging.getLogger("driftline.schema_registry")
     level = logger.level
     logger.setLevel(logging.INFO)
@@ -181,9 +172,7 @@ def test_unreachable_registry_pauses_then_resumes(
     mock = f"mock://outage-{uuid.uuid4().hex[:6]}"
     spec = _spec("avro", f"http://127.0.0.1:{free_port()}", timeout_ms=500,
                  retry_backoff_ms=100, retry_backoff_max_ms=400)  # fmt: skip
-    held = parse_spec({**_spec_dict(spec), "schema_registry": {"url": mock}}).schema_registry
-    assert held is not None
-    client = registry_client(held)
+    client = registry_client(_mock_registry(mock))
     values = [_writers(client)["avro"](i) for i in range(N)]
     ensure_topics(kafka_bootstrap, [spec.input.topic], partitions=2)
     _produce(kafka_bootstrap, spec.input.topic, values)
@@ -216,6 +205,12 @@ def test_unreachable_registry_pauses_then_resumes(
     assert len(back) == 1, registry_log
 
 
+def _mock_registry(url: str) -> SchemaRegistrySpec:
+    sr = _spec("avro", url).schema_registry
+    assert sr is not None
+    return sr
+
+
 def _spec_dict(spec: PipelineSpec) -> dict[str, Any]:
     return {
         "pipeline": {"name": spec.name},
@@ -224,6 +219,7 @@ def _spec_dict(spec: PipelineSpec) -> dict[str, Any]:
                   "fields": dict(spec.input.fields)},
         "features": [{"name": "amount_sum", "agg": "sum", "field": "amount",
                       "window_ms": 3_600_000}],
+        "schema_registry": {"url": spec.schema_registry.url},  # type: ignore[union-attr]
     }  # fmt: skip
 
 
@@ -243,8 +239,7 @@ def test_worker_process_pauses_on_an_unreachable_registry(
     data["worker"] = {"web_port": spec.worker.web_port}
     path = tmp_path / "spec.toml"
     path.write_text(_to_toml(data))
-    client = registry_client(parse_spec({**data, "schema_registry": {
-        "url": f"mock://proc-{uuid.uuid4().hex[:6]}"}}).schema_registry)  # type: ignore[arg-type]
+    client = registry_client(_mock_registry(f"mock://proc-{uuid.uuid4().hex[:6]}"))
     ensure_topics(kafka_bootstrap, [spec.input.topic], partitions=2)
     _produce(kafka_bootstrap, spec.input.topic, [_writers(client)["avro"](i) for i in range(N)])
     log_path = tmp_path / "worker.log"
