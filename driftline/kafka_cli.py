@@ -18,6 +18,7 @@ from driftline.localkafka import (
     default_data_dir,
     fetch_jars,
 )
+from driftline.localkafka_security import CLIENT_USER, MODES, NOACL_USER
 
 __all__ = ["add_kafka_parser"]
 
@@ -43,6 +44,7 @@ def _launcher(args: argparse.Namespace, brokers: int | None = None) -> LocalKafk
         port=args.port or 9092,
         data_dir=args.data_dir,
         auto_create_topics=getattr(args, "auto_create_topics", False),
+        security=getattr(args, "security", None),
     )
 
 
@@ -55,6 +57,13 @@ def _cmd_start(args: argparse.Namespace) -> int:
         kafka = _launcher(args, args.brokers)
     except KafkaLauncherError as exc:
         return _fail("start", exc)
+    if isinstance(kafka, LocalCluster) and args.security not in (None, "plaintext"):
+        print(
+            "driftline kafka start: error: --security is for a single broker for now; "
+            "drop --brokers (or --security) or pick another --data-dir",
+            file=sys.stderr,
+        )
+        return 2
     if isinstance(kafka, LocalCluster) and args.brokers not in (None, kafka.brokers):
         print(
             f"driftline kafka start: error: {kafka.data_dir} holds a {kafka.brokers}-broker "
@@ -78,10 +87,24 @@ def _cmd_start(args: argparse.Namespace) -> int:
         print(f"  logs:      {kafka.data_dir}/node-*/broker.log")
     else:
         print(f"  log:       {kafka.log_file}")
+        _print_security(kafka)
     print(f"  stop with: driftline kafka stop --data-dir {kafka.data_dir}")
     if not kafka.auto_create_topics and not kafka.already_running:
         print("  topics:    not auto-created: driftline topics create -c SPEC makes a pipeline's")
     return 0
+
+
+def _print_security(kafka: LocalKafka) -> None:
+    """Where the client settings are (paths only: the files hold the passwords)."""
+    print(f"  security:  {kafka.security.describe()}")
+    files = kafka.client_files
+    if not files:
+        return
+    print(f"  CA:        {kafka.security.ca_file}")
+    for user in (CLIENT_USER, NOACL_USER, "admin"):
+        print(f"  {user}:")
+        print(f"    librdkafka (driftline --kafka-config, kcat -F): {files[user].librdkafka}")
+        print(f"    Java (kafka-*.sh --command-config):            {files[user].java}")
 
 
 def _other_port(command: str, args: argparse.Namespace, info: dict[str, Any]) -> int | None:
@@ -112,6 +135,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"  pid:       {info['pid']}")
     print(f"  topics:    {topics} (excluding internal __* topics)")
     print(f"  data dir:  {info['data_dir']}")
+    print(f"  security:  {info['security']}")
     return 0
 
 
@@ -227,7 +251,10 @@ def add_kafka_parser(subparsers: Any) -> None:
         "example:\n  driftline kafka start --port 19092 --data-dir /tmp/kafka-dev\n\n"
         "Idempotent: if the data dir already has a running broker, its address is printed.\n"
         "Data survives restarts; delete the data dir for a fresh cluster. Topics are not\n"
-        "auto-created (unless --auto-create-topics): driftline topics create -c SPEC makes them.",
+        "auto-created (unless --auto-create-topics): driftline topics create -c SPEC makes them.\n"
+        "\nsecured (as a team's cluster):\n"
+        "  driftline kafka start --security sasl_ssl_scram --data-dir /tmp/kafka-scram\n"
+        "  kcat -F /tmp/kafka-scram/clients/driftline.librdkafka.properties -L",
         _cmd_start,
     )
     start.add_argument(
@@ -257,6 +284,15 @@ def add_kafka_parser(subparsers: Any) -> None:
         action="store_true",
         help="let the broker create any topic a client names (one partition, default configs); "
         "off by default: create a pipeline's topics with `driftline topics create`",
+    )
+    start.add_argument(
+        "--security",
+        choices=MODES,
+        default=None,
+        help="secure the client listener: TLS with SCRAM-SHA-512 or PLAIN users, or TLS with "
+        "client certificates (mTLS); throwaway CA, users and an ACL authorizer; client "
+        "property files are written to DATA_DIR/clients (default: the data dir's mode, "
+        "else plaintext; fixed when the data dir is first formatted)",
     )
 
     status = _sub(

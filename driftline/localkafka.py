@@ -30,8 +30,16 @@ from types import TracebackType
 from typing import Any
 
 from driftline.errors import KafkaLauncherError
+from driftline.localkafka_security import ADMIN_USER, BrokerSecurity, ClientFiles
 
-__all__ = ["KAFKA_VERSION", "LocalKafka", "fetch_jars", "free_port"]
+__all__ = [
+    "KAFKA_VERSION",
+    "LocalKafka",
+    "fetch_jars",
+    "fetch_tool_jars",
+    "free_port",
+    "tool_classpath",
+]
 
 # Newest 4.x line that aiokafka 0.14 / faust-streaming 0.15.3 / librdkafka 2.16 were verified
 # against here. KRaft only; Java 17 is the minimum for Kafka 4 brokers.
@@ -68,6 +76,26 @@ _POM = """<?xml version="1.0" encoding="UTF-8"?>
     <dependency>
       <groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId>
       <version>{slf4j}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+# Kafka's command-line tools (kafka-console-consumer.sh & co.: org.apache.kafka.tools.*) live in
+# kafka-tools, whose other dependencies (Connect, Jetty, Jersey...) the tools do not need: the
+# one jar goes next to the broker's classpath (``tool_classpath``).
+_TOOLS_POM = """<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>driftline.local</groupId>
+  <artifactId>kafka-tools-runtime</artifactId>
+  <version>{version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId>
+      <version>{version}</version>
+      <exclusions><exclusion><groupId>*</groupId><artifactId>*</artifactId></exclusion></exclusions>
     </dependency>
   </dependencies>
 </project>
@@ -184,10 +212,10 @@ def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _run_maven(mvn: str, libs: Path, version: str, quiet: bool) -> None:
+def _run_maven(mvn: str, libs: Path, pom_text: str, version: str, quiet: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="driftline-kafka-pom-") as tmp:
         pom = Path(tmp) / "pom.xml"
-        pom.write_text(_POM.format(version=version, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION))
+        pom.write_text(pom_text)
         cmd = [
             mvn,
             "-B",
@@ -214,8 +242,28 @@ def fetch_jars(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
     A marker file is written only after Maven succeeded, so an interrupted fetch is redone.
     Concurrent callers are serialised with a file lock.
     """
-    root = cache_dir(version)
-    libs, marker = root / "libs", root / ".complete"
+    pom = _POM.format(version=version, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION)
+    return _fetch(cache_dir(version) / "libs", pom, "kafka_2.13", version, quiet)
+
+
+def fetch_tool_jars(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
+    """Download Kafka's command-line tools jar once; return its directory.
+
+    See ``tool_classpath``."""
+    pom = _TOOLS_POM.format(version=version)
+    return _fetch(cache_dir(version) / "tools", pom, "kafka-tools", version, quiet)
+
+
+def tool_classpath(version: str = KAFKA_VERSION) -> str:
+    """Java ``-cp`` for Kafka's tools (``org.apache.kafka.tools.consumer.ConsoleConsumer``...):
+    the broker's jars plus kafka-tools, fetched if needed."""
+    return f"{fetch_jars(version)}/*:{fetch_tool_jars(version)}/*"
+
+
+def _fetch(libs: Path, pom: str, artifact: str, version: str, quiet: bool) -> Path:
+    """Run Maven on ``pom`` into ``libs`` once (a marker file, written last, says it is done)."""
+    root = libs.parent
+    marker = root / (".complete" if libs.name == "libs" else f".complete-{libs.name}")
     if marker.exists():
         return libs
     root.mkdir(parents=True, exist_ok=True)
@@ -225,9 +273,9 @@ def fetch_jars(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
             return libs
         mvn = _require_tool("mvn", f"once, to download the Kafka {version} jars")
         shutil.rmtree(libs, ignore_errors=True)
-        _run_maven(mvn, libs, version, quiet)
-        if not any(libs.glob("kafka_2.13-*.jar")):
-            raise KafkaLauncherError(f"Maven succeeded but no kafka_2.13 jar landed in {libs}")
+        _run_maven(mvn, libs, pom, version, quiet)
+        if not any(libs.glob(f"{artifact}-*.jar")):
+            raise KafkaLauncherError(f"Maven succeeded but no {artifact} jar landed in {libs}")
         marker.write_text(f"{version}\n")
     return libs
 
@@ -259,19 +307,22 @@ def _is_kafka(pid: int) -> bool:
     return b"kafka.Kafka" in cmdline
 
 
-def _admin(bootstrap: str) -> Any:
+def _admin(bootstrap: str, security: dict[str, str] | None = None) -> Any:
+    """An AdminClient for ``bootstrap``; ``security``: librdkafka settings of a secured broker."""
     from confluent_kafka.admin import AdminClient
 
     # Route librdkafka's connection-refused chatter to logging instead of stderr.
-    return AdminClient({"bootstrap.servers": bootstrap, "logger": _log})
+    return AdminClient({"bootstrap.servers": bootstrap, "logger": _log, **(security or {})})
 
 
-def _count_topics(bootstrap: str, timeout_s: float) -> int | None:
+def _count_topics(
+    bootstrap: str, timeout_s: float, security: dict[str, str] | None = None
+) -> int | None:
     """Number of non-internal topics, or None if the broker does not answer in time."""
     from confluent_kafka import KafkaException
 
     try:
-        meta = _admin(bootstrap).list_topics(timeout=timeout_s)
+        meta = _admin(bootstrap, security).list_topics(timeout=timeout_s)
     except KafkaException:
         return None
     return sum(1 for name in meta.topics if not name.startswith("__"))
@@ -294,6 +345,8 @@ class LocalKafka:
 
     ``start`` is idempotent: if ``data_dir`` already has a live broker it is reused (see
     ``already_running``). Use as a context manager to start and stop around a block.
+    ``security`` (one of ``localkafka_security.MODES``; None: the data dir's, else plaintext)
+    secures the client listener; ``client_files`` then names the client property files.
     """
 
     def __init__(
@@ -304,6 +357,7 @@ class LocalKafka:
         version: str = KAFKA_VERSION,
         heap: str = "768m",
         auto_create_topics: bool = False,
+        security: str | None = None,
     ) -> None:
         self.port = port
         #: broker-side auto-creation of topics a client names (one partition, default configs).
@@ -311,6 +365,7 @@ class LocalKafka:
         #: one-partition topic (``driftline topics create`` makes a pipeline's topics).
         self.auto_create_topics = auto_create_topics
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.security = BrokerSecurity(self.data_dir, security)
         self.version = version
         self.heap = heap
         self.already_running = False
@@ -321,6 +376,14 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_files(self) -> dict[str, ClientFiles]:
+        """Each client user's property files ({} when plaintext); written by ``start``."""
+        return self.security.client_files()
+
+    def _admin_security(self) -> dict[str, str]:
+        return self.security.client_config(ADMIN_USER)
 
     @property
     def log_file(self) -> Path:
@@ -379,7 +442,8 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
         props = self.data_dir / "server.properties"
-        props.write_text(self._server_properties(controller_port))
+        props.write_text(self.security.server_properties(self._server_properties(controller_port)))
+        os.chmod(props, 0o600)  # a secured broker's file holds its keystore and JAAS passwords
         return props
 
     def _format_storage(self, java: str, libs: Path, props: Path) -> None:
@@ -393,6 +457,7 @@ class LocalKafka:
             f"--cluster-id={self._cluster_id()}",
             "-c",
             str(props),
+            *self.security.format_args(),
         )
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
@@ -420,6 +485,7 @@ class LocalKafka:
             "controller_port": controller_port,
             "bootstrap": self.bootstrap,
             "version": self.version,
+            "security": self.security.mode,
             "data_dir": str(self.data_dir),
             "started_at": time.time(),
         }
@@ -431,7 +497,7 @@ class LocalKafka:
         while not _port_in_use(self.port):
             self._check_alive_or_late(pid, deadline, timeout_s)
             time.sleep(0.2)
-        admin = _admin(self.bootstrap)
+        admin = _admin(self.bootstrap, self._admin_security())
         while True:
             with contextlib.suppress(Exception):
                 admin.list_topics(timeout=2.0)
@@ -465,6 +531,7 @@ class LocalKafka:
         if state is not None:
             self.port = int(state["port"])
             self.already_running = True
+            self.security.prepare()  # refuses another --security than the data dir's
             self._wait_ready(int(state["pid"]), timeout_s)  # it may still be starting up
             _log.info("Kafka already running from %s at %s", self.data_dir, self.bootstrap)
             return self.bootstrap
@@ -477,12 +544,28 @@ class LocalKafka:
             )
         libs = fetch_jars(self.version)
         controller_port = self._controller_port()
+        self.security.prepare()
         props = self._write_config(controller_port)
         self._format_storage(java, libs, props)
         pid = self._spawn(java, libs, props, controller_port)
         self._wait_ready(pid, timeout_s)
+        self._secure_clients()
         _log.info("Kafka %s up at %s (pid %s)", self.version, self.bootstrap, pid)
         return self.bootstrap
+
+    def _secure_clients(self) -> None:
+        """Grant the client user's ACLs and write the client property files (secured only)."""
+        if not self.security.secured:
+            return
+        try:
+            self.security.grant_acls(_admin(self.bootstrap, self._admin_security()))
+        except Exception as exc:
+            self.stop()
+            raise KafkaLauncherError(
+                f"the secured broker at {self.bootstrap} refused the client user's ACLs "
+                f"(stopped it): {exc}"
+            ) from exc
+        self.security.write_client_files(self.bootstrap)
 
     # ----------------------------------------------------------------- stop / status
 
@@ -522,7 +605,8 @@ class LocalKafka:
         self.already_running = False
 
     def status(self, timeout_s: float = 5.0) -> dict[str, Any]:
-        """``{"running", "pid", "bootstrap", "topics", "data_dir"}``; topics excludes ``__*``."""
+        """``{"running", "pid", "bootstrap", "topics", "data_dir", "security"}``; topics
+        excludes ``__*``; ``security`` is the data dir's mode (see ``localkafka_security``)."""
         state = self._live_state()
         if state is None:
             return {
@@ -531,14 +615,16 @@ class LocalKafka:
                 "bootstrap": self.bootstrap,
                 "topics": None,
                 "data_dir": str(self.data_dir),
+                "security": self.security.mode,
             }
         bootstrap = str(state["bootstrap"])
         return {
             "running": True,
             "pid": int(state["pid"]),
             "bootstrap": bootstrap,
-            "topics": _count_topics(bootstrap, timeout_s),
+            "topics": _count_topics(bootstrap, timeout_s, self._admin_security()),
             "data_dir": str(self.data_dir),
+            "security": self.security.mode,
         }
 
     # ----------------------------------------------------------------- context manager

@@ -4,6 +4,9 @@ Order: ``KAFKA_BOOTSTRAP_SERVERS`` if set; else a testcontainers Kafka if a Dock
 else driftline's own launcher running Apache Kafka's jars (KRaft) on a free loopback port.
 ``kafka_cluster3`` is a local 3-broker cluster (always the launcher's: tests kill its brokers).
 Tests use their own topic names (see ``unique``) so they never see each other's records.
+
+``secured_kafka`` is a separate, secured broker of driftline's launcher (``--security``), started
+only by the tests that request it: one per mode, reused by every test of that mode.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pytest
 
 from driftline.agents.kafka_io import wait_for_broker
 from driftline.localcluster import LocalCluster
+from tests.secured_kafka import SECURED_MODES, SecuredKafka, start_secured
 
 
 def _docker_answers() -> bool:
@@ -70,6 +74,22 @@ def kafka_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session", params=SECURED_MODES)
+def secured_kafka(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SecuredKafka]:
+    """A broker of driftline's launcher secured with ``request.param`` (every secured mode by
+    default; narrow with ``@pytest.mark.parametrize("secured_kafka", [...], indirect=True)``)."""
+    from driftline.localkafka import free_port
+
+    mode = str(request.param)
+    kafka, secured = start_secured(mode, free_port(), tmp_path_factory.mktemp(f"kafka-{mode}"))
+    try:
+        yield secured
+    finally:
+        kafka.stop()
 
 
 @pytest.fixture

@@ -238,3 +238,21 @@ def kcat_produce(
         check=True,
         timeout=120,
     )
+
+
+def consume_one(config: dict[str, str], topic: str, timeout_s: float = 60.0) -> bytes:
+    """The value of the first record of ``topic`` (a fresh group from the earliest offset);
+    ``config`` holds ``bootstrap.servers`` and any security settings."""
+    consumer = Consumer(
+        {**config, "group.id": f"test-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
+    )
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                return bytes(msg.value())
+        raise AssertionError(f"no message consumed from {topic} within {timeout_s:g} s")
+    finally:
+        consumer.close()

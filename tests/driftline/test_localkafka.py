@@ -8,15 +8,15 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.errors import KafkaLauncherError
 from driftline.localkafka import KAFKA_VERSION, LocalKafka, _random_cluster_id, free_port
+from tests.kafka_helpers import consume_one
 
 
 @pytest.fixture(autouse=True)
@@ -51,23 +51,7 @@ def _produce_and_consume(bootstrap: str, topic: str, payload: bytes) -> bytes:
     producer = Producer({"bootstrap.servers": bootstrap})
     producer.produce(topic, key=b"k", value=payload)
     assert producer.flush(30) == 0, "message not delivered within 30 s"
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        consumer.subscribe([topic])
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is not None and msg.error() is None:
-                return bytes(msg.value())
-        raise AssertionError(f"no message consumed from {topic} within 60 s")
-    finally:
-        consumer.close()
+    return consume_one({"bootstrap.servers": bootstrap}, topic)
 
 
 def test_cluster_id_never_looks_like_an_option() -> None:
