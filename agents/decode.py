@@ -18,18 +18,32 @@ import orjson
 from driftline.errors import RecordError
 
 _BIG = 2**1023  # integers beyond this do not fit a float64
+_INT64 = 2**63  # epoch ms and entity ids beyond this do not fit an int64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+_BOM = b"\xef\xbb\xbf"
+#: How deep orjson nests arrays and objects before it refuses a document.
+MAX_JSON_DEPTH = 1024
 
 
 def _wrong_type(name: str, v: Any, expected: str) -> RecordError:
     return RecordError("wrong_type", f"field {name!r} is {type(v).__name__}, expected {expected}")
 
 
+def _out_of_range(name: str, v: float | int, what: str) -> RecordError:
+    text = f"{v:.6g}" if type(v) is float else f"an integer of {len(str(abs(v)))} digits"
+    return RecordError("number_out_of_range", f"field {name!r} is {text}, {what}")
+
+
 def _int_as_float(name: str, v: int) -> float:
     if not -_BIG < v < _BIG:
-        raise RecordError("non_finite", f"field {name!r} is an integer too large for a float64")
+        raise _out_of_range(name, v, "too large for a float64")
     return float(v)
+
+
+def _huge_integral(v: Any) -> bool:
+    """A float that JSON wrote as an integer beyond 64 bits (orjson reads those as floats)."""
+    return type(v) is float and math.isfinite(v) and abs(v) >= _INT64 and v.is_integer()
 
 
 def _check_float(name: str, v: Any) -> float:
@@ -45,6 +59,8 @@ def _check_float(name: str, v: Any) -> float:
 def _check_int(name: str, v: Any) -> float:
     if type(v) is int:
         return _int_as_float(name, v)
+    if _huge_integral(v):
+        raise _out_of_range(name, v, "beyond the 64-bit integer range")
     raise _wrong_type(name, v, "an integer")
 
 
@@ -87,18 +103,77 @@ def parse_timestamp_ms(name: str, v: Any) -> int:
         return (dt - _EPOCH) // _MS
     if isinstance(v, datetime) and v.tzinfo is not None:
         return (v - _EPOCH) // _MS
+    if _huge_integral(v):
+        raise _out_of_range(name, v, "beyond the 64-bit range of epoch milliseconds")
     raise RecordError(
         "bad_timestamp", f"field {name!r} is {type(v).__name__}, expected epoch ms or ISO-8601 text"
     )
 
 
-def _classify_bad_json(raw: bytes, err: Exception) -> RecordError:
-    # orjson rejects NaN/Infinity tokens; tell them apart from broken JSON.
+def _reject_constant(token: str) -> float:
+    raise RecordError(
+        "non_finite", f"value contains {token}, which JSON does not allow; send a finite number"
+    )
+
+
+def _finite_number(text: str) -> float:
+    # float() of the text, not int(): a 5,000-digit integer is over int()'s digit limit
+    if math.isinf(float(text)):
+        digits = len(text.lstrip("-").split(".")[0].split("e")[0].split("E")[0])
+        what = f"a number of {digits} digits" if len(text) > 20 else text
+        raise RecordError(
+            "number_out_of_range",
+            f"value contains {what}, beyond the range of a float64 (~1.8e308)",
+        )
+    return 0.0
+
+
+def classify_bad_json(raw: bytes, err: Exception) -> RecordError:
+    """Why orjson refused ``raw`` (its error ``err``), as a precise :class:`RecordError`.
+
+    Only refused records come here, so it may be slow, bounded by the value's size: a record
+    nested deeper than orjson reads never reaches the stdlib parse, and a `RecursionError` of
+    that parse is caught.
+
+    >>> [classify_bad_json(v, ValueError("?")).reason for v in
+    ...  (b"\\xef\\xbb\\xbf{}", b'{"a": "\\xff"}', b'{"a": NaN}', b"1" * 400, b"{")]
+    ['byte_order_mark', 'invalid_utf8', 'non_finite', 'number_out_of_range', 'invalid_json']
+    """
+    if raw.startswith(_BOM):
+        return RecordError(
+            "byte_order_mark",
+            "value starts with a UTF-8 byte order mark (EF BB BF), which JSON text must not "
+            "carry; send the JSON without it",
+        )
     try:
-        json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return RecordError("invalid_json", f"not valid UTF-8 JSON: {err}")
-    return RecordError("non_finite", "value contains NaN or Infinity, which JSON does not allow")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return RecordError(
+            "invalid_utf8",
+            f"value is not valid UTF-8: byte {e.start} ({raw[e.start : e.start + 1]!r}) is "
+            f"{e.reason}",
+        )
+    msg = str(err)
+    if "depth limit" in msg:
+        return RecordError(
+            "too_deep",
+            f"value nests arrays/objects more than {MAX_JSON_DEPTH} deep ({msg})",
+        )
+    if "surrogate" in msg:
+        return RecordError(
+            "invalid_utf8",
+            f"a \\u escape is half of a UTF-16 surrogate pair, not a character ({msg})",
+        )
+    try:
+        json.loads(text, parse_constant=_reject_constant, parse_float=_finite_number,
+                   parse_int=_finite_number)  # fmt: skip
+    except RecordError as e:
+        return e
+    except RecursionError:
+        return RecordError("too_deep", f"value nests arrays/objects too deep to read ({msg})")
+    except ValueError:
+        pass
+    return RecordError("invalid_json", f"not valid JSON: {msg}")
 
 
 def _json_checked(raw: bytes | None) -> Any:
@@ -109,7 +184,7 @@ def _json_checked(raw: bytes | None) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise _classify_bad_json(raw, e) from None
+        raise classify_bad_json(raw, e) from None
 
 
 @dataclass(frozen=True)

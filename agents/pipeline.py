@@ -24,6 +24,7 @@ from driftline.agents.stages.alert_episodes import AlertEpisodes
 from driftline.agents.stages.alerts import AlertDocs, alert_id
 from driftline.agents.stages.batch_join import join_batch_features
 from driftline.agents.stages.bh_correction import BHCorrection
+from driftline.agents.stages.bounds import EventBounds
 from driftline.agents.stages.dead_letters import DeadLetters
 from driftline.agents.stages.decode import decode_batch
 from driftline.agents.stages.detect import InputDetection
@@ -139,6 +140,9 @@ class PartitionPipeline:
             inp.fields, inp.key_field, inp.time_field, inp.max_message_bytes, extra=extra,
             payload=payload,
         )  # fmt: skip
+        self.bounds = EventBounds(
+            inp.max_key_bytes, inp.max_future_ms, inp.key_field, inp.time_field
+        )
 
     @property
     def predictor(self) -> BatchPredictor | None:
@@ -170,7 +174,7 @@ class PartitionPipeline:
         now_ms = int(time.time() * 1000)
         timer = StageTimer(out)
 
-        frame = decode_batch(self.decoder, cols, self.dead_letters, out, now_ms)
+        frame = decode_batch(self.decoder, cols, self.dead_letters, out, now_ms, self.bounds)
         timer.lap("decode")
         if frame is None:
             return out

@@ -50,6 +50,8 @@ class InputSpec:
     max_message_bytes: int
     #: ``json``, or a Schema Registry wire format: ``avro``, ``protobuf``, ``json_schema``
     format: str
+    max_key_bytes: int
+    max_future_ms: int
     event_id_field: str | None = None
 
 
@@ -510,6 +512,8 @@ def parse_spec(
         max_message_bytes=inp["max_message_bytes"],
         event_id_field=inp.get("event_id_field"),
         format=inp["format"],
+        max_key_bytes=inp["max_key_bytes"],
+        max_future_ms=inp["max_future_ms"],
     )
     registry = _parse_schema_registry(data, input_spec.format, base_dir)
     eid = input_spec.event_id_field

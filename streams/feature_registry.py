@@ -15,6 +15,9 @@ Examples
 >>> reg = EntityRegistry()
 >>> reg.lookup(["b", "a"]).tolist(), reg.lookup(["a", "c"]).tolist()
 ([0, 1], [1, 2])
+>>> uniq, inv = factorize(["b", "a", "b", "a" + chr(0)])
+>>> uniq, inv.tolist()
+(['a', 'a\\x00', 'b'], [2, 0, 2, 1])
 """
 
 from __future__ import annotations
@@ -23,7 +26,21 @@ from itertools import repeat
 
 import numpy as np
 
-__all__ = ["EntityRegistry", "SlotPool"]
+__all__ = ["EntityRegistry", "SlotPool", "factorize"]
+
+
+def factorize(names: list[str]) -> tuple[list[str], np.ndarray]:
+    """The distinct ``names`` in sorted order, and each name's index in them (``int64``).
+
+    Same result as ``np.unique(np.array(names, dtype=str), return_inverse=True)`` without its
+    fixed-width array: that one holds ``len(names) x`` the longest name x 4 bytes (one
+    1,000,000-character id in a batch of 10,000 asked for 37 GiB), this one a pointer per name.
+    It is also faster (hashing, not sorting, the repeats) and keeps trailing NULs, which a
+    fixed-width unicode array drops (``"a\\x00"`` was ``"a"``).
+    """
+    uniq = sorted(set(names))
+    index = dict(zip(uniq, range(len(uniq)), strict=True))
+    return uniq, np.fromiter(map(index.__getitem__, names), dtype=np.int64, count=len(names))
 
 
 class SlotPool:
@@ -81,8 +98,8 @@ class EntityRegistry:
         """`lookup` of a list with repeats, looking up each distinct name once."""
         if not names:
             return np.zeros(0, dtype=np.int64)
-        uniq, inv = np.unique(np.array(names, dtype=str), return_inverse=True)
-        return self.lookup(uniq.tolist())[inv]
+        uniq, inv = factorize([str(n) for n in names])
+        return self.lookup(uniq)[inv]
 
     def gc_due(self) -> bool:
         return len(self.ids) >= self.next_gc

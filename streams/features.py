@@ -51,7 +51,7 @@ from driftline.errors import DriftlineError, SpecError
 from driftline.streams.aggregators import AGGREGATIONS
 from driftline.streams.feature_defs import FeatureBatch, FeatureDef, needed_columns
 from driftline.streams.feature_member_state import MemberWindowState
-from driftline.streams.feature_registry import EntityRegistry
+from driftline.streams.feature_registry import EntityRegistry, factorize
 from driftline.streams.feature_snapshot import EngineSnapshot
 from driftline.streams.feature_state import BatchEvents, WindowGroup
 from driftline.streams.feature_time_state import TimeWindowState
@@ -253,12 +253,13 @@ class FeatureEngine:
         idx_ok = np.flatnonzero(~late)
         if idx_ok.size:
             ent_ok = ents[idx_ok]
-            # Fixed-width unicode sorts in C, much faster than comparing Python str objects.
-            uniq_ent, ent_inv = np.unique(ent_ok.astype(str), return_inverse=True)
+            # no fixed-width str array: its size is the batch times the longest id
+            uniq_ent, ent_inv = factorize(list(map(str, ent_ok.tolist())))
             eids = None
             if self._per_entity:
-                eids = self._registry.lookup(uniq_ent.tolist())[ent_inv]
-            names = uniq_ent.astype(object)
+                eids = self._registry.lookup(uniq_ent)[ent_inv]
+            names = np.empty(len(uniq_ent), dtype=object)
+            names[:] = uniq_ent
             events = BatchEvents(
                 idx_ok, ent_inv, names, eids, ts[idx_ok], self._seq + idx_ok, num, raw
             )

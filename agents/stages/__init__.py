@@ -7,7 +7,8 @@ module              job
 ==================  ===============================================================================
 ``records``         what comes in: :class:`RawRecord`, a batch as :class:`RecordColumns`
 ``decode``          raw records -> a :class:`~frame.Frame` of valid events (the rest: dead letters)
-``dead_letters``    one dead-letter document per rejected record
+``bounds``          entity-id length and event-time bounds (``key_too_long``, ``future_event``)
+``dead_letters``    one dead-letter document per rejected record; one log line per reason per 10 s
 ``lateness``        events behind the watermark minus grace -> the late topic
 ``batch_join``      batch features from the offline table join the model vector
 ``skew``            training-serving skew: batch features vs their streaming twins

@@ -1,6 +1,7 @@
 """Decode stage: raw records -> a :class:`Frame` of valid events, column-wise.
 
-Records that do not decode (``agents.decode.RecordDecoder`` says why) become dead letters; a
+Records that do not decode (``agents.decode.RecordDecoder`` says why) and events out of the
+pipeline's bounds (:mod:`.bounds`: entity-id length, event time) become dead letters; a
 Schema Registry that cannot be reached is not the records' fault: it stops the batch
 (:class:`~driftline.agents.formats.RegistryUnavailable`) before any state changes.
 """
@@ -13,6 +14,7 @@ import numpy as np
 
 from driftline.agents.decode import RecordDecoder
 from driftline.agents.formats import RegistryUnavailable
+from driftline.agents.stages.bounds import EventBounds
 from driftline.agents.stages.dead_letters import DeadLetters
 from driftline.agents.stages.frame import Frame
 from driftline.agents.stages.outcome import BatchOutcome
@@ -25,14 +27,17 @@ def decode_batch(
     dead: DeadLetters,
     out: BatchOutcome,
     now_ms: int,
+    bounds: EventBounds,
 ) -> Frame | None:
     """The valid events of ``cols`` (None if there is none); the others go to ``out`` as dead
-    letters."""
+    letters, in record order: those that do not decode, and those out of ``bounds``."""
     good_idx: list[int] = []
     entities: list[str] = []
     times: list[int] = []
     rows: list[tuple[float, ...]] = []
     extras: list[tuple[Any, ...]] = []
+    rejected: list[tuple[int, Exception]] = []
+    dead.log.flush()
     decode = decoder.decode
     for i, raw in enumerate(cols.values):
         try:
@@ -40,13 +45,25 @@ def decode_batch(
         except RegistryUnavailable:
             raise
         except Exception as e:
-            dead.reject(out, cols, i, e, now_ms)
+            rejected.append((i, e))
             continue
         good_idx.append(i)
         entities.append(ent)
         times.append(ts)
         rows.append(nums)
         extras.append(ext)
+    stamps = cols.stamps if len(good_idx) == len(cols) else [cols.stamps[i] for i in good_idx]
+    times_arr, out_of_bounds = bounds.check(entities, times, stamps, now_ms)
+    if out_of_bounds:
+        rejected += [(good_idx[j], e) for j, e in out_of_bounds.items()]
+        keep = [j for j in range(len(good_idx)) if j not in out_of_bounds]
+        good_idx = [good_idx[j] for j in keep]
+        entities = [entities[j] for j in keep]
+        rows = [rows[j] for j in keep]
+        extras = [extras[j] for j in keep]
+        times_arr = times_arr[keep]
+    for i, e in sorted(rejected, key=lambda r: r[0]):
+        dead.reject(out, cols, i, e, now_ms)
     if not good_idx:
         return None
     good = cols if len(good_idx) == len(cols) else cols.take(good_idx)
@@ -57,4 +74,6 @@ def decode_batch(
         col = np.empty(len(extras), dtype=object)
         col[:] = [e[j] for e in extras]
         columns[name] = col
-    return Frame(good, np.array(entities, dtype=object), np.array(times, dtype=np.int64), columns)
+    ents = np.empty(len(entities), dtype=object)
+    ents[:] = entities
+    return Frame(good, ents, times_arr, columns)

@@ -29,7 +29,7 @@ def spec(tmp_path_factory: pytest.TempPathFactory) -> PipelineSpec:
 
 def _records() -> list[RawRecord]:
     recs = [
-        RawRecord("in", 3, i, 1_000 + i, e["user_id"].encode(), orjson.dumps(e))
+        RawRecord("in", 3, i, e["ts"] + 5, e["user_id"].encode(), orjson.dumps(e))
         for i, e in enumerate(SyntheticStream(n=N, shift_at=K, seed=5, n_entities=50).events())
     ]
     bad = [
