@@ -10,12 +10,14 @@ from typing import TextIO
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from driftline.agents.kafka_io import client_conf
 from driftline.alert_format import format_alert
 from driftline.errors import DriftlineError
+from driftline.kafka_config import Kafka
 
 
 def tail_alerts(
-    bootstrap: str,
+    bootstrap: Kafka,
     topic: str,
     *,
     from_beginning: bool = False,
@@ -26,12 +28,14 @@ def tail_alerts(
 ) -> int:
     """Print alerts until interrupted, ``max_alerts`` printed or ``timeout_s`` idle seconds."""
     c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"driftline-alerts-tail-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "latest",
-        }
+        client_conf(
+            bootstrap,
+            {
+                "group.id": f"driftline-alerts-tail-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "latest",
+            },
+        )
     )
     try:
         md = c.list_topics(timeout=10)

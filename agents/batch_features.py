@@ -25,7 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from tqdm import tqdm
 
 from driftline.agents.kafka_io import (
-    KAFKA_LOG,
+    client_conf,
     ensure_topics,
     make_producer,
     produce_all,
@@ -33,6 +33,7 @@ from driftline.agents.kafka_io import (
 )
 from driftline.errors import DriftlineError
 from driftline.io_files import count_records, read_records
+from driftline.kafka_config import Kafka
 from driftline.spec import BatchFeaturesSpec
 
 log = logging.getLogger("driftline.batch_features")
@@ -66,7 +67,7 @@ def row_values(bf: BatchFeaturesSpec, row: dict[str, Any]) -> dict[str, float] |
 
 def load_batch_features(
     bf: BatchFeaturesSpec,
-    bootstrap: str,
+    bootstrap: Kafka,
     path: str | Path,
     *,
     as_of_ms: int | None = None,
@@ -112,7 +113,7 @@ def load_batch_features(
     return stats
 
 
-def delete_batch_features(bf: BatchFeaturesSpec, bootstrap: str, entities: list[str]) -> int:
+def delete_batch_features(bf: BatchFeaturesSpec, bootstrap: Kafka, entities: list[str]) -> int:
     """Tombstones: the cache forgets these entities, compaction removes them."""
     wait_for_broker(bootstrap)
     ensure_topics(bootstrap, [bf.topic], 3, config=TOPIC_CONFIG)
@@ -127,7 +128,7 @@ def delete_batch_features(bf: BatchFeaturesSpec, bootstrap: str, entities: list[
 class BatchFeatureCache:
     """All rows of the batch-features topic, kept up to date by a background thread."""
 
-    def __init__(self, bf: BatchFeaturesSpec, bootstrap: str | None = None) -> None:
+    def __init__(self, bf: BatchFeaturesSpec, bootstrap: Kafka | None = None) -> None:
         self.spec = bf
         self.bootstrap = bootstrap
         self.names = bf.names
@@ -218,14 +219,12 @@ class BatchFeatureCache:
 
     def _follow(self) -> None:
         assert self.bootstrap is not None
-        c = Consumer({
-            "bootstrap.servers": self.bootstrap,
+        c = Consumer(client_conf(self.bootstrap, {
             "group.id": f"driftline-batch-cache-{uuid.uuid4().hex[:8]}",  # assign() only
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
-            "logger": KAFKA_LOG,
-        })  # fmt: skip
+        }))  # fmt: skip
         try:
             md = c.list_topics(timeout=30)
             topic = md.topics.get(self.spec.topic)

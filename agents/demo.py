@@ -11,6 +11,7 @@ import threading
 import time
 import tomllib
 import uuid
+from collections.abc import Mapping
 from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
@@ -21,14 +22,21 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 from river import compose, linear_model, optim, preprocessing
 
-from driftline.agents.kafka_io import ensure_topics, make_producer, produce_all, wait_for_broker
+from driftline.agents.kafka_io import (
+    client_conf,
+    ensure_topics,
+    make_producer,
+    produce_all,
+    wait_for_broker,
+)
 from driftline.agents.scrape import read_metric
 from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.alert_format import format_alert
 from driftline.errors import DriftlineError
+from driftline.kafka_config import Kafka, KafkaConfig
 from driftline.localkafka import LocalKafka, free_port
 from driftline.model_io import save_model
-from driftline.spec import parse_spec
+from driftline.spec import PipelineSpec, parse_spec
 from driftline.streams.features import FeatureDef, FeatureEngine
 
 MALFORMED: list[bytes] = [
@@ -72,22 +80,30 @@ def train_demo_model(path: Path, inputs: list[str], seed: int = 99, n: int = 20_
     return save_model(model, path, version="demo-logreg-1")
 
 
-def worker_argv(spec_path: str | Path, bootstrap: str, *options: str) -> list[str]:
+def worker_argv(spec_path: str | Path, bootstrap: Kafka, *options: str) -> list[str]:
     """The command line of a ``driftline worker`` subprocess on this interpreter (the demo's and
-    the integration tests')."""
+    the integration tests'); run it with :func:`worker_env` for settings beyond the address."""
     return [sys.executable, "-m", "driftline.cli", "worker", "-c", str(spec_path),
-            "--bootstrap", bootstrap, *options]  # fmt: skip
+            "--bootstrap", str(bootstrap), *options]  # fmt: skip
 
 
-def consumer_at_end(bootstrap: str, topic: str, group_prefix: str) -> Consumer:
+def worker_env(bootstrap: Kafka, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) plus the ``DRIFTLINE_KAFKA_*`` variables
+    that give a child the same Kafka settings (secrets pass in the environment, never argv)."""
+    return {**(os.environ if base is None else base), **KafkaConfig.of(bootstrap).as_environ()}
+
+
+def consumer_at_end(bootstrap: Kafka, topic: str, group_prefix: str) -> Consumer:
     """A read_committed consumer assigned to every partition of ``topic`` at its current end."""
     c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"{group_prefix}-{uuid.uuid4()}",  # assign() only; never commits
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
+        client_conf(
+            bootstrap,
+            {
+                "group.id": f"{group_prefix}-{uuid.uuid4()}",  # assign() only; never commits
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            },
+        )
     )
     md = c.list_topics(topic, timeout=10).topics[topic]
     tps = []
@@ -101,7 +117,7 @@ def consumer_at_end(bootstrap: str, topic: str, group_prefix: str) -> Consumer:
 class AlertTail(threading.Thread):
     """Prints every alert that arrives on the alerts topic after it started."""
 
-    def __init__(self, bootstrap: str, topic: str, pipeline: str) -> None:
+    def __init__(self, bootstrap: Kafka, topic: str, pipeline: str) -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.topic, self.pipeline = bootstrap, topic, pipeline
         self.alerts: list[dict[str, Any]] = []
@@ -133,7 +149,7 @@ class Labeller(threading.Thread):
     detector fires. ``share`` of the predictions get a label, 0-60 s (event time) after the event.
     """
 
-    def __init__(self, bootstrap: str, predictions_topic: str, labels_topic: str,
+    def __init__(self, bootstrap: Kafka, predictions_topic: str, labels_topic: str,
                  pipeline: str, shift_at: int, seed: int, share: float = 0.9) -> None:  # fmt: skip
         super().__init__(daemon=True)
         self.bootstrap, self.topic, self.labels_topic = bootstrap, predictions_topic, labels_topic
@@ -197,8 +213,8 @@ class Labeller(threading.Thread):
 
 
 def run_labeller(
-    spec_path: str | Path,
-    bootstrap: str,
+    spec: PipelineSpec,
+    bootstrap: Kafka,
     *,
     shift_at: int,
     seed: int = 7,
@@ -210,14 +226,11 @@ def run_labeller(
     Labels the predictions the pipeline writes from now on (see `Labeller`), until SIGINT or
     SIGTERM, or for ``seconds``.
     """
-    from driftline.spec import load_spec
-
     if not 0.0 < share <= 1.0:
         raise DriftlineError(f"--share: got {share}; expected a number in (0, 1]")
-    spec = load_spec(spec_path, model_file_required=False)
     if spec.labels is None:
         raise DriftlineError(
-            f"spec {spec_path} has no [labels] section: the worker would not read the labels"
+            f"spec {spec.source_path} has no [labels] section: the worker would not read the labels"
         )
     wait_for_broker(bootstrap, 60)
     ensure_topics(bootstrap, [spec.output.predictions_topic], 1)
@@ -259,25 +272,26 @@ def model_quality_line(url: str, window: str) -> str:
 
 def run_demo(
     *,
-    bootstrap: str | None,
+    kafka: KafkaConfig,
     events: int,
     shift_at: int,
     timeout_s: float,
     web_port: int | None,
     seed: int = 7,
 ) -> int:
-    bootstrap = bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    """``driftline demo``: on ``kafka``'s cluster, or on a local broker if it names none."""
+    bootstrap: Kafka = kafka
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftline-demo-")))
-        if not bootstrap:
+        if not kafka.bootstrap:
             print(
                 "starting a local Apache Kafka broker (first run downloads its jars) ...",
                 flush=True,
             )
             t0 = time.monotonic()
-            kafka = LocalKafka(port=free_port(), data_dir=tmp / "kafka")
-            bootstrap = kafka.start()
-            stack.callback(kafka.stop)
+            local = LocalKafka(port=free_port(), data_dir=tmp / "kafka")
+            bootstrap = kafka.with_bootstrap(local.start())
+            stack.callback(local.stop)
             print(f"broker up at {bootstrap} in {time.monotonic() - t0:.1f}s", flush=True)
         wait_for_broker(bootstrap)
         run_id = uuid.uuid4().hex[:8]
@@ -317,6 +331,7 @@ def run_demo(
 
         worker = subprocess.Popen(
             worker_argv(spec_path, bootstrap, "--loglevel", "warning"),
+            env=worker_env(bootstrap),
             stdout=subprocess.DEVNULL,
             stderr=open(tmp / "worker.log", "wb"),
         )
@@ -400,7 +415,7 @@ def run_demo(
 
 
 def produce_synthetic(
-    bootstrap: str, topic: str, *, events: int, shift_at: int, rate: float | None, seed: int = 7
+    bootstrap: Kafka, topic: str, *, events: int, shift_at: int, rate: float | None, seed: int = 7
 ) -> int:
     """Produce the synthetic stream to ``topic``, at most ``rate`` events/s when given."""
     wait_for_broker(bootstrap, 60)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata
 
+from driftline.agents.kafka_errors import explain, is_fatal_at_connect, reason, unreachable
 from driftline.errors import DriftlineError
+from driftline.kafka_config import Kafka, KafkaConfig
 
 #: librdkafka's own log lines (broker down, coordinator moved, ...) go through Python logging, so
 #: they carry the worker's format (one JSON object per line with --log-format json) and its
@@ -17,29 +20,45 @@ from driftline.errors import DriftlineError
 KAFKA_LOG = logging.getLogger("driftline.kafka")
 
 
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "logger": KAFKA_LOG})
+def client_conf(kafka: Kafka, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A client's config: driftline's ``base`` settings for it, the logger, then the user's
+    Kafka settings (:mod:`driftline.kafka_config`: bootstrap, security, tuning) on top."""
+    return KafkaConfig.of(kafka).client({**(base or {}), "logger": KAFKA_LOG})
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
-    """Return once the cluster answers a metadata request, else raise saying where we looked."""
+def admin(bootstrap: Kafka) -> AdminClient:
+    return AdminClient(client_conf(bootstrap))
+
+
+def wait_for_broker(bootstrap: Kafka, timeout_s: float = 30.0) -> None:
+    """Return once the cluster answers a metadata request, else raise one line saying what
+    failed and what to check.
+
+    An authentication or TLS failure stops it at once (no retry fixes a wrong password or an
+    untrusted certificate); a broker that does not answer is retried until ``timeout_s``.
+    """
+    kafka = KafkaConfig.of(bootstrap)
+    seen: list[KafkaError] = []
+    a = AdminClient(client_conf(kafka, {"error_cb": seen.append}))
     deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    a = admin(bootstrap)
-    while time.monotonic() < deadline:
+    while True:
         try:
-            a.list_topics(timeout=5)
+            a.list_topics(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
             return
         except KafkaException as e:
-            last = e
-            time.sleep(0.5)
-    raise DriftlineError(
-        f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f}s ({last}); start one with "
-        "`driftline kafka start` or set KAFKA_BOOTSTRAP_SERVERS"
-    )
+            seen.append(e.args[0])
+        a.poll(0)  # serves error_cb
+        fatal = next((e for e in seen if is_fatal_at_connect(e)), None)
+        if fatal is not None:
+            raise DriftlineError(explain(fatal, kafka))
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    last = next((e for e in reversed(seen) if e.code() != KafkaError._TIMED_OUT), seen[-1])
+    raise DriftlineError(unreachable(kafka, reason(last), timeout_s))
 
 
-def topic_partitions(bootstrap: str, topic: str) -> int | None:
+def topic_partitions(bootstrap: Kafka, topic: str) -> int | None:
     """Partition count of ``topic``, or None if it does not exist."""
     # list all topics: asking for one by name can auto-create it on brokers that allow that
     md = admin(bootstrap).list_topics(timeout=10)
@@ -49,12 +68,12 @@ def topic_partitions(bootstrap: str, topic: str) -> int | None:
     return len(t.partitions)
 
 
-def cluster_size(bootstrap: str) -> int:
+def cluster_size(bootstrap: Kafka) -> int:
     """How many brokers the cluster's metadata lists now (brokers that are down are not)."""
     return len(admin(bootstrap).list_topics(timeout=10).brokers) or 1
 
 
-def existing_topics(bootstrap: str) -> dict[str, int]:
+def existing_topics(bootstrap: Kafka) -> dict[str, int]:
     """Every topic of the cluster (internal ones too) -> its partition count."""
     # list all topics: asking for one by name can auto-create it on brokers that allow that
     md = admin(bootstrap).list_topics(timeout=10)
@@ -62,7 +81,7 @@ def existing_topics(bootstrap: str) -> dict[str, int]:
 
 
 def ensure_topics(
-    bootstrap: str,
+    bootstrap: Kafka,
     topics: Iterable[str],
     partitions: int = 1,
     config: dict[str, str] | None = None,
@@ -90,7 +109,8 @@ def ensure_topics(
             created.append(t)
         except KafkaException as e:
             if "TOPIC_ALREADY_EXISTS" not in str(e):
-                raise DriftlineError(f"cannot create topic {t}: {e}") from e
+                why = explain(e.args[0], KafkaConfig.of(bootstrap), f"create topic {t!r}")
+                raise DriftlineError(f"cannot create topic {t}: {why}") from None
     # metadata propagates asynchronously: wait until every partition of every new topic has a
     # leader, else a consumer subscribing now can be assigned only the partitions it saw (and
     # would not see the rest until its next metadata refresh, minutes later)
@@ -110,19 +130,17 @@ def _ready(topic: TopicMetadata | None, partitions: int) -> bool:
     return all(p.error is None and p.leader >= 0 for p in topic.partitions.values())
 
 
-def make_producer(bootstrap: str, **extra: str | int) -> Producer:
-    conf: dict[str, str | int] = {
-        "bootstrap.servers": bootstrap,
+def make_producer(bootstrap: Kafka, **extra: str | int) -> Producer:
+    conf: dict[str, Any] = {
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
-        "logger": KAFKA_LOG,
     }
     conf.update(extra)
-    return Producer(conf)
+    return Producer(client_conf(bootstrap, conf))
 
 
 def produce_all(producer: Producer, messages: Iterable[tuple[str, bytes | None, bytes]]) -> None:

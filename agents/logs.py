@@ -41,6 +41,15 @@ _PATTERNS = (
 )
 
 
+#: Secret values known to this process (the Kafka passwords): replaced wherever they appear.
+_SECRETS: set[str] = set()
+
+
+def add_secrets(values: list[str]) -> None:
+    """Redact these exact values too (e.g. ``sasl.password``'s), whatever text surrounds them."""
+    _SECRETS.update(v for v in values if len(v) >= 3)
+
+
 def redact(text: str) -> str:
     """Replace secrets in ``text`` with ``***``.
 
@@ -53,6 +62,8 @@ def redact(text: str) -> str:
     >>> redact("kafka://bob:hunter2@broker:9092")
     'kafka://bob:***@broker:9092'
     """
+    for secret in _SECRETS:
+        text = text.replace(secret, REDACTED)
     for pat in _PATTERNS:
         text = pat.sub(lambda m: m.group(1) + REDACTED, text)
     return text

@@ -23,7 +23,7 @@ from driftline.agents.batch_metrics import Outcome
 from driftline.agents.commit import CommitStrategy, StrategyContext, commit_strategy
 from driftline.agents.commit.base import produce_all_to_partition
 from driftline.agents.formats import SchemaReaders
-from driftline.agents.kafka_io import KAFKA_LOG
+from driftline.agents.kafka_io import client_conf
 from driftline.agents.metric_series import declare_partition, declare_series
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.partitions import OwnedPartitions
@@ -35,6 +35,7 @@ from driftline.agents.state import (
     read_changelog_partition,
     restore_snapshot,
 )
+from driftline.kafka_config import Kafka
 from driftline.spec import PipelineSpec
 from driftline.streams.model import BatchPredictor
 
@@ -72,7 +73,7 @@ class TransactionalRunner(threading.Thread):
     def __init__(
         self,
         spec: PipelineSpec,
-        bootstrap: str,
+        bootstrap: Kafka,
         metrics: WorkerMetrics,
         predictor: BatchPredictor | None,
         model_version: str,
@@ -275,8 +276,7 @@ class TransactionalRunner(threading.Thread):
     def _clients(self) -> tuple[Consumer, Producer]:
         spec, w = self.spec, self.spec.worker
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
+            client_conf(self.bootstrap, {
                 "group.id": spec.group_id,
                 "client.id": f"driftline-{spec.name}-{self.worker_id}",
                 "enable.auto.commit": False,
@@ -291,12 +291,10 @@ class TransactionalRunner(threading.Thread):
                 "queued.max.messages.kbytes": 256 * 1024,
                 # the same partition number of the input and labels topics on one worker
                 "partition.assignment.strategy": "range",
-                "logger": KAFKA_LOG,
-            }
-        )
+            })
+        )  # fmt: skip
         producer = Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
+            client_conf(self.bootstrap, {
                 **self.commit.producer_config(),
                 # every write waits for the topic's min.insync.replicas (transactions and
                 # idempotence need it too; said here so no strategy can weaken it)
@@ -310,9 +308,8 @@ class TransactionalRunner(threading.Thread):
                 "message.max.bytes": 2 * CHUNK_BYTES + 65_536,
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,
-                "logger": KAFKA_LOG,
-            }
-        )
+            })
+        )  # fmt: skip
         return consumer, producer
 
     def _run(self) -> None:

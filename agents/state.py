@@ -30,8 +30,9 @@ from typing import Any, Literal
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from driftline.agents.kafka_io import KAFKA_LOG
+from driftline.agents.kafka_io import client_conf
 from driftline.errors import DriftlineError
+from driftline.kafka_config import Kafka
 from driftline.streams.label_log import check_log_entry
 
 CHUNK_BYTES = 512 * 1024
@@ -344,20 +345,21 @@ no snapshot, but the consumer group has committed offset 5000 on events[0]: ...
 
 
 def read_changelog_partition(
-    bootstrap: str, topic: str, partition: int, timeout_s: float = 120.0
+    bootstrap: Kafka, topic: str, partition: int, timeout_s: float = 120.0
 ) -> ChangelogRecords:
     """Latest committed value per key of one changelog partition (read_committed, to its end),
     with the offset each was read at."""
     c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "driftline-restore",  # never subscribes or commits; assign() only
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "logger": KAFKA_LOG,
-        }
+        client_conf(
+            bootstrap,
+            {
+                "group.id": "driftline-restore",  # never subscribes or commits; assign() only
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+            },
+        )
     )
     latest = ChangelogRecords(topic, partition)
     try:

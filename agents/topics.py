@@ -26,6 +26,7 @@ from driftline.agents.kafka_io import cluster_size, ensure_topics, existing_topi
 from driftline.agents.runner import changelog_topic
 from driftline.agents.state import CHANGELOG_CONFIG
 from driftline.errors import DriftlineError
+from driftline.kafka_config import Kafka
 from driftline.spec import PipelineSpec, TopicsSpec
 
 __all__ = [
@@ -162,7 +163,9 @@ def pipeline_topics(spec: PipelineSpec, partitions: int, brokers: int) -> list[P
     return list(unique.values())
 
 
-def _create_missing(bootstrap: str, plan: list[PlannedTopic], have: Mapping[str, int]) -> set[str]:
+def _create_missing(
+    bootstrap: Kafka, plan: list[PlannedTopic], have: Mapping[str, int]
+) -> set[str]:
     """Create the topics of ``plan`` not in ``have``; the names created."""
     created: set[str] = set()
     groups: dict[tuple[int, int, tuple[tuple[str, str], ...]], list[str]] = {}
@@ -176,7 +179,7 @@ def _create_missing(bootstrap: str, plan: list[PlannedTopic], have: Mapping[str,
 
 
 def ensure_pipeline_topics(
-    spec: PipelineSpec, bootstrap: str, partitions: int, roles: frozenset[str]
+    spec: PipelineSpec, bootstrap: Kafka, partitions: int, roles: frozenset[str]
 ) -> list[PlannedTopic]:
     """Create the missing topics of ``roles`` (as :func:`pipeline_topics` names them) for an
     input topic of ``partitions``; return the whole plan (checked against the cluster)."""
@@ -187,7 +190,7 @@ def ensure_pipeline_topics(
 
 def create_pipeline_topics(
     spec: PipelineSpec,
-    bootstrap: str,
+    bootstrap: Kafka,
     partitions: int | None = None,
     replication_factor: int | None = None,
 ) -> list[TopicOutcome]:

@@ -19,16 +19,19 @@ from typing import Any
 import faust
 import mode
 
+from driftline.agents.access import Needs, check_access
 from driftline.agents.batch_features import BatchFeatureCache
+from driftline.agents.commit.exactly_once import transactional_id
 from driftline.agents.kafka_io import cluster_size, topic_partitions, wait_for_broker
-from driftline.agents.logs import logging_config
+from driftline.agents.logs import add_secrets, logging_config
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.predictor import build_predictor
 from driftline.agents.runner import TransactionalRunner, changelog_topic, default_worker_id
 from driftline.agents.state import StateReset
 from driftline.agents.status_page import StatusCollector, render_html
-from driftline.agents.topics import ensure_pipeline_topics, host_app_id
+from driftline.agents.topics import ensure_pipeline_topics, host_app_id, host_leader_topic
 from driftline.errors import DriftlineError, SpecError
+from driftline.kafka_config import Kafka, KafkaConfig, aiokafka_auth
 from driftline.spec import PipelineSpec
 
 log = logging.getLogger("driftline.worker")
@@ -65,16 +68,42 @@ class RunnerService(mode.Service):
 PREFLIGHT_ROLES = frozenset(
     {"labels", "output", "dead letters", "late events", "state changelog", "worker host"}
 )
+#: Seconds the worker waits at start for the cluster to answer: the whole check and exit stay
+#: well under 30 s when no broker answers.
+CONNECT_TIMEOUT_S = 15.0
+#: Seconds for the access check (topics, groups, transactional id) once the cluster answered.
+ACCESS_TIMEOUT_S = 10.0
 
 
-def preflight(spec: PipelineSpec, bootstrap: str) -> int:
-    """Fail before starting when the cluster or the input topic is missing, or the spec's
-    ``[topics]`` asks what the cluster cannot do; create the missing topics the worker writes
-    (outputs, labels, changelog, the host's leader topic) with the spec's settings.
+def worker_needs(spec: PipelineSpec, worker_id: str) -> Needs:
+    """The topics, groups and transactional id a worker of ``spec`` uses (its ACLs)."""
+    changelog = changelog_topic(spec)
+    labels = (spec.labels.topic,) if spec.labels is not None else ()
+    batch = (spec.batch_features.topic,) if spec.batch_features is not None else ()
+    leader = host_leader_topic(spec)
+    txn = None
+    if spec.worker.processing_guarantee == "exactly_once":
+        txn = transactional_id(spec, worker_id)
+    return Needs(
+        read_topics=(spec.input.topic, *labels, changelog, *batch, leader),
+        write_topics=(*spec.output.all_topics, *labels, changelog, leader),
+        groups=(spec.group_id, host_app_id(spec)),
+        transactional_id=txn,
+    )
+
+
+def preflight(spec: PipelineSpec, bootstrap: Kafka, worker_id: str | None = None) -> int:
+    """Fail before starting when the cluster, the input topic or an ACL is missing (one line,
+    within ``CONNECT_TIMEOUT_S`` + ``ACCESS_TIMEOUT_S``), or the spec's ``[topics]`` asks what
+    the cluster cannot do; create the missing topics the worker writes (outputs, labels,
+    changelog, the host's leader topic) with the spec's settings.
 
     Returns the input topic's partition count.
     """
-    wait_for_broker(bootstrap, 30.0)
+    kafka = KafkaConfig.of(bootstrap)
+    wait_for_broker(kafka, CONNECT_TIMEOUT_S)
+    needs = worker_needs(spec, worker_id or default_worker_id())
+    check_access(kafka, needs, ACCESS_TIMEOUT_S)  # existing topics, groups, transactional id
     n_in = topic_partitions(bootstrap, spec.input.topic)
     if n_in is None:
         config = spec.source_path or "pipeline.toml"
@@ -103,12 +132,31 @@ def preflight(spec: PipelineSpec, bootstrap: str) -> int:
             f"{n_log}: state is kept per input partition, so after adding input partitions "
             "run the pipeline under a new pipeline.name (or delete the changelog to start over)"
         )
+    # the topics that did not exist at the first check (just made): may we use them too?
+    check_access(kafka, needs.only_topics(), ACCESS_TIMEOUT_S)
     return n_in
+
+
+def faust_broker(kafka: KafkaConfig) -> dict[str, Any]:
+    """faust's ``broker`` and ``broker_credentials`` for the same cluster and settings."""
+    auth = aiokafka_auth(kafka)
+    creds: faust.types.auth.CredentialsT | None = None
+    if auth["security_protocol"].startswith("SASL_"):
+        creds = faust.SASLCredentials(
+            username=auth["sasl_plain_username"],
+            password=auth["sasl_plain_password"],
+            ssl_context=auth.get("ssl_context"),
+            mechanism=auth["sasl_mechanism"],
+        )
+    elif auth["security_protocol"] == "SSL":
+        creds = faust.SSLCredentials(auth["ssl_context"])
+    urls = [f"kafka://{hp.strip()}" for hp in kafka.bootstrap.split(",") if hp.strip()]
+    return {"broker": urls, "broker_credentials": creds}
 
 
 def create_app(
     spec: PipelineSpec,
-    bootstrap: str,
+    bootstrap: Kafka,
     *,
     web_host: str,
     web_port: int,
@@ -122,7 +170,7 @@ def create_app(
     host_replicas, _ = spec.topics.replication("host", cluster_size(bootstrap))
     app = faust.App(
         host_app_id(spec),
-        broker=f"kafka://{bootstrap}",
+        **faust_broker(KafkaConfig.of(bootstrap)),
         store="memory://",
         # faust's own data dir (unused by driftline's state, which lives on the changelog)
         datadir=str(Path(tempfile.gettempdir()) / f"driftline-faust-{spec.name}-{worker_id}"),
@@ -174,7 +222,7 @@ def create_app(
 
 def run_worker(
     spec: PipelineSpec,
-    bootstrap: str,
+    bootstrap: Kafka,
     *,
     web_host: str,
     web_port: int,
@@ -190,6 +238,7 @@ def run_worker(
     create`` does (the input topic with its partitions if it exists, else the default count).
     ``reset_state``: input partitions whose saved state is ignored once (``--reset-state``).
     """
+    add_secrets(KafkaConfig.of(bootstrap).secret_values())  # redacted by value in every log
     logging.config.dictConfig(logging_config(log_format, loglevel))  # preflight's logs too
     if create_topics:
         from driftline.agents.topics import create_pipeline_topics
@@ -197,8 +246,8 @@ def run_worker(
         for outcome in create_pipeline_topics(spec, bootstrap):
             if outcome.created:
                 log.info("%s", outcome.describe())
-    preflight(spec, bootstrap)
     wid = worker_id or default_worker_id()
+    preflight(spec, bootstrap, wid)
     cache = None
     if spec.batch_features is not None:
         cache = BatchFeatureCache(spec.batch_features, bootstrap)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import driftline
-from driftline.errors import DriftlineError, SpecError
+from driftline.errors import DriftlineError, KafkaConfigError, SpecError
 from driftline.kafka_cli import add_kafka_parser
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -43,15 +43,17 @@ def version() -> str:
     return driftline.__version__
 
 
-def _bootstrap(args: argparse.Namespace) -> str | None:
-    return args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+def _kafka(args: argparse.Namespace, spec: Any = None, required: bool = True) -> Any:
+    """The Kafka client settings of a command (:mod:`driftline.kafka_config`): the spec's
+    ``[kafka]``, then ``--kafka-config``, then ``DRIFTLINE_KAFKA_*``, then ``--bootstrap``."""
+    from driftline.kafka_config import load_kafka_config
 
-
-def _need_bootstrap(args: argparse.Namespace) -> str:
-    bootstrap = _bootstrap(args)
-    if not bootstrap:
-        raise UsageError("pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS")
-    return bootstrap
+    return load_kafka_config(
+        spec_section=getattr(spec, "kafka", None),
+        config_file=args.kafka_config,
+        bootstrap=args.bootstrap,
+        require_bootstrap=required,
+    )
 
 
 def _args(args: argparse.Namespace, *names: str, **renamed: str) -> dict[str, Any]:
@@ -66,15 +68,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from driftline.spec import load_spec
 
     spec = load_spec(args.config)
-    bootstrap = _bootstrap(args)
-    if not bootstrap:
-        raise UsageError(
-            "no Kafka cluster given: pass --bootstrap HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS "
-            "(`driftline kafka start` runs a local one on 127.0.0.1:9092)"
-        )
     run_worker(
         spec,
-        bootstrap,
+        _kafka(args, spec),
         web_host=args.web_host or spec.worker.web_host,
         web_port=spec.worker.web_port if args.web_port is None else args.web_port,
         loglevel=args.loglevel,
@@ -90,40 +86,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from driftline.agents.demo import run_demo
 
     return run_demo(
-        bootstrap=_bootstrap(args),
+        kafka=_kafka(args, required=False),
         **_args(args, "events", "shift_at", "web_port", timeout_s="timeout"),
     )
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
     from driftline.agents.demo import run_labeller
+    from driftline.spec import load_spec
 
-    bootstrap = _need_bootstrap(args)
+    spec = load_spec(args.config, model_file_required=False)
     return run_labeller(
-        args.config, bootstrap, **_args(args, "shift_at", "seed", "share", "seconds")
+        spec, _kafka(args, spec), **_args(args, "shift_at", "seed", "share", "seconds")
     )
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
     from driftline.agents.demo import produce_synthetic
 
-    bootstrap = _need_bootstrap(args)
     return produce_synthetic(
-        bootstrap, args.topic, **_args(args, "events", "shift_at", "rate", "seed")
+        _kafka(args), args.topic, **_args(args, "events", "shift_at", "rate", "seed")
     )
 
 
 def _cmd_alerts_tail(args: argparse.Namespace) -> int:
     from driftline.agents.alerts_tail import tail_alerts
-
-    bootstrap = _need_bootstrap(args)
     from driftline.spec import default_of, load_spec
 
-    topic = args.topic
+    topic, spec = args.topic, None
     if args.config:
-        topic = load_spec(args.config).output.alerts_topic
+        spec = load_spec(args.config)
+        topic = spec.output.alerts_topic
     return tail_alerts(
-        bootstrap,
+        _kafka(args, spec),
         topic or default_of("output.alerts_topic"),
         **_args(args, "from_beginning", as_json="json", max_alerts="max", timeout_s="timeout"),
     )
@@ -182,21 +177,22 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _batch_spec(args: argparse.Namespace) -> Any:
+    """The spec's ``[batch_features]`` and the Kafka settings."""
     from driftline.spec import load_spec
 
     spec = load_spec(args.config, model_file_required=False)
     if spec.batch_features is None:
         raise UsageError(f"{args.config} has no [batch_features] section")
-    return spec.batch_features
+    return spec.batch_features, _kafka(args, spec)
 
 
 def _cmd_bf_load(args: argparse.Namespace) -> int:
     from driftline.agents.batch_features import load_batch_features
 
-    bf = _batch_spec(args)
+    bf, kafka = _batch_spec(args)
     stats = load_batch_features(
         bf,
-        _need_bootstrap(args),
+        kafka,
         args.file,
         progress=not args.no_progress,
         **_args(args, "version", "partitions"),
@@ -209,8 +205,8 @@ def _cmd_bf_load(args: argparse.Namespace) -> int:
 def _cmd_bf_delete(args: argparse.Namespace) -> int:
     from driftline.agents.batch_features import delete_batch_features
 
-    bf = _batch_spec(args)
-    n = delete_batch_features(bf, _need_bootstrap(args), args.entities)
+    bf, kafka = _batch_spec(args)
+    n = delete_batch_features(bf, kafka, args.entities)
     print(f"deleted {n} entities from {bf.topic}")
     return 0
 
@@ -249,7 +245,7 @@ def _cmd_topics_create(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.config, model_file_required=False)
     outcomes = create_pipeline_topics(
-        spec, _need_bootstrap(args), args.partitions, args.replication_factor
+        spec, _kafka(args, spec), args.partitions, args.replication_factor
     )
     for outcome in outcomes:
         print(outcome.describe())
@@ -325,6 +321,14 @@ def _bootstrap_arg(
     help: str = "Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
 ) -> None:
     parser.add_argument("--bootstrap", help=help)
+    parser.add_argument(
+        "--kafka-config",
+        metavar="FILE",
+        help="Kafka client settings (librdkafka names) in a .properties file, as kafka-*.sh "
+        "--command-config takes: security.protocol, sasl.*, ssl.*; overrides the spec's [kafka], "
+        "overridden by DRIFTLINE_KAFKA_* variables (DRIFTLINE_KAFKA_SASL_PASSWORD sets "
+        "sasl.password)",
+    )
 
 
 def _spec_and_files(parser: argparse.ArgumentParser, **helps: str) -> None:
@@ -682,7 +686,9 @@ def _error(e: BaseException, status: int) -> int:
     logging.getLogger("driftline").debug("failed", exc_info=True)
     if os.environ.get("DRIFTLINE_TRACEBACK"):
         traceback.print_exception(e)
-    print(f"driftline: error: {e}", file=sys.stderr)
+    from driftline.agents.logs import redact
+
+    print(f"driftline: error: {redact(str(e))}", file=sys.stderr)
     return status
 
 
@@ -697,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args))
-    except (UsageError, SpecError) as e:  # the command line or the spec: fix and run again
+    except (UsageError, SpecError, KafkaConfigError) as e:  # the command line or the config
         return _error(e, EXIT_USAGE)
     except (DriftlineError, OSError) as e:  # failed while running
         return _error(e, EXIT_FAILED)

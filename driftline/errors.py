@@ -20,3 +20,8 @@ class RecordError(DriftlineError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class KafkaConfigError(DriftlineError):
+    """The Kafka client settings (spec ``[kafka]``, ``--kafka-config`` file, environment) are
+    wrong: a configuration error, found before connecting (exit status 2)."""

@@ -317,6 +317,8 @@ class PipelineSpec:
     labels: LabelsSpec | None = None
     schema_registry: SchemaRegistrySpec | None = None
     source_path: Path | None = None
+    #: ``[kafka]``: librdkafka client settings, flattened (``security.protocol`` -> ``SSL``)
+    kafka: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def group_id(self) -> str:
@@ -562,6 +564,7 @@ def parse_spec(
         ),
         labels=labels,
         schema_registry=registry,
+        kafka=_parse_kafka(data["kafka"]),
     )
 
 
@@ -1098,6 +1101,15 @@ def _parse_worker(given: Mapping[str, Any], filled: Mapping[str, Any]) -> Worker
         )
     check_web_host(filled["web_host"])
     return WorkerSpec(**filled)
+
+
+def _parse_kafka(section: Mapping[str, Any]) -> dict[str, str]:
+    """``[kafka]`` flattened to property -> text; secrets and reserved properties refused."""
+    from driftline.kafka_config import flatten_section, spec_section_errors
+
+    for problem in spec_section_errors(section):
+        raise SpecError(problem)
+    return flatten_section(section)
 
 
 def _parse_labels(

@@ -15,6 +15,7 @@ from driftline.agents.kafka_io import produce_batch_all, produce_bulk
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.partitions import OwnedPartitions, Snapshot
 from driftline.agents.state import encode_snapshot_json
+from driftline.kafka_config import Kafka
 from driftline.spec import PipelineSpec
 
 
@@ -23,7 +24,7 @@ class StrategyContext:
     """What a commit strategy works with (all owned by the runner)."""
 
     spec: PipelineSpec
-    bootstrap: str
+    bootstrap: Kafka
     worker_id: str
     metrics: WorkerMetrics
     partitions: OwnedPartitions

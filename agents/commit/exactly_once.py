@@ -19,6 +19,12 @@ from driftline.agents.batch_metrics import Outcome, count_batch
 from driftline.agents.commit.base import CommitStrategy, StrategyContext
 from driftline.agents.partitions import Snapshot
 from driftline.errors import DriftlineError
+from driftline.spec import PipelineSpec
+
+
+def transactional_id(spec: PipelineSpec, worker_id: str) -> str:
+    """The worker's transactional id (a prefixed ACL on ``<group id>.`` covers every worker)."""
+    return f"{spec.group_id}.{worker_id}"
 
 
 class ExactlyOnceCommit(CommitStrategy):
@@ -33,7 +39,7 @@ class ExactlyOnceCommit(CommitStrategy):
 
     def producer_config(self) -> dict[str, Any]:
         return {
-            "transactional.id": f"{self.spec.group_id}.{self.ctx.worker_id}",
+            "transactional.id": transactional_id(self.spec, self.ctx.worker_id),
             "transaction.timeout.ms": 30_000,
             "linger.ms": 5,
         }
