@@ -5,11 +5,13 @@ producer whose sends time out, a host app that waits for a group forever. :func:
 asks the cluster (within a bounded time) for the operations this client may do on each topic
 and consumer group (KIP-430 ``authorized_operations``) and, under ``exactly_once``, starts the
 worker's transactional id once; the first refusal becomes one :class:`AccessError` line naming
-the resource, the operation and the principal.
+the resource, the operation and the principal. Only refusals fail: a question the cluster does
+not answer in time (a coordinator still starting) is left to the clients.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ from driftline.agents.kafka_errors import AUTHORIZATION, explain
 from driftline.agents.kafka_io import client_conf
 from driftline.errors import DriftlineError
 from driftline.kafka_config import KafkaConfig
+
+log = logging.getLogger("driftline.access")
 
 #: Group coordinator not ready yet (a fresh cluster): ask again until the deadline.
 _RETRY = {
@@ -99,9 +103,12 @@ def _check_topics(admin: AdminClient, kafka: KafkaConfig, needs: Needs, deadline
             err = e.args[0]
             if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
                 raise _refused(kafka, "topic", topic, AclOperation.DESCRIBE) from None
-            if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                continue  # created by the preflight (needs Create), or reported there
-            raise AccessError(explain(err, kafka, f"topic {topic!r}")) from None
+            if err.code() in AUTHORIZATION:
+                raise AccessError(explain(err, kafka, f"topic {topic!r}")) from None
+            # unknown topic: created by the preflight (needs Create) or reported there; a
+            # timeout is no refusal either: the clients will find out
+            log.debug("access to topic %s not checked: %s", topic, err)
+            continue
         allowed = desc.authorized_operations
         if allowed is None:  # the broker did not say: the clients will find out
             continue
@@ -126,10 +133,13 @@ def _check_groups(
                 err = e.args[0]
                 if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
                     raise _refused(kafka, "consumer group", group, AclOperation.READ) from None
+                if err.code() in AUTHORIZATION:
+                    raise AccessError(explain(err, kafka, f"consumer group {group!r}")) from None
                 if err.code() in _RETRY and time.monotonic() < deadline:
-                    retry.append(group)
-                    continue
-                raise AccessError(explain(err, kafka, f"consumer group {group!r}")) from None
+                    retry.append(group)  # coordinator not ready yet (a fresh cluster)
+                else:  # no answer is no refusal: the consumers will find out
+                    log.debug("access to consumer group %s not checked: %s", group, err)
+                continue
             allowed = desc.authorized_operations
             if allowed is not None and not {AclOperation.READ, AclOperation.ALL} & set(allowed):
                 raise _refused(kafka, "consumer group", group, AclOperation.READ)
@@ -157,8 +167,8 @@ def _check_transactions(kafka: KafkaConfig, transactional_id: str, deadline: flo
         if err.code() in AUTHORIZATION:
             what = f"transactional id {transactional_id!r}"
             raise AccessError(explain(err, kafka, what)) from None
-        raise AccessError(
-            f"cannot start transactions on {kafka.bootstrap}: {explain(err, kafka)}"
-        ) from None
+        # not a refusal (the transaction coordinator is slow to start): the worker's own
+        # init_transactions waits longer and reports what it meets
+        log.debug("transactional id %s not checked: %s", transactional_id, err)
     finally:
         producer.flush(0)

@@ -25,6 +25,9 @@ from typing import Any
 
 import faust
 
+from driftline.agents.worker import faust_broker
+from driftline.kafka_config import load_kafka_config
+
 
 def _die_with_parent() -> None:
     """Linux: get SIGTERM if the bench process dies, so no faust worker is orphaned."""
@@ -44,9 +47,13 @@ EVERY = int(os.environ.get("BENCH_EVERY", "1000"))
 TARGET = int(os.environ.get("BENCH_TARGET", "0"))
 PROGRESS = os.environ.get("BENCH_PROGRESS", os.devnull)
 
+# the Kafka settings driftline's commands take (DRIFTLINE_KAFKA_* from pipeline_bench), as the
+# worker's faust host gets them: broker URLs and SASL/SSL credentials
+KAFKA = load_kafka_config(bootstrap=BOOTSTRAP)
+
 app = faust.App(
     APP_ID,
-    broker=f"kafka://{BOOTSTRAP}",
+    **faust_broker(KAFKA),
     store="memory://",
     topic_partitions=PARTITIONS,
     topic_replication_factor=1,

@@ -56,6 +56,7 @@ from driftline.agents.registry import registry_client
 from driftline.agents.runner import TransactionalRunner
 from driftline.agents.synthetic import SyntheticStream
 from driftline.agents.worker import preflight
+from driftline.kafka_config import Kafka
 from driftline.localkafka import free_port
 from driftline.spec import PipelineSpec, load_spec
 
@@ -104,7 +105,7 @@ def core(spec: PipelineSpec, stored: Stored) -> tuple[float, float]:
     return n / (time.perf_counter() - t0), decode / n
 
 
-def worker_loop(spec: PipelineSpec, bootstrap: str, n: int, timeout_s: float) -> float:
+def worker_loop(spec: PipelineSpec, bootstrap: Kafka, n: int, timeout_s: float) -> float:
     """Events/s of the batch loop (in this process) over the topic's N events: from its first
     consumed batch to the N-th event."""
     preflight(spec, bootstrap)
@@ -139,7 +140,9 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
     n: int = args.events
     logging.getLogger("driftline").setLevel(logging.ERROR)
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftline-formats-")))
-    bootstrap, broker, _ = given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
+    bootstrap, broker, _ = given_or_local_broker(
+        args.bootstrap, stack, tmp / "kafka", args.kafka_config
+    )
     run_id = uuid.uuid4().hex[:8]
     registry_url = f"mock://formats-bench-{run_id}"
     client = registry_client(load_spec_registry(registry_url))
@@ -201,6 +204,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--events", type=int, default=200_000, help="events per format (200000)")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each format (3)")
     ap.add_argument("--bootstrap", help="Kafka bootstrap servers (default: a local broker)")
+    ap.add_argument(
+        "--kafka-config",
+        metavar="FILE",
+        help="Kafka client settings (.properties, librdkafka names), as driftline's commands take",
+    )
     return ap.parse_args(argv)
 
 

@@ -76,11 +76,12 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from driftline.agents.batch_features import BatchFeatureCache, load_batch_features
-from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
-from driftline.agents.kafka_io import ensure_topics, make_producer
+from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model, worker_env
+from driftline.agents.kafka_io import client_conf, ensure_topics, make_producer
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
 from driftline.agents.synthetic import SyntheticStream
+from driftline.kafka_config import Kafka
 from driftline.localkafka import free_port
 from driftline.spec import PipelineSpec, parse_spec
 
@@ -436,7 +437,7 @@ class TopicReader(threading.Thread):
     with the wall time (ms) the client handed it over: a blocking ``poll`` for the first, then
     ``consume(n, 0)`` drains what else is queued without waiting."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+    def __init__(self, bootstrap: Kafka, topic: str, partitions: int) -> None:
         super().__init__(name=f"reader-{topic}", daemon=True)
         self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
         self.received: list[tuple[float, bytes]] = []
@@ -447,13 +448,12 @@ class TopicReader(threading.Thread):
     def run(self) -> None:
         try:
             c = Consumer(
-                {
-                    "bootstrap.servers": self.bootstrap,
+                client_conf(self.bootstrap, {
                     "group.id": f"latbench-reader-{uuid.uuid4().hex[:8]}",  # assign() only
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
-                }
-            )
+                })
+            )  # fmt: skip
         except BaseException as e:
             self.error = e
             self.ready.set()
@@ -490,7 +490,7 @@ class Produced:
 
 
 def paced_produce(
-    bootstrap: str,
+    bootstrap: Kafka,
     topic: str,
     rate: float,
     seconds: float,
@@ -601,7 +601,7 @@ def wait_ready(proc: subprocess.Popen[Any], url: str, log_path: Path, timeout_s:
 
 
 def e2e(
-    bootstrap: str,
+    bootstrap: Kafka,
     tmp: Path,
     model_path: Path,
     batch_topic: str,
@@ -633,11 +633,14 @@ def e2e(
         log_path = tmp / f"worker-{run_id}.log"
         argv = [
             sys.executable, "-c", pb._DEATHSIG_WRAPPER, "driftline.cli", "worker",
-            "-c", str(spec_path), "--bootstrap", bootstrap, "--loglevel", "warning",
+            "-c", str(spec_path), "--bootstrap", str(bootstrap), "--loglevel", "warning",
             "--worker-id", f"latbench-{run_id}", "--web-port", str(port),
         ]  # fmt: skip
         with log_path.open("wb") as errf:
-            proc = pb.spawn(stack, "worker", argv, stdout=subprocess.DEVNULL, stderr=errf)
+            proc = pb.spawn(
+                stack, "worker", argv, stdout=subprocess.DEVNULL, stderr=errf,
+                env=worker_env(bootstrap),
+            )  # fmt: skip
         url = f"http://127.0.0.1:{port}/metrics"
         wait_ready(proc, url, log_path, 120.0)
 
@@ -822,7 +825,7 @@ def sweep_table(runs: Sequence[E2E]) -> str:
 # ----------------------------------------------------------------------------- report
 
 
-def facts(bootstrap: str, broker: str) -> str:
+def facts(bootstrap: Kafka, broker: str) -> str:
     return "\n".join(
         [
             *pb.machine_facts(bootstrap, broker, ("confluent-kafka",)),
@@ -861,6 +864,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--bootstrap", help="Kafka bootstrap (default $KAFKA_BOOTSTRAP_SERVERS, else local broker)"
+    )
+    ap.add_argument(
+        "--kafka-config",
+        metavar="FILE",
+        help="Kafka client settings (.properties, librdkafka names), as driftline's commands take",
     )
     ap.add_argument("--rate", type=float, default=5000.0, help="events/s to produce (5000)")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds (20)")
@@ -921,9 +929,12 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
     batch_topic = f"latbench-{run_id}.batch_features"
     report["model_version"] = model_version
 
-    bootstrap, broker = None, ""
+    bootstrap: Kafka | None = None
+    broker = ""
     if not args.skip_e2e:
-        bootstrap, broker, _ = pb.given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
+        bootstrap, broker, _ = pb.given_or_local_broker(
+            args.bootstrap, stack, tmp / "kafka", args.kafka_config
+        )
         print(facts(bootstrap, broker), flush=True)
     else:
         print(facts("-", "none (--skip-e2e)"), flush=True)

@@ -52,13 +52,14 @@ from aiokafka import TopicPartition as AioTopicPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer
 from confluent_kafka import TopicPartition as CkTopicPartition
 
-from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
-from driftline.agents.kafka_io import ensure_topics, wait_for_broker
+from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model, worker_env
+from driftline.agents.kafka_io import client_conf, ensure_topics, wait_for_broker
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
 from driftline.agents.scrape import parse_samples as parse_metrics
 from driftline.agents.scrape import read_text, sample_sum
 from driftline.agents.synthetic import SyntheticStream
+from driftline.kafka_config import Kafka, KafkaConfig, aiokafka_auth, load_kafka_config
 from driftline.localkafka import LocalKafka, free_port
 from driftline.spec import PipelineSpec, load_spec
 
@@ -228,7 +229,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def produce_pairs(
-    bootstrap: str, topic: str, pairs: Iterable[tuple[bytes, bytes]], compression: str
+    bootstrap: Kafka, topic: str, pairs: Iterable[tuple[bytes, bytes]], compression: str
 ) -> dict[int, list[RawRecord]]:
     """Produce ``(key, value)`` pairs in order (idempotent: each partition keeps it) to a fresh
     topic; return what the broker stored, per partition, by offset."""
@@ -253,8 +254,7 @@ def produce_pairs(
         )
 
     p = Producer(
-        {
-            "bootstrap.servers": bootstrap,
+        client_conf(bootstrap, {
             "linger.ms": 20,
             "batch.size": 1_000_000,
             "compression.type": compression,
@@ -264,8 +264,8 @@ def produce_pairs(
             "enable.idempotence": True,
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1_048_576,
-        }
-    )
+        })
+    )  # fmt: skip
     for key, value in pairs:
         while True:
             try:
@@ -283,7 +283,7 @@ def produce_pairs(
 
 
 def produce(
-    bootstrap: str, topic: str, n: int, compression: str
+    bootstrap: Kafka, topic: str, n: int, compression: str
 ) -> tuple[dict[int, list[RawRecord]], float]:
     """Produce the synthetic stream; return what the broker stored, per partition, and the mean
     value size."""
@@ -315,15 +315,14 @@ def _reads(rate: SteadyRate, n: int, timeout_s: float, client: str) -> Iterator[
         yield time.perf_counter()
 
 
-def raw_confluent(bootstrap: str, topic: str, n: int, timeout_s: float) -> Result:
+def raw_confluent(bootstrap: Kafka, topic: str, n: int, timeout_s: float) -> Result:
     c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
+        client_conf(bootstrap, {
             "group.id": f"bench-raw-ck-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-        }
-    )
+        })
+    )  # fmt: skip
     try:
         c.assign([CkTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
         loads = json.loads
@@ -342,9 +341,10 @@ def raw_confluent(bootstrap: str, topic: str, n: int, timeout_s: float) -> Resul
     return rate.result("raw A: confluent consume+json.loads")
 
 
-async def _raw_aiokafka(bootstrap: str, topic: str, n: int, timeout_s: float) -> Result:
+async def _raw_aiokafka(bootstrap: Kafka, topic: str, n: int, timeout_s: float) -> Result:
     c = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=str(bootstrap),
+        **aiokafka_auth(KafkaConfig.of(bootstrap)),
         group_id=f"bench-raw-aio-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -371,7 +371,7 @@ async def _raw_aiokafka(bootstrap: str, topic: str, n: int, timeout_s: float) ->
     return rate.result("raw B: aiokafka getmany+orjson")
 
 
-def raw_aiokafka(bootstrap: str, topic: str, n: int, timeout_s: float) -> Result:
+def raw_aiokafka(bootstrap: Kafka, topic: str, n: int, timeout_s: float) -> Result:
     return asyncio.run(_raw_aiokafka(bootstrap, topic, n, timeout_s))
 
 
@@ -437,7 +437,7 @@ class WorkerRun:
 def worker(
     stack: ExitStack,
     spec_path: Path,
-    bootstrap: str,
+    bootstrap: Kafka,
     port: int,
     n: int,
     tmp: Path,
@@ -447,10 +447,12 @@ def worker(
     log_path = tmp / "worker.log"
     argv = [
         sys.executable, "-c", _DEATHSIG_WRAPPER, "driftline.cli", "worker", "-c", str(spec_path),
-        "--bootstrap", bootstrap, "--loglevel", "warning",
+        "--bootstrap", str(bootstrap), "--loglevel", "warning",
     ]  # fmt: skip
     with log_path.open("wb") as errf:
-        proc = spawn(stack, "worker", argv, stdout=subprocess.DEVNULL, stderr=errf)
+        proc = spawn(
+            stack, "worker", argv, stdout=subprocess.DEVNULL, stderr=errf, env=worker_env(bootstrap)
+        )
     url = f"http://127.0.0.1:{port}/metrics"
     first: tuple[float, float, float | None, float | None] | None = None
     last: tuple[float, float, float | None, float | None] | None = None
@@ -501,16 +503,16 @@ def worker(
 
 
 def naive_faust(
-    stack: ExitStack, bootstrap: str, topic: str, run_id: str, n: int, budget_s: float,
+    stack: ExitStack, bootstrap: Kafka, topic: str, run_id: str, n: int, budget_s: float,
     startup_s: float,
 ) -> Result:  # fmt: skip
     tmpdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-faust-")))
     progress_path = tmpdir / "progress"
     progress_path.touch()
     env = {
-        **os.environ,
+        **worker_env(bootstrap),  # faust_naive.py connects with the same Kafka settings
         "BENCH_APP_ID": f"bench-faust-{run_id}",
-        "BENCH_BOOTSTRAP": bootstrap,
+        "BENCH_BOOTSTRAP": str(bootstrap),
         "BENCH_TOPIC": topic,
         "BENCH_PARTITIONS": str(PARTITIONS),
         "BENCH_EVERY": "1000",
@@ -565,9 +567,9 @@ def naive_faust(
     return res
 
 
-def topic_size(bootstrap: str, topic: str) -> int:
+def topic_size(bootstrap: Kafka, topic: str) -> int:
     """Messages on ``topic`` (sum of high minus low watermarks)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-size-{uuid.uuid4().hex}"})
+    c = Consumer(client_conf(bootstrap, {"group.id": f"bench-size-{uuid.uuid4().hex}"}))
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         total = 0
@@ -591,7 +593,7 @@ def cpu_model() -> str:
     return cpu
 
 
-def machine_facts(bootstrap: str, broker: str, packages: Sequence[str]) -> list[str]:
+def machine_facts(bootstrap: Kafka, broker: str, packages: Sequence[str]) -> list[str]:
     """The lines every benchmark prints first: machine, Python and library versions, broker."""
     import confluent_kafka
 
@@ -605,7 +607,7 @@ def machine_facts(bootstrap: str, broker: str, packages: Sequence[str]) -> list[
     ]
 
 
-def facts(bootstrap: str, broker: str, n: int, mean_size: float, compression: str) -> str:
+def facts(bootstrap: Kafka, broker: str, n: int, mean_size: float, compression: str) -> str:
     packages = ("faust-streaming", "aiokafka", "confluent-kafka", "orjson")
     return "\n".join(
         [
@@ -697,6 +699,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--bootstrap", help="Kafka bootstrap (default $KAFKA_BOOTSTRAP_SERVERS, else local broker)"
     )
     ap.add_argument(
+        "--kafka-config",
+        metavar="FILE",
+        help="Kafka client settings (.properties, librdkafka names), as driftline's commands take",
+    )
+    ap.add_argument(
         "--faust-budget", type=float, default=60.0, help="cap the faust run at this many seconds"
     )
     ap.add_argument(
@@ -709,22 +716,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def given_or_local_broker(
-    bootstrap: str | None, stack: ExitStack, data_dir: Path
-) -> tuple[str, str, LocalKafka | None]:
-    """``bootstrap`` (else $KAFKA_BOOTSTRAP_SERVERS), else a local Apache Kafka broker stopped with
-    ``stack``: its bootstrap, a description for the report, and the launcher if one was started."""
-    bootstrap = bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap: str | None, stack: ExitStack, data_dir: Path, kafka_config: str | None = None
+) -> tuple[KafkaConfig, str, LocalKafka | None]:
+    """The cluster of ``bootstrap`` / ``kafka_config`` / the ``DRIFTLINE_KAFKA_*`` variables /
+    $KAFKA_BOOTSTRAP_SERVERS (as driftline's commands take them), else a local Apache Kafka
+    broker stopped with ``stack``: its settings, a description for the report, and the launcher
+    if one was started."""
+    settings = load_kafka_config(
+        config_file=kafka_config, bootstrap=bootstrap, require_bootstrap=False
+    )
     kafka = None
-    if bootstrap:
+    if settings.bootstrap:
         broker = "external broker"
     else:
         log("starting a local Apache Kafka broker ...")
         kafka = LocalKafka(port=free_port(), data_dir=data_dir)
         stack.callback(kafka.stop)
-        bootstrap = kafka.start(timeout_s=120)
+        settings = settings.with_bootstrap(kafka.start(timeout_s=120))
         broker = f"local Apache Kafka (driftline.localkafka, heap {kafka.heap})"
-    wait_for_broker(bootstrap, 60)
-    return bootstrap, broker, kafka
+    wait_for_broker(settings, 60)
+    return settings, broker, kafka
 
 
 def run(args: argparse.Namespace, stack: ExitStack) -> int:
@@ -732,7 +743,9 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
     # the pipeline logs each dead letter at WARNING; they are counted in the report instead
     logging.getLogger("driftline").setLevel(logging.ERROR)
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftline-bench-")))
-    bootstrap, broker, kafka = given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
+    bootstrap, broker, kafka = given_or_local_broker(
+        args.bootstrap, stack, tmp / "kafka", args.kafka_config
+    )
     broker_pid: int | None = None
     if kafka is not None:
         with contextlib.suppress(OSError, ValueError, KeyError):

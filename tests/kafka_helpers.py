@@ -15,8 +15,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from driftline.agents.demo import _to_toml, train_demo_model, worker_argv
-from driftline.agents.kafka_io import ensure_topics
+from driftline.agents.kafka_io import client_conf, ensure_topics
 from driftline.agents.scrape import read_metric
+from driftline.kafka_config import Kafka
 from driftline.spec import PipelineSpec, load_spec
 
 
@@ -40,7 +41,9 @@ class Rec:
     value: bytes | None
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0, at_least: int = 0) -> list[Rec]:
+def read_topic(
+    bootstrap: Kafka, topic: str, timeout_s: float = 60.0, at_least: int = 0
+) -> list[Rec]:
     """Every record now on ``topic`` (all partitions, up to the high watermarks).
 
     With ``at_least``, read again (until ``timeout_s``) while fewer records came back: a
@@ -54,16 +57,18 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0, at_least: in
         time.sleep(0.5)
 
 
-def _read_topic_once(bootstrap: str, topic: str, timeout_s: float) -> list[Rec]:
+def _read_topic_once(bootstrap: Kafka, topic: str, timeout_s: float) -> list[Rec]:
     c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,  # transaction markers take offsets: stop at EOF
-        }
+        client_conf(
+            bootstrap,
+            {
+                "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,  # transaction markers take offsets: stop at EOF
+            },
+        )
     )
     try:
         md = c.list_topics(topic, timeout=10).topics[topic]
@@ -113,7 +118,7 @@ def start_worker(
 def write_pipeline(
     tmp: Path,
     data: dict[str, Any],
-    bootstrap: str,
+    bootstrap: Kafka,
     *,
     model_rows: int = 20_000,
     topics: Sequence[str] = (),
