@@ -10,7 +10,9 @@ features, a model, KS + ADWIN) then reads each, alternately, ``--rounds`` times:
 2. worker loop: the ``TransactionalRunner`` (consume, process, one transaction per batch) in
    this process, until it has consumed all N; rate from its first to its last batch.
 
-The table gives the median events/s of each and the Avro/JSON ratio (target >= 0.8).
+The table gives the medians and the Avro/JSON ratios (target >= 0.8) of events per second of
+wall time and of CPU time (this process's: on a shared machine the wall-time rates move with
+the load, CPU time much less), and of the decode stage's microseconds per event.
 
     python bench/formats_bench.py [--events N] [--rounds R] [--bootstrap HOST:PORT]
 """
@@ -88,40 +90,51 @@ def specs(tmp: Path, topics: dict[str, str], registry_url: str) -> dict[str, Pip
     return out
 
 
-def core(spec: PipelineSpec, stored: Stored) -> tuple[float, float]:
-    """(events/s, decode seconds per event) of the batch step over ``stored``, no Kafka."""
+#: the table's rows, in order: what each measurement gives
+ROWS = ("core events/s (no Kafka)", "core events/CPU-s", "decode stage us/event",
+        "worker loop events/s", "worker loop events/CPU-s")  # fmt: skip
+
+
+def core(spec: PipelineSpec, stored: Stored) -> dict[str, float]:
+    """The batch step over ``stored``, no Kafka: events per second of wall and of CPU time, and
+    the decode stage's microseconds per event."""
     predictor, version = build_predictor(spec)
     pipes = {p: PartitionPipeline(spec, p, predictor, version) for p in stored}
     batches = [(p, recs[i : i + CORE_BATCH]) for p, recs in sorted(stored.items())
                for i in range(0, len(recs), CORE_BATCH)]  # fmt: skip
     n, decode = 0, 0.0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for p, batch in batches:
         out = pipes[p].process(batch)
         n += out.consumed
         decode += out.stage_seconds.get("decode", 0.0)
         if sum(out.dead_letters.values()):
             raise BenchError(f"{spec.input.format}: dead letters {dict(out.dead_letters)}")
-    return n / (time.perf_counter() - t0), decode / n
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {ROWS[0]: n / wall, ROWS[1]: n / cpu, ROWS[2]: decode / n * 1e6}
 
 
-def worker_loop(spec: PipelineSpec, bootstrap: Kafka, n: int, timeout_s: float) -> float:
-    """Events/s of the batch loop (in this process) over the topic's N events: from its first
-    consumed batch to the N-th event."""
+def worker_loop(spec: PipelineSpec, bootstrap: Kafka, n: int, timeout_s: float) -> dict[str, float]:
+    """The batch loop (in this process: consume, process, one transaction per batch) over the
+    topic's N events, from its first consumed batch to the N-th event (from its start if the
+    first batch seen was all of them): events per second of wall time and of this process's CPU
+    time (the loop's and librdkafka's threads; not the broker's).
+    """
     preflight(spec, bootstrap)
     predictor, version = build_predictor(spec)
     metrics = WorkerMetrics(spec.name)
     runner = TransactionalRunner(spec, bootstrap, metrics, predictor, version, f"{spec.name}-w")
     consumed = metrics.consumed.labels(spec.input.topic)
+    start = (time.perf_counter(), time.process_time(), 0.0)
     runner.start()
     try:
         deadline = time.monotonic() + timeout_s
-        first: tuple[float, float] | None = None
+        first: tuple[float, float, float] | None = None
         while True:
             seen = consumed._value.get()
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.process_time()
             if first is None and seen > 0:
-                first = (now, seen)
+                first = (now, cpu, seen)
             if seen >= n:
                 break
             if not runner.is_alive() or time.monotonic() > deadline:
@@ -130,7 +143,10 @@ def worker_loop(spec: PipelineSpec, bootstrap: Kafka, n: int, timeout_s: float) 
         assert first is not None
         if sum(s.value for s in metrics.dead_lettered.collect()[0].samples):
             raise BenchError(f"{spec.input.format}: records were dead-lettered")
-        return (n - first[1]) / (now - first[0])
+        if first[2] >= n:  # all in the first batch seen: time it from the start (joins too)
+            first = start
+        k = n - first[2]
+        return {ROWS[3]: k / (now - first[0]), ROWS[4]: k / (cpu - first[1])}
     finally:
         runner.stop()
         runner.join(60)
@@ -160,32 +176,21 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
         f"{sizes['avro']:.0f} B Avro ({broker})")  # fmt: skip
     del values
 
-    core_rates: dict[str, list[float]] = defaultdict(list)
-    decode_us: dict[str, list[float]] = defaultdict(list)
-    loop_rates: dict[str, list[float]] = defaultdict(list)
+    seen: dict[str, dict[str, list[float]]] = {f: defaultdict(list) for f in ("json", "avro")}
     timeout = max(120.0, n / 2000)
     for r in range(args.rounds):
         for fmt in ("json", "avro") if r % 2 == 0 else ("avro", "json"):
             spec = specs(tmp, {fmt: topics[fmt]}, registry_url)[fmt]
-            rate, dec = core(spec, stored[fmt])
-            core_rates[fmt].append(rate)
-            decode_us[fmt].append(dec * 1e6)
-            loop = worker_loop(spec, bootstrap, n, timeout)
-            loop_rates[fmt].append(loop)
-            log(f"round {r + 1} {fmt}: core {rate:,.0f}/s (decode {dec * 1e6:.2f} us/event), "
-                f"worker loop {loop:,.0f}/s")  # fmt: skip
-
-    def med(xs: list[float]) -> float:
-        return statistics.median(xs)
+            got = {**core(spec, stored[fmt]), **worker_loop(spec, bootstrap, n, timeout)}
+            for row, v in got.items():
+                seen[fmt][row].append(v)
+            log(f"round {r + 1} {fmt}: " + ", ".join(f"{k} {v:,.2f}" for k, v in got.items()))
 
     print(f"\n{n} events, {args.rounds} rounds each (median), {PARTITIONS} partitions, {broker}")
     print(f"{'':28} {'JSON':>12} {'Avro':>12} {'Avro/JSON':>10}")
-    rows = [("core events/s (no Kafka)", core_rates), ("worker loop events/s", loop_rates)]
-    for name, rates in rows:
-        j, a = med(rates["json"]), med(rates["avro"])
-        print(f"{name:28} {j:12,.0f} {a:12,.0f} {a / j:10.2f}")
-    j, a = med(decode_us["json"]), med(decode_us["avro"])
-    print(f"{'decode stage us/event':28} {j:12.2f} {a:12.2f} {a / j:10.2f}")
+    for row in ROWS:
+        j, a = (statistics.median(seen[f][row]) for f in ("json", "avro"))
+        print(f"{row:28} {j:12,.2f} {a:12,.2f} {a / j:10.2f}")
     print(f"{'mean value bytes':28} {sizes['json']:12.0f} {sizes['avro']:12.0f}")
     print(f"load average after measuring: {load_average()}", flush=True)
     return 0
