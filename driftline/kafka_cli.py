@@ -18,7 +18,7 @@ from driftline.localkafka import (
     default_data_dir,
     fetch_jars,
 )
-from driftline.localkafka_security import CLIENT_USER, MODES, NOACL_USER
+from driftline.localkafka_security import ADMIN_USER, CLIENT_USER, MODES, NOACL_USER
 
 __all__ = ["add_kafka_parser"]
 
@@ -100,11 +100,15 @@ def _print_security(kafka: LocalKafka) -> None:
     files = kafka.client_files
     if not files:
         return
+    mine = files[CLIENT_USER]
+    print(f"  client:    {mine.librdkafka}  (librdkafka: driftline --kafka-config, kcat -F)")
+    print(f"             {mine.java}  (Java: kafka-*.sh --command-config)")
+    print(
+        f"  users:     {CLIENT_USER} (ACLs on every topic, group, transactional id), "
+        f"{NOACL_USER} (no ACL), {ADMIN_USER} (super user): "
+        f"{mine.librdkafka.parent}/<user>.{{librdkafka,java}}.properties"
+    )
     print(f"  CA:        {kafka.security.ca_file}")
-    for user in (CLIENT_USER, NOACL_USER, "admin"):
-        print(f"  {user}:")
-        print(f"    librdkafka (driftline --kafka-config, kcat -F): {files[user].librdkafka}")
-        print(f"    Java (kafka-*.sh --command-config):            {files[user].java}")
 
 
 def _other_port(command: str, args: argparse.Namespace, info: dict[str, Any]) -> int | None:

@@ -604,6 +604,14 @@ class LocalKafka:
         self._proc = None
         self.already_running = False
 
+    def _count_topics(self, bootstrap: str, timeout_s: float) -> int | None:
+        try:
+            security = self._admin_security()
+        except KafkaLauncherError as exc:  # a secured data dir missing its secrets
+            _log.warning("cannot count the topics of %s: %s", bootstrap, exc)
+            return None
+        return _count_topics(bootstrap, timeout_s, security)
+
     def status(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """``{"running", "pid", "bootstrap", "topics", "data_dir", "security"}``; topics
         excludes ``__*``; ``security`` is the data dir's mode (see ``localkafka_security``)."""
@@ -622,7 +630,7 @@ class LocalKafka:
             "running": True,
             "pid": int(state["pid"]),
             "bootstrap": bootstrap,
-            "topics": _count_topics(bootstrap, timeout_s, self._admin_security()),
+            "topics": self._count_topics(bootstrap, timeout_s),
             "data_dir": str(self.data_dir),
             "security": self.security.mode,
         }

@@ -244,10 +244,7 @@ class BrokerSecurity:
         if not self.secured:
             return "plaintext (no TLS, no authentication, no authorizer)"
         how = self.mechanism or "client certificates (mTLS)"
-        return (
-            f"{self.mode}: {self.protocol} with {how}; StandardAuthorizer on, "
-            f"super user {ADMIN_USER}; {CLIENT_USER} has ACLs, {NOACL_USER} has none"
-        )
+        return f"{self.mode}: {self.protocol} with {how}; StandardAuthorizer on"
 
     # ----------------------------------------------------------------- secrets
 

@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.errors import KafkaLauncherError
 from driftline.localkafka import LocalKafka, tool_classpath
-from driftline.localkafka_security import issue_cert, make_ca
+from driftline.localkafka_security import BrokerSecurity, issue_cert, make_ca
 from tests.kafka_helpers import consume_one
 from tests.secured_kafka import SecuredKafka
 
@@ -113,6 +113,87 @@ def _kcat_librdkafka(kcat: str) -> tuple[int, ...]:
 def _secrets(secured: SecuredKafka) -> list[str]:
     values = json.loads((secured.data_dir / "security" / "secrets.json").read_text()).values()
     return [str(value) for value in values]
+
+
+# --------------------------------------------------------------------------- broker config
+
+TEMPLATE = (
+    "node.id=1\n"
+    "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093\n"
+    "advertised.listeners=PLAINTEXT://127.0.0.1:9092\n"
+    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+    "inter.broker.listener.name=PLAINTEXT\n"
+)
+# The server.properties keys each mode sets (None: absent), from the template above.
+SERVER_KEYS: dict[str, dict[str, str | None]] = {
+    "sasl_ssl_scram": {
+        "listeners": "SASL_SSL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        "advertised.listeners": "SASL_SSL://127.0.0.1:9092",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "SASL_SSL",
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "ssl.client.auth": None,
+    },
+    "sasl_ssl_plain": {
+        "listeners": "SASL_SSL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        "inter.broker.listener.name": "SASL_SSL",
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms": "PLAIN",
+        "ssl.client.auth": None,
+    },
+    "ssl_mtls": {
+        "listeners": "SSL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        "advertised.listeners": "SSL://127.0.0.1:9092",
+        "listener.security.protocol.map": "SSL:SSL,CONTROLLER:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "SSL",
+        "ssl.client.auth": "required",
+        "ssl.principal.mapping.rules": "RULE:^CN=([^,]+)$/$1/,DEFAULT",
+        "sasl.mechanism.inter.broker.protocol": None,
+    },
+}
+COMMON_KEYS = {
+    "node.id": "1",
+    "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "super.users": "User:admin;User:broker",
+    "allow.everyone.if.no.acl.found": "false",
+    "ssl.keystore.type": "PKCS12",
+    "ssl.truststore.type": "PEM",
+}
+
+
+def _parse(text: str) -> dict[str, str]:
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+@pytest.mark.parametrize("mode", sorted(SERVER_KEYS))
+def test_server_properties_of_each_mode(tmp_path: Path, mode: str) -> None:
+    security = BrokerSecurity(tmp_path, mode)
+    security.prepare()
+    props = _parse(security.server_properties(TEMPLATE))
+    for key, value in (SERVER_KEYS[mode] | COMMON_KEYS).items():
+        assert props.get(key) == value, key
+    users = ["admin", "driftline", "driftline-noacl"]
+    scram = [f"SCRAM-SHA-512=[name={u},password={security.password(u)}]" for u in users]
+    args = security.format_args()
+    assert args == ([a for s in scram for a in ("--add-scram", s)] if "scram" in mode else [])
+    assert BrokerSecurity(tmp_path).mode == mode  # a data dir keeps the mode it was made with
+
+
+def test_plaintext_leaves_the_broker_as_it_was(tmp_path: Path) -> None:
+    security = BrokerSecurity(tmp_path)
+    assert security.mode == "plaintext"
+    security.prepare()
+    assert security.server_properties(TEMPLATE) == TEMPLATE
+    assert security.format_args() == [] and security.client_config() == {}
+    assert not (tmp_path / "security").exists()
+
+
+def test_an_unknown_mode_is_named() -> None:
+    with pytest.raises(KafkaLauncherError, match="unknown security mode 'sasl_plaintext'; choose"):
+        BrokerSecurity(Path("/nonexistent"), "sasl_plaintext")
 
 
 # --------------------------------------------------------------------------- clients
@@ -285,10 +366,12 @@ def test_cli_start_and_status_of_a_secured_broker(secured_kafka: SecuredKafka) -
     start = _cli("start", "--data-dir", data_dir)  # the mode is the data dir's
     assert start.returncode == 0, start.stderr
     assert f"already running from {data_dir} at {secured_kafka.bootstrap}" in start.stdout
-    assert "sasl_ssl_plain: SASL_SSL with PLAIN; StandardAuthorizer on" in start.stdout
-    for path in (secured_kafka.properties, secured_kafka.java_properties,
-                 secured_kafka.noacl_properties, secured_kafka.noacl_java_properties):  # fmt: skip
-        assert str(path) in start.stdout
+    assert "security:  sasl_ssl_plain: SASL_SSL with PLAIN; StandardAuthorizer on" in start.stdout
+    assert f"client:    {secured_kafka.properties}  (librdkafka" in start.stdout
+    assert f"{secured_kafka.java_properties}  (Java: kafka-*.sh --command-config)" in start.stdout
+    assert "driftline-noacl (no ACL), admin (super user): " in start.stdout
+    assert f"{data_dir}/clients/<user>.{{librdkafka,java}}.properties" in start.stdout
+    assert secured_kafka.noacl_properties.parent == secured_kafka.properties.parent
 
     status = _cli("status", "--data-dir", data_dir)
     assert status.returncode == 0, status.stderr
