@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
-from driftline.agents.decode import parse_timestamp_ms
+from driftline.agents.decode import classify_bad_json, parse_timestamp_ms
 from driftline.errors import DriftlineError, RecordError
 from driftline.spec import LabelsSpec, PipelineSpec
 from driftline.streams.importance import (
@@ -136,7 +136,7 @@ class LabelDecoder:
         try:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as e:
-            raise RecordError("invalid_json", f"not valid JSON: {e}") from None
+            raise classify_bad_json(value, e) from None
         if not isinstance(doc, dict):
             raise RecordError("not_an_object", "a label must be a JSON object")
         jid, part = self._id(doc)

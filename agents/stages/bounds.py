@@ -55,7 +55,7 @@ class EventBounds:
 
     def check(
         self,
-        entities: Sequence[str],
+        entities: Sequence[str] | None,
         times: Sequence[int],
         stamps: Sequence[int | None],
         now_ms: int,
@@ -63,11 +63,12 @@ class EventBounds:
         """The event times as int64 (0 where out of range), and the rows out of bounds with why.
 
         ``stamps`` are the records' broker timestamps (None or negative: not known, the
-        worker's clock ``now_ms`` stands in).
+        worker's clock ``now_ms`` stands in). ``entities`` None: the times only.
         """
         n = len(times)
         bad: dict[int, RecordError] = {}
-        self._keys(entities, bad)
+        if entities is not None:
+            self._keys(entities, bad)
         try:
             ts = np.array(times, dtype=np.int64).reshape(n)
         except OverflowError:

@@ -23,6 +23,7 @@ from driftline.agents.labels import (
 )
 from driftline.agents.stages.alert_episodes import AlertEpisodes
 from driftline.agents.stages.alerts import AlertDocs
+from driftline.agents.stages.bounds import EventBounds
 from driftline.agents.stages.dead_letters import DeadLetters
 from driftline.agents.stages.frame import Frame
 from driftline.agents.stages.outcome import BatchOutcome, Outbound
@@ -63,6 +64,11 @@ class LabelStage:
         self.episodes = episodes
         self.alerts = alerts
         self.dead = dead
+        # label times: bounded like event times, so one label cannot expire every prediction
+        ls, inp = spec.labels, spec.input
+        assert ls is not None
+        self.bounds = EventBounds(inp.max_key_bytes, inp.max_future_ms, "",
+                                  ls.time_field or "the record's timestamp")  # fmt: skip
         self.clock_ms: int | None = None  # largest label time seen
         self._log_keys: list[bytes] = []  # live label-log records on the changelog
 
@@ -123,11 +129,12 @@ class LabelStage:
         ys: list[float] = []
         ts: list[int] = []
         rows: list[int] = []
+        rejected: list[tuple[int, Exception]] = []
         for i, (raw, stamp) in enumerate(zip(cols.values, cols.stamps, strict=True)):
             try:
                 jid, y, t, part = dec.decode(raw, stamp)
             except Exception as e:
-                self.dead.reject(out, cols, i, e, now_ms)
+                rejected.append((i, e))
                 continue
             if part is not None and part != self.partition:
                 out.forwarded.append((part, cols.keys[i], raw))  # type: ignore[arg-type]
@@ -136,10 +143,17 @@ class LabelStage:
             ys.append(y)
             ts.append(t)
             rows.append(i)
+        t_arr, out_of_bounds = self.bounds.check(None, ts, [cols.stamps[r] for r in rows], now_ms)
+        if out_of_bounds:
+            rejected += [(rows[j], e) for j, e in out_of_bounds.items()]
+            keep = [j for j in range(len(rows)) if j not in out_of_bounds]
+            ids, ys, ts = [ids[j] for j in keep], [ys[j] for j in keep], [ts[j] for j in keep]
+            rows, t_arr = [rows[j] for j in keep], t_arr[keep]
+        for i, e in sorted(rejected, key=lambda r: r[0]):
+            self.dead.reject(out, cols, i, e, now_ms)
         if ids:
             id_arr = np.empty(len(ids), dtype=object)
             id_arr[:] = ids
-            t_arr = np.array(ts, dtype=np.int64)
             top = int(t_arr.max())
             if self.clock_ms is None or top > self.clock_ms:
                 self.clock_ms = top

@@ -10,13 +10,15 @@ import tomllib
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
 
 from driftline.agents.decode import RecordDecoder
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import demo_spec_text, train_demo_model
 from driftline.agents.pipeline import PartitionPipeline
+from driftline.agents.predictor import build_predictor
 from driftline.agents.stages.bounds import EventBounds
 from driftline.agents.stages.dead_letters import DeadLetterLog, DeadLetters
 from driftline.agents.stages.decode import decode_batch
@@ -321,3 +323,46 @@ def test_a_bug_is_a_processing_error_with_one_traceback_per_interval(
     assert out.dead_letters == Counter({"processing_error": 50})
     [line] = caplog.records
     assert line.exc_info is not None and "KeyError('boom')" in line.getMessage()
+
+
+def test_hostile_labels_are_dead_letters_and_cannot_expire_the_predictions(
+    tmp_path: Path,
+) -> None:
+    """A label dated 9999-12-31 moved the label clock there (every waiting prediction expired);
+    one at 2^63 ms stopped the batch with an OverflowError."""
+    data = tomllib.loads(demo_spec_text())
+    data["model"]["path"] = str(tmp_path / "m.pkl")
+    train_demo_model(tmp_path / "m.pkl", list(data["model"]["inputs"]), n=2_000)
+    data["labels"] = {"ttl_ms": 60_000, "time_field": "ts"}
+    spec = parse_spec(data)
+    pred, version = build_predictor(spec)
+    pipe = PartitionPipeline(spec, 0, pred, version)
+    evs = list(SyntheticStream(n=20, shift_at=20, seed=3, n_entities=5).events())
+    pipe.process([RawRecord("driftline.demo.events", 0, i, e["ts"], None, orjson.dumps(e))
+                  for i, e in enumerate(evs)])  # fmt: skip
+    t = evs[-1]["ts"]
+
+    def label(i: int, ts: str) -> bytes:
+        return (
+            f'{{"prediction_id": "driftline.demo.events:0:{i}", "label": 1, "ts": {ts}}}'.encode()
+        )
+
+    values = [
+        label(0, '"9999-12-31T23:59:59Z"'),
+        label(1, str(2**63)),
+        label(2, "-5"),
+        b"\xef\xbb\xbf" + label(3, str(t)),
+        label(4, "1" * 400),
+        label(5, str(t)),
+    ]
+    recs = [RawRecord("driftline.labels", 0, i, t, None, v) for i, v in enumerate(values)]
+    oc = pipe.process_labels(RecordColumns.from_records(recs))
+    dlq = [orjson.loads(v) for topic, _, v in oc.messages if topic == spec.output.dlq_topic]
+    assert [(d["source"]["offset"], d["reason"]) for d in dlq] == [
+        (0, "future_event"), (1, "number_out_of_range"), (2, "bad_timestamp"),
+        (3, "byte_order_mark"), (4, "number_out_of_range"),
+    ]  # fmt: skip
+    for d in dlq:
+        validate("dead_letter", d)
+    assert oc.labels is not None and oc.labels.joined == 1
+    assert pipe.labels is not None and pipe.labels.counters()["expired_prediction"] == 0
