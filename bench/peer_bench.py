@@ -46,7 +46,6 @@ started by ``driftline.localkafka`` for this run (and stopped at the end).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import math
@@ -83,16 +82,12 @@ TARGET_P99_MS = {"at_least_once": 20.0, "exactly_once": 150.0}
 
 
 def _pipeline_bench() -> ModuleType:
-    """bench/pipeline_bench.py as a module (bench/ is not a package): its helpers are reused."""
-    mod = sys.modules.get("pipeline_bench")
-    if mod is not None:
-        return mod
-    spec = importlib.util.spec_from_file_location("pipeline_bench", HERE / "pipeline_bench.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["pipeline_bench"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """bench/pipeline_bench.py (bench/ is not a package, so from this folder): its helpers."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import pipeline_bench
+
+    return pipeline_bench
 
 
 # ----------------------------------------------------------------------------- /proc
@@ -836,45 +831,29 @@ def scale_events(n: int, n_entities: int, seed: int = 11) -> Iterator[tuple[byte
 
 
 def produce(bootstrap: str, topic: str, events: Iterator[tuple[bytes, bytes]]) -> int:
-    """Write ``events`` to a fresh ``topic`` (idempotent, so in order); their count."""
-    from confluent_kafka import KafkaError, Message, Producer
-
-    from driftline.agents.kafka_io import ensure_topics
+    """Write ``events`` to a fresh ``topic`` (idempotent, so in order, uncompressed); their
+    count, checked against the topic's offsets."""
+    from driftline.agents.kafka_io import ensure_topics, make_producer, produce_all
 
     pb = _pipeline_bench()
     ensure_topics(bootstrap, [topic], partitions=PARTITIONS)
-    errors: list[str] = []
+    p = make_producer(bootstrap, **{"linger.ms": 20, "batch.size": 1_000_000,
+                                    "compression.type": "none"})  # fmt: skip
+    counted = [0]
 
-    def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            errors.append(str(err))
+    def counting() -> Iterator[tuple[str, bytes, bytes]]:
+        for key, value in events:
+            counted[0] += 1
+            if counted[0] % 1000 == 0:
+                p.poll(0)
+            yield topic, key, value
 
-    p = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "batch.size": 1_000_000,
-            "acks": "all",
-            "enable.idempotence": True,
-            "queue.buffering.max.messages": 1_000_000,
-            "queue.buffering.max.kbytes": 1_048_576,
-        }
-    )
-    n = 0
-    for key, value in events:
-        while True:
-            try:
-                p.produce(topic, value, key, on_delivery=on_delivery)
-                break
-            except BufferError:
-                p.poll(0.05)
-        n += 1
-        if n % 1000 == 0:
-            p.poll(0)
+    produce_all(p, counting())
     left = p.flush(300)
-    if left or errors:
-        raise pb.BenchError(f"{left} events not delivered; errors: {errors[:3]}")
-    return n
+    stored = pb.topic_size(bootstrap, topic)
+    if left or stored != counted[0]:
+        raise pb.BenchError(f"{topic}: {stored} of {counted[0]} events stored ({left} queued)")
+    return stored
 
 
 def synthetic_events(n: int) -> Iterator[tuple[bytes, bytes]]:
