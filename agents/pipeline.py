@@ -40,30 +40,33 @@ from driftline.spec import DetectorSpec, PipelineSpec, build_spec_detector, to_f
 from driftline.streams.features import FeatureEngine
 from driftline.streams.model import BatchPredictor
 
-#: How far ahead of this machine's clock a restored watermark may be (clock skew between
-#: machines, events stamped ahead of their broker time): beyond it the snapshot is refused, since
-#: every later event would be late.
-WATERMARK_AHEAD_LIMIT_MS = 86_400_000
+#: Clock differences between the machine that wrote a snapshot and the one restoring it that a
+#: restored watermark may show beyond ``input.max_future_ms``.
+CLOCK_SLACK_MS = 3_600_000
 
 
-def check_watermark(watermark_ms: int | None, now_ms: float) -> None:
-    """Raise `DriftlineError` if a restored ``watermark_ms`` is over a day ahead of ``now_ms``.
+def check_watermark(watermark_ms: int | None, now_ms: float, max_future_ms: int) -> None:
+    """Raise `DriftlineError` if a restored ``watermark_ms`` is further ahead of ``now_ms``
+    than events may be (``max_future_ms``, ``input.max_future_ms``) plus `CLOCK_SLACK_MS`:
+    every later event would be late.
 
     Examples
     --------
-    >>> check_watermark(None, 0.0)
-    >>> check_watermark(2**62, 1.7e12)  # doctest: +ELLIPSIS
+    >>> check_watermark(None, 0.0, 3_600_000)
+    >>> check_watermark(1_700_007_000_000, 1.7e12, 3_600_000)  # 1 h 57 min ahead: clock slack
+    >>> check_watermark(2**62, 1.7e12, 3_600_000)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     driftline.errors.DriftlineError: state: the saved watermark 4611686018427387904 is ... ahead \
 of this machine's clock ...
     """
-    if watermark_ms is not None and watermark_ms > now_ms + WATERMARK_AHEAD_LIMIT_MS:
-        days = (watermark_ms - now_ms) / 86_400_000
+    if watermark_ms is not None and watermark_ms > now_ms + max_future_ms + CLOCK_SLACK_MS:
+        ahead_h = (watermark_ms - now_ms) / 3_600_000
         raise DriftlineError(
-            f"state: the saved watermark {watermark_ms} is {days:.3g} days ahead of this "
-            "machine's clock (more than 1 day): every later event would be late. The snapshot "
-            "was forged, or written from a record stamped far in the future"
+            f"state: the saved watermark {watermark_ms} is {ahead_h:.4g} hours ahead of this "
+            f"machine's clock (events may be {max_future_ms} ms ahead, input.max_future_ms, plus "
+            f"{CLOCK_SLACK_MS} ms of clock slack): every later event would be late. The snapshot "
+            "was forged, or written before driftline bounded event times"
         )
 
 
@@ -261,7 +264,7 @@ class PartitionPipeline:
                 "pipeline.name, or delete its state changelog topic to start over"
             )
         engine = FeatureEngine.restore(self._feature_defs, self.spec.grace_ms, state["features"])
-        check_watermark(engine.watermark_ms, time.time() * 1000)
+        check_watermark(engine.watermark_ms, time.time() * 1000, self.spec.input.max_future_ms)
         self.engine = engine
         self.skew.restore(state.get("skew", {}))
         labels = state.get("labels")

@@ -343,7 +343,7 @@ CASES: list[tuple[str, Callable[[Changelog, bytes], int], str]] = [
     ("the head tombstoned", lambda log, e: log.add(b"0/head", None),
      "the snapshot head was deleted (a tombstone written outside driftline)"),
     ("a forged watermark far in the future",
-     lambda log, e: _shape(log, _forge_watermark), "days ahead of this machine's clock"),
+     lambda log, e: _shape(log, _forge_watermark), "hours ahead of this machine's clock"),
 ]  # fmt: skip
 
 
