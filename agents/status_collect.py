@@ -7,11 +7,17 @@ counters and latency histogram, and the recent alerts. It keeps a bounded histor
 detector's statistic (sampled by the worker every half second, only when the detector saw new
 values). :meth:`StatusCollector.snapshot` is ``/status.json``; `agents.status_render` draws it
 as ``/status`` and `agents.status_client` summarises it for ``driftline status``.
+
+Input values stay off the pages unless the spec says ``worker.status_values = true``: without
+it a KS detector's reference and current histograms (their bin edges are percentiles of the
+input) are left out, and an alert detail quoting a window's min/max says only that they left
+the reference range. Statistics, p-values, counts, offsets and event times are shown either way.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -27,6 +33,21 @@ HIST_BINS = 30
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
 Key = tuple[str, str, int]
+
+#: An alert detail's part that quotes input values (the summary detector's range check).
+_VALUES_IN_DETAIL = re.compile(r"min/max \S+/\S+")
+
+
+def hide_values(alert: dict[str, Any]) -> dict[str, Any]:
+    """``alert`` without the input values its ``detail`` may quote.
+
+    >>> hide_values({"detail": "mean shift 2.1 std > 0.5; min/max -3.2/412.5 > 0.1"})["detail"]
+    'mean shift 2.1 std > 0.5; min/max outside the reference range > 0.1'
+    """
+    detail = alert.get("detail")
+    if not isinstance(detail, str):
+        return alert
+    return {**alert, "detail": _VALUES_IN_DETAIL.sub("min/max outside the reference range", detail)}
 
 
 def _finite(x: Any) -> float | None:
@@ -110,8 +131,11 @@ class StatusCollector:
         *,
         history: int = HISTORY,
         clock: Callable[[], float] = time.time,
+        values: bool = False,
     ) -> None:
+        """``values``: show input values (``worker.status_values``; see the module doc)."""
         self.runner = runner
+        self.values = values
         self.metrics = metrics
         self.history_len = history
         self.clock = clock
@@ -188,11 +212,15 @@ class StatusCollector:
                     "statistic": _finite(d["statistic"]),
                     "p_value": _finite(d["p_value"]),
                     "n_seen": int(d["n_seen"]),
-                    "distribution": distribution(d.get("reference"), d.get("current")),
+                    "distribution": (
+                        distribution(d.get("reference"), d.get("current")) if self.values else None
+                    ),
                     "history": [list(h) for h in self._history.get(key, ())],
                 }
             )
         alerts = self.recent_alerts()
+        if not self.values:
+            alerts = [hide_values(a) for a in alerts]
         quality: dict[tuple[str, str], dict[str, float | None]] = {}
         for lb, v in s.get("driftline_model_metric", []):
             key = (lb.get("partition", ""), lb.get("window", ""))
@@ -210,6 +238,7 @@ class StatusCollector:
             "worker_id": st["worker_id"],
             "input_topic": st["input_topic"],
             "generated_at_ms": int(self.clock() * 1000),
+            "values_shown": self.values,
             "partitions": list(st["partitions"]),
             "watermarks_ms": {str(p): w for p, w in st["watermarks_ms"].items()},
             "counters": {

@@ -30,6 +30,7 @@ from driftline.agents.runner import TransactionalRunner, changelog_topic, defaul
 from driftline.agents.state import StateReset
 from driftline.agents.status_page import StatusCollector, render_html
 from driftline.agents.topics import ensure_pipeline_topics, host_app_id, host_leader_topic
+from driftline.agents.web import serve_only_driftline_pages, web_settings
 from driftline.errors import DriftlineError, SpecError
 from driftline.kafka_config import Kafka, KafkaConfig, aiokafka_auth
 from driftline.spec import PipelineSpec
@@ -174,10 +175,8 @@ def create_app(
         store="memory://",
         # faust's own data dir (unused by driftline's state, which lives on the changelog)
         datadir=str(Path(tempfile.gettempdir()) / f"driftline-faust-{spec.name}-{worker_id}"),
-        web_enabled=True,
-        web_host=web_host,
-        web_port=web_port,
-        web_in_thread=False,
+        # driftline's pages only, listening on web_host alone (agents/web.py)
+        **web_settings(web_host, web_port),
         topic_partitions=1,
         topic_replication_factor=host_replicas,
         # faust's own (topic-less) consumer group: after a crash its dead member must time out
@@ -202,7 +201,7 @@ def create_app(
         report = runner.health(HEALTH_STALL_S)
         return web.json(report, status=200 if report["healthy"] else 503)
 
-    status = StatusCollector(runner, metrics)
+    status = StatusCollector(runner, metrics, values=spec.worker.status_values)
 
     @app.timer(interval=0.5)
     async def sample_status() -> None:  # the status page's statistic history
@@ -216,6 +215,7 @@ def create_app(
     async def status_json(web: Any, request: Any) -> Any:
         return web.bytes(status.json_bytes(), content_type="application/json")
 
+    serve_only_driftline_pages(app)
     app.driftline_runner = runner  # type: ignore[attr-defined]
     return app
 

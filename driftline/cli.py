@@ -56,6 +56,17 @@ def _kafka(args: argparse.Namespace, spec: Any = None, required: bool = True) ->
     )
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return port
+
+
 def _args(args: argparse.Namespace, *names: str, **renamed: str) -> dict[str, Any]:
     """Keyword arguments from parsed options: ``names`` as they are, ``param="option"`` renamed."""
     return {name: getattr(args, name) for name in names} | {
@@ -65,9 +76,11 @@ def _args(args: argparse.Namespace, *names: str, **renamed: str) -> dict[str, An
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from driftline.agents.worker import run_worker
-    from driftline.spec import load_spec
+    from driftline.spec import check_web_host, load_spec
 
     spec = load_spec(args.config)
+    if args.web_host is not None:
+        check_web_host(args.web_host, "--web-host")
     run_worker(
         spec,
         _kafka(args, spec),
@@ -483,8 +496,18 @@ def _add_worker(sub: Any) -> None:
     w = _command(sub, "worker", _cmd_worker)
     _config_arg(w)
     _bootstrap_arg(w)
-    w.add_argument("--web-host", default=None, help="bind address for /metrics (default: spec)")
-    w.add_argument("--web-port", type=int, default=None, help="port for /metrics (default: spec)")
+    w.add_argument(
+        "--web-host",
+        default=None,
+        help="the one address the web server (/metrics, /healthz, /status) listens on "
+        "(default: the spec's worker.web_host, 127.0.0.1)",
+    )
+    w.add_argument(
+        "--web-port",
+        type=_port,
+        default=None,
+        help="its port (default: the spec's worker.web_port)",
+    )
     w.add_argument(
         "--worker-id",
         default=None,
@@ -555,7 +578,9 @@ def _add_demo_commands(sub: Any) -> None:
     d.add_argument("--events", type=int, default=200_000, help="events to produce (default 200000)")
     d.add_argument("--shift-at", type=int, default=120_000, help="event index of the shift")
     d.add_argument("--timeout", type=float, default=120.0, help="stop after this many seconds")
-    d.add_argument("--web-port", type=int, default=None, help="worker metrics port (default: free)")
+    d.add_argument(
+        "--web-port", type=_port, default=None, help="worker metrics port (default: free)"
+    )
 
     v = _command(sub, "validate", _cmd_validate)
     _config_arg(v)

@@ -223,6 +223,8 @@ class WorkerSpec:
     auto_offset_reset: str
     processing_guarantee: str
     commit_interval_ms: int
+    #: /status and /status.json show input values (KS histograms, min/max in alert details)
+    status_values: bool
 
 
 @dataclass(frozen=True)
@@ -691,8 +693,9 @@ def _check_topics(data: Mapping[str, Any], changelog: str) -> None:
         seen[topic] = f"spec key {key}"
 
 
-def check_web_host(host: str) -> None:
-    """``worker.web_host`` is an IP address or a host name (what the web server binds to)."""
+def check_web_host(host: str, where: str = "spec key worker.web_host") -> None:
+    """``worker.web_host`` (or ``where``) is an IP address or a host name (what the web server
+    binds to)."""
     try:
         ipaddress.ip_address(host)
         return
@@ -702,7 +705,7 @@ def check_web_host(host: str) -> None:
     ok = len(host) <= 253 and all(_HOST_LABEL.fullmatch(lb) for lb in labels)
     if not ok or labels[-1].isdigit():
         raise SpecError(
-            f"spec key worker.web_host: {host!r} is not an IP address or a host name; give "
+            f"{where}: {host!r} is not an IP address or a host name; give "
             "the address the web server binds to (127.0.0.1: this host only)"
         )
 

@@ -72,7 +72,7 @@ class Clock:
 @pytest.fixture
 def setup() -> tuple[FakeRunner, WorkerMetrics, StatusCollector]:
     runner, metrics = FakeRunner(), WorkerMetrics("p")
-    col = StatusCollector(runner, metrics, clock=Clock())
+    col = StatusCollector(runner, metrics, clock=Clock(), values=True)  # worker.status_values
     yield runner, metrics, col
     col.close()
 
@@ -125,6 +125,33 @@ def test_snapshot_counts_latency_distribution_and_firing(setup: Any) -> None:
     assert len(dist["edges"]) == len(dist["reference"]) + 1
     assert sum(dist["reference"]) == pytest.approx(1) and sum(dist["current"]) == pytest.approx(1)
     assert snap["alerts_firing"] >= 1
+
+
+def test_input_values_stay_off_the_page_by_default() -> None:
+    """Without worker.status_values: no histograms (their edges are input percentiles) and no
+    min/max in alert details; the statistics stay."""
+    runner, metrics = FakeRunner(), WorkerMetrics("p")
+    _shift(runner, 2)
+    alert = {"status": "firing", "detector": "x_sum", "target": "x", "statistic": 3.0,
+             "window": {"partition": 0, "offset": 9},
+             "detail": "mean shift 2.9 std > 0.5; min/max -1.234/987.6 > 0.1"}  # fmt: skip
+    metrics.recent_alerts.append(alert)
+    hidden = orjson.loads(StatusCollector(runner, metrics).json_bytes())
+    shown = orjson.loads(StatusCollector(runner, metrics, values=True).json_bytes())
+    assert (hidden["values_shown"], shown["values_shown"]) == (False, True)
+    ks_hidden, ks_shown = (next(d for d in s["detectors"] if d["type"] == "ks")
+                           for s in (hidden, shown))  # fmt: skip
+    assert ks_hidden["distribution"] is None and ks_shown["distribution"] is not None
+    assert ks_hidden["statistic"] == ks_shown["statistic"] and ks_hidden["p_value"] < 1e-6
+    assert hidden["recent_alerts"][0]["detail"] == (
+        "mean shift 2.9 std > 0.5; min/max outside the reference range > 0.1"
+    )
+    assert shown["recent_alerts"][0]["detail"] == alert["detail"]
+    for value in ("987.6", "-1.234"):
+        assert value not in orjson.dumps(hidden).decode()
+    assert "987.6" in orjson.dumps(shown).decode()
+    page = render_html(hidden)
+    assert "987.6" not in page and '<svg class="plot dist"' not in page
 
 
 def test_distribution_shares_bins_and_clips_outliers() -> None:

@@ -76,6 +76,7 @@ def worker(
     data = named_demo_spec(f"obs-{uid}")
     port = free_port()
     data["worker"]["web_port"] = port
+    data["worker"]["status_values"] = True  # the page's histograms (input values) shown
     data["labels"] = {"topic": f"obs-{uid}.labels", "time_field": "label_time_ms",
                       "count_window": 500}  # fmt: skip
     spec_path, _ = write_pipeline(tmp, data, kafka_bootstrap)
