@@ -114,37 +114,35 @@ SEEDS = _seeds()
 
 
 # -- the schema's key paths, so sections added later are fuzzed too ------------------------------
-def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
-    while isinstance(node, dict) and "$ref" in node:
-        ref = node["$ref"]
-        extra = {k: v for k, v in node.items() if k != "$ref"}
-        node = {**root["$defs"][ref.rsplit("/", 1)[-1]], **extra}
-    return node
-
-
 def schema_paths() -> list[tuple[tuple[str, ...], dict[str, Any]]]:
     """Every ``(key path, schema node)`` of the spec schema: ``[]`` stands for an array item,
-    ``*`` for a key of a free-form table (``input.fields.*``)."""
+    ``*`` for a key of a free-form table (``input.fields.*``); a recursive ``$ref`` is followed
+    once."""
     root = load_schema("spec")
     out: list[tuple[tuple[str, ...], dict[str, Any]]] = []
 
-    def walk(node: Any, path: tuple[str, ...]) -> None:
-        node = _resolve(node, root)
+    def walk(node: Any, path: tuple[str, ...], refs: frozenset[str]) -> None:
         if not isinstance(node, dict):
             return
+        if "$ref" in node:
+            ref = node["$ref"]
+            if ref in refs:
+                return
+            extra = {k: v for k, v in node.items() if k != "$ref"}
+            node, refs = {**root["$defs"][ref.rsplit("/", 1)[-1]], **extra}, refs | {ref}
         if path:
             out.append((path, node))
         for k, sub in node.get("properties", {}).items():
-            walk(sub, (*path, k))
+            walk(sub, (*path, k), refs)
         if isinstance(node.get("items"), dict):
-            walk(node["items"], (*path, "[]"))
+            walk(node["items"], (*path, "[]"), refs)
         if isinstance(node.get("additionalProperties"), dict):
-            walk(node["additionalProperties"], (*path, "*"))
+            walk(node["additionalProperties"], (*path, "*"), refs)
         for alt in ("oneOf", "anyOf"):
             for sub in node.get(alt, []):
-                walk(sub, path)
+                walk(sub, path, refs)
 
-    walk(root, ())
+    walk(root, (), frozenset())
     return out
 
 
