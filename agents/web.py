@@ -11,7 +11,11 @@ index). :func:`web_settings` binds exactly ``worker.web_host`` and turns each bu
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any
+
+from driftline.errors import SpecError
 
 #: faust's settings for its built-in views, all off.
 FAUST_VIEWS_OFF = {
@@ -48,3 +52,40 @@ def serve_only_driftline_pages(app: Any) -> None:
     worker starts (blueprints are applied when the server is initialised).
     """
     app.web.blueprints._enabled.clear()
+
+
+def check_listen(host: str, port: int) -> None:
+    """A `SpecError` unless the web server could listen on ``host:port``: checked before the
+    worker starts, so a host that is not this machine's or a port in use is one line naming
+    the setting, not a traceback from the web server once everything else has started.
+
+    >>> with socket.socket() as s:
+    ...     s.bind(("127.0.0.1", 0))
+    ...     s.listen()
+    ...     check_listen("127.0.0.1", s.getsockname()[1])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    driftline.errors.SpecError: worker.web_port ...: in use on 127.0.0.1 (another worker ...
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise SpecError(
+            f"worker.web_host {host!r}: no such address ({e.strerror}); give an address of "
+            "this host (127.0.0.1: this host only)"
+        ) from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server does
+        try:
+            s.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise SpecError(
+                    f"worker.web_port {port}: in use on {host} (another worker on this host?); "
+                    "give each worker its own port (worker.web_port or --web-port)"
+                ) from None
+            raise SpecError(
+                f"worker.web_host {host!r}: cannot listen there ({e.strerror}); give an "
+                "address of this host (127.0.0.1: this host only)"
+            ) from None

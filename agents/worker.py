@@ -30,7 +30,7 @@ from driftline.agents.runner import TransactionalRunner, changelog_topic, defaul
 from driftline.agents.state import StateReset
 from driftline.agents.status_page import StatusCollector, render_html
 from driftline.agents.topics import ensure_pipeline_topics, host_app_id, host_leader_topic
-from driftline.agents.web import serve_only_driftline_pages, web_settings
+from driftline.agents.web import check_listen, serve_only_driftline_pages, web_settings
 from driftline.errors import DriftlineError, SpecError
 from driftline.kafka_config import Kafka, KafkaConfig, aiokafka_auth
 from driftline.spec import PipelineSpec
@@ -240,6 +240,7 @@ def run_worker(
     """
     add_secrets(KafkaConfig.of(bootstrap).secret_values())  # redacted by value in every log
     logging.config.dictConfig(logging_config(log_format, loglevel))  # preflight's logs too
+    check_listen(web_host, web_port)  # before anything starts
     if create_topics:
         from driftline.agents.topics import create_pipeline_topics
 
