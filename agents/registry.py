@@ -85,6 +85,13 @@ def registry_client_config(
     return conf
 
 
+def registry_secrets(conf: Mapping[str, Any]) -> list[str]:
+    """The secret values of a :func:`registry_client_config` (for the log redactor)."""
+    auth = conf.get("basic.auth.user.info")
+    found = [auth.partition(":")[2]] if auth else []
+    return found + ([conf["ssl.key.password"]] if "ssl.key.password" in conf else [])
+
+
 def registry_client(sr: SchemaRegistrySpec, env: Mapping[str, str] | None = None) -> Any:
     """A ``confluent_kafka.schema_registry`` client for ``sr`` (``mock://NAME``: the one
     in-memory registry of that name in this process). SpecError if TLS files do not load."""

@@ -239,6 +239,10 @@ def run_worker(
     ``reset_state``: input partitions whose saved state is ignored once (``--reset-state``).
     """
     add_secrets(KafkaConfig.of(bootstrap).secret_values())  # redacted by value in every log
+    if spec.schema_registry is not None:  # its secrets and files, before any broker is asked
+        from driftline.agents.registry import registry_client_config, registry_secrets
+
+        add_secrets(registry_secrets(registry_client_config(spec.schema_registry)))
     logging.config.dictConfig(logging_config(log_format, loglevel))  # preflight's logs too
     check_listen(web_host, web_port)  # before anything starts
     if create_topics:

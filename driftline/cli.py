@@ -273,6 +273,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.config)  # reference profiles are read and checked here
     build_predictor(spec)  # the model file, loaded and checked as the worker does at start
+    if spec.schema_registry is not None:  # its secrets (environment, files) and TLS files
+        from driftline.agents.registry import registry_client
+
+        registry_client(spec.schema_registry)
     print(
         f"{args.config}: valid pipeline {spec.name!r}: input {spec.input.topic}, "
         f"{len(spec.features)} features, {len(spec.detectors)} detectors, "

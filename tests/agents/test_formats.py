@@ -34,6 +34,7 @@ from driftline.agents.registry import (
     ENV_KEY_PASSWORD,
     registry_client,
     registry_client_config,
+    registry_secrets,
 )
 from driftline.errors import RecordError, SpecError
 from driftline.localkafka import free_port
@@ -395,3 +396,39 @@ def test_replay_reads_event_files_as_json_whatever_the_topic_format(tmp_path: Pa
     assert len(sums[0]) == 6
     features = [[orjson.loads(m[2])["features"] for m in ms] for ms in sums]
     assert features[0] == features[1]
+
+
+def test_registry_secrets_are_handed_to_the_log_redactor(tmp_path: Path) -> None:
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).write_text("x")
+    sr = _sr("http://r:8081", cert_file=tmp_path / "c.pem", key_file=tmp_path / "k.pem")
+    conf = registry_client_config(sr, {ENV_BASIC_AUTH: "bob:pw:with:colons",
+                                       ENV_KEY_PASSWORD: "kpw"})  # fmt: skip
+    assert registry_secrets(conf) == ["pw:with:colons", "kpw"]
+    assert registry_secrets(registry_client_config(_sr("http://r:8081"), {})) == []
+
+
+def test_validate_checks_the_registry_secrets(tmp_path: Path) -> None:
+    """``driftline validate`` fails as the worker would (exit 2, one line) when a secret file
+    cannot be read, before any broker is asked."""
+    import subprocess
+    import sys
+
+    from driftline.agents.demo import _to_toml
+
+    data = _spec_data("avro", {"url": "https://r:8081", "basic_auth_file": "missing-auth"})
+    (tmp_path / "spec.toml").write_text(_to_toml(data))
+    run = subprocess.run([sys.executable, "-m", "driftline.cli", "validate", "-c",
+                          str(tmp_path / "spec.toml")], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        f"driftline: error: spec key schema_registry.basic_auth_file: cannot read "
+        f"{tmp_path / 'missing-auth'}: No such file or directory; point it at a readable file "
+        f"(or set ${ENV_BASIC_AUTH})"
+    ]
+    (tmp_path / "missing-auth").write_text("bob:pw\n")
+    run = subprocess.run([sys.executable, "-m", "driftline.cli", "validate", "-c",
+                          str(tmp_path / "spec.toml")], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr

@@ -14,9 +14,12 @@ A ``driftline worker`` subprocess with the closed-port registry shows the same o
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,9 +37,9 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from driftline.agents.demo import _to_toml, worker_argv
 from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.metrics import WorkerMetrics
-from driftline.agents.registry import registry_client
+from driftline.agents.registry import ENV_BASIC_AUTH, registry_client
 from driftline.agents.runner import TransactionalRunner
-from driftline.agents.scrape import read_metric
+from driftline.agents.scrape import read_metric, read_text
 from driftline.agents.worker import preflight
 from driftline.localkafka import free_port
 from driftline.spec import PipelineSpec, SchemaRegistrySpec, parse_spec
@@ -47,6 +50,7 @@ pytestmark = pytest.mark.integration
 
 T0 = 1_767_225_600_000
 N = 40  # good events per run: entity u{i % 4}, amount i
+SECRET = "Registry-Pw-6b1e"  # the basic-auth password of the worker subprocess
 
 
 def _spec(fmt: str, url: str, **registry: Any) -> PipelineSpec:
@@ -205,6 +209,15 @@ def test_unreachable_registry_pauses_then_resumes(
     assert len(back) == 1, registry_log
 
 
+def read_text_any(url: str) -> str:
+    """The body at ``url`` whatever the HTTP status (``/healthz`` answers 503 when unhealthy)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return str(r.read().decode())
+    except urllib.error.HTTPError as e:
+        return str(e.read().decode())
+
+
 def _mock_registry(url: str) -> SchemaRegistrySpec:
     sr = _spec("avro", url).schema_registry
     assert sr is not None
@@ -227,8 +240,9 @@ def test_worker_process_pauses_on_an_unreachable_registry(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """The real command: ``driftline worker`` with a registry on a closed port logs it once,
-    exports driftline_schema_registry_up 0 and a growing retry count, dead-letters nothing,
-    and stops cleanly on SIGTERM."""
+    exports driftline_schema_registry_up 0 and a growing retry count, says so on /healthz,
+    dead-letters nothing, never shows the basic-auth password (log at debug level, /metrics,
+    /status, /status.json, /healthz) and stops cleanly on SIGTERM."""
     spec = _spec("avro", f"http://127.0.0.1:{free_port()}", timeout_ms=500,
                  retry_backoff_ms=100, retry_backoff_max_ms=200)  # fmt: skip
     data = _spec_dict(spec)
@@ -243,9 +257,10 @@ def test_worker_process_pauses_on_an_unreachable_registry(
     ensure_topics(kafka_bootstrap, [spec.input.topic], partitions=2)
     _produce(kafka_bootstrap, spec.input.topic, [_writers(client)["avro"](i) for i in range(N)])
     log_path = tmp_path / "worker.log"
+    env = {**os.environ, ENV_BASIC_AUTH: f"driftline:{SECRET}"}
     proc = subprocess.Popen(
-        worker_argv(path, kafka_bootstrap, "--loglevel", "info", "--create-topics"),
-        stdout=subprocess.DEVNULL, stderr=log_path.open("wb"),
+        worker_argv(path, kafka_bootstrap, "--loglevel", "debug", "--create-topics"),
+        stdout=subprocess.DEVNULL, stderr=log_path.open("wb"), env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{spec.worker.web_port}/metrics"
     try:
@@ -261,6 +276,11 @@ def test_worker_process_pauses_on_an_unreachable_registry(
                 pass
             time.sleep(0.3)
         assert read_metric(url, "driftline_schema_registry_up", {"format": "avro"}) == 0.0
+        pages = [read_text(url.replace("/metrics", page)) for page in
+                 ("/metrics", "/status", "/status.json")]  # fmt: skip
+        health = read_text_any(url.replace("/metrics", "/healthz"))
+        assert orjson.loads(health)["status"] == "registry_unreachable", health
+        assert not any(SECRET in page for page in [*pages, health])
         assert read_metric(url, "driftline_records_dead_lettered_total") == 0.0
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -268,4 +288,5 @@ def test_worker_process_pauses_on_an_unreachable_registry(
     log = log_path.read_text()
     assert code == 0, log[-3000:]
     assert log.count("unreachable: cannot resolve schema id 1: ConnectError") == 1, log[-3000:]
+    assert SECRET not in log
     assert read_topic(kafka_bootstrap, spec.output.dlq_topic) == []
