@@ -312,6 +312,11 @@ def render_html(data: dict[str, Any], refresh_s: int = 5) -> str:
         parts.append("<h3>Reference vs current (KS)</h3><div class='plots'>")
         parts.extend(dists)
         parts.append("</div>")
+    elif not data.get("values_shown", True) and any(d["type"] == "ks" for d in dets):
+        parts.append(
+            "<p class='muted' id='values-hidden'>Reference vs current histograms are off: they "
+            "show input values (set worker.status_values = true to show them).</p>"
+        )
     by_det: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for d in dets:
         by_det.setdefault((d["detector"], d["target"]), []).append(d)

@@ -152,6 +152,8 @@ def test_input_values_stay_off_the_page_by_default() -> None:
     assert "987.6" in orjson.dumps(shown).decode()
     page = render_html(hidden)
     assert "987.6" not in page and '<svg class="plot dist"' not in page
+    assert "worker.status_values = true" in page
+    assert "values-hidden" not in render_html(shown)
 
 
 def test_distribution_shares_bins_and_clips_outliers() -> None:

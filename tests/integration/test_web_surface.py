@@ -148,6 +148,7 @@ def test_status_json_has_no_input_values_by_default(worker: Worker) -> None:
     assert not [v for v in values if v in text]
     page = _get(worker.url + "/status")[1].decode()
     assert not [v for v in values if v in page] and '<svg class="plot dist"' not in page
+    assert "worker.status_values = true" in page  # says why, and how to show them
 
 
 def test_the_default_address_is_loopback(tmp_path: Path) -> None:
