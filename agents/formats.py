@@ -148,7 +148,10 @@ class SchemaReaders:
 
     def _resolve(self, sid: int) -> Reader:
         try:
-            schema = self.client.get_schema(sid)
+            # Protobuf: the serialized FileDescriptorProto (a real registry answers with .proto
+            # text otherwise, and the client caches by id whichever was asked first)
+            fmt = "serialized" if self.format == "protobuf" else None
+            schema = self.client.get_schema(sid, fmt=fmt)
         except Exception as e:
             status, words = _registry_error(e)
             if status == 404:

@@ -232,6 +232,23 @@ def test_protobuf_values(make: Callable[[Registry], Any], expected: tuple) -> No
     r.check(make(r), expected)
 
 
+def test_protobuf_schemas_are_asked_for_serialized() -> None:
+    """A real registry gives a Protobuf schema as .proto text unless asked for the serialized
+    descriptor, which is what the library parses (and its cache keeps by id alone)."""
+    r = Registry("protobuf")
+    raw = _proto(r)
+    asked: list[tuple[int, str | None]] = []
+    get_schema = r.client.get_schema
+
+    def spy(sid: int, *a: Any, **k: Any) -> Any:  # get_schema(id, subject_name, fmt, ...)
+        asked.append((sid, k.get("fmt", a[1] if len(a) > 1 else None)))
+        return get_schema(sid, *a, **k)
+
+    r.client.get_schema = spy  # type: ignore[method-assign]
+    r.check(raw, GOOD)
+    assert asked[0] == (1, "serialized")
+
+
 def test_protobuf_messages_become_plain_values() -> None:
     r = Registry("protobuf")
     at = timestamp_pb2.Timestamp()
