@@ -199,7 +199,10 @@ class RegistryGate:
         for m in msgs:
             if m.error() is None:
                 first.setdefault((m.topic(), m.partition()), m.offset())
-        tps = [TopicPartition(t, p, o) for (t, p), o in sorted(first.items())]
+        # a partition revoked while its records were fetched is no longer ours to seek: its
+        # next owner starts from the committed offset
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        tps = [TopicPartition(t, p, o) for (t, p), o in sorted(first.items()) if (t, p) in assigned]
         consumer.pause(tps)
         for tp in tps:
             consumer.seek(tp)  # read again once the registry answers

@@ -188,6 +188,8 @@ def test_unreachable_registry_pauses_then_resumes(
             assert time.monotonic() < deadline and runner.is_alive(), registry_log
             time.sleep(0.1)
         assert m.schema_registry_up.labels("avro")._value.get() == 0.0
+        gate = runner.registry_gate
+        assert gate is not None and gate.backoff_s == 0.4  # 0.1, doubled twice, capped at 0.4
         health = runner.health()
         assert health["status"] == "registry_unreachable", health
         assert "ConnectError" in health["reason"]
@@ -203,6 +205,7 @@ def test_unreachable_registry_pauses_then_resumes(
     assert len(vectors) == N
     assert read_topic(kafka_bootstrap, spec.output.dlq_topic) == []
     assert m.schema_registry_up.labels("avro")._value.get() == 1.0
+    assert (gate.backoff_s, gate.held, gate.pending) == (0.1, [], set())  # reset for next time
     down = [ln for ln in registry_log if "unreachable: cannot resolve schema id 1" in ln]
     back = [ln for ln in registry_log if "answers again; resuming consumption" in ln]
     assert len(down) == 1 and "consumption paused, retrying in 0.1 s" in down[0], registry_log
