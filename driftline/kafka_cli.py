@@ -39,6 +39,7 @@ def _launcher(args: argparse.Namespace, brokers: int | None = None) -> LocalKafk
             port=args.port or 9092,
             data_dir=args.data_dir,
             auto_create_topics=getattr(args, "auto_create_topics", False),
+            security=getattr(args, "security", None),
         )
     return LocalKafka(
         port=args.port or 9092,
@@ -57,13 +58,6 @@ def _cmd_start(args: argparse.Namespace) -> int:
         kafka = _launcher(args, args.brokers)
     except KafkaLauncherError as exc:
         return _fail("start", exc)
-    if isinstance(kafka, LocalCluster) and args.security not in (None, "plaintext"):
-        print(
-            "driftline kafka start: error: --security is for a single broker for now; "
-            "drop --brokers (or --security) or pick another --data-dir",
-            file=sys.stderr,
-        )
-        return 2
     if isinstance(kafka, LocalCluster) and args.brokers not in (None, kafka.brokers):
         print(
             f"driftline kafka start: error: {kafka.data_dir} holds a {kafka.brokers}-broker "
@@ -87,14 +81,14 @@ def _cmd_start(args: argparse.Namespace) -> int:
         print(f"  logs:      {kafka.data_dir}/node-*/broker.log")
     else:
         print(f"  log:       {kafka.log_file}")
-        _print_security(kafka)
+    _print_security(kafka)
     print(f"  stop with: driftline kafka stop --data-dir {kafka.data_dir}")
     if not kafka.auto_create_topics and not kafka.already_running:
         print("  topics:    not auto-created: driftline topics create -c SPEC makes a pipeline's")
     return 0
 
 
-def _print_security(kafka: LocalKafka) -> None:
+def _print_security(kafka: LocalKafka | LocalCluster) -> None:
     """Where the client settings are (paths only: the files hold the passwords)."""
     print(f"  security:  {kafka.security.describe()}")
     files = kafka.client_files
@@ -156,6 +150,7 @@ def _cluster_status(cluster: LocalCluster) -> int:
         print(f"  broker {node.index}:  {node.bootstrap} ({role}, {state})")
     print(f"  topics:    {topics} (excluding internal __* topics)")
     print(f"  data dir:  {info['data_dir']}")
+    print(f"  security:  {info['security']}")
     return 0 if info["up"] == info["brokers"] else 1
 
 

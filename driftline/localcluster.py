@@ -10,6 +10,10 @@ and the same quorum.
 
 The cluster's own topics are replicated like a production cluster's: ``__consumer_offsets``
 and ``__transaction_state`` get ``min(N, 3)`` replicas (min ISR 2 from 3 brokers on).
+
+``security=`` (see :mod:`driftline.localkafka_security`) secures every node's client listener
+with one CA and one set of users in ``data_dir/security``; the client files in
+``data_dir/clients`` name every broker.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from driftline.errors import KafkaLauncherError
 from driftline.localkafka import (
     KAFKA_VERSION,
     LocalKafka,
+    _admin,
     _count_topics,
     _random_cluster_id,
     default_data_dir,
@@ -34,6 +39,7 @@ from driftline.localkafka import (
     free_port,
     require_java,
 )
+from driftline.localkafka_security import ADMIN_USER, BrokerSecurity, ClientFiles
 
 __all__ = ["CLUSTER_FILE", "ClusterNode", "LocalCluster", "is_cluster_dir"]
 
@@ -92,6 +98,7 @@ class ClusterNode(LocalKafka):
             heap=heap,
             auto_create_topics=cluster.auto_create_topics,
         )
+        self.security = cluster.security  # one CA, one set of users for every node
         self.cluster = cluster
         self.index = index
         self.node_id = index + 1
@@ -99,6 +106,9 @@ class ClusterNode(LocalKafka):
 
     def _controller_port(self) -> int:
         return int(self.cluster.layout["nodes"][self.index]["controller_port"])
+
+    def _secure_clients(self) -> None:
+        """The cluster grants the ACLs and writes the client files once all nodes answer."""
 
     def _cluster_id(self) -> str:
         return str(self.cluster.layout["cluster_id"])
@@ -161,10 +171,13 @@ class LocalCluster:
         version: str = KAFKA_VERSION,
         heap: str = "512m",
         auto_create_topics: bool = False,
+        security: str | None = None,
     ) -> None:
         if brokers < 1:
             raise KafkaLauncherError(f"--brokers must be at least 1, not {brokers}")
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        #: the client listeners' security (see :mod:`driftline.localkafka_security`)
+        self.security = BrokerSecurity(self.data_dir, security)
         self.version = version
         self.auto_create_topics = auto_create_topics
         self.already_running = False
@@ -213,13 +226,32 @@ class LocalCluster:
         fetch_jars(self.version)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.layout_file.write_text(json.dumps(self.layout, indent=2) + "\n")
+        self.security.prepare()  # once, before the nodes start in parallel
         running = [n.pid is not None for n in self.nodes]
         errors = _parallel(lambda n: n.start(timeout_s=timeout_s), self.nodes)
         if errors:
             self.stop()
             raise errors[0]
         self.already_running = all(running)
+        if self.security.secured and not self.already_running:
+            try:
+                self.security.grant_acls(_admin(self.bootstrap, self._admin_security()))
+            except Exception as exc:
+                self.stop()
+                raise KafkaLauncherError(
+                    f"the secured cluster at {self.bootstrap} refused the client user's ACLs "
+                    f"(stopped it): {exc}"
+                ) from exc
+            self.security.write_client_files(self.bootstrap)
         return self.bootstrap
+
+    @property
+    def client_files(self) -> dict[str, ClientFiles]:
+        """Each client user's property files ({} when plaintext), with every broker's address."""
+        return self.security.client_files()
+
+    def _admin_security(self) -> dict[str, str]:
+        return self.security.client_config(ADMIN_USER)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop every node (SIGTERM, SIGKILL after ``timeout_s``): the broker-only nodes, then
@@ -235,7 +267,7 @@ class LocalCluster:
         return [n for n in self.nodes if n.controller]
 
     def status(self, timeout_s: float = 5.0) -> dict[str, Any]:
-        """``{"running", "brokers", "up", "pids", "bootstrap", "topics", "data_dir"}``;
+        """``{"running", "brokers", "up", "pids", "bootstrap", "topics", "data_dir", "security"}``;
         running: at least one node runs; up: how many do."""
         pids = [n.pid for n in self.nodes]
         up = [n.bootstrap for n, pid in zip(self.nodes, pids, strict=True) if pid is not None]
@@ -245,9 +277,13 @@ class LocalCluster:
             "up": len(up),
             "pids": pids,
             "bootstrap": self.bootstrap,
-            "topics": _count_topics(",".join(up), timeout_s) if up else None,
+            "topics": self._count_topics(",".join(up), timeout_s) if up else None,
             "data_dir": str(self.data_dir),
+            "security": self.security.mode,
         }
+
+    def _count_topics(self, bootstrap: str, timeout_s: float) -> int | None:
+        return _count_topics(bootstrap, timeout_s, self._admin_security())
 
     # ----------------------------------------------------------------- one node
 

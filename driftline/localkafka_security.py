@@ -193,7 +193,8 @@ class BrokerSecurity:
     Parameters
     ----------
     data_dir : Path
-        The broker's data directory.
+        The broker's data directory, or a local cluster's (its nodes in ``node-*``, which
+        share one CA, one set of users and one ``clients`` directory).
     mode : str or None
         One of ``MODES``; None takes the mode the data dir was formatted with (else plaintext).
     """
@@ -236,7 +237,8 @@ class BrokerSecurity:
         try:
             return (self.dir / "mode").read_text().strip()
         except FileNotFoundError:
-            formatted = (self.data_dir / "log" / "meta.properties").exists()
+            storages = [self.data_dir, *self.data_dir.glob("node-*")]
+            formatted = any((d / "log" / "meta.properties").exists() for d in storages)
             return "plaintext" if formatted else None
 
     def describe(self) -> str:

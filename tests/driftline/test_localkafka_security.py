@@ -23,8 +23,9 @@ from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.errors import KafkaLauncherError
-from driftline.localkafka import LocalKafka, tool_classpath
-from driftline.localkafka_security import BrokerSecurity, issue_cert, make_ca
+from driftline.localcluster import LocalCluster
+from driftline.localkafka import LocalKafka, _port_in_use, free_port, tool_classpath
+from driftline.localkafka_security import BrokerSecurity, issue_cert, make_ca, read_properties
 from tests.kafka_helpers import consume_one
 from tests.secured_kafka import SecuredKafka
 
@@ -398,12 +399,40 @@ def test_the_python_api_refuses_another_mode_on_a_secured_data_dir(
     assert LocalKafka(data_dir=secured_kafka.data_dir).status()["running"]
 
 
-def test_cli_refuses_security_on_a_multi_broker_cluster(tmp_path: Path) -> None:
-    data_dir = tmp_path / "cluster"
-    out = _cli("start", "--brokers", "3", "--security", "ssl_mtls", "--data-dir", str(data_dir))
-    assert out.returncode == 2
-    assert out.stderr.strip() == (
-        "driftline kafka start: error: --security is for a single broker for now; "
-        "drop --brokers (or --security) or pick another --data-dir"
-    )
-    assert not data_dir.exists()
+def test_a_secured_three_broker_cluster(tmp_path: Path, unique: str) -> None:
+    """SCRAM users made at format time on every node; the brokers replicate to each other
+    over SASL_SSL as admin; the client files name all three brokers."""
+    port = free_port()
+    while any(_port_in_use(port + i) for i in range(3)):
+        port = free_port()
+    cluster = LocalCluster(3, port=port, data_dir=tmp_path / "c3", security="sasl_ssl_scram")
+    try:
+        bootstrap = cluster.start(timeout_s=240)
+        assert bootstrap == ",".join(f"127.0.0.1:{port + i}" for i in range(3))
+        files = cluster.client_files
+        config = read_properties(files["driftline"].librdkafka)
+        assert config["bootstrap.servers"] == bootstrap
+        assert config["sasl.mechanism"] == "SCRAM-SHA-512"
+        topic = f"sec-c3-{unique}"
+        admin = AdminClient(config)
+        new = NewTopic(topic, 1, 3, config={"min.insync.replicas": "2"})
+        admin.create_topics([new])[topic].result(timeout=60)
+        assert _produce({**config, "acks": "all"}, topic, b"replicated") is None
+        assert consume_one(config, topic) == b"replicated"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            isr = admin.list_topics(topic, timeout=10).topics[topic].partitions[0].isrs
+            if len(isr) == 3:
+                break
+            time.sleep(0.5)
+        assert sorted(isr) == [1, 2, 3]
+        noacl = read_properties(files["driftline-noacl"].librdkafka)
+        error = _produce(noacl, topic, b"must not land")
+        assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        status = cluster.status()
+        assert (status["up"], status["security"]) == (3, "sasl_ssl_scram")
+        assert status["topics"] == 1
+        assert all(n.security is cluster.security for n in cluster.nodes)
+        assert len(list((tmp_path / "c3").glob("node-*/security"))) == 0  # one shared CA
+    finally:
+        cluster.stop()
