@@ -27,7 +27,7 @@ from driftline.agents.runner import changelog_topic
 from driftline.agents.state import CHANGELOG_CONFIG
 from driftline.errors import DriftlineError
 from driftline.kafka_config import Kafka
-from driftline.spec import PipelineSpec, TopicsSpec
+from driftline.spec import PipelineSpec, TopicsSpec, host_leader_topic_of
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -85,7 +85,7 @@ def host_app_id(spec: PipelineSpec) -> str:
 
 def host_leader_topic(spec: PipelineSpec) -> str:
     """faust's leader-election topic of the worker host (one partition)."""
-    return f"{host_app_id(spec)}-__assignor-__leader"
+    return host_leader_topic_of(spec.name)
 
 
 def _settings(

@@ -353,6 +353,12 @@ def changelog_topic_of(pipeline: str) -> str:
     return f"driftline.{pipeline}.state-changelog"
 
 
+def host_leader_topic_of(pipeline: str) -> str:
+    """faust's leader-election topic of the worker host of the pipeline named ``pipeline``
+    (the host app ``driftline.<name>.host``)."""
+    return f"driftline.{pipeline}.host-__assignor-__leader"
+
+
 def _key_path(error: ValidationError) -> str:
     parts: list[str] = []
     for p in error.absolute_path:
@@ -492,7 +498,7 @@ def parse_spec(
     if errors:
         best = min(errors, key=lambda e: (len(list(e.context or [])), -len(list(e.absolute_path))))
         raise _schema_error(best)
-    _check_topics(data, changelog_topic_of(data["pipeline"]["name"]))
+    _check_topics(data, data["pipeline"]["name"])
     inp = data["input"]
     fields = dict(inp["fields"])
     key, tfield = inp["key_field"], inp["time_field"]
@@ -680,10 +686,14 @@ def _topic_keys(data: Any, where: str = "") -> Iterator[tuple[str, str]]:
             yield from _topic_keys(v, f"{where}[{i}]")
 
 
-def _check_topics(data: Mapping[str, Any], changelog: str) -> None:
+def _check_topics(data: Mapping[str, Any], pipeline: str) -> None:
     """Every topic the pipeline reads or writes is its own: an output on the input (or on
-    another output) would be read back or mixed, e.g. each dead letter consumed again."""
-    seen = {changelog: "the pipeline's state changelog"}
+    another output, or on a topic driftline keeps for itself) would be read back or mixed, e.g.
+    each dead letter consumed again."""
+    seen = {
+        changelog_topic_of(pipeline): "the pipeline's state changelog",
+        host_leader_topic_of(pipeline): "the worker host's leader topic (faust's)",
+    }
     for key, topic in _topic_keys(data):
         if topic in seen:
             raise SpecError(

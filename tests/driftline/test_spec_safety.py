@@ -96,6 +96,16 @@ def test_an_output_default_counts_too(base: dict[str, Any], tmp_path: Path) -> N
         _parse(base, tmp_path)
 
 
+def test_no_topic_may_be_the_hosts_leader_topic(base: dict[str, Any], tmp_path: Path) -> None:
+    base["output"]["late_topic"] = "driftline.demo.host-__assignor-__leader"
+    with pytest.raises(SpecError) as e:
+        _parse(base, tmp_path)
+    assert str(e.value).startswith(
+        "spec key output.late_topic: topic 'driftline.demo.host-__assignor-__leader' is also the "
+        "worker host's leader topic (faust's);"
+    )
+
+
 def test_no_topic_may_be_the_state_changelog(base: dict[str, Any], tmp_path: Path) -> None:
     base["output"]["alerts_topic"] = "driftline.demo.state-changelog"
     with pytest.raises(SpecError) as e:
