@@ -73,6 +73,16 @@ def cluster_size(bootstrap: Kafka) -> int:
     return len(admin(bootstrap).list_topics(timeout=10).brokers) or 1
 
 
+def topic_replicas(bootstrap: Kafka) -> dict[str, int]:
+    """Every topic of the cluster -> its replication factor (the fewest replicas of a partition)."""
+    md = admin(bootstrap).list_topics(timeout=10)
+    return {
+        name: min(len(p.replicas) for p in t.partitions.values())
+        for name, t in md.topics.items()
+        if t.error is None and t.partitions
+    }
+
+
 def existing_topics(bootstrap: Kafka) -> dict[str, int]:
     """Every topic of the cluster (internal ones too) -> its partition count."""
     # list all topics: asking for one by name can auto-create it on brokers that allow that

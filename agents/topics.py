@@ -18,11 +18,18 @@ replicated like the rest instead of faust's one replica.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from driftline.agents.batch_features import TOPIC_CONFIG as BATCH_FEATURES_CONFIG
-from driftline.agents.kafka_io import cluster_size, ensure_topics, existing_topics, wait_for_broker
+from driftline.agents.kafka_io import (
+    cluster_size,
+    ensure_topics,
+    existing_topics,
+    topic_replicas,
+    wait_for_broker,
+)
 from driftline.agents.runner import changelog_topic
 from driftline.agents.state import CHANGELOG_CONFIG
 from driftline.errors import DriftlineError
@@ -39,6 +46,8 @@ __all__ = [
     "host_leader_topic",
     "pipeline_topics",
 ]
+
+log = logging.getLogger("driftline.topics")
 
 #: Input partitions when the input topic does not exist and no count is given.
 DEFAULT_PARTITIONS = 3
@@ -65,17 +74,34 @@ class TopicOutcome:
     created: bool
     #: the partition count on the cluster (the planned one for a created topic)
     partitions: int
+    #: the replication factor on the cluster
+    replicas: int
 
     def describe(self) -> str:
         verb = "created" if self.created else "exists "
         t = self.topic
         config = ", ".join(f"{k}={v}" for k, v in sorted(t.config.items()))
-        replicas = f", {t.replication_factor} replica{'' if t.replication_factor == 1 else 's'}"
-        extra = f"{replicas}; {config}" if self.created else ""
+        if self.created:
+            extra = f", {_replicas(t.replication_factor)}; {config}"
+        elif self.replicas < t.replication_factor:
+            extra = f"; {_fewer_replicas(t, self.replicas)}"
+        else:
+            extra = ""
         return (
             f"{verb} {t.name} ({t.role}, {self.partitions} partition"
             f"{'' if self.partitions == 1 else 's'}{extra})"
         )
+
+
+def _replicas(n: int) -> str:
+    return f"{n} replica{'' if n == 1 else 's'}"
+
+
+def _fewer_replicas(t: PlannedTopic, have: int) -> str:
+    return (
+        f"{_replicas(have)}, fewer than the {t.replication_factor} [topics] plans: driftline does "
+        "not alter existing topics (kafka-reassign-partitions.sh can add replicas)"
+    )
 
 
 def host_app_id(spec: PipelineSpec) -> str:
@@ -185,6 +211,10 @@ def ensure_pipeline_topics(
     input topic of ``partitions``; return the whole plan (checked against the cluster)."""
     plan = pipeline_topics(spec, partitions, cluster_size(bootstrap))
     _create_missing(bootstrap, [t for t in plan if t.role in roles], existing_topics(bootstrap))
+    have = topic_replicas(bootstrap)
+    for t in plan:
+        if have.get(t.name, t.replication_factor) < t.replication_factor:
+            log.warning("%s topic %s has %s", t.role, t.name, _fewer_replicas(t, have[t.name]))
     return plan
 
 
@@ -228,5 +258,13 @@ def create_pipeline_topics(
                 "partition); delete it or run the pipeline under a new pipeline.name"
             )
     created = _create_missing(bootstrap, plan, have)
-    have = existing_topics(bootstrap)
-    return [TopicOutcome(t, t.name in created, have.get(t.name, t.partitions)) for t in plan]
+    have, replicas = existing_topics(bootstrap), topic_replicas(bootstrap)
+    return [
+        TopicOutcome(
+            t,
+            t.name in created,
+            have.get(t.name, t.partitions),
+            replicas.get(t.name, t.replication_factor),
+        )
+        for t in plan
+    ]

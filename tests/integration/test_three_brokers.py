@@ -20,6 +20,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from driftline.agents.demo import named_demo_spec
+from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.synthetic import SyntheticStream
 from driftline.agents.topics import host_leader_topic
 from driftline.localcluster import LocalCluster
@@ -139,6 +140,42 @@ def test_a_sigkilled_broker_loses_and_doubles_nothing(
     )
 
 
+def _topics_create(spec: Path, bootstrap: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "driftline.cli", "topics", "create", "-c", str(spec),
+         "--bootstrap", bootstrap],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_topics_create_on_three_brokers_and_an_existing_under_replicated_topic(
+    kafka_cluster3: LocalCluster, tmp_path: Path, unique: str
+) -> None:
+    bootstrap = kafka_cluster3.bootstrap
+    p = f"tr-{unique}"
+    spec = tmp_path / "spec.toml"
+    outputs = "\n".join(
+        f'{k}_topic = "{p}.{k}"'
+        for k in ("features", "predictions", "alerts", "dlq", "late", "model_metrics")
+    )
+    spec.write_text(minimal_spec(p, f"{p}.events", f"[output]\n{outputs}\n"))
+    ensure_topics(bootstrap, [f"{p}.alerts"], 3, replication_factor=1)  # an older deployment's
+    r = _topics_create(spec, bootstrap)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (
+        f"created {p}.features (output, 3 partitions, 3 replicas; min.insync.replicas=2, "
+        "retention.bytes=-1, retention.ms=604800000)" in r.stdout
+    ), r.stdout
+    assert f"created {p}.dlq (dead letters, 3 partitions, 3 replicas; " in r.stdout
+    assert (
+        f"exists  {p}.alerts (output, 3 partitions; 1 replica, fewer than the 3 [topics] plans: "
+        "driftline does not alter existing topics" in r.stdout
+    ), r.stdout
+    assert _shape(bootstrap, f"{p}.events")[:2] == (3, "2")
+    assert _shape(bootstrap, f"driftline.{p}.state-changelog") == (3, "2", "compact")
+    assert _shape(bootstrap, f"{p}.alerts")[0] == 1  # not altered
+
+
 def test_more_replicas_than_brokers_is_one_config_error(
     kafka_cluster3: LocalCluster, tmp_path: Path, unique: str
 ) -> None:
@@ -146,11 +183,7 @@ def test_more_replicas_than_brokers_is_one_config_error(
     spec.write_text(
         minimal_spec(f"rf-{unique}", f"rf-{unique}.events", "[topics]\nreplication_factor = 4\n")
     )
-    r = subprocess.run(
-        [sys.executable, "-m", "driftline.cli", "topics", "create", "-c", str(spec),
-         "--bootstrap", kafka_cluster3.bootstrap],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    r = _topics_create(spec, kafka_cluster3.bootstrap)
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
