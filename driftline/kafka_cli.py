@@ -260,7 +260,8 @@ def add_kafka_parser(subparsers: Any) -> None:
         "--port",
         type=int,
         default=9092,
-        help="client port (default: 9092); broker i of a cluster listens on port + i",
+        help="client port (default: 9092); broker i of an N-broker cluster listens on "
+        "port + i, its controller on port + N + i",
     )
     start.add_argument(
         "--brokers",

@@ -2,9 +2,10 @@
 
 Layout: the first ``min(N, 3)`` nodes are combined broker+controller nodes forming the KRaft
 quorum (3 voters for N >= 3, so the cluster survives one node being SIGKILLed); further nodes
-are brokers only. Node ``i`` (0-based) listens for clients on ``port + i`` and keeps its state in
-``data_dir/node-<i>`` (``server.properties``, ``broker.log``, ``broker.json``, ``log/``, as a
-single :class:`~driftline.localkafka.LocalKafka` does). ``data_dir/cluster.json`` holds the
+are brokers only. Node ``i`` (0-based) listens for clients on ``port + i`` (a controller also
+on ``port + N + i``) and keeps its state in ``data_dir/node-<i>`` (``server.properties``,
+``broker.log``, ``broker.json``, ``log/``, as a single :class:`~driftline.localkafka.LocalKafka`
+does). ``data_dir/cluster.json`` holds the
 cluster id and every node's ports, so a node (or the whole cluster) restarts on the same data
 and the same quorum.
 
@@ -36,7 +37,6 @@ from driftline.localkafka import (
     _random_cluster_id,
     default_data_dir,
     fetch_jars,
-    free_port,
     require_java,
 )
 from driftline.localkafka_security import ADMIN_USER, BrokerSecurity, ClientFiles
@@ -204,7 +204,12 @@ class LocalCluster:
             )
         return {
             "cluster_id": _random_cluster_id(),
-            "nodes": [{"port": port + i, "controller_port": free_port()} for i in range(brokers)],
+            # controller ports next to the client ports, not random ones: a restarted node must
+            # bind the port its voters know, and a random (ephemeral-range) port may be taken
+            # by a client socket meanwhile
+            "nodes": [
+                {"port": port + i, "controller_port": port + brokers + i} for i in range(brokers)
+            ],
         }
 
     @property

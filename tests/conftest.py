@@ -20,6 +20,7 @@ import pytest
 
 from driftline.agents.kafka_io import wait_for_broker
 from driftline.localcluster import LocalCluster
+from tests.kafka_helpers import free_ports
 from tests.secured_kafka import SECURED_MODES, SecuredKafka, start_secured
 
 
@@ -63,13 +64,18 @@ def kafka_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
     """A local 3-broker KRaft cluster (3 combined broker+controller nodes), started the first
     time a test asks for it. Tests that kill or stop a broker start it again when done
     (``cluster.start()`` restarts any node that is down)."""
-    from driftline.localkafka import _port_in_use, free_port
+    from driftline.errors import KafkaLauncherError
 
-    port = free_port()
-    while any(_port_in_use(port + i) for i in range(3)):
-        port = free_port()
-    cluster = LocalCluster(3, port=port, data_dir=tmp_path_factory.mktemp("kafka3"))
-    cluster.start(timeout_s=180)
+    errors: list[str] = []
+    for _attempt in range(3):  # a port taken between the check and the broker's bind: again
+        cluster = LocalCluster(3, port=free_ports(6), data_dir=tmp_path_factory.mktemp("kafka3"))
+        try:
+            cluster.start(timeout_s=180)
+            break
+        except KafkaLauncherError as exc:
+            errors.append(str(exc))
+    else:
+        pytest.fail("the 3-broker cluster did not start:\n" + "\n".join(errors))
     try:
         yield cluster
     finally:

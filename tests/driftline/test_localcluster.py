@@ -11,9 +11,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.localcluster import LocalCluster, _override, is_cluster_dir
-from driftline.localkafka import _port_in_use, free_port
 from tests.driftline.test_localkafka import _cli, _pid_gone
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import free_ports, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +20,6 @@ pytestmark = pytest.mark.integration
 def _isr(bootstrap: str, topic: str) -> list[int]:
     md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
     return sorted(md.topics[topic].partitions[0].isrs)
-
-
-def _free_ports(n: int) -> int:
-    port = free_port()
-    while any(_port_in_use(port + i) for i in range(n)):
-        port = free_port()
-    return port
 
 
 @pytest.mark.parametrize(
@@ -84,7 +76,7 @@ def test_three_brokers_survive_a_sigkilled_one(kafka_cluster3: LocalCluster) -> 
 
 def test_cli_runs_a_three_broker_cluster(tmp_path: Path) -> None:
     data_dir = tmp_path / "k3"
-    port = _free_ports(3)
+    port = free_ports(6)
     try:
         start = _cli("start", "--brokers", "3", "--port", str(port), "--data-dir", str(data_dir),
                      "--timeout", "150", timeout=240)  # fmt: skip
