@@ -32,12 +32,12 @@ from driftline.errors import KafkaLauncherError
 from driftline.localkafka import (
     KAFKA_VERSION,
     LocalKafka,
-    _admin,
     _count_topics,
     _random_cluster_id,
     default_data_dir,
     fetch_jars,
     require_java,
+    secure_clients,
 )
 from driftline.localkafka_security import ADMIN_USER, BrokerSecurity, ClientFiles
 
@@ -238,16 +238,8 @@ class LocalCluster:
             self.stop()
             raise errors[0]
         self.already_running = all(running)
-        if self.security.secured and not self.already_running:
-            try:
-                self.security.grant_acls(_admin(self.bootstrap, self._admin_security()))
-            except Exception as exc:
-                self.stop()
-                raise KafkaLauncherError(
-                    f"the secured cluster at {self.bootstrap} refused the client user's ACLs "
-                    f"(stopped it): {exc}"
-                ) from exc
-            self.security.write_client_files(self.bootstrap)
+        if not self.already_running:
+            secure_clients(self.security, self.bootstrap, self.stop)
         return self.bootstrap
 
     @property

@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,6 +39,7 @@ __all__ = [
     "fetch_jars",
     "fetch_tool_jars",
     "free_port",
+    "secure_clients",
     "tool_classpath",
 ]
 
@@ -337,6 +339,21 @@ def _random_cluster_id() -> str:
             return cluster_id
 
 
+def secure_clients(security: BrokerSecurity, bootstrap: str, stop: Callable[[], None]) -> None:
+    """As admin, grant the client user's ACLs, then write the client property files (secured
+    brokers only); if the broker refuses, ``stop`` it and raise KafkaLauncherError."""
+    if not security.secured:
+        return
+    try:
+        security.grant_acls(_admin(bootstrap, security.client_config(ADMIN_USER)))
+    except Exception as exc:
+        stop()
+        raise KafkaLauncherError(
+            f"the secured Kafka at {bootstrap} refused the client user's ACLs (stopped it): {exc}"
+        ) from exc
+    security.write_client_files(bootstrap)
+
+
 # --------------------------------------------------------------------------- launcher
 
 
@@ -555,17 +572,7 @@ class LocalKafka:
 
     def _secure_clients(self) -> None:
         """Grant the client user's ACLs and write the client property files (secured only)."""
-        if not self.security.secured:
-            return
-        try:
-            self.security.grant_acls(_admin(self.bootstrap, self._admin_security()))
-        except Exception as exc:
-            self.stop()
-            raise KafkaLauncherError(
-                f"the secured broker at {self.bootstrap} refused the client user's ACLs "
-                f"(stopped it): {exc}"
-            ) from exc
-        self.security.write_client_files(self.bootstrap)
+        secure_clients(self.security, self.bootstrap, self.stop)
 
     # ----------------------------------------------------------------- stop / status
 
