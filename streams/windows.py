@@ -41,6 +41,10 @@ __all__ = [
 WINDOW_KINDS = ("tumbling", "hopping", "sliding", "count")
 """Supported window kinds."""
 
+MAX_HOPS = 1000
+"""Most hopping windows one event lies in (``size_ms // step_ms``): each event is added to
+every one of them, so a one-hour window hopping by 1 ms would make 3.6 million rows per event."""
+
 
 def check_size_ms(size_ms: object, what: str = "size_ms") -> int:
     """Return ``size_ms`` as an int, or raise `SpecError` unless it is an integer > 0.
@@ -164,7 +168,8 @@ def check_step_ms(size_ms: int, step_ms: object, what: str = "step_ms") -> int:
     size_ms
         The (validated) hopping window size.
     step_ms
-        Candidate hop in milliseconds: an integer > 0, <= ``size_ms``, dividing ``size_ms``.
+        Candidate hop in milliseconds: an integer > 0, <= ``size_ms``, dividing ``size_ms``,
+        and at least ``size_ms / MAX_HOPS``.
     what
         Name used in the error message.
 
@@ -181,12 +186,23 @@ def check_step_ms(size_ms: int, step_ms: object, what: str = "step_ms") -> int:
     Traceback (most recent call last):
     ...
     driftline.errors.SpecError: step_ms: got 7000; expected a divisor of the window size 60000 ...
+    >>> check_step_ms(3_600_000, 1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    driftline.errors.SpecError: step_ms: got 1; expected at least the window size / 1000 (3600) ...
     """
     step = check_size_ms(step_ms, what)
     if step > size_ms or size_ms % step:
         raise SpecError(
             f"{what}: got {step}; expected a divisor of the window size {size_ms} "
             "(so every event lies in size/step windows)"
+        )
+    if size_ms // step > MAX_HOPS:
+        raise SpecError(
+            f"{what}: got {step}; expected at least the window size / {MAX_HOPS} "
+            f"({-(-size_ms // MAX_HOPS)}): every event is added to each of the size/step "
+            f"windows it lies in ({size_ms // step} here); for a window that moves with each "
+            "event use a sliding window"
         )
     return step
 

@@ -111,7 +111,17 @@ def test_hopping_windows_are_exactly_those_containing_the_event(ts, step, hops) 
 
 @pytest.mark.parametrize(
     ("size", "step", "ok"),
-    [(60, 15, True), (60, 60, True), (60, 7, False), (60, 120, False), (60, 0, False)],
+    [
+        (60, 15, True),
+        (60, 60, True),
+        (60, 7, False),
+        (60, 120, False),
+        (60, 0, False),
+        (1000, 1, True),
+        (1001, 1, False),
+        (3_600_000, 3600, True),
+        (3_600_000, 1800, False),
+    ],
 )
 def test_check_step(size, step, ok) -> None:
     if ok:
