@@ -37,9 +37,13 @@ _BROKER = re.compile(r"^(?:\S+://)?\S+?/(?:bootstrap|\d+): ")
 
 
 def is_tls(err: KafkaError) -> bool:
-    """A TLS handshake failure (librdkafka reports some as transport errors)."""
+    """A TLS failure. librdkafka reports some as transport errors: under TLS 1.3 a broker that
+    refuses the client's certificate says so after the handshake, in an alert the client reads
+    as ``Receive failed: ...SSL routines::ssl/tls alert bad certificate``."""
+    text = err.str().lower()
     return err.code() == KafkaError._SSL or (
-        err.code() == KafkaError._TRANSPORT and "handshake" in err.str().lower()
+        err.code() == KafkaError._TRANSPORT
+        and ("handshake" in text or "ssl routines" in text or "tls alert" in text)
     )
 
 

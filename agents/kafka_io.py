@@ -18,6 +18,9 @@ from driftline.kafka_config import Kafka, KafkaConfig
 #: they carry the worker's format (one JSON object per line with --log-format json) and its
 #: redaction, instead of raw text on stderr. Set as "logger" on every client the worker makes.
 KAFKA_LOG = logging.getLogger("driftline.kafka")
+#: Seconds a worker waits at start for the cluster to answer (then exits with one line): with
+#: the access check and the process start, a wrong setting ends it well within 30 s.
+CONNECT_TIMEOUT_S = 10.0
 
 
 def client_conf(kafka: Kafka, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -39,7 +42,9 @@ def wait_for_broker(bootstrap: Kafka, timeout_s: float = 30.0) -> None:
     """
     kafka = KafkaConfig.of(bootstrap)
     seen: list[KafkaError] = []
-    a = AdminClient(client_conf(kafka, {"error_cb": seen.append}))
+    # the probe's errors are summed up in the one line raised below: librdkafka's own lines
+    # (a FAIL per connection attempt) would only repeat them
+    a = AdminClient(client_conf(kafka, {"error_cb": seen.append, "log_level": 0}))
     deadline = time.monotonic() + timeout_s
     while True:
         try:

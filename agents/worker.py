@@ -22,7 +22,12 @@ import mode
 from driftline.agents.access import Needs, check_access
 from driftline.agents.batch_features import BatchFeatureCache
 from driftline.agents.commit.exactly_once import transactional_id
-from driftline.agents.kafka_io import cluster_size, topic_partitions, wait_for_broker
+from driftline.agents.kafka_io import (
+    CONNECT_TIMEOUT_S,
+    cluster_size,
+    topic_partitions,
+    wait_for_broker,
+)
 from driftline.agents.logs import add_secrets, logging_config
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.predictor import build_predictor
@@ -69,9 +74,6 @@ class RunnerService(mode.Service):
 PREFLIGHT_ROLES = frozenset(
     {"labels", "output", "dead letters", "late events", "state changelog", "worker host"}
 )
-#: Seconds the worker waits at start for the cluster to answer: the whole check and exit stay
-#: well under 30 s when no broker answers.
-CONNECT_TIMEOUT_S = 15.0
 #: Seconds for the access check (topics, groups, transactional id) once the cluster answered.
 ACCESS_TIMEOUT_S = 10.0
 

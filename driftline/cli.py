@@ -46,14 +46,17 @@ def version() -> str:
 def _kafka(args: argparse.Namespace, spec: Any = None, required: bool = True) -> Any:
     """The Kafka client settings of a command (:mod:`driftline.kafka_config`): the spec's
     ``[kafka]``, then ``--kafka-config``, then ``DRIFTLINE_KAFKA_*``, then ``--bootstrap``."""
+    from driftline.agents.logs import add_secrets
     from driftline.kafka_config import load_kafka_config
 
-    return load_kafka_config(
+    kafka = load_kafka_config(
         spec_section=getattr(spec, "kafka", None),
         config_file=args.kafka_config,
         bootstrap=args.bootstrap,
         require_bootstrap=required,
     )
+    add_secrets(kafka.secret_values())  # redacted by value from every log line and error
+    return kafka
 
 
 def _port(text: str) -> int:
@@ -75,15 +78,21 @@ def _args(args: argparse.Namespace, *names: str, **renamed: str) -> dict[str, An
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from driftline.agents.worker import run_worker
+    from driftline.agents.kafka_io import CONNECT_TIMEOUT_S, wait_for_broker
     from driftline.spec import check_web_host, load_spec
 
     spec = load_spec(args.config)
     if args.web_host is not None:
         check_web_host(args.web_host, "--web-host")
+    kafka = _kafka(args, spec)
+    # before the worker's (slow) imports: an unreachable cluster, a wrong password or an
+    # untrusted certificate ends the command in seconds
+    wait_for_broker(kafka, CONNECT_TIMEOUT_S)
+    from driftline.agents.worker import run_worker
+
     run_worker(
         spec,
-        _kafka(args, spec),
+        kafka,
         web_host=args.web_host or spec.worker.web_host,
         web_port=spec.worker.web_port if args.web_port is None else args.web_port,
         loglevel=args.loglevel,

@@ -75,6 +75,19 @@ CASES = [
     ),
     pytest.param(
         KafkaError._TRANSPORT,
+        "ssl://b:9094/bootstrap: Receive failed: error:0A000412:SSL routines::ssl/tls alert bad "
+        "certificate: SSL alert number 42 (after 6ms in state APIVERSION_QUERY)",
+        MTLS,
+        "TLS handshake with the Kafka broker at b:9094 failed (Receive failed: error:0A000412:SSL "
+        "routines::ssl/tls alert bad certificate: SSL alert number 42); the broker may require a "
+        "client certificate: check ssl.certificate.location = /c.pem (from default), "
+        "ssl.key.location = /c.key (from default) and ssl.ca.location = /ca.pem (from "
+        "--kafka-config c.properties line 2)",
+        True,
+        id="tls13-client-certificate-refused",
+    ),
+    pytest.param(
+        KafkaError._TRANSPORT,
         "b:9094/bootstrap: Connect to ipv4#10.0.0.1:9094 failed: Connection refused (after 0ms "
         "in state CONNECT)",
         MTLS,
