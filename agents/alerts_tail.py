@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -25,8 +25,18 @@ def tail_alerts(
     max_alerts: int | None = None,
     timeout_s: float | None = None,
     out: TextIO = sys.stdout,
+    readers: Any = None,
 ) -> int:
-    """Print alerts until interrupted, ``max_alerts`` printed or ``timeout_s`` idle seconds."""
+    """Print alerts until interrupted, ``max_alerts`` printed or ``timeout_s`` idle seconds.
+
+    ``readers``: an Avro ``agents.formats.SchemaReaders``, for an alerts topic written with
+    ``output.format = "avro"`` (values in the Schema Registry wire format)."""
+    loads: Any = orjson.loads
+    if readers is not None:
+        from driftline.agents.formats import registry_format
+
+        avro = registry_format(readers).loads_checked
+        loads = lambda v: avro(v) if v[:1] == b"\x00" else orjson.loads(v)  # noqa: E731
     c = Consumer(
         client_conf(
             bootstrap,
@@ -65,9 +75,9 @@ def tail_alerts(
                 continue
             last = time.monotonic()
             try:
-                doc = orjson.loads(msg.value())
+                doc = loads(msg.value())
                 line = orjson.dumps(doc).decode() if as_json else format_alert(doc)
-            except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+            except (orjson.JSONDecodeError, KeyError, TypeError, DriftlineError) as e:
                 line = f"# not a driftline alert at {topic}[{msg.partition()}]@{msg.offset()}: {e}"
             print(line, file=out, flush=True)
             printed += 1

@@ -116,6 +116,14 @@ class TransactionalRunner(threading.Thread):
         #: the gate that pauses consumption while the registry cannot be reached
         self.schema_readers: SchemaReaders | None = None
         self.registry_gate: Any = None
+        #: with output.format = "avro": the output topics' registered schemas
+        self.avro_outputs: Any = None
+        if spec.output.format == "avro":
+            from driftline.agents.avro_out import AvroOutputs
+            from driftline.agents.registry import registry_client
+
+            assert spec.schema_registry is not None  # parse_spec requires it
+            self.avro_outputs = AvroOutputs(spec, registry_client(spec.schema_registry))
         if spec.input.format != "json":
             from driftline.agents.registry import RegistryGate, registry_client
 
@@ -393,9 +401,12 @@ class TransactionalRunner(threading.Thread):
                 [m.value() for m in ms],
             )  # fmt: skip
             if topic == self.labels_topic:
-                outcomes.append((topic, p, pipe.process_labels(cols)))
+                oc = pipe.process_labels(cols)
             else:
-                outcomes.append((topic, p, pipe.process(cols)))
+                oc = pipe.process(cols)
+            if self.avro_outputs is not None:
+                self.avro_outputs.transcode(oc)
+            outcomes.append((topic, p, oc))
         return outcomes
 
     def _export_lag(self, consumer: Consumer) -> None:

@@ -135,13 +135,19 @@ def _cmd_alerts_tail(args: argparse.Namespace) -> int:
     from driftline.agents.alerts_tail import tail_alerts
     from driftline.spec import default_of, load_spec
 
-    topic, spec = args.topic, None
+    topic, spec, readers = args.topic, None, None
     if args.config:
         spec = load_spec(args.config)
         topic = spec.output.alerts_topic
+        if spec.output.format == "avro" and spec.schema_registry is not None:
+            from driftline.agents.formats import SchemaReaders
+            from driftline.agents.registry import registry_client
+
+            readers = SchemaReaders(registry_client(spec.schema_registry), "avro")
     return tail_alerts(
         _kafka(args, spec),
         topic or default_of("output.alerts_topic"),
+        readers=readers,
         **_args(args, "from_beginning", as_json="json", max_alerts="max", timeout_s="timeout"),
     )
 

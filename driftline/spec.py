@@ -200,6 +200,8 @@ class OutputSpec:
     dlq_topic: str
     late_topic: str
     model_metrics_topic: str
+    #: ``json``, or ``avro`` (Schema Registry wire format, schemas registered per topic)
+    format: str
 
     @property
     def all_topics(self) -> list[str]:
@@ -525,7 +527,7 @@ def parse_spec(
         max_key_bytes=inp["max_key_bytes"],
         max_future_ms=inp["max_future_ms"],
     )
-    registry = _parse_schema_registry(data, input_spec.format, base_dir)
+    registry = _parse_schema_registry(data, input_spec.format, data["output"]["format"], base_dir)
     eid = input_spec.event_id_field
     if eid is not None and fields.get(eid) not in ("string", "int"):
         raise SpecError(
@@ -577,22 +579,28 @@ def parse_spec(
 
 
 def _parse_schema_registry(
-    data: Mapping[str, Any], fmt: str, base_dir: Path | None
+    data: Mapping[str, Any], fmt: str, out_fmt: str, base_dir: Path | None
 ) -> SchemaRegistrySpec | None:
-    """``[schema_registry]``: present exactly when the input format needs it; file paths are
-    relative to the spec file."""
+    """``[schema_registry]``: present exactly when the input or output format needs it; file
+    paths are relative to the spec file."""
     raw = data.get("schema_registry")
-    if fmt in REGISTRY_FORMATS and raw is None:
+    if raw is None and (fmt in REGISTRY_FORMATS or out_fmt == "avro"):
+        key, what = (
+            ("input", f'"{fmt}" values name their schema')
+            if fmt in REGISTRY_FORMATS
+            else ("output", '"avro" outputs register their schemas')
+        )
         raise SpecError(
-            f'spec key input.format: "{fmt}" values name their schema in a Schema Registry; '
-            'add a [schema_registry] section with its url (e.g. url = "http://registry:8081")'
+            f"spec key {key}.format: {what} in a Schema Registry; add a [schema_registry] "
+            'section with its url (e.g. url = "http://registry:8081")'
         )
     if raw is None:
         return None
-    if fmt not in REGISTRY_FORMATS:
+    if fmt not in REGISTRY_FORMATS and out_fmt != "avro":
         raise SpecError(
-            f'spec key schema_registry: input.format is "{fmt}", which needs no registry; set '
-            'input.format = "avro", "protobuf" or "json_schema", or remove the section'
+            f'spec key schema_registry: input.format is "{fmt}" and output.format "{out_fmt}", '
+            'which need no registry; set input.format = "avro", "protobuf" or "json_schema" '
+            'or output.format = "avro", or remove the section'
         )
     kw: dict[str, Any] = dict(raw)
     for url in kw["url"].split(","):

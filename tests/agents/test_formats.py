@@ -355,7 +355,8 @@ def _spec_data(fmt: str = "avro", registry: dict | None = None) -> dict[str, Any
     [
         (_spec_data("avro"), 'spec key input.format: "avro" values name their schema in a Schema'),
         (_spec_data("json", {"url": "http://r:8081"}),
-         'spec key schema_registry: input.format is "json", which needs no registry'),
+         'spec key schema_registry: input.format is "json" and output.format "json", which '
+         "need no registry"),
         (_spec_data("avro", {"url": "http://bob:s3cret@r:8081"}),
          "spec key schema_registry.url: has user:password@ in it"),
         (_spec_data("avro", {"url": "ftp://r"}), "'ftp://r' is not an http://, https:// or mock"),
@@ -364,6 +365,8 @@ def _spec_data(fmt: str = "avro", registry: dict | None = None) -> dict[str, Any
         (_spec_data("protobuf", {"url": "http://r", "timeout_ms": 5}),
          "spec key schema_registry.timeout_ms: 5 is less than the minimum of 100"),
         (_spec_data("xml"), "spec key input.format: 'xml' is not one of"),
+        ({**_spec_data("json"), "output": {"format": "avro"}},
+         'spec key output.format: "avro" outputs register their schemas in a Schema Registry'),
     ],
 )  # fmt: skip
 def test_spec_refuses_registry_settings_that_cannot_work(data: dict, words: str) -> None:
@@ -449,3 +452,44 @@ def test_validate_checks_the_registry_secrets(tmp_path: Path) -> None:
                           str(tmp_path / "spec.toml")], capture_output=True, text=True,
                          timeout=120)  # fmt: skip
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize(
+    ("node", "expected"),
+    [
+        ({"type": "integer"}, "long"),
+        ({"type": ["number", "null"]}, ["null", "double"]),
+        ({"enum": ["a", "b"]}, "string"),
+        ({"type": "object", "additionalProperties": {"type": ["integer", "null"]}},
+         {"type": "map", "values": ["null", "long"]}),
+        ({"type": "array", "items": {"type": "boolean"}}, {"type": "array", "items": "boolean"}),
+        ({"type": "object", "required": ["a"], "properties": {"a": {"type": "string"},
+                                                              "b": {"type": "number"}}},
+         {"type": "record", "name": "X", "namespace": "driftline", "fields": [
+             {"name": "a", "type": "string"},
+             {"name": "b", "type": ["null", "double"], "default": None}]}),
+    ],
+)  # fmt: skip
+def test_json_schema_to_avro(node: dict, expected: Any) -> None:
+    from driftline.agents.avro_out import _type
+
+    assert _type(node, "x", {}) == expected
+
+
+@pytest.mark.parametrize("node", [{"type": ["string", "number"]}, {"oneOf": [{}, {}]},
+                                  {"type": "object"}])  # fmt: skip
+def test_json_schema_without_an_avro_twin_is_refused(node: dict) -> None:
+    from driftline.agents.avro_out import _type
+
+    with pytest.raises(ValueError, match="x: "):
+        _type(node, "x", {})
+
+
+def test_every_output_document_has_an_avro_schema() -> None:
+    from fastavro import parse_schema
+
+    from driftline.agents.avro_out import DOCUMENTS, avro_schema
+
+    for document in set(DOCUMENTS.values()):
+        schema = parse_schema(avro_schema(document))
+        assert schema["name"] == "driftline." + "".join(w.title() for w in document.split("_"))

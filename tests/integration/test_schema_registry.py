@@ -42,6 +42,7 @@ from driftline.agents.runner import TransactionalRunner
 from driftline.agents.scrape import read_metric, read_text
 from driftline.agents.worker import preflight
 from driftline.localkafka import free_port
+from driftline.schemas import load_schema, validate
 from driftline.spec import PipelineSpec, SchemaRegistrySpec, parse_spec
 from tests.agents.test_formats import EVENT, JSON_SCHEMA, _proto_event
 from tests.kafka_helpers import LogLines, read_topic
@@ -293,3 +294,80 @@ def test_worker_process_pauses_on_an_unreachable_registry(
     assert log.count("unreachable: cannot resolve schema id 1: ConnectError") == 1, log[-3000:]
     assert SECRET not in log
     assert read_topic(kafka_bootstrap, spec.output.dlq_topic) == []
+
+
+def _json_form(doc: Any, node: dict[str, Any]) -> Any:
+    """An Avro-decoded document as its JSON twin: the optional keys the JSON leaves out (None
+    in Avro, where every field is present) dropped, following the JSON Schema ``node``."""
+    if "$ref" in node:
+        node = load_schema(node["$ref"].removesuffix(".schema.json"))
+    if not isinstance(doc, dict):
+        return doc
+    props, required = node.get("properties", {}), set(node.get("required", ()))
+    if not props and isinstance(node.get("additionalProperties"), dict):
+        return {k: _json_form(v, node["additionalProperties"]) for k, v in doc.items()}
+    return {k: _json_form(v, props.get(k, {})) for k, v in doc.items()
+            if v is not None or k in required}  # fmt: skip
+
+
+def test_avro_outputs_are_registered_per_topic(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """output.format = "avro": every output topic's values are in the wire format under the
+    schema registered as <topic>-value (TopicNameStrategy); the library's own AvroDeserializer
+    reads them back as documents that match the JSON Schemas; `alerts tail` reads them too."""
+    from io import StringIO
+
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+
+    from driftline.agents.alerts_tail import tail_alerts
+    from driftline.agents.demo import named_demo_spec
+    from driftline.agents.formats import SchemaReaders
+    from driftline.agents.predictor import build_predictor
+    from driftline.agents.synthetic import SyntheticStream
+    from driftline.alert_format import format_alert
+    from tests.kafka_helpers import write_pipeline
+
+    name = f"sr-out-{uuid.uuid4().hex[:8]}"
+    data = named_demo_spec(name)
+    data["output"]["format"] = "avro"
+    data["schema_registry"] = {"url": f"mock://{name}"}
+    data["worker"]["web_port"] = free_port()
+    _, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=2_000)
+    assert spec.schema_registry is not None
+    client = registry_client(spec.schema_registry)
+    n = 4_000
+    events = list(SyntheticStream(n=n, shift_at=n // 2, n_entities=50).events())
+    p = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    for e in events:
+        p.produce(spec.input.topic, orjson.dumps(e), e["user_id"].encode())
+    p.produce(spec.input.topic, b"not json", b"u1")
+    assert p.flush(60) == 0
+    preflight(spec, kafka_bootstrap)
+    predictor, version = build_predictor(spec)
+    runner = TransactionalRunner(spec, kafka_bootstrap, WorkerMetrics(spec.name), predictor,
+                                 version, f"{name}-w")  # fmt: skip
+    runner.start()
+    try:
+        read_topic(kafka_bootstrap, spec.output.predictions_topic, at_least=n, timeout_s=180)
+        read_topic(kafka_bootstrap, spec.output.alerts_topic, at_least=1, timeout_s=60)
+    finally:
+        _stop(runner)
+    o = spec.output
+    read = AvroDeserializer(client)
+    docs: dict[str, list[dict[str, Any]]] = {}
+    for topic, schema in ((o.features_topic, "feature_vector"), (o.predictions_topic, "prediction"),
+                          (o.alerts_topic, "alert"), (o.dlq_topic, "dead_letter")):  # fmt: skip
+        sid = client.get_latest_version(f"{topic}-value").schema_id
+        recs = read_topic(kafka_bootstrap, topic)
+        assert recs and all(r.value[:5] == b"\x00" + sid.to_bytes(4, "big") for r in recs)
+        docs[topic] = [_json_form(read(r.value, None), load_schema(schema)) for r in recs]
+        for d in docs[topic]:
+            validate(schema, d)
+    assert len(docs[o.features_topic]) == len(docs[o.predictions_topic]) == n
+    assert [d["reason"] for d in docs[o.dlq_topic]] == ["invalid_json"]
+    assert {d["entity"] for d in docs[o.predictions_topic]} == {e["user_id"] for e in events}
+    alerts = docs[o.alerts_topic]
+    assert alerts and {a["status"] for a in alerts} <= {"firing", "resolved"}
+    out = StringIO()
+    tail_alerts(kafka_bootstrap, o.alerts_topic, from_beginning=True, max_alerts=len(alerts),
+                timeout_s=30, out=out, readers=SchemaReaders(client, "avro"))  # fmt: skip
+    assert sorted(out.getvalue().splitlines()) == sorted(format_alert(a) for a in alerts)
