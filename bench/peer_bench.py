@@ -322,8 +322,8 @@ def rows_of(runs: Sequence[Run]) -> list[list[str]]:
 
 
 SCALE_HEADER = [
-    "entities", "guarantee", "events read", "entities reached", "events/s", "events/s 2nd half",
-    "CPU s/100k", "peak RSS MB", "restore s", "restart s",
+    "entities", "guarantee", "events timed", "entities reached", "events/s", "events/s 2nd half",
+    "CPU s/100k", "CPU s/100k 2nd half", "peak RSS MB", "restore s", "restart s",
 ]  # fmt: skip
 
 
@@ -332,7 +332,7 @@ def scale_rows(runs: Sequence[Run]) -> list[list[str]]:
 
     >>> r = Run("10000", "exactly_once", 100_000, 1.0, 2.0, 2**30, 0.5, 3.0, 10_000, 90_000.0)
     >>> print(" ".join(scale_rows([r])[1]))
-    10,000 exactly_once 100,000 10,000 100,000 90,000 2.00 1,024 0.50 3.0
+    10,000 exactly_once 100,000 10,000 100,000 90,000 2.00 - 1,024 0.50 3.0
     """
     rows = [list(SCALE_HEADER)]
     for r in runs:
@@ -345,6 +345,7 @@ def scale_rows(runs: Sequence[Run]) -> list[list[str]]:
                 fmt(r.rate),
                 fmt(r.tail_rate),
                 fmt(r.cpu_per_100k, ".2f"),
+                fmt(r.tail_cpu_per_100k, ".2f"),
                 fmt(r.peak_rss / 2**20 if r.peak_rss is not None else None),
                 fmt(r.restore_s, ".2f"),
                 fmt(r.restart_s, ".1f"),
@@ -431,15 +432,10 @@ def verdicts(
         mine = [r for r in scale if r.guarantee == g]
         if len(mine) >= 2:
             lo, hi = mine[0], mine[-1]
+            what = f"{g}: at {fmt(hi.entities)} entities / at {fmt(lo.entities)} (2nd halves), "
             ratio = (hi.tail_rate or math.nan) / (lo.tail_rate or math.nan)
-            out.append(
-                line(
-                    f"{g}: events/s at {fmt(hi.entities)} entities (2nd half) / at "
-                    f"{fmt(lo.entities)}",
-                    ratio,
-                    TARGET_SCALE,
-                )
-            )
+            out.append(line(what + "events/s", ratio, TARGET_SCALE))
+            out.append(line(what + "events per CPU second", per_core_ratio(hi, lo), TARGET_SCALE))
     for g, target in TARGET_P99_MS.items():
         p99 = latency.get(g, {}).get("p99", math.nan)
         out.append(verdict(f"p99 event -> prediction at 5k/s, {g}", p99, target, " ms", False))
@@ -929,6 +925,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--skip-kstreams", action="store_true", help="leave out Kafka Streams")
     ap.add_argument("--skip-scale", action="store_true", help="leave out the entity-scale runs")
+    ap.add_argument(
+        "--skip-peers", action="store_true", help="only the scale and latency runs (no --events)"
+    )
     ap.add_argument("--ks-heap", default="1g", help="Kafka Streams -Xmx (1g)")
     ap.add_argument("--json", type=Path, help="also write the JSON line to this file")
     ap.add_argument(
@@ -937,40 +936,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def run(args: argparse.Namespace, stack: ExitStack) -> int:
-    import driftline.localkafka as lk
-    from driftline.agents.demo import demo_spec_text
+def peers(
+    args: argparse.Namespace,
+    stack: ExitStack,
+    tmp: Path,
+    bootstrap: str,
+    run_id: str,
+    base: dict[str, Any],
+    classpath: str,
+    note: Callable[[Run], Run],
+) -> None:
+    """The systems side by side on one topic of ``args.events`` events."""
     from driftline.localkafka import free_port
 
     pb = _pipeline_bench()
-    logging.getLogger("driftline").setLevel(logging.ERROR)
     n: int = args.events
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftline-peer-")))
-    classpath = "" if args.skip_kstreams else kstreams_classpath()
-    bootstrap, broker, _ = pb.given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
-    load_before = pb.load_average()
-    facts = pb.machine_facts(bootstrap, broker, ("confluent-kafka", "orjson", "numpy"))
-    facts.append(f"kafka streams: {lk.KAFKA_VERSION} (bench/kstreams), java "
-                 + subprocess.run(["java", "-version"], capture_output=True, text=True,
-                                  check=False).stderr.splitlines()[0])  # fmt: skip
-    facts.append(f"load:    {load_before} (1/5/15 min) before; other work on this machine "
-                 "competes for the same cores")  # fmt: skip
-    print("\n".join(facts), flush=True)
-
-    run_id = uuid.uuid4().hex[:8]
     topic = f"bench-{run_id}.events"
     t = time.monotonic()
     produce(bootstrap, topic, synthetic_events(n))
     pb.log(f"produced {n} events to {topic} in {time.monotonic() - t:.1f}s")
     timeout = max(120.0, n / 2000)
-    base = tomllib.loads(demo_spec_text())
-    runs: list[Run] = []
-
-    def note(r: Run) -> Run:
-        pb.log(f"{r.name} [{r.guarantee}]: {r.rate:,.0f}/s, {r.cpu_per_100k:.2f} CPU s/100k")
-        runs.append(r)
-        return r
-
     for backoff in (None, TUNED_BACKOFF_MS):
         note(raw_run(stack, bootstrap, topic, n, backoff, timeout))
     for guarantee, features_only in (
@@ -988,6 +973,39 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
         for guarantee in ("exactly_once_v2", "at_least_once"):
             note(kstreams_run(stack, tmp, bootstrap, topic, n, guarantee, classpath=classpath,
                               timeout_s=timeout, heap=args.ks_heap))  # fmt: skip
+
+
+def run(args: argparse.Namespace, stack: ExitStack) -> int:
+    import driftline.localkafka as lk
+    from driftline.agents.demo import demo_spec_text
+    from driftline.localkafka import free_port
+
+    pb = _pipeline_bench()
+    logging.getLogger("driftline").setLevel(logging.ERROR)
+    n: int = args.events
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftline-peer-")))
+    classpath = "" if args.skip_kstreams or args.skip_peers else kstreams_classpath()
+    bootstrap, broker, _ = pb.given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
+    load_before = pb.load_average()
+    facts = pb.machine_facts(bootstrap, broker, ("confluent-kafka", "orjson", "numpy"))
+    facts.append(f"kafka streams: {lk.KAFKA_VERSION} (bench/kstreams), java "
+                 + subprocess.run(["java", "-version"], capture_output=True, text=True,
+                                  check=False).stderr.splitlines()[0])  # fmt: skip
+    facts.append(f"load:    {load_before} (1/5/15 min) before; other work on this machine "
+                 "competes for the same cores")  # fmt: skip
+    print("\n".join(facts), flush=True)
+
+    run_id = uuid.uuid4().hex[:8]
+    base = tomllib.loads(demo_spec_text())
+    runs: list[Run] = []
+
+    def note(r: Run) -> Run:
+        pb.log(f"{r.name} [{r.guarantee}]: {r.rate:,.0f}/s, {r.cpu_per_100k:.2f} CPU s/100k")
+        runs.append(r)
+        return r
+
+    if not args.skip_peers:
+        peers(args, stack, tmp, bootstrap, run_id, base, classpath, note)
 
     scale: list[Run] = []
     if not args.skip_scale:
@@ -1018,8 +1036,9 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
         lat = latency(bootstrap, args.latency_seconds, tmp)
 
     print()
-    print(f"{n:,} events, {PARTITIONS} partitions, one broker, each system its own process:")
-    print(text_table(rows_of(runs), [False, False] + [True] * (len(HEADER) - 2)))
+    if runs:
+        print(f"{n:,} events, {PARTITIONS} partitions, one broker, each its own process:")
+        print(text_table(rows_of(runs), [False, False] + [True] * (len(HEADER) - 2)))
     if scale:
         print()
         print("driftline by distinct users in state (1-day tumbling count + mean, full pipeline):")
