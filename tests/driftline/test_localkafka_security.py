@@ -238,7 +238,20 @@ def test_kcat_with_the_written_file(secured_kafka: SecuredKafka, kcat: str, uniq
     assert consume.stdout.strip() == "kk=from kcat"
 
 
-@pytest.mark.parametrize("secured_kafka", ["sasl_ssl_scram", "ssl_mtls"], indirect=True)
+def _kafka_tool(secured: SecuredKafka, main: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run one of Kafka's own Java command-line tools (``org.apache.kafka.tools.<main>``)."""
+    java = shutil.which("java")
+    assert java is not None
+    return subprocess.run(
+        [
+            java, "-cp", tool_classpath(),
+            f"-Dlog4j2.configurationFile={secured.data_dir / 'log4j2.properties'}",
+            f"org.apache.kafka.tools.{main}", "--bootstrap-server", secured.bootstrap, *args,
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
 def test_kafka_console_consumer_with_the_java_file(
     secured_kafka: SecuredKafka, unique: str
 ) -> None:
@@ -248,22 +261,38 @@ def test_kafka_console_consumer_with_the_java_file(
     topic = f"sec-java-{unique}"
     _create_topic(secured_kafka.config, topic)
     assert _produce(secured_kafka.config, topic, b"for the Java consumer") is None
-    java = shutil.which("java")
-    assert java is not None
-    out = subprocess.run(
-        [
-            java, "-cp", tool_classpath(),
-            f"-Dlog4j2.configurationFile={secured_kafka.data_dir / 'log4j2.properties'}",
-            "org.apache.kafka.tools.consumer.ConsoleConsumer",
-            "--bootstrap-server", secured_kafka.bootstrap, "--topic", topic,
-            "--from-beginning", "--max-messages", "1", "--timeout-ms", "60000",
-            "--consumer.config", str(secured_kafka.java_properties),
-        ],
-        capture_output=True, text=True, timeout=120, check=False,
+    out = _kafka_tool(
+        secured_kafka, "consumer.ConsoleConsumer", "--topic", topic, "--from-beginning",
+        "--max-messages", "1", "--timeout-ms", "60000",
+        "--consumer.config", str(secured_kafka.java_properties),
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.splitlines() == ["for the Java consumer"]
     assert "Processed a total of 1 messages" in out.stderr
+
+
+@pytest.mark.parametrize("secured_kafka", ["ssl_mtls"], indirect=True)
+def test_kafka_acls_lists_the_client_users_grants(secured_kafka: SecuredKafka) -> None:
+    admin_java = secured_kafka.java_properties.with_name("admin.java.properties")
+    out = _kafka_tool(secured_kafka, "AclCommand", "--command-config", str(admin_java), "--list")
+    assert out.returncode == 0, out.stdout + out.stderr
+    bindings, resource = [], ("", "")
+    for line in out.stdout.splitlines():  # each resource, then one line per ACL on it
+        if found := re.search(r"resourceType=(\w+), name=([^,]+), patternType=LITERAL", line):
+            resource = (found.group(1), found.group(2))
+        elif found := re.search(r"principal=User:driftline, host=\*, operation=(\w+), "
+                                r"permissionType=ALLOW", line):  # fmt: skip
+            bindings.append((*resource, found.group(1)))
+    bindings.sort()
+    assert out.stdout.count("principal=") == 6 and "driftline-noacl" not in out.stdout
+    assert bindings == [
+        ("CLUSTER", "kafka-cluster", "DESCRIBE"),
+        ("CLUSTER", "kafka-cluster", "DESCRIBE_CONFIGS"),
+        ("CLUSTER", "kafka-cluster", "IDEMPOTENT_WRITE"),
+        ("GROUP", "*", "ALL"),
+        ("TOPIC", "*", "ALL"),
+        ("TRANSACTIONAL_ID", "*", "ALL"),
+    ]
 
 
 # --------------------------------------------------------------------------- refusals
