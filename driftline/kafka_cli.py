@@ -17,6 +17,7 @@ from driftline.localkafka import (
     cache_dir,
     default_data_dir,
     fetch_jars,
+    fetch_tool_jars,
 )
 from driftline.localkafka_security import ADMIN_USER, CLIENT_USER, MODES, NOACL_USER
 
@@ -180,9 +181,11 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 def _cmd_fetch(args: argparse.Namespace) -> int:
     try:
         libs = fetch_jars(quiet=not args.verbose)
+        tools = fetch_tool_jars(quiet=not args.verbose)
     except KafkaLauncherError as exc:
         return _fail("fetch", exc)
     print(f"Kafka {KAFKA_VERSION} jars are in {libs}")
+    print(f"  its command-line tools (console consumer, kafka-acls...) in {tools}")
     return 0
 
 
