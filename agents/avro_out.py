@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from driftline.agents.formats import registry_error
 from driftline.agents.stages.outcome import BatchOutcome
 from driftline.errors import DriftlineError
 from driftline.schemas import load_schema
@@ -113,7 +114,7 @@ class AvroOutputs:
             try:
                 sid = client.register_schema(subject, Schema(orjson.dumps(schema).decode(), "AVRO"))
             except Exception as e:
-                words = f"HTTP {e.http_status_code}: {e}" if hasattr(e, "http_status_code") else e
+                words = registry_error(e)[1]
                 raise DriftlineError(
                     f"cannot register the Avro schema of output topic {topic} (subject "
                     f"{subject}) in the schema registry: {words}; check [schema_registry] and "

@@ -94,7 +94,7 @@ def schema_ids(values: Iterable[bytes | None]) -> set[int]:
     return {int.from_bytes(h[1:], "big") for h in heads if len(h) == 5 and h[0] == MAGIC}
 
 
-def _registry_error(e: BaseException) -> tuple[int | None, str]:
+def registry_error(e: BaseException) -> tuple[int | None, str]:
     """(HTTP status or None, words) of a failed registry call."""
     status = getattr(e, "http_status_code", None)
     if status is not None:
@@ -153,7 +153,7 @@ class SchemaReaders:
             fmt = "serialized" if self.format == "protobuf" else None
             schema = self.client.get_schema(sid, fmt=fmt)
         except Exception as e:
-            status, words = _registry_error(e)
+            status, words = registry_error(e)
             if status == 404:
                 detail = f"schema id {sid} is not in the registry ({words})"
                 self.unknown[sid] = (self._clock(), detail)

@@ -493,3 +493,18 @@ def test_every_output_document_has_an_avro_schema() -> None:
     for document in set(DOCUMENTS.values()):
         schema = parse_schema(avro_schema(document))
         assert schema["name"] == "driftline." + "".join(w.title() for w in document.split("_"))
+
+
+def test_avro_outputs_need_their_schemas_registered() -> None:
+    """An unreachable registry at start: one error naming the topic and subject (the worker
+    exits with it), not a worker that writes unregistered values."""
+    from driftline.agents.avro_out import AvroOutputs
+    from driftline.errors import DriftlineError
+
+    data = _spec_data("json", {"url": f"http://127.0.0.1:{free_port()}", "timeout_ms": 500})
+    data["output"] = {"format": "avro", "features_topic": "f.features"}
+    spec = parse_spec(data)
+    assert spec.schema_registry is not None
+    with pytest.raises(DriftlineError, match=r"cannot register the Avro schema of output topic "
+                       r"f\.features \(subject f\.features-value\) .*ConnectError"):  # fmt: skip
+        AvroOutputs(spec, registry_client(spec.schema_registry))
