@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,6 +92,58 @@ class RedactFilter(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
+        return True
+
+
+#: Loggers of the Kafka clients: librdkafka (through ``driftline.kafka``), aiokafka, faust's
+#: transport. During a broker outage they write hundreds of lines a second.
+CLIENT_LOGGERS = ("driftline.kafka", "aiokafka", "faust.transport")
+#: Seconds during which a client line of the same kind is held back after one is written.
+CLIENT_LOG_PERIOD_S = 60.0
+_NUMBERS = re.compile(r"\d+")
+
+
+class ClientNoise(logging.Filter):
+    """Handler filter: each kind of Kafka client line at most once per ``period_s``.
+
+    A kind is the logger, level and message with every number blanked (ports, milliseconds,
+    counts, node ids differ between repeats). The next line of a kind after its period says
+    how many like it were held back. driftline's own lines (and every other logger) pass:
+    ``driftline.outage`` says once when the brokers are lost and when they are back.
+    """
+
+    MAX_KINDS = 1_000
+
+    def __init__(
+        self, period_s: float = CLIENT_LOG_PERIOD_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.period_s = period_s
+        self.clock = clock
+        #: kind -> [when the last line of it was written, lines held back since]
+        self._kinds: dict[tuple[str, int, str], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(CLIENT_LOGGERS):
+            return True
+        try:
+            msg = record.getMessage()
+        except Exception:
+            return True
+        kind = (record.name, record.levelno, _NUMBERS.sub("#", msg)[:300])
+        now = self.clock()
+        with self._lock:
+            seen = self._kinds.get(kind)
+            if seen is not None and now - seen[0] < self.period_s:
+                seen[1] += 1
+                return False
+            if len(self._kinds) >= self.MAX_KINDS:
+                self._kinds.clear()
+            self._kinds[kind] = [now, 0]
+        held = 0 if seen is None else int(seen[1])
+        if held:
+            record.msg, record.args = f"{msg} ({held} more like it held back)", ()
         return True
 
 
@@ -167,7 +222,10 @@ def logging_config(log_format: str, loglevel: str | int = "info") -> dict[str, A
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": "driftline.agents.logs.RedactFilter"}},
+        "filters": {
+            "redact": {"()": "driftline.agents.logs.RedactFilter"},
+            "client_noise": {"()": "driftline.agents.logs.ClientNoise"},
+        },
         "formatters": {"driftline": formatter},
         "handlers": {
             "default": {
@@ -175,7 +233,7 @@ def logging_config(log_format: str, loglevel: str | int = "info") -> dict[str, A
                 "stream": "ext://sys.stderr",
                 "level": level,
                 "formatter": "driftline",
-                "filters": ["redact"],
+                "filters": ["client_noise", "redact"],
             }
         },
         "root": {"level": level, "handlers": ["default"]},

@@ -40,6 +40,9 @@ LABEL_COUNTERS = ("unmatched_label", "expired_prediction", "duplicate_label",
 #: ``driftline_drift_firing`` follows (skew checks and importance shifts have their own kinds).
 DETECTOR_KINDS = ("covariate", "prediction", "label", "concept")
 
+#: Why a transactional producer was given up and recreated (``driftline_producer_resets``).
+PRODUCER_RESETS = ("stalled", "abortable", "fatal", "outage")
+
 STAGES = (
     "poll", "decode", "features", "predict", "detect", "encode", "labels", "produce", "commit"
 )  # fmt: skip
@@ -153,6 +156,31 @@ _METRICS: tuple[tuple[str, Any, str, str, tuple[str, ...]], ...] = (
         "driftline_consumer_lag_records",
         "Input records after this worker's position (high watermark minus position).",
         ("topic", "partition"),
+    ),
+    (
+        "commit_pending",
+        Gauge,
+        "driftline_commit_pending_seconds",
+        "How long the batch commit in progress has been waiting (0 when none). exactly_once gives "
+        "a commit up after 10 s (its transaction aborted, the producer recreated, the state "
+        "restored from the last committed snapshot).",
+        (),
+    ),
+    (
+        "producer_resets",
+        Counter,
+        "driftline_producer_resets",
+        "Transactional producers given up and recreated, by reason: stalled (a commit still "
+        "pending after 10 s), abortable or fatal (the commit failed), outage (after the brokers "
+        "were away: librdkafka's transactional producer may not recover by itself).",
+        ("reason",),
+    ),
+    (
+        "broker_connected",
+        Gauge,
+        "driftline_broker_connected",
+        "1 while the worker's Kafka clients reach the brokers, 0 while every broker is down.",
+        (),
     ),
     (
         "latency",
@@ -276,6 +304,9 @@ class WorkerMetrics:
     drift_p_value: Gauge
     assigned: Gauge
     consumer_lag: Gauge
+    commit_pending: Gauge
+    producer_resets: Counter
+    broker_connected: Gauge
     batch_cache_hits: Counter
     batch_cache_misses: Counter
     skew_disagreements: Counter
@@ -317,6 +348,8 @@ class WorkerMetrics:
             self.stage_seconds.labels(stage)
         for outcome in ("joined", *LABEL_COUNTERS):
             self.label_outcomes.labels(outcome)
+        for reason in PRODUCER_RESETS:
+            self.producer_resets.labels(reason)
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
 
     def count_labels(self, partition: int, oc: Any) -> None:

@@ -17,15 +17,25 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from driftline.agents.batch_metrics import Outcome
+from driftline.agents.bounded import Stalled, call_bounded
 from driftline.agents.commit import CommitStrategy, StrategyContext, commit_strategy
-from driftline.agents.commit.base import produce_all_to_partition
+from driftline.agents.commit.base import CommitLost, produce_all_to_partition
 from driftline.agents.formats import SchemaReaders
 from driftline.agents.kafka_io import client_conf
 from driftline.agents.metric_series import declare_partition, declare_series
 from driftline.agents.metrics import WorkerMetrics
+from driftline.agents.outage import BrokerLink
 from driftline.agents.partitions import OwnedPartitions
 from driftline.agents.pipeline import PartitionPipeline, RecordColumns
 from driftline.agents.state import (
@@ -35,6 +45,7 @@ from driftline.agents.state import (
     read_changelog_partition,
     restore_snapshot,
 )
+from driftline.errors import DriftlineError
 from driftline.kafka_config import Kafka
 from driftline.spec import PipelineSpec
 from driftline.streams.model import BatchPredictor
@@ -49,6 +60,17 @@ __all__ = [
 ]
 
 log = logging.getLogger("driftline.runner")
+
+
+class ConsumerFailed(DriftlineError):
+    """The consumer reported a fatal error: it can do nothing more."""
+
+
+#: Seconds closing the consumer may take when the worker stops (leaving the group needs a
+#: broker; past this the consumer is left behind and the process exits all the same).
+CLOSE_CONSUMER_S = 10.0
+#: While the brokers are away: seconds between two checks whether they are back.
+PROBE_INTERVAL_S = 2.0
 
 
 def changelog_topic(spec: PipelineSpec) -> str:
@@ -134,6 +156,11 @@ class TransactionalRunner(threading.Thread):
                 self.schema_readers, sr, spec.input.topic,
                 metrics.schema_registry_up.labels(fmt), metrics.schema_registry_retries.labels(fmt),
             )  # fmt: skip
+        #: whether the clients reach the brokers (one log line per change)
+        self.link = BrokerLink(bootstrap, metrics.broker_connected)
+        self._last_probe = 0.0
+        #: outages after which the commit strategy was recovered
+        self._outages_recovered = 0
 
     @property
     def pipelines(self) -> dict[int, PartitionPipeline]:
@@ -165,6 +192,8 @@ class TransactionalRunner(threading.Thread):
                      consumer: Consumer, partitions: list[TopicPartition]) -> None:  # fmt: skip
         if self._callback_error is not None:
             return  # the loop stops with the first error
+        if consumer is not self.consumer:
+            return  # a failed consumer being closed: its partitions are dropped already
         try:
             fn(consumer, partitions)
         except BaseException as e:  # raised from the loop: see `_raise_callback_error`
@@ -251,8 +280,10 @@ class TransactionalRunner(threading.Thread):
         self._in_callback(self._revoke, consumer, partitions)
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.commit.before_revoke()  # hand partitions over only once what we did is durable
-        self._drop(partitions)
+        try:
+            self.commit.before_revoke()  # hand partitions over only once what we did is durable
+        finally:  # even if that failed (CommitLost: the loop recovers the partitions it keeps)
+            self._drop(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._in_callback(self._lost, consumer, partitions)
@@ -281,9 +312,9 @@ class TransactionalRunner(threading.Thread):
         finally:
             self.ready.set()
 
-    def _clients(self) -> tuple[Consumer, Producer]:
+    def _consumer(self) -> Consumer:
         spec, w = self.spec, self.spec.worker
-        consumer = Consumer(
+        return Consumer(
             client_conf(self.bootstrap, {
                 "group.id": spec.group_id,
                 "client.id": f"driftline-{spec.name}-{self.worker_id}",
@@ -299,9 +330,14 @@ class TransactionalRunner(threading.Thread):
                 "queued.max.messages.kbytes": 256 * 1024,
                 # the same partition number of the input and labels topics on one worker
                 "partition.assignment.strategy": "range",
+                "error_cb": self.link.error_cb,
+                **self.commit.consumer_config(),
             })
         )  # fmt: skip
-        producer = Producer(
+
+    def _producer(self) -> Producer:
+        """A producer for the commit strategy (it makes another if one gets stuck)."""
+        return Producer(
             client_conf(self.bootstrap, {
                 **self.commit.producer_config(),
                 # every write waits for the topic's min.insync.replicas (transactions and
@@ -318,19 +354,12 @@ class TransactionalRunner(threading.Thread):
                 "queue.buffering.max.kbytes": 1_048_576,
             })
         )  # fmt: skip
-        return consumer, producer
 
     def _run(self) -> None:
-        spec, w, m = self.spec, self.spec.worker, self.metrics
-        consumer, producer = self._clients()
-        self.consumer = consumer
-        self.commit.start(consumer, producer)
-        consumer.subscribe(
-            self.topics,
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        spec, w = self.spec, self.spec.worker
+        consumer = self._consumer()
+        self.commit.start(consumer, self._producer(), self._producer)
+        self._subscribe(consumer)
         self.ready.set()
         log.info(
             "driftline worker %s started: pipeline=%s group=%s input=%s model=%s",
@@ -341,28 +370,189 @@ class TransactionalRunner(threading.Thread):
             self.model_version,
         )
         timeout_s = w.batch_timeout_ms / 1000
-        gate = self.registry_gate
         try:
             while not self._stop_event.is_set():
-                t0 = time.perf_counter()
-                msgs = self._poll(consumer, w.batch_max_records, timeout_s)
-                self._raise_callback_error()
-                if msgs and gate is not None and not gate.admit(consumer, msgs):
-                    msgs = []  # held (sought back, paused) until the registry answers
-                if gate is not None:
-                    gate.retry(consumer)
-                if msgs:
-                    m.stage_seconds.labels("poll").observe(time.perf_counter() - t0)
-                    self.commit.send(self._process(msgs))
-                else:
-                    self.commit.idle()
-                self.commit.tick()
-                self._export_lag(consumer)
-            self.commit.finish()
+                try:
+                    self._round(consumer, w.batch_max_records, timeout_s)
+                except CommitLost as e:
+                    self._recover(consumer, e)
+                except ConsumerFailed as e:
+                    consumer = self._replace_consumer(consumer, e)
+            try:
+                self.commit.finish()
+            except CommitLost as e:
+                log.warning("stopping: the last batch was not committed (%s); the next start "
+                            "processes it again", e)  # fmt: skip
         finally:
-            consumer.close()
-            producer.flush(10)
-            self.commit.close()
+            self._close(consumer)
+
+    def _round(self, consumer: Consumer, max_records: int, timeout_s: float) -> None:
+        """One turn of the loop: poll, process, hand to the commit strategy."""
+        if self.commit.recover_after_outage and self.link.up:
+            if self._outages_recovered < self.link.outages:
+                self._outages_recovered = self.link.outages
+                raise CommitLost("outage", "the Kafka brokers were away")
+        t0 = time.perf_counter()
+        msgs = self._poll(consumer, max_records, timeout_s)
+        self._raise_callback_error()
+        for m in msgs:
+            err = m.error()
+            if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
+                # e.g. a static member fenced after its session expired in a broker outage
+                raise ConsumerFailed(str(err))
+        gate = self.registry_gate
+        if msgs and gate is not None and not gate.admit(consumer, msgs):
+            msgs = []  # held (sought back, paused) until the registry answers
+        if gate is not None:
+            gate.retry(consumer)
+        if msgs:
+            if msgs[-1].error() is None:
+                self.link.ok()  # records arrived: a broker answers
+            self.metrics.stage_seconds.labels("poll").observe(time.perf_counter() - t0)
+            self.commit.send(self._process(msgs))
+        else:
+            self.commit.idle()
+            self._probe(consumer)
+        self.commit.tick()
+        self._export_lag(consumer)
+
+    def _probe(self, consumer: Consumer) -> None:
+        """While the brokers are away (and nothing arrives), ask for metadata now and then:
+        the first answer ends the outage (and its log line says so)."""
+        now = time.monotonic()
+        if self.link.up or now - self._last_probe < PROBE_INTERVAL_S:
+            return
+        self._last_probe = now
+        try:
+            consumer.list_topics(self.spec.input.topic, timeout=1.0)
+        except KafkaException:
+            return
+        self.link.ok()
+
+    def _recover(self, consumer: Consumer, lost: CommitLost) -> None:
+        """A commit was lost: make the producer usable again (bounded calls, retried until the
+        brokers answer), restore every assigned partition from its last committed snapshot and
+        read on from that snapshot's offsets. Whatever was processed after it is processed
+        again; nothing of it was committed."""
+        t0 = time.monotonic()
+        self.metrics.producer_resets.labels(lost.reason).inc()
+        if lost.reason == "outage":
+            log.info(
+                "the Kafka brokers are back: a new transactional producer, and partitions %s "
+                "restored from their last committed state", sorted(self.pipelines),
+            )  # fmt: skip
+        else:
+            log.warning(
+                "%s: giving the transaction up, restoring partitions %s from their last "
+                "committed state", lost, sorted(self.pipelines),
+            )  # fmt: skip
+        if lost.reason == "stalled":
+            self.link.lost("a commit got no answer")
+
+        def attempt() -> None:  # a ChangelogError stops the worker
+            self.commit.recover(lost.reason, self._stop_event)
+            if not self._stop_event.is_set():
+                self._rebuild(consumer)
+
+        self._retry_until_done(attempt)
+        # the new producer serves this outage too (the consumer's next poll or the probe says
+        # when the brokers answer again)
+        self._outages_recovered = self.link.outages
+        log.info("resumed partitions %s from their last committed state in %.1f s",
+                 sorted(self.pipelines), time.monotonic() - t0)  # fmt: skip
+
+    def _replace_consumer(self, old: Consumer, failed: ConsumerFailed) -> Consumer:
+        """The consumer failed for good (librdkafka fences a static member that rejoins after
+        its session expired during an outage): drop every partition, make the producer usable
+        for a new group generation, and join the group with a new consumer; its assignment
+        restores the partitions from their last committed snapshots."""
+        t0 = time.monotonic()
+        log.warning(
+            "the Kafka consumer failed (%s): a new one rejoins the group; partitions %s restart "
+            "from their last committed state", failed, sorted(self.pipelines),
+        )  # fmt: skip
+        if self.pipelines:
+            self._drop([TopicPartition(self.spec.input.topic, p) for p in list(self.pipelines)])
+        self.consumer = None  # the old consumer's rebalance callbacks do nothing from now on
+        try:
+            call_bounded("closing the failed consumer", CLOSE_CONSUMER_S, old.close)
+        except (KafkaException, Stalled) as e:
+            log.info("the failed consumer did not close cleanly: %s", e)
+        self._retry_until_done(lambda: self.commit.recover("fatal", self._stop_event))
+        consumer = self._consumer()
+        self.commit.consumer = consumer
+        self._subscribe(consumer)
+        log.info("a new consumer joins the group (%.1f s)", time.monotonic() - t0)
+        return consumer
+
+    def _subscribe(self, consumer: Consumer) -> None:
+        """``consumer`` is the runner's from now on (its rebalance callbacks act), subscribed."""
+        self.consumer = consumer
+        consumer.subscribe(
+            self.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def _retry_until_done(self, fn: Callable[[], None]) -> None:
+        """``fn()`` until it returns, retried every second while the brokers do not answer
+        (bounded calls fail with KafkaException or Stalled), or until the worker stops."""
+        failures = 0
+        while not self._stop_event.is_set():
+            try:
+                fn()
+                return
+            except (KafkaException, Stalled) as e:
+                failures += 1
+                if failures == 1:
+                    log.warning("the Kafka brokers do not answer yet (%s); retrying", e)
+                self._stop_event.wait(1.0)
+
+    def _rebuild(self, consumer: Consumer) -> None:
+        """Every assigned partition's pipeline restored from the changelog, and the consumer
+        sought to the offsets its snapshot covers (the group's committed offsets without one)."""
+        assigned = consumer.assignment()
+        for p in list(self.pipelines):
+            self.partitions.drop(p)
+        wanted = sorted({tp.partition for tp in assigned})
+        self.restoring = frozenset(wanted)
+        try:
+            self._restore(consumer, wanted)
+        finally:
+            self.restoring = frozenset()
+        unknown = [tp for tp in assigned if tp.topic not in self.positions.get(tp.partition, {})]
+        committed: dict[tuple[str, int], int] = {}
+        if unknown:
+            for tp in consumer.committed(unknown, timeout=10):
+                committed[(tp.topic, tp.partition)] = tp.offset
+        fallback = OFFSET_BEGINNING if self.spec.worker.auto_offset_reset == "earliest" else (
+            OFFSET_END)  # fmt: skip
+        for tp in assigned:
+            offset = self.positions.get(tp.partition, {}).get(tp.topic)
+            if offset is None:
+                offset = committed.get((tp.topic, tp.partition), -1)
+                offset = offset if offset >= 0 else fallback
+            try:
+                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            except KafkaException as e:  # a new consumer starts at the committed offsets
+                raise ConsumerFailed(f"cannot seek {tp.topic}[{tp.partition}]: {e}") from e
+
+    def _close(self, consumer: Consumer) -> None:
+        """Close the clients, each within a bound (a client stuck in librdkafka is left)."""
+        try:
+            call_bounded("closing the consumer", CLOSE_CONSUMER_S, consumer.close)
+        except (KafkaException, Stalled) as e:
+            log.warning("the consumer did not close cleanly: %s", e)
+        producer = self.commit.producer
+        if producer is not None:
+            try:
+                left = call_bounded("flushing the producer", 10, producer.flush, 5)
+                if left:
+                    log.warning("%d messages were not delivered before stopping", left)
+            except Stalled as e:
+                log.warning("%s", e)
+        self.commit.close()
 
     @staticmethod
     def _poll(consumer: Consumer, max_records: int, timeout_s: float) -> list[Any]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.config
+import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,31 @@ log = logging.getLogger("driftline.worker")
 
 #: /healthz says "stalled" when input records wait and no batch was processed for this long.
 HEALTH_STALL_S = 60.0
+#: Seconds the batch loop may take to stop (its Kafka calls are bounded well within this).
+RUNNER_STOP_S = 45.0
+#: Seconds after a stop begins (SIGTERM/SIGINT) past which the process exits (code 1) whatever
+#: is still running: faust's own clients wait for brokers that may be away.
+STOP_DEADLINE_S = 75.0
+#: With the brokers away when the batch loop has stopped: seconds left for faust's clients to
+#: close before the process exits (code 0: what was committed is durable; faust's consumer
+#: would wait 60 s for a broker that does not answer).
+OUTAGE_STOP_S = 5.0
+
+
+def _exit_if_still_running(deadline_s: float, code: int = 1) -> None:
+    """A daemon timer: end the process with ``code`` ``deadline_s`` from now if it has not
+    ended by then."""
+
+    def _exit() -> None:
+        if code:
+            log.error("the worker did not stop within %.0f s of being asked to; exiting now",
+                      deadline_s)  # fmt: skip
+        logging.shutdown()
+        os._exit(code)
+
+    timer = threading.Timer(deadline_s, _exit)
+    timer.daemon = True
+    timer.start()
 
 
 class RunnerService(mode.Service):
@@ -66,8 +93,13 @@ class RunnerService(mode.Service):
             await asyncio.sleep(0.2)
 
     async def on_stop(self) -> None:
+        _exit_if_still_running(STOP_DEADLINE_S)
         self.runner.stop()
-        await asyncio.get_running_loop().run_in_executor(None, self.runner.join, 60)
+        await asyncio.get_running_loop().run_in_executor(None, self.runner.join, RUNNER_STOP_S)
+        if not self.runner.link.up:
+            log.warning("stopping while the Kafka brokers are away: not waiting for their "
+                        "clients to close")  # fmt: skip
+            _exit_if_still_running(OUTAGE_STOP_S, 0)
 
 
 #: The topics the worker creates at start when they are missing (:mod:`agents.topics` roles).

@@ -5,10 +5,16 @@ the partitions processed since their last snapshot are snapshotted, each snapsho
 offsets it covers; once every message is acknowledged, the offsets are committed to the group
 (for lag and monitoring: a restarted worker resumes from its snapshot's offsets, so its state
 never counts anything twice; outputs computed after the last snapshot are written again).
+
+The group's offsets follow the snapshots even when a commit of them is lost: after a restore
+the restored snapshot's offsets are committed (a worker stopped between a snapshot and its
+offset commit left the group behind the snapshot), and an offset commit that fails (a broker
+outage) is retried every commit interval until the group confirms it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import Future
 from typing import Any, NoReturn
@@ -16,9 +22,17 @@ from typing import Any, NoReturn
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, Producer, TopicPartition
 
 from driftline.agents.batch_metrics import Outcome, count_batch
+from driftline.agents.bounded import wait_for
 from driftline.agents.commit.base import CommitStrategy, StrategyContext
 from driftline.agents.partitions import Snapshot
 from driftline.errors import DriftlineError
+
+log = logging.getLogger("driftline.commit")
+
+#: Seconds a checkpoint may take (its flush is bounded at 120 s) before the worker stops.
+CHECKPOINT_BOUND_S = 150.0
+#: Seconds between two tries of an offset commit the group has not confirmed.
+OFFSET_RETRY_S = 1.0
 
 
 class AtLeastOnceCommit(CommitStrategy):
@@ -31,8 +45,15 @@ class AtLeastOnceCommit(CommitStrategy):
         self._delivery_error: str | None = None
         # partitions processed since their last snapshot, and when that was
         self._dirty: set[int] = set()
-        self._checkpointing: Future[None] | None = None
+        self._checkpointing: Future[list[TopicPartition]] | None = None
         self._last_checkpoint = time.monotonic()
+        #: offsets whose snapshot is acknowledged but whose commit the group has not confirmed
+        self._unconfirmed: dict[tuple[str, int], int] = {}
+        self._last_offset_commit = 0.0
+        self._commit_failing = False
+
+    def consumer_config(self) -> dict[str, Any]:
+        return {"on_commit": self._on_commit}
 
     def producer_config(self) -> dict[str, Any]:
         # no transaction: send at once; failed deliveries are reported to _delivered
@@ -49,6 +70,8 @@ class AtLeastOnceCommit(CommitStrategy):
         positions = self.partitions.positions
         for tp in partitions:
             tp.offset = positions[tp.partition].get(tp.topic, OFFSET_STORED)
+            if tp.offset >= 0:  # the group may be behind the snapshot: commit it (next tick)
+                self._unconfirmed[(tp.topic, tp.partition)] = tp.offset
         consumer.assign(partitions)
 
     def before_revoke(self) -> None:
@@ -80,6 +103,8 @@ class AtLeastOnceCommit(CommitStrategy):
     def tick(self) -> None:
         if self._checkpoint_due():
             self._checkpoint(wait=False)
+        if self._unconfirmed and time.monotonic() - self._last_offset_commit >= OFFSET_RETRY_S:
+            self._commit_offsets([])
 
     def finish(self) -> None:
         self._checkpoint()
@@ -89,7 +114,7 @@ class AtLeastOnceCommit(CommitStrategy):
         if self._checkpointing is not None:
             if not self._checkpointing.done():
                 return False
-            self._checkpointing.result()  # re-raises a failed checkpoint
+            self._commit_offsets(self._checkpointing.result())  # re-raises a failed one
             self._checkpointing = None
         return bool(self._dirty) and time.monotonic() - self._last_checkpoint >= interval
 
@@ -102,7 +127,7 @@ class AtLeastOnceCommit(CommitStrategy):
         consumer, producer = self.consumer, self.producer
         assert consumer is not None and producer is not None
         if self._checkpointing is not None:
-            self._checkpointing.result()
+            self._commit_offsets(wait_for(self._checkpointing, CHECKPOINT_BOUND_S, "a checkpoint"))
             self._checkpointing = None
         t0 = time.perf_counter()
         offsets: list[TopicPartition] = []
@@ -118,22 +143,56 @@ class AtLeastOnceCommit(CommitStrategy):
         self._dirty.clear()
         self._last_checkpoint = time.monotonic()
 
-        def write() -> None:
+        def write() -> list[TopicPartition]:
             try:
-                for p, log in logs:
-                    self._write_changelog(producer, p, log)
+                for p, records in logs:
+                    self._write_changelog(producer, p, records)
                 self._write_snapshots(producer, states)
             except KafkaException as e:
                 self._fail(producer, e)
             self._flush(producer)
-            if offsets:
-                consumer.commit(offsets=offsets, asynchronous=True)
             self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
+            return offsets  # committed by the loop (`_commit_offsets`) now they are covered
 
         self._checkpointing = self._committer.submit(write)
         if wait:
-            self._checkpointing.result()
+            self._commit_offsets(wait_for(self._checkpointing, CHECKPOINT_BOUND_S, "a checkpoint"))
             self._checkpointing = None
+
+    def _commit_offsets(self, offsets: list[TopicPartition]) -> None:
+        """Commit ``offsets`` (their snapshots are acknowledged) and every earlier one the group
+        has not confirmed yet, of the partitions still owned (asynchronously: `_on_commit`)."""
+        for tp in offsets:
+            self._unconfirmed[(tp.topic, tp.partition)] = tp.offset
+        owned = self.partitions.positions
+        for key in [k for k in self._unconfirmed if k[1] not in owned]:
+            del self._unconfirmed[key]
+        if not self._unconfirmed or self.consumer is None:
+            return
+        self._last_offset_commit = time.monotonic()
+        todo = [TopicPartition(t, p, o) for (t, p), o in self._unconfirmed.items()]
+        try:
+            self.consumer.commit(offsets=todo, asynchronous=True)
+        except KafkaException as e:  # tried again on a later tick
+            self._commit_failed(str(e))
+
+    def _on_commit(self, err: Any, partitions: list[TopicPartition]) -> None:
+        """The consumer's ``on_commit`` (served by its poll, on the loop thread)."""
+        if err is not None:
+            self._commit_failed(str(err))
+            return
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            if tp.error is None and self._unconfirmed.get(key) == tp.offset:
+                del self._unconfirmed[key]
+        if self._commit_failing and not self._unconfirmed:
+            self._commit_failing = False
+            log.info("the consumer group's offsets are committed again")
+
+    def _commit_failed(self, why: str) -> None:
+        if not self._commit_failing:
+            self._commit_failing = True
+            log.warning("committing offsets to the consumer group failed (%s); retrying", why)
 
     def _delivered(self, err: Any, msg: Any) -> None:
         """librdkafka reports failed deliveries only (delivery.report.only.error)."""

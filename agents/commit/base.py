@@ -3,20 +3,37 @@ and snapshots."""
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from driftline.agents.batch_metrics import Outcome
+from driftline.agents.bounded import DaemonExecutor
 from driftline.agents.kafka_io import produce_batch_all, produce_bulk
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.partitions import OwnedPartitions, Snapshot
 from driftline.agents.state import encode_snapshot_json
+from driftline.errors import DriftlineError
 from driftline.kafka_config import Kafka
 from driftline.spec import PipelineSpec
+
+#: Seconds the commit thread may take to finish when the worker stops.
+CLOSE_TIMEOUT_S = 10.0
+
+
+class CommitLost(DriftlineError):
+    """The commit in progress failed or stalled and was given up: nothing of it (or of what
+    was processed after it) may be counted as done. The runner calls `CommitStrategy.recover`,
+    restores the owned partitions from their last committed snapshots and reads on from
+    there. ``reason``: ``stalled``, ``abortable`` or ``fatal``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,9 @@ class CommitStrategy(ABC):
 
     #: the ``processing_guarantee`` value this strategy implements
     guarantee: ClassVar[str]
+    #: whether the runner recovers (`CommitLost` ``outage``) once the brokers are back after
+    #: an outage, before the next batch
+    recover_after_outage: ClassVar[bool] = False
 
     def __init__(self, ctx: StrategyContext) -> None:
         self.ctx = ctx
@@ -51,16 +71,35 @@ class CommitStrategy(ABC):
         self.partitions = ctx.partitions
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
-        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-commit")
+        #: makes a producer like the first one (`recover` replaces a broken one)
+        self.make_producer: Callable[[], Producer] | None = None
+        self._committer = DaemonExecutor("driftline-commit")
 
     # -- set-up ---------------------------------------------------------------------------------
     @abstractmethod
     def producer_config(self) -> dict[str, Any]:
         """This strategy's producer settings (on top of the runner's common ones)."""
 
-    def start(self, consumer: Consumer, producer: Producer) -> None:
-        """The clients are made; the consumer is not subscribed yet."""
+    def consumer_config(self) -> dict[str, Any]:
+        """This strategy's consumer settings (on top of the runner's)."""
+        return {}
+
+    def start(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        make_producer: Callable[[], Producer] | None = None,
+    ) -> None:
+        """The clients are made; the consumer is not subscribed yet. ``make_producer`` makes
+        another producer like ``producer`` (to replace one that is stuck)."""
         self.consumer, self.producer = consumer, producer
+        self.make_producer = make_producer
+
+    def recover(self, reason: str, stop: threading.Event) -> None:
+        """After `CommitLost` (its ``reason``): make the producer usable again (nothing to do
+        by default). Returns once it is, or once ``stop`` is set; raises what the worker stops
+        with if it cannot be."""
+        return None
 
     # -- rebalances (inside consumer.consume) --------------------------------------------------
     @abstractmethod
@@ -93,8 +132,9 @@ class CommitStrategy(ABC):
         """The loop stops: make everything processed durable."""
 
     def close(self) -> None:
-        """After the clients are closed: let the commit thread finish."""
-        self._committer.shutdown(wait=True)
+        """After the clients are closed: let the commit thread finish (bounded: a call stuck in
+        the client library is left behind on its daemon thread)."""
+        self._committer.shutdown(CLOSE_TIMEOUT_S)
 
     # -- shared ---------------------------------------------------------------------------------
     def _produce_outputs(self, producer: Producer, outcomes: list[Outcome]) -> list[TopicPartition]:
