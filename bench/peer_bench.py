@@ -418,7 +418,7 @@ def verdicts(
                     TARGET_PER_CORE,
                 )
             )
-    tuned = next((r for r in runs if r.name.startswith("raw") and "backoff" in r.name), None)
+    tuned = next((r for r in runs if r.name.endswith(f"backoff.ms={TUNED_BACKOFF_MS}")), None)
     full = by.get(("driftline worker, full", "at_least_once"))
     if tuned and full:
         out.append(
@@ -899,6 +899,23 @@ def _counts(text: str) -> list[int]:
     return out
 
 
+def _backoffs(text: str) -> list[int | None]:
+    """``--backoffs``: comma-separated milliseconds, ``default`` for librdkafka's own.
+
+    >>> _backoffs("default,10,0")
+    [None, 10, 0]
+    """
+    out: list[int | None] = []
+    for x in (x.strip() for x in text.split(",")):
+        if x == "default":
+            out.append(None)
+        elif x.isdigit():
+            out.append(int(x))
+        elif x:
+            raise argparse.ArgumentTypeError(f"expected ms or 'default', got {x!r}")
+    return out
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--events", type=int, default=300_000, help="events in the peer comparison")
@@ -928,6 +945,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--skip-peers", action="store_true", help="only the scale and latency runs (no --events)"
     )
+    ap.add_argument(
+        "--backoffs",
+        type=_backoffs,
+        default=[None, TUNED_BACKOFF_MS],
+        help=f"fetch.queue.backoff.ms of the raw runs ('default' = librdkafka's; "
+        f"default,{TUNED_BACKOFF_MS})",
+    )
     ap.add_argument("--ks-heap", default="1g", help="Kafka Streams -Xmx (1g)")
     ap.add_argument("--json", type=Path, help="also write the JSON line to this file")
     ap.add_argument(
@@ -956,7 +980,7 @@ def peers(
     produce(bootstrap, topic, synthetic_events(n))
     pb.log(f"produced {n} events to {topic} in {time.monotonic() - t:.1f}s")
     timeout = max(120.0, n / 2000)
-    for backoff in (None, TUNED_BACKOFF_MS):
+    for backoff in args.backoffs:
         note(raw_run(stack, bootstrap, topic, n, backoff, timeout))
     for guarantee, features_only in (
         ("exactly_once", False),

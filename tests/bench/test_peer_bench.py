@@ -6,6 +6,7 @@ Nothing here starts a broker or builds the Kafka Streams app; the whole bench is
 
 from __future__ import annotations
 
+import argparse
 import doctest
 import importlib
 import math
@@ -152,3 +153,17 @@ def test_scale_events_cycle(bench: ModuleType) -> None:
     ts = [orjson.loads(v)["ts"] for _, v in events]
     assert ts == sorted(ts) and ts[1] - ts[0] == bench.SCALE_STEP_MS
     assert all(orjson.loads(v)["user_id"].encode() == k for k, v in events[:50])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("default,10", [None, 10]), ("0", [0]), ("default, 100 ,", [None, 100]), ("", [])],
+)
+def test_backoffs(bench: ModuleType, text: str, expected: list[int | None]) -> None:
+    assert bench._backoffs(text) == expected
+
+
+@pytest.mark.parametrize("text", ["fast", "-1", "1.5"])
+def test_backoffs_refused(bench: ModuleType, text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="expected ms or .default."):
+        bench._backoffs(text)
