@@ -165,5 +165,5 @@ def test_backoffs(bench: ModuleType, text: str, expected: list[int | None]) -> N
 
 @pytest.mark.parametrize("text", ["fast", "-1", "1.5"])
 def test_backoffs_refused(bench: ModuleType, text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="expected ms or .default."):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected ms or 'default'"):
         bench._backoffs(text)
