@@ -1009,7 +1009,9 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
     n: int = args.events
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftline-peer-")))
     classpath = "" if args.skip_kstreams or args.skip_peers else kstreams_classpath()
-    bootstrap, broker, _ = pb.given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
+    # a plaintext cluster: the raw consumer and Kafka Streams take only its bootstrap
+    settings, broker, _ = pb.given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
+    bootstrap: str = settings.bootstrap
     load_before = pb.load_average()
     facts = pb.machine_facts(bootstrap, broker, ("confluent-kafka", "orjson", "numpy"))
     facts.append(f"kafka streams: {lk.KAFKA_VERSION} (bench/kstreams), java "
