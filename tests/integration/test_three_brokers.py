@@ -9,7 +9,6 @@ replicas than the cluster has is refused with one config error line (exit status
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_demo_spec, stop_process
 from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.synthetic import SyntheticStream
 from driftline.agents.topics import host_leader_topic
@@ -129,11 +128,12 @@ def test_a_sigkilled_broker_loses_and_doubles_nothing(
                         f"after broker {killed} was SIGKILLed and restarted")  # fmt: skip
         assert done_at_kill < N
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(30)
+        stop_process(worker, 30.0)  # SIGTERM; SIGKILL if it has not exited within 30 s
         cluster.start()  # every broker up again for the next test
-    assert worker.returncode == 0, log.read_text(errors="replace")[-3000:]
+    assert worker.returncode == 0, (
+        f"the worker did not stop cleanly on SIGTERM (exit {worker.returncode}):\n"
+        + log.read_text(errors="replace")[-3000:]
+    )
 
     assert_exactly_once(
         reference_outputs(bootstrap, spec), written_outputs(bootstrap, spec, at_least=N)
