@@ -205,24 +205,25 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _batch_spec(args: argparse.Namespace) -> Any:
-    """The spec's ``[batch_features]`` and the Kafka settings."""
+    """The spec's ``[batch_features]``, the Kafka settings and the spec's ``[topics]``."""
     from driftline.spec import load_spec
 
     spec = load_spec(args.config, model_file_required=False)
     if spec.batch_features is None:
         raise UsageError(f"{args.config} has no [batch_features] section")
-    return spec.batch_features, _kafka(args, spec)
+    return spec.batch_features, _kafka(args, spec), spec.topics
 
 
 def _cmd_bf_load(args: argparse.Namespace) -> int:
     from driftline.agents.batch_features import load_batch_features
 
-    bf, kafka = _batch_spec(args)
+    bf, kafka, topics = _batch_spec(args)
     stats = load_batch_features(
         bf,
         kafka,
         args.file,
         progress=not args.no_progress,
+        topics=topics,
         **_args(args, "version", "partitions"),
     )
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(stats.rejected.items())) or "none"
@@ -233,7 +234,7 @@ def _cmd_bf_load(args: argparse.Namespace) -> int:
 def _cmd_bf_delete(args: argparse.Namespace) -> int:
     from driftline.agents.batch_features import delete_batch_features
 
-    bf, kafka = _batch_spec(args)
+    bf, kafka, _topics = _batch_spec(args)
     n = delete_batch_features(bf, kafka, args.entities)
     print(f"deleted {n} entities from {bf.topic}")
     return 0

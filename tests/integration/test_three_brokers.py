@@ -176,6 +176,24 @@ def test_topics_create_on_three_brokers_and_an_existing_under_replicated_topic(
     assert _shape(bootstrap, f"{p}.alerts")[0] == 1  # not altered
 
 
+def test_batch_features_load_replicates_its_topic_as_topics_says(
+    kafka_cluster3: LocalCluster, tmp_path: Path, unique: str
+) -> None:
+    topic = f"bf-{unique}.batch"
+    spec = tmp_path / "spec.toml"
+    extra = f'[batch_features]\ntopic = "{topic}"\n[batch_features.fields]\nscore = "float"\n'
+    spec.write_text(minimal_spec(f"bf-{unique}", f"bf-{unique}.events", extra))
+    rows = tmp_path / "users.csv"
+    rows.write_text("user_id,score\nu1,0.5\nu2,1.5\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "driftline.cli", "batch-features", "load", "-c", str(spec),
+         str(rows), "--bootstrap", kafka_cluster3.bootstrap, "--no-progress"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _shape(kafka_cluster3.bootstrap, topic) == (3, "2", "compact")
+
+
 def test_more_replicas_than_brokers_is_one_config_error(
     kafka_cluster3: LocalCluster, tmp_path: Path, unique: str
 ) -> None:
