@@ -79,11 +79,15 @@ def _args(args: argparse.Namespace, *names: str, **renamed: str) -> dict[str, An
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from driftline.agents.kafka_io import CONNECT_TIMEOUT_S, wait_for_broker
+    from driftline.agents.web import check_listen
     from driftline.spec import check_web_host, load_spec
 
     spec = load_spec(args.config)
     if args.web_host is not None:
         check_web_host(args.web_host, "--web-host")
+    web_host = args.web_host or spec.worker.web_host
+    web_port = spec.worker.web_port if args.web_port is None else args.web_port
+    check_listen(web_host, web_port)  # a port in use or another host's address: say so first
     kafka = _kafka(args, spec)
     # before the worker's (slow) imports: an unreachable cluster, a wrong password or an
     # untrusted certificate ends the command in seconds
@@ -93,8 +97,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     run_worker(
         spec,
         kafka,
-        web_host=args.web_host or spec.worker.web_host,
-        web_port=spec.worker.web_port if args.web_port is None else args.web_port,
+        web_host=web_host,
+        web_port=web_port,
         loglevel=args.loglevel,
         worker_id=args.worker_id,
         log_format=args.log_format,
