@@ -76,6 +76,8 @@ DAY_MS = 86_400_000
 SCALE_STEP_MS = 5  # 17.28M events per day: a 10M-event scale topic stays in one 1-day window
 CONSUMED = "driftline_records_consumed_total"
 RESTORED = re.compile(r"state restored in ([0-9.]+)s")
+#: fewest progress readings the second half of a run needs for its own rate and CPU
+MIN_HALF_READINGS = 3
 TARGET_PER_CORE = 3.0
 TARGET_SCALE = 0.8
 TARGET_P99_MS = {"at_least_once": 20.0, "exactly_once": 150.0}
@@ -202,19 +204,23 @@ def steady(points: Sequence[Point], n: int) -> tuple[Point, Point] | None:
 
 def second_half(points: Sequence[Point]) -> tuple[float, float]:
     """Events/s and CPU seconds per 100k events over the second half of what was read: from the
-    first reading at or past half of the last count to the last reading (NaN where that span or
-    the CPU readings are empty). Start-up and warm-up (the JVM's JIT) fall in the first half.
+    first reading at or past half of the last count to the last reading (NaN where that span
+    holds fewer than ``MIN_HALF_READINGS`` readings, or the CPU readings are missing). Start-up
+    and warm-up (the JVM's JIT) fall in the first half.
 
-    >>> second_half([Point(0, 0, 0.0), Point(1, 40, 1.0), Point(2, 50, 1.5), Point(4, 100, 2.0)])
+    >>> pts = [Point(0, 0, 0.0), Point(1, 40, 1.0), Point(2, 50, 1.5), Point(3, 60, 1.7),
+    ...        Point(4, 100, 2.0)]
+    >>> second_half(pts)
     (25.0, 1000.0)
-    >>> [math.isnan(x) for x in second_half([Point(0, 5, None)])]
+    >>> [math.isnan(x) for x in second_half(pts[:3] + pts[4:])]  # too few readings to tell
     [True, True]
     """
     if not points:
         return math.nan, math.nan
     last = points[-1]
     half = next(p for p in points if p.count >= last.count / 2)
-    if last.t <= half.t or last.count <= half.count:
+    in_half = sum(1 for p in points if p.t >= half.t)
+    if in_half < MIN_HALF_READINGS or last.t <= half.t or last.count <= half.count:
         return math.nan, math.nan
     events = last.count - half.count
     cpu = math.nan

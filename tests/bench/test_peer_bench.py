@@ -70,7 +70,8 @@ def test_own_process_readings(bench: ModuleType) -> None:
 
 def test_run_from_steady_span(bench: ModuleType) -> None:
     P = bench.Point
-    pts = [P(0.0, 0, 1.0), P(1.0, 0, 1.2), P(2.0, 1000, 2.0), P(4.0, 21000, 4.0), P(5, 30000, 5)]
+    pts = [P(0.0, 0, 1.0), P(1.0, 0, 1.2), P(2.0, 1000, 2.0), P(4.0, 21000, 4.0)]
+    pts += [P(4.5, 25000, 4.5), P(5, 30000, 5)]
     r = bench.run_from("x", "at_least_once", pts, 21000)
     assert (r.events, r.seconds, r.cpu_seconds) == (20000, 2.0, 2.0)
     assert (r.rate, r.cpu_per_100k, r.cores) == (10000.0, 10.0, 1.0)
