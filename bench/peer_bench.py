@@ -794,7 +794,8 @@ def kstreams_run(
         pb.stop_process(proc, "kafka streams", timeout_s=30)
     reader.join(10)
     points = reader.points
-    r = run_from("Kafka Streams", guarantee, points, n)
+    name = "Kafka Streams" if not cache_bytes else f"Kafka Streams, record cache {cache_bytes} B"
+    r = run_from(name, guarantee, points, n)
     r.peak_rss = peak
     r.notes.append(f"heap -Xmx{heap}, 1 stream thread, record cache {cache_bytes} B")
     if any("ERROR" in line for line in reader.lines):
@@ -905,6 +906,21 @@ def _counts(text: str) -> list[int]:
     return out
 
 
+def _counts_or_zero(text: str) -> list[int]:
+    """``--ks-cache-bytes``: comma-separated byte counts, 0 allowed.
+
+    >>> _counts_or_zero("0,10485760")
+    [0, 10485760]
+    """
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated bytes, got {text!r}") from e
+    if not out or min(out) < 0:
+        raise argparse.ArgumentTypeError("expected one or more sizes >= 0")
+    return out
+
+
 def _backoffs(text: str) -> list[int | None]:
     """``--backoffs``: comma-separated milliseconds, ``default`` for librdkafka's own.
 
@@ -959,6 +975,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"default,{TUNED_BACKOFF_MS})",
     )
     ap.add_argument("--ks-heap", default="1g", help="Kafka Streams -Xmx (1g)")
+    ap.add_argument(
+        "--ks-cache-bytes",
+        type=_counts_or_zero,
+        default=[0],
+        help="Kafka Streams record cache sizes to run (0: every update emitted, as driftline "
+        "does; 10485760 is Kafka Streams' default, which emits once per key and commit)",
+    )
     ap.add_argument("--json", type=Path, help="also write the JSON line to this file")
     ap.add_argument(
         "--bootstrap", help="Kafka bootstrap (default $KAFKA_BOOTSTRAP_SERVERS, else local broker)"
@@ -1000,9 +1023,11 @@ def peers(
         label = "driftline worker, " + ("features only" if features_only else "full")
         note(driftline_run(stack, tmp, data, label, bootstrap, n, timeout_s=timeout)[0])
     if not args.skip_kstreams:
-        for guarantee in ("exactly_once_v2", "at_least_once"):
-            note(kstreams_run(stack, tmp, bootstrap, topic, n, guarantee, classpath=classpath,
-                              timeout_s=timeout, heap=args.ks_heap))  # fmt: skip
+        for cache in args.ks_cache_bytes:
+            for guarantee in ("exactly_once_v2", "at_least_once"):
+                note(kstreams_run(stack, tmp, bootstrap, topic, n, guarantee,
+                                  classpath=classpath, timeout_s=timeout, cache_bytes=cache,
+                                  heap=args.ks_heap))  # fmt: skip
 
 
 def run(args: argparse.Namespace, stack: ExitStack) -> int:
