@@ -18,8 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -32,7 +30,6 @@ from driftline.agents.bounded import Stalled, call_bounded
 from driftline.agents.commit import CommitStrategy, StrategyContext, commit_strategy
 from driftline.agents.commit.base import CommitLost, produce_all_to_partition
 from driftline.agents.formats import SchemaReaders
-from driftline.agents.kafka_errors import PersistentFailure, explain
 from driftline.agents.kafka_io import client_conf
 from driftline.agents.metric_series import declare_partition, declare_series
 from driftline.agents.metrics import WorkerMetrics
@@ -47,7 +44,7 @@ from driftline.agents.state import (
     restore_snapshot,
 )
 from driftline.errors import DriftlineError
-from driftline.kafka_config import Kafka, KafkaConfig
+from driftline.kafka_config import Kafka
 from driftline.spec import PipelineSpec
 from driftline.streams.model import BatchPredictor
 
@@ -135,8 +132,6 @@ class TransactionalRunner(threading.Thread):
         self._reset_state: StateReset = reset_state
         #: what a rebalance callback raised (librdkafka cannot carry it out of ``consume``)
         self._callback_error: BaseException | None = None
-        #: authentication/TLS failures of the running clients (a rotated password)
-        self._client_trouble = PersistentFailure()
         #: with a Schema Registry input format: the schema-id cache the partitions share, and
         #: the gate that pauses consumption while the registry cannot be reached
         self.schema_readers: SchemaReaders | None = None
@@ -201,21 +196,6 @@ class TransactionalRunner(threading.Thread):
             fn(consumer, partitions)
         except BaseException as e:  # raised from the loop: see `_raise_callback_error`
             self._callback_error = e
-
-    def _on_consumer_error(self, err: KafkaError) -> None:
-        """The consumer's ``error_cb``: the broker link (outages), then lasting failures."""
-        self.link.error_cb(err)
-        self._on_client_error(err)
-
-    def _on_client_error(self, err: KafkaError) -> None:
-        """librdkafka's ``error_cb`` (consumer and producer): an authentication or TLS failure
-        that lasts stops the loop with one line saying what to check, instead of retrying
-        forever with a worker that looks alive."""
-        if self._client_trouble.seen(err, time.monotonic()) and self._callback_error is None:
-            why = explain(err, KafkaConfig.of(self.bootstrap))
-            self._callback_error = DriftlineError(
-                f"{why} (for {self._client_trouble.grace_s:.0f} s while running)"
-            )
 
     def _raise_callback_error(self) -> None:
         """Re-raise, in the loop, what a rebalance callback raised inside ``consume``: raised
@@ -348,7 +328,7 @@ class TransactionalRunner(threading.Thread):
                 "queued.max.messages.kbytes": 256 * 1024,
                 # the same partition number of the input and labels topics on one worker
                 "partition.assignment.strategy": "range",
-                "error_cb": self._on_consumer_error,
+                "error_cb": self.link.error_cb,
                 **self.commit.consumer_config(),
             })
         )  # fmt: skip
@@ -370,7 +350,6 @@ class TransactionalRunner(threading.Thread):
                 "message.max.bytes": 2 * CHUNK_BYTES + 65_536,
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,
-                "error_cb": self._on_client_error,
             })
         )  # fmt: skip
 
@@ -393,10 +372,8 @@ class TransactionalRunner(threading.Thread):
             while not self._stop_event.is_set():
                 try:
                     self._round(consumer, w.batch_max_records, timeout_s)
-                except CommitLost as e:
-                    self._recover(consumer, e)
-                except ConsumerFailed as e:
-                    consumer = self._replace_consumer(consumer, e)
+                except (CommitLost, ConsumerFailed) as e:
+                    consumer = self._recover(consumer, e)
             try:
                 self.commit.finish()
             except CommitLost as e:
@@ -448,60 +425,44 @@ class TransactionalRunner(threading.Thread):
             return
         self.link.ok()
 
-    def _recover(self, consumer: Consumer, lost: CommitLost) -> None:
-        """A commit was lost: make the producer usable again (bounded calls, retried until the
-        brokers answer), restore every assigned partition from its last committed snapshot and
-        read on from that snapshot's offsets. Whatever was processed after it is processed
-        again; nothing of it was committed."""
+    def _recover(self, old: Consumer, lost: CommitLost | ConsumerFailed) -> Consumer:
+        """A commit was lost, or the consumer failed for good: start over from what is
+        committed, in-process. Every owned partition is dropped; the producer is made usable
+        again (`CommitStrategy.recover`: aborts, or replaces it; its bounded calls are retried
+        until the brokers answer); a new consumer joins the group (static membership: it takes
+        the partitions back at once), and its assignment restores each partition from its last
+        committed snapshot, as at start. Whatever was processed after that is processed again;
+        nothing of it was committed. Returns the new consumer."""
         t0 = time.monotonic()
-        self.metrics.producer_resets.labels(lost.reason).inc()
-        if lost.reason == "outage":
-            log.info(
-                "the Kafka brokers are back: a new transactional producer, and partitions %s "
-                "restored from their last committed state", sorted(self.pipelines),
-            )  # fmt: skip
+        reason = lost.reason if isinstance(lost, CommitLost) else "fatal"
+        self.metrics.producer_resets.labels(reason).inc()
+        owned = sorted(self.pipelines)
+        if reason == "outage":
+            log.info("the Kafka brokers are back: new clients, partitions %s restart from their "
+                     "last committed state", owned)  # fmt: skip
         else:
-            log.warning(
-                "%s: giving the transaction up, restoring partitions %s from their last "
-                "committed state", lost, sorted(self.pipelines),
-            )  # fmt: skip
-        if lost.reason == "stalled":
+            failed = isinstance(lost, ConsumerFailed)
+            why = f"the Kafka consumer failed ({lost})" if failed else str(lost)
+            log.warning("%s: new clients, partitions %s restart from their last committed state",
+                        why, owned)  # fmt: skip
+        if reason == "stalled":
             self.link.lost("a commit got no answer")
-
-        def attempt() -> None:  # a ChangelogError stops the worker
-            self.commit.recover(lost.reason, self._stop_event)
-            if not self._stop_event.is_set():
-                self._rebuild(consumer)
-
-        self._retry_until_done(attempt)
+        if self.pipelines:
+            self._drop([TopicPartition(self.spec.input.topic, p) for p in owned])
+        self.consumer = None  # the old consumer's rebalance callbacks do nothing from now on
+        try:
+            call_bounded("closing the consumer", CLOSE_CONSUMER_S, old.close)
+        except (KafkaException, Stalled) as e:
+            log.info("the old consumer did not close cleanly: %s", e)
+        self._retry_until_done(lambda: self.commit.recover(reason, self._stop_event))
         # the new producer serves this outage too (the consumer's next poll or the probe says
         # when the brokers answer again)
         self._outages_recovered = self.link.outages
-        log.info("resumed partitions %s from their last committed state in %.1f s",
-                 sorted(self.pipelines), time.monotonic() - t0)  # fmt: skip
-
-    def _replace_consumer(self, old: Consumer, failed: ConsumerFailed) -> Consumer:
-        """The consumer failed for good (librdkafka fences a static member that rejoins after
-        its session expired during an outage): drop every partition, make the producer usable
-        for a new group generation, and join the group with a new consumer; its assignment
-        restores the partitions from their last committed snapshots."""
-        t0 = time.monotonic()
-        log.warning(
-            "the Kafka consumer failed (%s): a new one rejoins the group; partitions %s restart "
-            "from their last committed state", failed, sorted(self.pipelines),
-        )  # fmt: skip
-        if self.pipelines:
-            self._drop([TopicPartition(self.spec.input.topic, p) for p in list(self.pipelines)])
-        self.consumer = None  # the old consumer's rebalance callbacks do nothing from now on
-        try:
-            call_bounded("closing the failed consumer", CLOSE_CONSUMER_S, old.close)
-        except (KafkaException, Stalled) as e:
-            log.info("the failed consumer did not close cleanly: %s", e)
-        self._retry_until_done(lambda: self.commit.recover("fatal", self._stop_event))
         consumer = self._consumer()
         self.commit.consumer = consumer
         self._subscribe(consumer)
-        log.info("a new consumer joins the group (%.1f s)", time.monotonic() - t0)
+        log.info("new clients ready in %.1f s; the partitions restore as they are assigned",
+                 time.monotonic() - t0)  # fmt: skip
         return consumer
 
     def _subscribe(self, consumer: Consumer) -> None:
@@ -527,35 +488,6 @@ class TransactionalRunner(threading.Thread):
                 if failures == 1:
                     log.warning("the Kafka brokers do not answer yet (%s); retrying", e)
                 self._stop_event.wait(1.0)
-
-    def _rebuild(self, consumer: Consumer) -> None:
-        """Every assigned partition's pipeline restored from the changelog, and the consumer
-        sought to the offsets its snapshot covers (the group's committed offsets without one)."""
-        assigned = consumer.assignment()
-        for p in list(self.pipelines):
-            self.partitions.drop(p)
-        wanted = sorted({tp.partition for tp in assigned})
-        self.restoring = frozenset(wanted)
-        try:
-            self._restore(consumer, wanted)
-        finally:
-            self.restoring = frozenset()
-        unknown = [tp for tp in assigned if tp.topic not in self.positions.get(tp.partition, {})]
-        committed: dict[tuple[str, int], int] = {}
-        if unknown:
-            for tp in consumer.committed(unknown, timeout=10):
-                committed[(tp.topic, tp.partition)] = tp.offset
-        fallback = OFFSET_BEGINNING if self.spec.worker.auto_offset_reset == "earliest" else (
-            OFFSET_END)  # fmt: skip
-        for tp in assigned:
-            offset = self.positions.get(tp.partition, {}).get(tp.topic)
-            if offset is None:
-                offset = committed.get((tp.topic, tp.partition), -1)
-                offset = offset if offset >= 0 else fallback
-            try:
-                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-            except KafkaException as e:  # a new consumer starts at the committed offsets
-                raise ConsumerFailed(f"cannot seek {tp.topic}[{tp.partition}]: {e}") from e
 
     def _close(self, consumer: Consumer) -> None:
         """Close the clients, each within a bound (a client stuck in librdkafka is left)."""
