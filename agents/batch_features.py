@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from driftline.agents.kafka_io import (
     client_conf,
+    cluster_size,
     ensure_topics,
     make_producer,
     produce_all,
@@ -34,7 +35,7 @@ from driftline.agents.kafka_io import (
 from driftline.errors import DriftlineError
 from driftline.io_files import count_records, read_records
 from driftline.kafka_config import Kafka
-from driftline.spec import BatchFeaturesSpec
+from driftline.spec import BatchFeaturesSpec, TopicsSpec
 
 log = logging.getLogger("driftline.batch_features")
 
@@ -74,10 +75,16 @@ def load_batch_features(
     version: str | None = None,
     partitions: int = 3,
     progress: bool = True,
+    topics: TopicsSpec | None = None,
 ) -> LoadStats:
-    """Publish one record per entity of ``path`` (CSV, Parquet, JSON Lines) to the topic."""
+    """Publish one record per entity of ``path`` (CSV, Parquet, JSON Lines) to the topic,
+    creating it if it is missing (with ``topics``: the spec's ``[topics]`` replication)."""
     wait_for_broker(bootstrap)
-    ensure_topics(bootstrap, [bf.topic], partitions, config=TOPIC_CONFIG)
+    config, replicas = dict(TOPIC_CONFIG), None
+    if topics is not None:  # the spec's [topics] replication, as `topics create` makes it
+        replicas, isr = topics.replication(None, cluster_size(bootstrap))
+        config["min.insync.replicas"] = str(isr)
+    ensure_topics(bootstrap, [bf.topic], partitions, config=config, replication_factor=replicas)
     as_of = int(time.time() * 1000) if as_of_ms is None else as_of_ms
     version = version or f"load-{as_of}"
     types = {**dict(bf.fields), bf.key_field: "string"}

@@ -128,5 +128,27 @@ def unreachable(kafka: KafkaConfig, why: str, waited_s: float | None = None) -> 
     )
 
 
+class PersistentFailure:
+    """Counts a running client's failures no retry fixes (authentication, TLS): a password
+    rotated or a certificate expired under a running worker. librdkafka retries those forever;
+    once they have lasted ``grace_s`` (a broker restarting can refuse briefly), :meth:`seen`
+    says to stop. A pause longer than ``grace_s`` between two of them starts the count over.
+    """
+
+    def __init__(self, grace_s: float = 20.0) -> None:
+        self.grace_s = grace_s
+        self.since: float | None = None
+        self.last: float | None = None
+
+    def seen(self, err: KafkaError, now: float) -> bool:
+        """Record ``err`` (at monotonic time ``now``); True once the worker should stop."""
+        if not is_fatal_at_connect(err):
+            return False
+        if self.since is None or self.last is None or now - self.last > self.grace_s:
+            self.since = now
+        self.last = now
+        return now - self.since >= self.grace_s
+
+
 def code_name(err: KafkaError) -> str:
     return err.name() or str(err.code())

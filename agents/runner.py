@@ -30,6 +30,7 @@ from driftline.agents.bounded import Stalled, call_bounded
 from driftline.agents.commit import CommitStrategy, StrategyContext, commit_strategy
 from driftline.agents.commit.base import CommitLost, produce_all_to_partition
 from driftline.agents.formats import SchemaReaders
+from driftline.agents.kafka_errors import PersistentFailure, explain
 from driftline.agents.kafka_io import client_conf
 from driftline.agents.metric_series import declare_partition, declare_series
 from driftline.agents.metrics import WorkerMetrics
@@ -44,7 +45,7 @@ from driftline.agents.state import (
     restore_snapshot,
 )
 from driftline.errors import DriftlineError
-from driftline.kafka_config import Kafka
+from driftline.kafka_config import Kafka, KafkaConfig
 from driftline.spec import PipelineSpec
 from driftline.streams.model import BatchPredictor
 
@@ -132,6 +133,8 @@ class TransactionalRunner(threading.Thread):
         self._reset_state: StateReset = reset_state
         #: what a rebalance callback raised (librdkafka cannot carry it out of ``consume``)
         self._callback_error: BaseException | None = None
+        #: authentication/TLS failures of the running clients (a rotated password)
+        self._client_trouble = PersistentFailure()
         #: with a Schema Registry input format: the schema-id cache the partitions share, and
         #: the gate that pauses consumption while the registry cannot be reached
         self.schema_readers: SchemaReaders | None = None
@@ -196,6 +199,21 @@ class TransactionalRunner(threading.Thread):
             fn(consumer, partitions)
         except BaseException as e:  # raised from the loop: see `_raise_callback_error`
             self._callback_error = e
+
+    def _on_consumer_error(self, err: KafkaError) -> None:
+        """The consumer's ``error_cb``: the broker link (outages), then lasting failures."""
+        self.link.error_cb(err)
+        self._on_client_error(err)
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        """librdkafka's ``error_cb`` (consumer and producer): an authentication or TLS failure
+        that lasts stops the loop with one line saying what to check, instead of retrying
+        forever with a worker that looks alive."""
+        if self._client_trouble.seen(err, time.monotonic()) and self._callback_error is None:
+            why = explain(err, KafkaConfig.of(self.bootstrap))
+            self._callback_error = DriftlineError(
+                f"{why} (for {self._client_trouble.grace_s:.0f} s while running)"
+            )
 
     def _raise_callback_error(self) -> None:
         """Re-raise, in the loop, what a rebalance callback raised inside ``consume``: raised
@@ -328,7 +346,7 @@ class TransactionalRunner(threading.Thread):
                 "queued.max.messages.kbytes": 256 * 1024,
                 # the same partition number of the input and labels topics on one worker
                 "partition.assignment.strategy": "range",
-                "error_cb": self.link.error_cb,
+                "error_cb": self._on_consumer_error,
                 **self.commit.consumer_config(),
             })
         )  # fmt: skip
@@ -350,6 +368,7 @@ class TransactionalRunner(threading.Thread):
                 "message.max.bytes": 2 * CHUNK_BYTES + 65_536,
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,
+                "error_cb": self._on_client_error,
             })
         )  # fmt: skip
 

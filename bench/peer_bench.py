@@ -76,6 +76,8 @@ DAY_MS = 86_400_000
 SCALE_STEP_MS = 5  # 17.28M events per day: a 10M-event scale topic stays in one 1-day window
 CONSUMED = "driftline_records_consumed_total"
 RESTORED = re.compile(r"state restored in ([0-9.]+)s")
+#: fewest progress readings the second half of a run needs for its own rate and CPU
+MIN_HALF_READINGS = 3
 TARGET_PER_CORE = 3.0
 TARGET_SCALE = 0.8
 TARGET_P99_MS = {"at_least_once": 20.0, "exactly_once": 150.0}
@@ -202,19 +204,23 @@ def steady(points: Sequence[Point], n: int) -> tuple[Point, Point] | None:
 
 def second_half(points: Sequence[Point]) -> tuple[float, float]:
     """Events/s and CPU seconds per 100k events over the second half of what was read: from the
-    first reading at or past half of the last count to the last reading (NaN where that span or
-    the CPU readings are empty). Start-up and warm-up (the JVM's JIT) fall in the first half.
+    first reading at or past half of the last count to the last reading (NaN where that span
+    holds fewer than ``MIN_HALF_READINGS`` readings, or the CPU readings are missing). Start-up
+    and warm-up (the JVM's JIT) fall in the first half.
 
-    >>> second_half([Point(0, 0, 0.0), Point(1, 40, 1.0), Point(2, 50, 1.5), Point(4, 100, 2.0)])
+    >>> pts = [Point(0, 0, 0.0), Point(1, 40, 1.0), Point(2, 50, 1.5), Point(3, 60, 1.7),
+    ...        Point(4, 100, 2.0)]
+    >>> second_half(pts)
     (25.0, 1000.0)
-    >>> [math.isnan(x) for x in second_half([Point(0, 5, None)])]
+    >>> [math.isnan(x) for x in second_half(pts[:3] + pts[4:])]  # too few readings to tell
     [True, True]
     """
     if not points:
         return math.nan, math.nan
     last = points[-1]
     half = next(p for p in points if p.count >= last.count / 2)
-    if last.t <= half.t or last.count <= half.count:
+    in_half = sum(1 for p in points if p.t >= half.t)
+    if in_half < MIN_HALF_READINGS or last.t <= half.t or last.count <= half.count:
         return math.nan, math.nan
     events = last.count - half.count
     cpu = math.nan
@@ -418,7 +424,7 @@ def verdicts(
                     TARGET_PER_CORE,
                 )
             )
-    tuned = next((r for r in runs if r.name.startswith("raw") and "backoff" in r.name), None)
+    tuned = next((r for r in runs if r.name.endswith(f"backoff.ms={TUNED_BACKOFF_MS}")), None)
     full = by.get(("driftline worker, full", "at_least_once"))
     if tuned and full:
         out.append(
@@ -788,7 +794,8 @@ def kstreams_run(
         pb.stop_process(proc, "kafka streams", timeout_s=30)
     reader.join(10)
     points = reader.points
-    r = run_from("Kafka Streams", guarantee, points, n)
+    name = "Kafka Streams" if not cache_bytes else f"Kafka Streams, record cache {cache_bytes} B"
+    r = run_from(name, guarantee, points, n)
     r.peak_rss = peak
     r.notes.append(f"heap -Xmx{heap}, 1 stream thread, record cache {cache_bytes} B")
     if any("ERROR" in line for line in reader.lines):
@@ -899,6 +906,38 @@ def _counts(text: str) -> list[int]:
     return out
 
 
+def _counts_or_zero(text: str) -> list[int]:
+    """``--ks-cache-bytes``: comma-separated byte counts, 0 allowed.
+
+    >>> _counts_or_zero("0,10485760")
+    [0, 10485760]
+    """
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated bytes, got {text!r}") from e
+    if not out or min(out) < 0:
+        raise argparse.ArgumentTypeError("expected one or more sizes >= 0")
+    return out
+
+
+def _backoffs(text: str) -> list[int | None]:
+    """``--backoffs``: comma-separated milliseconds, ``default`` for librdkafka's own.
+
+    >>> _backoffs("default,10,0")
+    [None, 10, 0]
+    """
+    out: list[int | None] = []
+    for x in (x.strip() for x in text.split(",")):
+        if x == "default":
+            out.append(None)
+        elif x.isdigit():
+            out.append(int(x))
+        elif x:
+            raise argparse.ArgumentTypeError(f"expected ms or 'default', got {x!r}")
+    return out
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--events", type=int, default=300_000, help="events in the peer comparison")
@@ -928,7 +967,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--skip-peers", action="store_true", help="only the scale and latency runs (no --events)"
     )
+    ap.add_argument(
+        "--backoffs",
+        type=_backoffs,
+        default=[None, TUNED_BACKOFF_MS],
+        help=f"fetch.queue.backoff.ms of the raw runs ('default' = librdkafka's; "
+        f"default,{TUNED_BACKOFF_MS})",
+    )
     ap.add_argument("--ks-heap", default="1g", help="Kafka Streams -Xmx (1g)")
+    ap.add_argument(
+        "--ks-cache-bytes",
+        type=_counts_or_zero,
+        default=[0],
+        help="Kafka Streams record cache sizes to run (0: every update emitted, as driftline "
+        "does; 10485760 is Kafka Streams' default, which emits once per key and commit)",
+    )
     ap.add_argument("--json", type=Path, help="also write the JSON line to this file")
     ap.add_argument(
         "--bootstrap", help="Kafka bootstrap (default $KAFKA_BOOTSTRAP_SERVERS, else local broker)"
@@ -956,7 +1009,7 @@ def peers(
     produce(bootstrap, topic, synthetic_events(n))
     pb.log(f"produced {n} events to {topic} in {time.monotonic() - t:.1f}s")
     timeout = max(120.0, n / 2000)
-    for backoff in (None, TUNED_BACKOFF_MS):
+    for backoff in args.backoffs:
         note(raw_run(stack, bootstrap, topic, n, backoff, timeout))
     for guarantee, features_only in (
         ("exactly_once", False),
@@ -970,9 +1023,11 @@ def peers(
         label = "driftline worker, " + ("features only" if features_only else "full")
         note(driftline_run(stack, tmp, data, label, bootstrap, n, timeout_s=timeout)[0])
     if not args.skip_kstreams:
-        for guarantee in ("exactly_once_v2", "at_least_once"):
-            note(kstreams_run(stack, tmp, bootstrap, topic, n, guarantee, classpath=classpath,
-                              timeout_s=timeout, heap=args.ks_heap))  # fmt: skip
+        for cache in args.ks_cache_bytes:
+            for guarantee in ("exactly_once_v2", "at_least_once"):
+                note(kstreams_run(stack, tmp, bootstrap, topic, n, guarantee,
+                                  classpath=classpath, timeout_s=timeout, cache_bytes=cache,
+                                  heap=args.ks_heap))  # fmt: skip
 
 
 def run(args: argparse.Namespace, stack: ExitStack) -> int:
@@ -985,7 +1040,9 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
     n: int = args.events
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftline-peer-")))
     classpath = "" if args.skip_kstreams or args.skip_peers else kstreams_classpath()
-    bootstrap, broker, _ = pb.given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
+    # a plaintext cluster: the raw consumer and Kafka Streams take only its bootstrap
+    settings, broker, _ = pb.given_or_local_broker(args.bootstrap, stack, tmp / "kafka")
+    bootstrap: str = settings.bootstrap
     load_before = pb.load_average()
     facts = pb.machine_facts(bootstrap, broker, ("confluent-kafka", "orjson", "numpy"))
     facts.append(f"kafka streams: {lk.KAFKA_VERSION} (bench/kstreams), java "

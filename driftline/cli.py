@@ -79,11 +79,15 @@ def _args(args: argparse.Namespace, *names: str, **renamed: str) -> dict[str, An
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from driftline.agents.kafka_io import CONNECT_TIMEOUT_S, wait_for_broker
+    from driftline.agents.web import check_listen
     from driftline.spec import check_web_host, load_spec
 
     spec = load_spec(args.config)
     if args.web_host is not None:
         check_web_host(args.web_host, "--web-host")
+    web_host = args.web_host or spec.worker.web_host
+    web_port = spec.worker.web_port if args.web_port is None else args.web_port
+    check_listen(web_host, web_port)  # a port in use or another host's address: say so first
     kafka = _kafka(args, spec)
     # before the worker's (slow) imports: an unreachable cluster, a wrong password or an
     # untrusted certificate ends the command in seconds
@@ -93,8 +97,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     run_worker(
         spec,
         kafka,
-        web_host=args.web_host or spec.worker.web_host,
-        web_port=spec.worker.web_port if args.web_port is None else args.web_port,
+        web_host=web_host,
+        web_port=web_port,
         loglevel=args.loglevel,
         worker_id=args.worker_id,
         log_format=args.log_format,
@@ -205,24 +209,25 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _batch_spec(args: argparse.Namespace) -> Any:
-    """The spec's ``[batch_features]`` and the Kafka settings."""
+    """The spec's ``[batch_features]``, the Kafka settings and the spec's ``[topics]``."""
     from driftline.spec import load_spec
 
     spec = load_spec(args.config, model_file_required=False)
     if spec.batch_features is None:
         raise UsageError(f"{args.config} has no [batch_features] section")
-    return spec.batch_features, _kafka(args, spec)
+    return spec.batch_features, _kafka(args, spec), spec.topics
 
 
 def _cmd_bf_load(args: argparse.Namespace) -> int:
     from driftline.agents.batch_features import load_batch_features
 
-    bf, kafka = _batch_spec(args)
+    bf, kafka, topics = _batch_spec(args)
     stats = load_batch_features(
         bf,
         kafka,
         args.file,
         progress=not args.no_progress,
+        topics=topics,
         **_args(args, "version", "partitions"),
     )
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(stats.rejected.items())) or "none"
@@ -233,7 +238,7 @@ def _cmd_bf_load(args: argparse.Namespace) -> int:
 def _cmd_bf_delete(args: argparse.Namespace) -> int:
     from driftline.agents.batch_features import delete_batch_features
 
-    bf, kafka = _batch_spec(args)
+    bf, kafka, _topics = _batch_spec(args)
     n = delete_batch_features(bf, kafka, args.entities)
     print(f"deleted {n} entities from {bf.topic}")
     return 0

@@ -7,6 +7,7 @@ input must not turn into a flood of log lines, nor a traceback per record.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +44,23 @@ def _text(b: bytes | None, limit: int | None = None) -> str | None:
     if b is None:
         return None
     return (b[:limit] if limit else b).decode("utf-8", errors="replace")
+
+
+def _base64_if_binary(b: bytes | None, limit: int) -> str | None:
+    """The first ``limit`` bytes of ``b`` in base64 when they are not UTF-8 text (an Avro or
+    Protobuf value): the text form replaces such bytes, this one keeps them.
+
+    >>> _base64_if_binary(b"\\x00\\x00\\x00\\x00\\x01\\xff", 4096), _base64_if_binary(b"{}", 4096)
+    ('AAAAAAH/', None)
+    """
+    if b is None:
+        return None
+    head = b[:limit]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(head).decode("ascii")
+    return None
 
 
 @dataclass
@@ -144,6 +162,10 @@ class DeadLetters:
             "value_size": 0 if rec.value is None else len(rec.value),
             "dead_lettered_at_ms": now_ms,
         }
+        for name, raw in (("key", rec.key), ("value", rec.value)):
+            exact = _base64_if_binary(raw, DLQ_VALUE_LIMIT)
+            if exact is not None:
+                doc[f"{name}_base64"] = exact
         self.log.note(self.pipeline, rec, reason, error, exc)
         return (topic or self.dlq_topic, rec.key, orjson.dumps(doc))
 

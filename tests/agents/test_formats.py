@@ -508,3 +508,23 @@ def test_avro_outputs_need_their_schemas_registered() -> None:
     with pytest.raises(DriftlineError, match=r"cannot register the Avro schema of output topic "
                        r"f\.features \(subject f\.features-value\) .*ConnectError"):  # fmt: skip
         AvroOutputs(spec, registry_client(spec.schema_registry))
+
+
+def test_binary_dead_letters_keep_their_bytes() -> None:
+    """A dead-lettered Avro value is not UTF-8: its dead letter carries the exact bytes in
+    value_base64 (the text form has replacement characters); a JSON one does not need it."""
+    import base64
+
+    from driftline.schemas import validate
+
+    spec = parse_spec(_spec_data("avro", {"url": f"mock://dl-{uuid.uuid4().hex[:8]}"}))
+    pipe = PartitionPipeline(spec, 0, None, "none")
+    bad = [b"\x00\x00\x00\x00\x63\xff\xfe", b'{"user": 1}']
+    out = pipe.process([RawRecord("events", 0, i, None, b"\xc3k", v) for i, v in enumerate(bad)])
+    docs = [orjson.loads(m[2]) for m in out.messages]
+    for d in docs:
+        validate("dead_letter", d)
+    assert [d["reason"] for d in docs] == ["unknown_schema_id", "bad_wire_format"]
+    assert base64.b64decode(docs[0]["value_base64"]) == bad[0] and "\ufffd" in docs[0]["value"]
+    assert "value_base64" not in docs[1] and docs[1]["value"] == '{"user": 1}'
+    assert [base64.b64decode(d["key_base64"]) for d in docs] == [b"\xc3k", b"\xc3k"]

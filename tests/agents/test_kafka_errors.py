@@ -4,15 +4,26 @@ once, and the faust host's broker URL and credentials from the same settings."""
 from __future__ import annotations
 
 import ssl
+import tomllib
 
 import faust
 import pytest
 from confluent_kafka import KafkaError
 from faust.types.auth import AuthProtocol, SASLMechanism
 
-from driftline.agents.kafka_errors import explain, is_fatal_at_connect, reason
+from driftline.agents.demo import demo_spec_text
+from driftline.agents.kafka_errors import (
+    PersistentFailure,
+    explain,
+    is_fatal_at_connect,
+    reason,
+)
+from driftline.agents.metrics import WorkerMetrics
+from driftline.agents.runner import TransactionalRunner
 from driftline.agents.worker import faust_broker
+from driftline.errors import DriftlineError
 from driftline.kafka_config import KafkaConfig
+from driftline.spec import parse_spec
 
 PASSWORD = "Pa55-w0rd-xyz"
 SCRAM = KafkaConfig(
@@ -182,3 +193,46 @@ def test_faust_host_mtls(monkeypatch: pytest.MonkeyPatch) -> None:
     creds = faust_broker(MTLS)["broker_credentials"]
     assert isinstance(creds, faust.SSLCredentials)
     assert (creds.protocol, creds.context) == (AuthProtocol.SSL, ctx)
+
+
+AUTH = KafkaError(KafkaError._AUTHENTICATION, "b:1/bootstrap: SASL authentication error: bad")
+DOWN = KafkaError(KafkaError._TRANSPORT, "b:1/bootstrap: Connect to b:1 failed: refused")
+
+
+# errors at monotonic times -> the first time at which the worker is told to stop (None: never)
+@pytest.mark.parametrize(
+    ("events", "stop_at"),
+    [
+        ([(0, AUTH)], None),
+        ([(0, AUTH), (10, AUTH), (19.9, AUTH)], None),
+        ([(0, AUTH), (10, AUTH), (20, AUTH)], 20),
+        ([(0, AUTH), (10, AUTH), (20, AUTH), (25, AUTH)], 20),
+        ([(0, AUTH), (21, AUTH), (30, AUTH), (41, AUTH)], 41),  # a long pause starts over
+        ([(0, DOWN), (10, DOWN), (30, DOWN)], None),  # an unreachable broker may come back
+        ([(0, AUTH), (10, DOWN), (20, AUTH)], 20),
+    ],
+)
+def test_persistent_failure(events: list[tuple[float, KafkaError]], stop_at: float | None) -> None:
+    trouble = PersistentFailure(grace_s=20.0)
+    stops = [t for t, err in events if trouble.seen(err, t)]
+    assert (stops[0] if stops else None) == stop_at
+
+
+def test_a_lasting_authentication_failure_stops_the_running_loop() -> None:
+    data = tomllib.loads(demo_spec_text())
+    del data["model"]
+    spec = parse_spec(data)
+    runner = TransactionalRunner(spec, SCRAM, WorkerMetrics(spec.name), None, "none", "w1")
+    runner._client_trouble = PersistentFailure(grace_s=0.0)
+    runner._on_client_error(DOWN)
+    runner._raise_callback_error()  # nothing to raise: a broker may come back
+    runner._on_client_error(AUTH)
+    with pytest.raises(DriftlineError) as e:
+        runner._raise_callback_error()
+    assert str(e.value) == (
+        "Kafka authentication failed at b1:9093,b2:9093 (security.protocol=SASL_SSL, "
+        "sasl.mechanism=SCRAM-SHA-512, sasl.username=alice): SASL authentication error: bad; "
+        "check sasl.username, the password (DRIFTLINE_KAFKA_SASL_PASSWORD or the --kafka-config "
+        "file; now from $DRIFTLINE_KAFKA_SASL_PASSWORD) and that the user exists for "
+        "sasl.mechanism on the cluster (for 0 s while running)"
+    )

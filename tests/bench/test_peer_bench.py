@@ -6,6 +6,7 @@ Nothing here starts a broker or builds the Kafka Streams app; the whole bench is
 
 from __future__ import annotations
 
+import argparse
 import doctest
 import importlib
 import math
@@ -69,7 +70,8 @@ def test_own_process_readings(bench: ModuleType) -> None:
 
 def test_run_from_steady_span(bench: ModuleType) -> None:
     P = bench.Point
-    pts = [P(0.0, 0, 1.0), P(1.0, 0, 1.2), P(2.0, 1000, 2.0), P(4.0, 21000, 4.0), P(5, 30000, 5)]
+    pts = [P(0.0, 0, 1.0), P(1.0, 0, 1.2), P(2.0, 1000, 2.0), P(4.0, 21000, 4.0)]
+    pts += [P(4.5, 25000, 4.5), P(5, 30000, 5)]
     r = bench.run_from("x", "at_least_once", pts, 21000)
     assert (r.events, r.seconds, r.cpu_seconds) == (20000, 2.0, 2.0)
     assert (r.rate, r.cpu_per_100k, r.cores) == (10000.0, 10.0, 1.0)
@@ -152,3 +154,17 @@ def test_scale_events_cycle(bench: ModuleType) -> None:
     ts = [orjson.loads(v)["ts"] for _, v in events]
     assert ts == sorted(ts) and ts[1] - ts[0] == bench.SCALE_STEP_MS
     assert all(orjson.loads(v)["user_id"].encode() == k for k, v in events[:50])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("default,10", [None, 10]), ("0", [0]), ("default, 100 ,", [None, 100]), ("", [])],
+)
+def test_backoffs(bench: ModuleType, text: str, expected: list[int | None]) -> None:
+    assert bench._backoffs(text) == expected
+
+
+@pytest.mark.parametrize("text", ["fast", "-1", "1.5"])
+def test_backoffs_refused(bench: ModuleType, text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="expected ms or 'default'"):
+        bench._backoffs(text)

@@ -9,7 +9,6 @@ replicas than the cluster has is refused with one config error line (exit status
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_demo_spec, stop_process
 from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.synthetic import SyntheticStream
 from driftline.agents.topics import host_leader_topic
@@ -129,11 +128,12 @@ def test_a_sigkilled_broker_loses_and_doubles_nothing(
                         f"after broker {killed} was SIGKILLed and restarted")  # fmt: skip
         assert done_at_kill < N
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(30)
+        stop_process(worker, 30.0)  # SIGTERM; SIGKILL if it has not exited within 30 s
         cluster.start()  # every broker up again for the next test
-    assert worker.returncode == 0, log.read_text(errors="replace")[-3000:]
+    assert worker.returncode == 0, (
+        f"the worker did not stop cleanly on SIGTERM (exit {worker.returncode}):\n"
+        + log.read_text(errors="replace")[-3000:]
+    )
 
     assert_exactly_once(
         reference_outputs(bootstrap, spec), written_outputs(bootstrap, spec, at_least=N)
@@ -174,6 +174,24 @@ def test_topics_create_on_three_brokers_and_an_existing_under_replicated_topic(
     assert _shape(bootstrap, f"{p}.events")[:2] == (3, "2")
     assert _shape(bootstrap, f"driftline.{p}.state-changelog") == (3, "2", "compact")
     assert _shape(bootstrap, f"{p}.alerts")[0] == 1  # not altered
+
+
+def test_batch_features_load_replicates_its_topic_as_topics_says(
+    kafka_cluster3: LocalCluster, tmp_path: Path, unique: str
+) -> None:
+    topic = f"bf-{unique}.batch"
+    spec = tmp_path / "spec.toml"
+    extra = f'[batch_features]\ntopic = "{topic}"\n[batch_features.fields]\nscore = "float"\n'
+    spec.write_text(minimal_spec(f"bf-{unique}", f"bf-{unique}.events", extra))
+    rows = tmp_path / "users.csv"
+    rows.write_text("user_id,score\nu1,0.5\nu2,1.5\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "driftline.cli", "batch-features", "load", "-c", str(spec),
+         str(rows), "--bootstrap", kafka_cluster3.bootstrap, "--no-progress"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _shape(kafka_cluster3.bootstrap, topic) == (3, "2", "compact")
 
 
 def test_more_replicas_than_brokers_is_one_config_error(
