@@ -39,6 +39,7 @@ from driftline.agents.partitions import OwnedPartitions
 from driftline.agents.pipeline import PartitionPipeline, RecordColumns
 from driftline.agents.state import (
     CHUNK_BYTES,
+    ChangelogError,
     StateReset,
     check_state_present,
     read_changelog_partition,
@@ -59,6 +60,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("driftline.runner")
+
+#: Seconds a restore waits for the changelog to catch up with the group's committed offsets.
+RESTORE_SETTLE_S = 30.0
 
 
 class ConsumerFailed(DriftlineError):
@@ -253,23 +257,15 @@ class TransactionalRunner(threading.Thread):
         for p in wanted:
             if p in self.pipelines:
                 continue
-            pipe = PartitionPipeline(
-                self.spec, p, self.predictor, self.model_version, self.batch_cache,
-                self.schema_readers,
-            )  # fmt: skip
-            saved = None
             if self._take_reset(p):
                 log.warning(
                     "partition %d: saved state ignored on request (--reset-state): windows, "
                     "detectors and alert episodes start empty at the group's committed offset",
                     p,
                 )
+                pipe, saved = self._new_pipeline(p), None
             else:
-                records = read_changelog_partition(self.bootstrap, self.changelog, p)
-                saved = restore_snapshot(records, p, pipe.restore)  # errors name the record
-                if saved is None:
-                    check_state_present(records, p, self.spec.input.topic,
-                                        self._committed(consumer, p))  # fmt: skip
+                pipe, saved = self._restore_partition(consumer, p)
             if saved is not None:
                 epoch, state = saved
                 self.epochs[p] = epoch
@@ -278,6 +274,44 @@ class TransactionalRunner(threading.Thread):
                 self.epochs[p] = 0
                 self.positions[p] = {}
             self.pipelines[p] = pipe
+
+    def _new_pipeline(self, p: int) -> PartitionPipeline:
+        return PartitionPipeline(
+            self.spec, p, self.predictor, self.model_version, self.batch_cache,
+            self.schema_readers,
+        )  # fmt: skip
+
+    def _restore_partition(
+        self, consumer: Consumer, p: int
+    ) -> tuple[PartitionPipeline, tuple[int, dict[str, Any]] | None]:
+        """Partition ``p``'s pipeline restored from its newest snapshot, checked against the
+        group's committed offset: none while the group has committed is a `ChangelogError`;
+        one older than the group's offset means the changelog was read before the markers of
+        the transaction that committed both (read_committed stops short of an undecided one):
+        read again, up to `RESTORE_SETTLE_S`, then a `ChangelogError`."""
+        deadline = time.monotonic() + RESTORE_SETTLE_S
+        topic = self.spec.input.topic
+        while True:
+            pipe = self._new_pipeline(p)
+            records = read_changelog_partition(self.bootstrap, self.changelog, p)
+            saved = restore_snapshot(records, p, pipe.restore)  # errors name the record
+            committed = self._committed(consumer, p)
+            if saved is None:
+                check_state_present(records, p, topic, committed)
+                return pipe, None
+            covered = saved[1].get("offsets", {}).get(topic)
+            if committed is None or covered is None or committed <= covered:
+                return pipe, saved
+            if time.monotonic() > deadline:
+                raise ChangelogError(
+                    self.changelog, p, None, f"{p}/head".encode(),
+                    f"the newest snapshot covers {topic}[{p}] up to offset {covered}, but the "
+                    f"consumer group has committed offset {committed}: the snapshot written with "
+                    "those offsets is missing",
+                )  # fmt: skip
+            log.info("partition %d: the changelog is behind the group's offsets (%d < %d); "
+                     "reading it again", p, covered, committed)  # fmt: skip
+            time.sleep(0.5)
 
     def _take_reset(self, p: int) -> bool:
         """Whether ``p``'s saved state is to be ignored now (once per partition and process)."""

@@ -22,7 +22,7 @@ import time
 from concurrent.futures import Future
 from typing import Any, NoReturn
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, Producer, TopicPartition
 
 from driftline.agents.batch_metrics import Outcome, count_batch
 from driftline.agents.bounded import DaemonExecutor, Stalled, call_bounded, wait_for
@@ -84,7 +84,14 @@ class ExactlyOnceCommit(CommitStrategy):
             raise DriftlineError(f"cannot start transactions on {self.ctx.bootstrap}: {e}") from e
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        pass  # the group's committed offsets are the snapshots' (one transaction)
+        # read from where the restored state ends: the snapshot's offsets, committed in the same
+        # transaction as the group's offsets, so the two agree, except that the group's can be
+        # missing when its coordinator was not ready (a restarting broker): then librdkafka would
+        # start at auto.offset.reset and read into the restored state a second time
+        positions = self.partitions.positions
+        for tp in partitions:
+            tp.offset = positions[tp.partition].get(tp.topic, OFFSET_STORED)
+        consumer.assign(partitions)
 
     def before_revoke(self) -> None:
         self._await_commit()  # hand partitions over only once their offsets are committed
