@@ -35,6 +35,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,7 +287,11 @@ class BrokerSecurity:
             _write_private(self.dir / "secrets.json", json.dumps(passwords, indent=2) + "\n")
         if not (self.dir / f"{NOACL_USER}.p12").exists():
             self._make_certificates()
-        (self.dir / "mode").write_text(self.mode + "\n")
+        if recorded != self.mode:  # the nodes of a cluster read it while they start in parallel:
+            # written once, and atomically (a reader never sees it empty)
+            tmp = self.dir / f".mode.{os.getpid()}.{threading.get_ident()}"
+            tmp.write_text(self.mode + "\n")
+            os.replace(tmp, self.dir / "mode")
 
     def _make_certificates(self) -> None:
         ca = make_ca(self.dir)

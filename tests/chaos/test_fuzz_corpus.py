@@ -4,7 +4,7 @@ The worker never stops, and every record is accounted for exactly: consumed = fe
 dead letters + late events, each dead letter with a reason from its schema (never the catch-all
 ``processing_error``). A second worker on more of the same input makes progress too. Good
 events after the hostile ones are computed as if the hostile ones had not been there
-(a poisoned watermark would make them late).
+(a poisoned watermark would make them late), and equal an undisturbed run's outputs.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tests.kafka_helpers import (
     wait_for_metric,
     write_pipeline,
 )
+from tests.reference_run import assert_exactly_once, reference_outputs, written_outputs
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -62,7 +63,7 @@ def test_hostile_records_are_each_accounted_for_and_never_stop_the_worker(
     data["input"]["max_message_bytes"] = 1_048_576
     data["worker"].update(web_port=free_port(), batch_max_records=500)
     spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=2_000)
-    events = list(SyntheticStream(n=2 * N, shift_at=2 * N, seed=5, n_entities=100).events())
+    events = list(SyntheticStream(n=2 * N, shift_at=N, seed=5, n_entities=100).events())
     first = list(corpus(events[:N], bad_share=0.25, seed=11))
     second = list(corpus(events[N:], bad_share=0.25, seed=12))
     kinds = Counter(kind for kind, _ in first + second)
@@ -101,3 +102,6 @@ def test_hostile_records_are_each_accounted_for_and_never_stop_the_worker(
     assert len(features) >= kinds["good"], (len(features), kinds)
     for log in (log1, log2):
         assert "Traceback" not in log.read_text(errors="replace"), log.read_text()[-3000:]
+    # and what was computed from the good events equals an undisturbed run over the same input
+    assert_exactly_once(reference_outputs(kafka_bootstrap, spec), written_outputs(
+        kafka_bootstrap, spec, at_least=len(features)))  # fmt: skip

@@ -24,9 +24,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.errors import KafkaLauncherError
 from driftline.localcluster import LocalCluster
-from driftline.localkafka import LocalKafka, _port_in_use, free_port, tool_classpath
+from driftline.localkafka import LocalKafka, tool_classpath
 from driftline.localkafka_security import BrokerSecurity, issue_cert, make_ca, read_properties
-from tests.kafka_helpers import consume_one
+from tests.kafka_helpers import consume_one, free_ports
 from tests.secured_kafka import SecuredKafka
 
 pytestmark = pytest.mark.integration
@@ -431,9 +431,7 @@ def test_the_python_api_refuses_another_mode_on_a_secured_data_dir(
 def test_a_secured_three_broker_cluster(tmp_path: Path, unique: str) -> None:
     """SCRAM users made at format time on every node; the brokers replicate to each other
     over SASL_SSL as admin; the client files name all three brokers."""
-    port = free_port()
-    while any(_port_in_use(port + i) for i in range(3)):
-        port = free_port()
+    port = free_ports(6)  # 3 brokers, then their 3 controllers
     cluster = LocalCluster(3, port=port, data_dir=tmp_path / "c3", security="sasl_ssl_scram")
     try:
         bootstrap = cluster.start(timeout_s=240)
