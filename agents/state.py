@@ -6,10 +6,14 @@ and the last committed snapshot always describe the same point of the stream: a 
 worker neither loses nor double-counts what it had.
 
 Layout on the changelog (partition = input partition, cleanup.policy=compact), format
-``driftline-state/2`` (`STATE_FORMAT`):
-``<p>/chunk/<i>`` → epoch (8 bytes, big endian) + zlib-compressed slice of the snapshot (JSON),
-and ``<p>/head`` → ``{"format", "epoch", "chunks", "sha256"}`` written last. A restore reads the
-partition to its end, keeps the newest head and the chunks of that epoch.
+``driftline-state/3`` (`STATE_FORMAT`):
+``<p>/chunk/<epoch % 2>/<i>`` → epoch (8 bytes, big endian) + zlib-compressed slice of the
+snapshot (JSON), and ``<p>/head`` → ``{"format", "epoch", "chunks", "sha256"}`` written last. A
+restore reads the partition to its end, keeps the newest head and the chunks of that epoch.
+Consecutive snapshots write their chunks under alternate keys, so a worker stopped between a
+snapshot's chunks and its head (possible without a transaction, at_least_once) leaves the
+previous snapshot whole. Format ``driftline-state/2`` (every snapshot's chunks under
+``<p>/chunk/<i>``) is still read.
 
 The snapshot is plain JSON: river detectors and the online model are stored as numbers and
 lists (`driftline.streams.plain_state`), never pickled, so a record on this topic can make a
@@ -43,10 +47,12 @@ CHANGELOG_CONFIG = {
     "max.message.bytes": str(2 * CHUNK_BYTES),
 }
 #: The format version every head on the changelog carries; a restore reads only this one.
-STATE_FORMAT = "driftline-state/2"
+STATE_FORMAT = "driftline-state/3"
+#: The formats a restore reads (format 2 kept every snapshot's chunks under the same keys).
+READ_FORMATS = ("driftline-state/2", STATE_FORMAT)
 _MAX_CHUNKS = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_KEY = re.compile(rb"(\d+)/(?:head|chunk/\d+|labels/\d+/(?:head|chunk/\d+))")
+_KEY = re.compile(rb"(\d+)/(?:head|chunk/\d+(?:/\d+)?|labels/\d+/(?:head|chunk/\d+))")
 
 
 #: Input partitions whose saved state a worker ignores on purpose (``--reset-state``).
@@ -164,9 +170,10 @@ def _head(records: dict[bytes, bytes], partition: int, key: bytes, fields: set[s
             "written by an older driftline in state format driftline-state/1 (which pickled "
             f"river objects); this driftline reads only {STATE_FORMAT}",
         )
-    if fmt != STATE_FORMAT:
+    if fmt not in READ_FORMATS:
         if isinstance(fmt, str) and fmt.startswith("driftline-state/"):
-            problem = f"state format {fmt!r} is unknown; this driftline reads only {STATE_FORMAT}"
+            problem = (f"state format {fmt!r} is unknown; this driftline reads only "
+                       f"{' and '.join(READ_FORMATS)}")  # fmt: skip
         else:
             problem = f"not a driftline state head (format {str(fmt)[:40]!r}, not {STATE_FORMAT})"
         raise _error(records, partition, key, problem)
@@ -222,14 +229,29 @@ def encode_snapshot(partition: int, epoch: int, state: dict[str, Any]) -> list[t
     return encode_snapshot_json(partition, epoch, snapshot_json(state))
 
 
+def snapshot_chunk_keys(
+    partition: int, epoch: int, chunks: int, fmt: str = STATE_FORMAT
+) -> list[bytes]:
+    """The changelog keys of the ``chunks`` chunks of ``partition``'s snapshot ``epoch``.
+
+    Examples
+    --------
+    >>> snapshot_chunk_keys(2, 7, 2), snapshot_chunk_keys(2, 8, 1)
+    ([b'2/chunk/1/0', b'2/chunk/1/1'], [b'2/chunk/0/0'])
+    >>> snapshot_chunk_keys(2, 7, 1, "driftline-state/2")
+    [b'2/chunk/0']
+    """
+    if fmt == "driftline-state/2":
+        return [f"{partition}/chunk/{i}".encode() for i in range(chunks)]
+    return [f"{partition}/chunk/{epoch % 2}/{i}".encode() for i in range(chunks)]
+
+
 def encode_snapshot_json(partition: int, epoch: int, raw: bytes) -> list[tuple[bytes, bytes]]:
     """`encode_snapshot` of a state already serialised by `snapshot_json`."""
     blob = zlib.compress(raw, 1)
     chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
-    records = [
-        (f"{partition}/chunk/{i}".encode(), epoch.to_bytes(8, "big") + c)
-        for i, c in enumerate(chunks)
-    ]
+    keys = snapshot_chunk_keys(partition, epoch, len(chunks))
+    records = [(k, epoch.to_bytes(8, "big") + c) for k, c in zip(keys, chunks, strict=True)]
     head = {
         "format": STATE_FORMAT,
         "epoch": epoch,
@@ -275,7 +297,7 @@ def decode_snapshot(
     epoch = head["epoch"]
     if type(epoch) is not int or not 0 <= epoch < 1 << 63:
         raise _error(records, partition, key, f"bad epoch {epoch!r}")
-    chunk_keys = [f"{partition}/chunk/{i}".encode() for i in range(head["chunks"])]
+    chunk_keys = snapshot_chunk_keys(partition, epoch, head["chunks"], head["format"])
     state = _blob(records, partition, key, chunk_keys, head["sha256"], epoch)
     if not isinstance(state, dict):
         raise _error(records, partition, key, "the snapshot is not a JSON object")

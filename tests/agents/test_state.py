@@ -181,7 +181,7 @@ def test_a_partition_restores_exactly_online_model_included(persisted: Any) -> N
     saved = restore_snapshot(records, 0, pipe.restore)
     assert saved is not None and saved[0] == log.epoch
     state = saved[1]
-    assert orjson.loads(records[b"0/head"])["format"] == STATE_FORMAT == "driftline-state/2"
+    assert orjson.loads(records[b"0/head"])["format"] == STATE_FORMAT == "driftline-state/3"
     # plain data only: the river detectors' and the model's state are JSON objects
     assert all(isinstance(d["river"], dict) for d in state["detectors"].values() if "river" in d)
     assert {d["river"]["type"] for d in state["detectors"].values() if "river" in d} == {
@@ -199,6 +199,34 @@ def test_a_partition_restores_exactly_online_model_included(persisted: Any) -> N
     assert after["detectors"] == end_state["detectors"]
     assert after["labels"] == end_state["labels"]
     assert after == end_state
+
+
+def test_a_stop_between_a_snapshots_chunks_and_its_head_keeps_the_previous_one(
+    persisted: Any,
+) -> None:
+    """Without a transaction (at_least_once) a worker can stop after the chunks of snapshot
+    N+1 and before its head: head N must still find its own chunks, twice in a row."""
+    spec, good = persisted[0], persisted[1]
+    log = copy.deepcopy(good)
+    before = _state(log)
+    for _ in range(2):
+        for k, v in encode_snapshot(0, log.epoch + 1, {**before, "offsets": {INPUT: 999}})[:-1]:
+            log.add(k, v)  # the chunks, not the head
+        saved = restore_snapshot(log.read(), 0, fresh(spec).restore)
+        assert saved is not None and saved[0] == log.epoch and saved[1] == before
+
+
+def test_a_format_2_changelog_still_restores(persisted: Any) -> None:
+    """Format 2 kept every snapshot's chunks under <p>/chunk/<i>."""
+    spec, good = persisted[0], persisted[1]
+    log = copy.deepcopy(good)
+    state = _state(log)
+    blob = zlib.compress(orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY), 1)
+    log.add(b"0/chunk/0", (log.epoch + 1).to_bytes(8, "big") + blob)
+    log.add(b"0/head", orjson.dumps({"format": "driftline-state/2", "epoch": log.epoch + 1,
+                                     "chunks": 1, "sha256": hashlib.sha256(blob).hexdigest()}))
+    saved = restore_snapshot(log.read(), 0, fresh(spec).restore)
+    assert saved is not None and saved[0] == log.epoch + 1 and saved[1] == state
 
 
 def test_an_empty_changelog_is_a_fresh_start(persisted: Any) -> None:
@@ -243,7 +271,7 @@ def _format_1(log: Changelog, evil: bytes) -> int:
         if "river" in snap:
             snap["river"] = base64.b64encode(evil).decode()
     blob = zlib.compress(orjson.dumps(state), 1)
-    log.add(b"0/chunk/0", (log.epoch + 1).to_bytes(8, "big") + blob)
+    log.add(b"0/chunk/0", (log.epoch + 1).to_bytes(8, "big") + blob)  # format 1's key
     head = {"epoch": log.epoch + 1, "chunks": 1, "sha256": hashlib.sha256(blob).hexdigest()}
     return log.add(b"0/head", orjson.dumps(head))
 
@@ -251,7 +279,7 @@ def _format_1(log: Changelog, evil: bytes) -> int:
 def _chunk_of_pickle(log: Changelog, evil: bytes) -> int:
     """A well-formed head whose checksum matches a chunk holding a compressed pickle."""
     blob = zlib.compress(evil)
-    log.add(b"0/chunk/0", (log.epoch + 1).to_bytes(8, "big") + blob)
+    log.add(f"0/chunk/{(log.epoch + 1) % 2}/0".encode(), (log.epoch + 1).to_bytes(8, "big") + blob)
     head = {"format": STATE_FORMAT, "epoch": log.epoch + 1, "chunks": 1,
             "sha256": hashlib.sha256(blob).hexdigest()}  # fmt: skip
     return log.add(b"0/head", orjson.dumps(head))
@@ -296,7 +324,8 @@ GARBAGE = RNG.bytes(300)
 #: (name, what to append to a good changelog -> offset of the record to blame, message part)
 CASES: list[tuple[str, Callable[[Changelog, bytes], int], str]] = [
     ("random bytes as the head", lambda log, e: log.add(b"0/head", GARBAGE), "not JSON"),
-    ("random bytes as a chunk", lambda log, e: log.add(b"0/chunk/0", GARBAGE),
+    ("random bytes as a chunk",
+     lambda log, e: log.add(f"0/chunk/{log.epoch % 2}/0".encode(), GARBAGE),
      "chunk 0 of epoch"),
     ("random bytes, random key", lambda log, e: log.add(GARBAGE[:20], GARBAGE),
      "not a driftline state record"),
@@ -309,8 +338,9 @@ CASES: list[tuple[str, Callable[[Changelog, bytes], int], str]] = [
      "not a driftline state head"),
     ("head of a bad epoch", lambda log, e: _head(log, epoch="7"), "bad epoch"),
     ("head of a bad chunk count", lambda log, e: _head(log, chunks=-1), "bad chunk count"),
-    ("head of an unknown version", lambda log, e: _head(log, format="driftline-state/3"),
-     "state format 'driftline-state/3' is unknown; this driftline reads only driftline-state/2"),
+    ("head of an unknown version", lambda log, e: _head(log, format="driftline-state/9"),
+     "state format 'driftline-state/9' is unknown; this driftline reads only driftline-state/2 "
+     "and driftline-state/3"),
     ("head of another format", lambda log, e: _head(log, format="avro"),
      "not a driftline state head"),
     ("format-1 snapshot holding pickles", _format_1, "state format driftline-state/1"),
