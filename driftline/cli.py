@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import driftline
-from driftline.errors import DriftlineError, KafkaConfigError, SpecError
+from driftline.errors import DriftlineError, KafkaConfigError, SpecError, UsageError
 from driftline.kafka_cli import add_kafka_parser
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -32,10 +32,6 @@ EXIT_STATUS_HELP = (
     "configuration error (bad option, invalid spec, missing --bootstrap or input topic), "
     "130 interrupted"
 )
-
-
-class UsageError(DriftlineError):
-    """The command line or the configuration is wrong (exit status 2, like argparse's)."""
 
 
 def version() -> str:
@@ -92,8 +88,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     # before the worker's (slow) imports: an unreachable cluster, a wrong password or an
     # untrusted certificate ends the command in seconds
     wait_for_broker(kafka, CONNECT_TIMEOUT_S)
+    if args.processes > 1:
+        return _run_processes(args, spec, kafka, web_host, web_port)
+    from driftline.agents.process_group import die_with_parent
     from driftline.agents.worker import run_worker
 
+    die_with_parent()  # one of `--processes N`: stop with the supervisor
     run_worker(
         spec,
         kafka,
@@ -106,6 +106,64 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         reset_state=args.reset_state,
     )
     return 0
+
+
+def _run_processes(
+    args: argparse.Namespace, spec: Any, kafka: Any, web_host: str, web_port: int
+) -> int:
+    """``driftline worker --processes N``: N worker processes under one supervisor
+    (`driftline.agents.process_group`)."""
+    import logging.config
+    import signal
+
+    from driftline.agents.demo import worker_env
+    from driftline.agents.kafka_io import topic_partitions
+    from driftline.agents.logs import logging_config
+    from driftline.agents.process_group import ProcessGroup, ProcessPlan
+    from driftline.agents.runner import default_worker_id
+    from driftline.agents.web import check_listen
+
+    if args.reset_state:
+        raise UsageError(
+            "--reset-state with --processes: each process would reset the partitions it is "
+            "given, again after every rebalance; run the worker once with --processes 1 and "
+            "--reset-state, stop it after its first commit, then start the processes"
+        )
+    plan = ProcessPlan(args.processes, web_host, web_port, args.worker_id or default_worker_id())
+    for i in range(plan.count):
+        check_listen(web_host, plan.port_of(i))
+    logging.config.dictConfig(logging_config(args.log_format, args.loglevel))
+    log = logging.getLogger("driftline.worker")
+    if args.create_topics:
+        from driftline.agents.topics import create_pipeline_topics
+
+        for outcome in create_pipeline_topics(spec, kafka):
+            if outcome.created:
+                log.info("%s", outcome.describe())
+    partitions = topic_partitions(kafka, spec.input.topic)
+    if partitions is not None and partitions < plan.count:
+        log.warning(
+            "input topic %s has %d partitions: %d of the %d processes will have none to work "
+            "on (a consumer group gives each partition to one member); add partitions",
+            spec.input.topic, partitions, plan.count - partitions, plan.count,
+        )  # fmt: skip
+
+    def argv_of(i: int) -> list[str]:
+        return [sys.executable, "-m", "driftline.cli", "worker", "-c", str(args.config),
+                "--web-host", web_host, "--web-port", str(plan.port_of(i)),
+                "--worker-id", plan.worker_id_of(i), "--loglevel", args.loglevel,
+                "--log-format", args.log_format]  # fmt: skip
+
+    group = ProcessGroup(plan, argv_of, worker_env(kafka))  # settings in the environment
+    server = group.serve()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda n, _frame: group.request_stop(n))
+    log.info("supervising %d worker processes; one /metrics for all on http://%s:%d/metrics",
+             plan.count, web_host, web_port)  # fmt: skip
+    try:
+        return group.run()
+    finally:
+        server.shutdown()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -538,6 +596,16 @@ def _add_worker(sub: Any) -> None:
         help="stable id of this worker (default: the host name); it names the worker's Kafka "
         "transactional id, so give each worker on one host its own, and reuse it on restart",
     )
+    w.add_argument(
+        "--processes",
+        type=_processes,
+        default=1,
+        metavar="N",
+        help="run N worker processes on this machine (auto: one per core), each its own "
+        "member of the consumer group with worker id <worker-id>-<i> and web port "
+        "web-port+1+i; this process supervises them (restarts one that dies) and serves one "
+        "/metrics for all, each sample labelled process=<i>, and /healthz on --web-port",
+    )
     w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     w.add_argument(
         "--log-format",
@@ -562,6 +630,15 @@ def _add_worker(sub: Any) -> None:
         "Only on purpose: a worker refuses to start a partition whose state is missing or "
         "damaged, and says which",
     )
+
+
+def _processes(text: str) -> int:
+    from driftline.agents.process_group import parse_processes
+
+    try:
+        return parse_processes(text)
+    except DriftlineError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--processes: ")) from None
 
 
 def _reset_state(text: str) -> Any:

@@ -25,3 +25,7 @@ class RecordError(DriftlineError):
 class KafkaConfigError(DriftlineError):
     """The Kafka client settings (spec ``[kafka]``, ``--kafka-config`` file, environment) are
     wrong: a configuration error, found before connecting (exit status 2)."""
+
+
+class UsageError(DriftlineError):
+    """The command line or the configuration is wrong (exit status 2, like argparse's)."""
