@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -60,7 +61,7 @@ from driftline.agents.scrape import parse_samples as parse_metrics
 from driftline.agents.scrape import read_text, sample_sum
 from driftline.agents.synthetic import SyntheticStream
 from driftline.kafka_config import Kafka, KafkaConfig, aiokafka_auth, load_kafka_config
-from driftline.localkafka import LocalKafka, free_port
+from driftline.localkafka import LocalKafka, free_port, free_ports
 from driftline.spec import PipelineSpec, load_spec
 
 HERE = Path(__file__).resolve().parent
@@ -93,10 +94,23 @@ class Result:
     events: int
     seconds: float
     notes: list[str] = field(default_factory=list)
+    #: CPU seconds the measured process(es) used over the same interval (None: not measured)
+    cpu_seconds: float | None = None
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else math.nan
+
+    @property
+    def cpu_per_100k(self) -> float:
+        """CPU seconds per 100k events (nan when not measured).
+
+        >>> Result("x", 200_000, 2.0, cpu_seconds=3.0).cpu_per_100k
+        1.5
+        """
+        if self.cpu_seconds is None or self.events <= 0:
+            return math.nan
+        return self.cpu_seconds / self.events * 100_000
 
 
 class SteadyRate:
@@ -108,22 +122,27 @@ class SteadyRate:
         self.seen = 0
         self.first: tuple[float, float, int] | None = None  # call start, end, events
         self.t_end = 0.0
+        self.cpu_first = self.cpu_end = 0.0  # this process's CPU time (all its threads)
 
     def add(self, call_start: float, k: int) -> None:
         if k <= 0:
             return
         now = time.perf_counter()
+        cpu = time.process_time()
         if self.first is None:
             self.first = (call_start, now, k)
+            self.cpu_first = cpu
         self.seen += k
         self.t_end = now
+        self.cpu_end = cpu
 
     def result(self, name: str) -> Result:
         if self.first is None:
             return Result(name, 0, 0.0, ["nothing read"])
         c0, t0, k0 = self.first
         if self.seen > k0:
-            return Result(name, self.seen - k0, self.t_end - t0)
+            return Result(name, self.seen - k0, self.t_end - t0,
+                          cpu_seconds=self.cpu_end - self.cpu_first)  # fmt: skip
         return Result(name, self.seen, self.t_end - c0, ["one batch only: includes its fetch"])
 
 
@@ -315,17 +334,27 @@ def _reads(rate: SteadyRate, n: int, timeout_s: float, client: str) -> Iterator[
         yield time.perf_counter()
 
 
-def raw_confluent(bootstrap: Kafka, topic: str, n: int, timeout_s: float) -> Result:
+#: The consumer setting the worker uses too: librdkafka 2.x otherwise waits 1 s between fetches
+#: whenever its queue is full, which caps a fast reader near 150k events/s.
+TUNED = {"fetch.queue.backoff.ms": "10"}
+
+
+def raw_confluent(
+    bootstrap: Kafka, topic: str, n: int, timeout_s: float, tuned: bool = True
+) -> Result:
+    """Read ``n`` events and decode each: the ceiling (``tuned``: `TUNED` and orjson) or
+    librdkafka's defaults with ``json.loads`` (what a first attempt gets)."""
     c = Consumer(
         client_conf(bootstrap, {
             "group.id": f"bench-raw-ck-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            **(TUNED if tuned else {}),
         })
     )  # fmt: skip
     try:
         c.assign([CkTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-        loads = json.loads
+        loads = orjson.loads if tuned else json.loads
         rate = SteadyRate()
         for t_call in _reads(rate, n, timeout_s, "confluent-kafka"):
             msgs = c.consume(num_messages=RAW_BATCH, timeout=1.0)
@@ -338,7 +367,9 @@ def raw_confluent(bootstrap: Kafka, topic: str, n: int, timeout_s: float) -> Res
             rate.add(t_call, k)
     finally:
         c.close()
-    return rate.result("raw A: confluent consume+json.loads")
+    if tuned:
+        return rate.result("raw A: confluent consume+orjson, fetch.queue.backoff.ms=10")
+    return rate.result("raw A0: confluent consume+json.loads, librdkafka defaults")
 
 
 async def _raw_aiokafka(bootstrap: Kafka, topic: str, n: int, timeout_s: float) -> Result:
@@ -407,6 +438,7 @@ def core(spec: PipelineSpec, stored: dict[int, list[RawRecord]]) -> tuple[Result
     n = messages = 0
     dead: Counter[str] = Counter()
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     for p, batch in order:
         out = pipes[p].process(batch)
         n += out.consumed
@@ -415,7 +447,7 @@ def core(spec: PipelineSpec, stored: dict[int, list[RawRecord]]) -> tuple[Result
         for s, secs in out.stage_seconds.items():
             stages[s] += secs
     secs = time.perf_counter() - t0
-    res = Result("driftline core (no Kafka)", n, secs)
+    res = Result("driftline core (no Kafka)", n, secs, cpu_seconds=time.process_time() - cpu0)
     res.notes.append(
         f"{len(order)} batches of <= {CORE_BATCH}; {messages} outbound messages built, "
         f"dead letters: {dict(dead) or 0}"
@@ -443,17 +475,27 @@ def worker(
     tmp: Path,
     timeout_s: float,
     broker_pid: int | None,
+    processes: int = 1,
 ) -> WorkerRun:
-    log_path = tmp / "worker.log"
+    """Run ``driftline worker`` (``--processes``) over the backlog from its own consumer group
+    (the spec's group id plus the process count, so each run reads everything)."""
+    log_path = tmp / f"worker-{processes}.log"
     argv = [
         sys.executable, "-c", _DEATHSIG_WRAPPER, "driftline.cli", "worker", "-c", str(spec_path),
-        "--bootstrap", str(bootstrap), "--loglevel", "warning",
+        "--bootstrap", str(bootstrap), "--loglevel", "warning", "--web-port", str(port),
+        "--processes", str(processes), "--worker-id", f"bench-{processes}",
     ]  # fmt: skip
     with log_path.open("wb") as errf:
         proc = spawn(
             stack, "worker", argv, stdout=subprocess.DEVNULL, stderr=errf, env=worker_env(bootstrap)
         )
     url = f"http://127.0.0.1:{port}/metrics"
+    pids = [proc.pid]
+
+    def worker_cpu() -> float | None:
+        times = [cpu_seconds(pid) for pid in pids]
+        return None if None in times else sum(t for t in times if t is not None)
+
     first: tuple[float, float, float | None, float | None] | None = None
     last: tuple[float, float, float | None, float | None] | None = None
     consumed = 0.0
@@ -471,12 +513,16 @@ def worker(
             except OSError:
                 time.sleep(0.2)
                 continue
+            if processes > 1 and len(pids) == 1:  # CPU counted over every member from the start
+                pids += supervised_pids(port)
+                if len(pids) == 1:
+                    continue
             now = time.perf_counter()
             consumed = metric_sum(parse_metrics(text), CONSUMED)
             point = (
                 now,
                 consumed,
-                cpu_seconds(proc.pid),
+                worker_cpu(),
                 cpu_seconds(broker_pid) if broker_pid else None,
             )
             if consumed > 0 and first is None:
@@ -488,7 +534,10 @@ def worker(
     finally:
         stop_process(proc, "worker")
     assert first is not None and last is not None
-    res = Result("driftline worker on Kafka", int(last[1] - first[1]), last[0] - first[0])
+    name = "driftline worker on Kafka" + (f", {processes} processes" if processes > 1 else "")
+    res = Result(name, int(last[1] - first[1]), last[0] - first[0])
+    if first[2] is not None and last[2] is not None:
+        res.cpu_seconds = last[2] - first[2]
     if res.seconds <= 0:
         res.notes.append("the whole backlog was consumed before the first /metrics reading")
 
@@ -497,6 +546,16 @@ def worker(
         return None if a is None or b is None or res.seconds <= 0 else (b - a) / res.seconds
 
     return WorkerRun(res, samples, cores(2), cores(3))
+
+
+def supervised_pids(port: int) -> list[int]:
+    """The worker processes of ``driftline worker --processes N`` serving on ``port`` (its
+    index page lists them)."""
+    try:
+        text = read_text(f"http://127.0.0.1:{port}/", timeout=2.0)
+    except OSError:
+        return []
+    return [int(pid) for pid in re.findall(r"process \d+: pid (\d+)", text)]
 
 
 # ----------------------------------------------------------------------------- 5: faust
@@ -620,35 +679,68 @@ def facts(bootstrap: Kafka, broker: str, n: int, mean_size: float, compression: 
     )
 
 
-def table(results: Sequence[Result], ceiling: Result, faust: Result | None) -> str:
-    def ratio(a: float, b: float, digits: int) -> str:
-        return f"{a / b:.{digits}f}" if b > 0 and math.isfinite(a / b) else "-"
+def _ratio(a: float, b: float, digits: int) -> str:
+    return f"{a / b:.{digits}f}" if b > 0 and math.isfinite(a / b) else "-"
 
-    rows = [("name", "events/s", "x raw A", "x naive faust")]
+
+def table(results: Sequence[Result], ceiling: Result, faust: Result | None) -> str:
+    """events/s, CPU s per 100k events, and the ratios to ``ceiling`` (by wall clock and per
+    CPU second: the per-core figure) and to naive faust.
+
+    >>> raw = Result("raw", 100, 1.0, cpu_seconds=0.5)
+    >>> print(table([raw, Result("w", 50, 1.0, cpu_seconds=1.0)], raw, None))
+    name  events/s  CPU s/100k  x raw A  x raw A per core  x naive faust
+    --------------------------------------------------------------------
+    raw        100     500.000     1.00              1.00              -
+    w           50   2,000.000     0.50              0.25              -
+    """
+    head = ("name", "events/s", "CPU s/100k", "x raw A", "x raw A per core", "x naive faust")
+    rows = [head]
     for r in results:
         rows.append(
             (
                 r.name,
                 f"{r.rate:,.0f}" if math.isfinite(r.rate) else "-",
-                ratio(r.rate, ceiling.rate, 2),
-                ratio(r.rate, faust.rate, 1) if faust else "-",
+                f"{r.cpu_per_100k:,.3f}" if math.isfinite(r.cpu_per_100k) else "-",
+                _ratio(r.rate, ceiling.rate, 2),
+                _ratio(ceiling.cpu_per_100k, r.cpu_per_100k, 2),
+                _ratio(r.rate, faust.rate, 1) if faust else "-",
             )
         )
-    w = [max(len(row[i]) for row in rows) for i in range(4)]
+    w = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [
-        f"{row[0]:<{w[0]}}  {row[1]:>{w[1]}}  {row[2]:>{w[2]}}  {row[3]:>{w[3]}}" for row in rows
+        "  ".join(
+            f"{cell:<{w[i]}}" if i == 0 else f"{cell:>{w[i]}}" for i, cell in enumerate(row)
+        )
+        for row in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
 
+def scaling(runs: Sequence[WorkerRun]) -> str:
+    """How events/s grew with ``--processes``: each run against the first.
+
+    >>> one = WorkerRun(Result("w", 100, 1.0), [], 1.0, None)
+    >>> two = WorkerRun(Result("w, 2 processes", 190, 1.0), [], 2.0, None)
+    >>> print(scaling([one, two]))
+    w, 2 processes: 190 events/s = 1.90x w (using 2.00 cores)
+    """
+    base = runs[0].result
+    return "\n".join(
+        f"{r.result.name}: {r.result.rate:,.0f} events/s = {_ratio(r.result.rate, base.rate, 2)}x "
+        f"{base.name}" + (f" (using {r.cpu_cores:.2f} cores)" if r.cpu_cores is not None else "")
+        for r in runs[1:]
+    )
+
+
 def worker_details(run: WorkerRun, n: int) -> str:
     s = run.samples
-    buckets = [
-        (float(lab["le"]), v)
-        for name, lab, v in s
-        if name == f"{LATENCY}_bucket" and lab.get("path") == "ingest_to_output"
-    ]
+    by_le: dict[float, float] = defaultdict(float)  # summed over processes
+    for name, lab, v in s:
+        if name == f"{LATENCY}_bucket" and lab.get("path") == "ingest_to_output":
+            by_le[float(lab["le"])] += v
+    buckets = sorted(by_le.items())
     qs = {q: histogram_quantile(q, buckets) for q in (0.5, 0.9, 0.99)}
     lat = ", ".join(f"p{round(q * 100)} {v * 1000:,.0f} ms" for q, v in qs.items())
     lines = [
@@ -702,6 +794,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--kafka-config",
         metavar="FILE",
         help="Kafka client settings (.properties, librdkafka names), as driftline's commands take",
+    )
+    ap.add_argument(
+        "--processes",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[1, 2],
+        help="run the worker once per count, with `driftline worker --processes K` (1,2)",
     )
     ap.add_argument(
         "--faust-budget", type=float, default=60.0, help="cap the faust run at this many seconds"
@@ -763,19 +861,27 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
     ceiling = raw_confluent(bootstrap, topic, n, timeout)
     results.append(ceiling)
     log(f"{ceiling.name}: {ceiling.rate:,.0f}/s")
+    results.append(raw_confluent(bootstrap, topic, n, timeout, tuned=False))
+    log(f"{results[-1].name}: {results[-1].rate:,.0f}/s")
     results.append(raw_aiokafka(bootstrap, topic, n, timeout))
     log(f"{results[-1].name}: {results[-1].rate:,.0f}/s")
 
     port = free_port()
-    spec, spec_path = make_spec(tmp, run_id, topic, port)
+    spec, _ = make_spec(tmp, run_id, topic, port)
     core_res, core_stages = core(spec, stored)
     del stored
     results.append(core_res)
     log(f"{core_res.name}: {core_res.rate:,.0f}/s")
 
-    wrun = worker(stack, spec_path, bootstrap, port, n, tmp, timeout, broker_pid)
-    results.append(wrun.result)
-    log(f"{wrun.result.name}: {wrun.result.rate:,.0f}/s")
+    wruns: list[WorkerRun] = []
+    for k in args.processes:  # each run its own pipeline name, so its own group and outputs
+        port = free_ports(k + 1)
+        run_tmp = tmp / f"processes-{k}"
+        run_tmp.mkdir()
+        _, spec_path = make_spec(run_tmp, f"{run_id}-p{k}", topic, port)
+        wruns.append(worker(stack, spec_path, bootstrap, port, n, run_tmp, timeout, broker_pid, k))
+        results.append(wruns[-1].result)
+        log(f"{wruns[-1].result.name}: {wruns[-1].result.rate:,.0f}/s")
 
     faust_res: Result | None = None
     if not args.skip_faust:
@@ -792,7 +898,11 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
         for note in r.notes:
             print(f"{r.name}: {note}")
     print(core_details(core_stages, core_res.events))
-    print(worker_details(wrun, n))
+    for w in wruns:
+        print(f"{w.result.name}:")
+        print(worker_details(w, n))
+    if len(wruns) > 1:
+        print(scaling(wruns))
     print(f"load average after measuring: {load_average()}", flush=True)
     return 0
 

@@ -17,6 +17,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -39,6 +40,7 @@ __all__ = [
     "fetch_jars",
     "fetch_tool_jars",
     "free_port",
+    "free_ports",
     "secure_clients",
     "tool_classpath",
 ]
@@ -159,6 +161,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(n: int) -> int:
+    """A port p with p .. p+n-1 free on 127.0.0.1 (a local cluster's brokers, the processes of
+    ``driftline worker --processes N``), below the kernel's ephemeral range, where client
+    sockets could take one at any moment."""
+    while True:
+        port = random.randrange(20_000, 32_000)
+        if not any(_port_in_use(port + i) for i in range(n)):
+            return port
 
 
 def _port_in_use(port: int) -> bool:

@@ -18,6 +18,7 @@ from driftline.agents.demo import _to_toml, train_demo_model, worker_argv
 from driftline.agents.kafka_io import client_conf, ensure_topics
 from driftline.agents.scrape import read_metric
 from driftline.kafka_config import Kafka
+from driftline.localkafka import free_ports  # noqa: F401 (tests import it from here)
 from driftline.spec import PipelineSpec, load_spec
 
 
@@ -261,16 +262,3 @@ def consume_one(config: dict[str, str], topic: str, timeout_s: float = 60.0) -> 
         raise AssertionError(f"no message consumed from {topic} within {timeout_s:g} s")
     finally:
         consumer.close()
-
-
-def free_ports(n: int) -> int:
-    """A port p with p .. p+n-1 free on 127.0.0.1 (a local cluster's brokers), below the
-    kernel's ephemeral range, where client sockets could take one at any moment."""
-    import random
-
-    from driftline.localkafka import _port_in_use
-
-    while True:
-        port = random.randrange(20_000, 32_000)
-        if not any(_port_in_use(port + i) for i in range(n)):
-            return port

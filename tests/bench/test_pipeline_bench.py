@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib.util
 import math
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -65,6 +66,12 @@ def test_small_run_on_the_broker(
     rc = bench.main(["--events", "12000", "--bootstrap", kafka_bootstrap, "--skip-faust"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    for name in ("raw A", "raw B", "driftline core", "driftline worker"):
+    for name in ("raw A:", "raw A0:", "raw B", "driftline core", "driftline worker"):
         assert name in out
     assert "dead letters: 0" in out
+    table = out[out.index("name  "):]
+    rows = {line.split("  ")[0]: line.split() for line in table.splitlines()[2:9]}
+    one, two = rows["driftline worker on Kafka"], rows["driftline worker on Kafka, 2 processes"]
+    assert float(one[5].replace(",", "")) > 0 and float(two[7].replace(",", "")) > 0  # CPU/100k
+    assert re.search(r"driftline worker on Kafka, 2 processes: [\d,]+ events/s = [\d.]+x "
+                     r"driftline worker on Kafka \(using [\d.]+ cores\)", out)  # fmt: skip
