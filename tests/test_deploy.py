@@ -245,7 +245,8 @@ def exported_metric_labels() -> dict[str, set[str]]:
     labels: dict[str, set[str]] = {}
     for fam in wm.registry.collect():
         for s in fam.samples:
-            labels.setdefault(s.name, {"job", "instance"}).update(s.labels)
+            # process: the label `driftline worker --processes N`'s one /metrics page adds
+            labels.setdefault(s.name, {"job", "instance", "process"}).update(s.labels)
     return labels
 
 
@@ -404,7 +405,9 @@ def test_dashboard_and_rules_query_only_metrics_the_worker_exports() -> None:
 
 def test_the_label_checks_catch_typos() -> None:
     labels, values = exported_metric_labels(), known_label_values()
-    assert labels["driftline_model_metric"] == {"job", "instance", "metric", "window", "partition"}
+    assert labels["driftline_model_metric"] == {
+        "job", "instance", "process", "metric", "window", "partition"
+    }
     ok = 'sum by (outcome) (driftline_label_join_outcomes_total{outcome="joined"})'
     assert label_problems(ok, labels, values) == []
     assert label_problems('driftline_label_join_outcomes_total{outcomes="joined"}', labels, values)
