@@ -165,6 +165,8 @@ class LabelOutcome:
     model_metrics: list[tuple[str, str, float]] = field(default_factory=list)
     importance: list[tuple[str, float]] = field(default_factory=list)
     learned: int = 0
+    #: (slice, value, metric, value) of each slice value's compared window
+    slice_metrics: list[tuple[str, str, str, float]] = field(default_factory=list)
 
 
 class PartitionLabels:
@@ -264,6 +266,13 @@ class PartitionLabels:
             n += 1
         self.n_learned += n
         return n
+
+    def window_results(self) -> dict[str, dict[str, float]]:
+        """The global metrics of the "count" and the "time" window."""
+        return {
+            "count" if isinstance(w, CountWindowMetrics) else "time": w.result()
+            for w in self.windows.values()
+        }
 
     def metric_readings(self) -> list[tuple[str, str, float]]:
         out = []

@@ -249,6 +249,23 @@ _METRICS: tuple[tuple[str, Any, str, str, tuple[str, ...]], ...] = (
         ("metric", "window", "partition"),
     ),
     (
+        "slice_model_metric",
+        Gauge,
+        "driftline_slice_model_metric",
+        "Model quality from joined labels per slice value ([[slices]]: the compared window; n = "
+        "examples); value is a tracked value (at most max_values per slice, 200 over all slices) "
+        "or 'other'.",
+        ("slice", "value", "metric", "partition"),
+    ),
+    (
+        "slice_firing",
+        Gauge,
+        "driftline_slice_firing",
+        "1 while the slice alert of the slice value on the partition is open (its metric worse "
+        "than the global one by more than the margin), else 0.",
+        ("slice", "value", "partition"),
+    ),
+    (
         "feature_importance",
         Gauge,
         "driftline_feature_importance_share",
@@ -314,6 +331,8 @@ class WorkerMetrics:
     label_outcomes: Counter
     labels_forwarded: Counter
     model_metric: Gauge
+    slice_model_metric: Gauge
+    slice_firing: Gauge
     feature_importance: Gauge
     online_learned: Counter
     schema_registry_up: Gauge
@@ -363,6 +382,8 @@ class WorkerMetrics:
         p = str(partition)
         for metric, window, value in oc.model_metrics:
             self.model_metric.labels(metric, window, p).set(value)
+        for name, value, metric, v in oc.slice_metrics:
+            self.slice_model_metric.labels(name, value, metric, p).set(v)
         for feature, share in oc.importance:
             self.feature_importance.labels(feature, p).set(share)
         if oc.learned:
@@ -372,7 +393,8 @@ class WorkerMetrics:
         """Drop per-partition gauges of a partition this worker no longer owns."""
         p = str(partition)
         for g in (self.model_metric, self.feature_importance, self.drift_statistic,
-                  self.drift_p_value, self.drift_firing):  # fmt: skip
+                  self.drift_p_value, self.drift_firing, self.slice_model_metric,
+                  self.slice_firing):  # fmt: skip
             for labels in list(g._metrics):  # prometheus_client has no filter
                 if labels[-1] == p:
                     g.remove(*labels)
@@ -397,6 +419,10 @@ class WorkerMetrics:
         self.alerts.labels(doc["kind"], doc["detector"], doc["status"]).inc()
         if doc["kind"] in DETECTOR_KINDS:
             firing = self.drift_firing.labels(doc["detector"], doc["target"], str(partition))
+            firing.set(1 if doc["status"] == "firing" else 0)
+        elif doc["kind"] == "slice" and "slice" in doc:
+            sl = doc["slice"]
+            firing = self.slice_firing.labels(sl["name"], sl["value"], str(partition))
             firing.set(1 if doc["status"] == "firing" else 0)
 
     def set_firing(self, partition: int, episodes: Iterable[tuple[str, str, bool]]) -> None:

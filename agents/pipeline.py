@@ -35,6 +35,7 @@ from driftline.agents.stages.outcome import BatchOutcome, Outbound, StageTimer
 from driftline.agents.stages.predict import predict
 from driftline.agents.stages.records import RawRecord, RecordColumns
 from driftline.agents.stages.skew import SkewChecks
+from driftline.agents.stages.slices import PartitionSlices
 from driftline.errors import DriftlineError
 from driftline.spec import DetectorSpec, PipelineSpec, build_spec_detector, to_feature_def
 from driftline.streams.features import FeatureEngine
@@ -115,14 +116,21 @@ class PartitionPipeline:
         self.bh_correction = BHCorrection(spec.correction, self.detectors)
         self.detection = InputDetection(self.detectors, self.episodes, self.alert_docs)
         self.encoder = OutputEncoder(spec, partition)
+        self.slices: PartitionSlices | None = None
+        if spec.slices:
+            task = None
+            if spec.labels is not None and predictor is not None:
+                task = "classification" if predictor.is_classifier else "regression"
+            self.slices = PartitionSlices(spec, task)
         self.label_stage: LabelStage | None = None
         if spec.labels is not None and predictor is not None:
             self.label_stage = LabelStage(spec, partition, predictor, model_version,
                                           self.detectors, self.episodes, self.alert_docs,
-                                          self.dead_letters)  # fmt: skip
+                                          self.dead_letters, self.slices)  # fmt: skip
         # non-numeric fields the features (distinct, filters) or detectors (categories) read
         wanted = set(self.engine.required_fields) | {d.target for d in spec.detectors}
         wanted |= set(spec.model.categorical_fields if spec.model else ())  # one-hot inputs
+        wanted |= {sl.field for sl in spec.slices}
         if spec.labels is not None and spec.input.event_id_field is not None:
             wanted.add(spec.input.event_id_field)
         extra = tuple(
@@ -197,6 +205,8 @@ class PartitionPipeline:
 
         frame.scores = predict(self.predictor, frame.vector)
         timer.lap("predict")
+        if self.slices is not None:
+            frame.slice_codes = self.slices.codes(frame.columns, len(frame))
 
         self.bh_correction.apply()
         self.detection.detect(frame, out, now_ms)
@@ -244,6 +254,7 @@ class PartitionPipeline:
             "positions": self.detection.snapshot_positions(),
             "alerting": self.episodes.snapshot(),
             "labels": None if self.label_stage is None else self.label_stage.snapshot(),
+            "slices": None if self.slices is None else self.slices.snapshot(),
         }
 
     def drain_log(self) -> list[tuple[bytes, bytes | None]]:
@@ -270,6 +281,8 @@ class PartitionPipeline:
         labels = state.get("labels")
         if self.label_stage is not None and labels is not None:
             self.label_stage.restore(labels, records or {})
+        if self.slices is not None and state.get("slices") is not None:
+            self.slices.restore(state["slices"])
         self.episodes.restore(state.get("alerting", {}))
         self.detection.restore_positions(state.get("positions", {}))
         saved = state.get("detectors", {})

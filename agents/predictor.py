@@ -31,4 +31,9 @@ def build_predictor(spec: PipelineSpec) -> tuple[BatchPredictor | None, str]:
             check_learnable(model)  # at start, not at the first partition assignment
     except DriftlineError as e:
         raise SpecError(f"spec key {where}: {str(e).removeprefix('model: ')}") from None
-    return BatchPredictor(model, m.inputs), m.version or version
+    predictor = BatchPredictor(model, m.inputs)
+    task = "classification" if predictor.is_classifier else "regression"
+    for sl in spec.slices:
+        if spec.labels is not None:
+            sl.metric_for(task)  # a metric of the other task: SpecError now
+    return predictor, m.version or version

@@ -35,6 +35,9 @@ ERROR_TARGET = "error"
 LABEL_TARGET = "label"
 LABEL_TARGETS = frozenset({ERROR_TARGET, LABEL_TARGET})
 
+#: Slice metrics of regressors (the others are classifiers').
+REGRESSION_SLICE_METRICS = frozenset({"mae", "rmse"})
+
 #: Detectors that test a hypothesis at level ``alpha`` (subject to the family-wise correction).
 TEST_DETECTORS = frozenset({"ks", "chi2"})
 #: Detectors that compare category frequencies; their target may be a string field.
@@ -182,6 +185,59 @@ class LabelsSpec:
 
 
 @dataclass(frozen=True)
+class SliceSpec:
+    """``[[slices]]``: per-value model metrics and detectors over a categorical input field."""
+
+    name: str
+    field: str
+    #: the declared values (their own slices), or None: the first ``max_values`` seen
+    values: tuple[Any, ...] | None
+    max_values: int
+    #: compared with the global metric; "" = the task's default (`metric_for`)
+    metric: str
+    window: str
+    margin: float
+    min_samples: int
+    detectors: tuple[str, ...]
+
+    def metric_for(self, task: str) -> str:
+        """The compared metric for the model's task (``classification`` / ``regression``);
+        `SpecError` if the spec names one of the other task."""
+        regression = task == "regression"
+        metric = self.metric or ("mae" if regression else "accuracy")
+        if (metric in REGRESSION_SLICE_METRICS) != regression:
+            raise SpecError(
+                f"spec key slices.{self.name}.metric: {metric!r} is not a metric of a "
+                f"{'regressor' if regression else 'classifier'}"
+            )
+        return metric
+
+    @property
+    def n_values(self) -> int:
+        """Slice values tracked per partition, the 'other' bucket included."""
+        return (len(self.values) if self.values is not None else self.max_values) + 1
+
+
+@dataclass(frozen=True)
+class BusinessSpec:
+    """``[business]``: a business metric read from its own topic."""
+
+    name: str
+    topic: str
+    field: str
+    agg: str
+    window_ms: int
+    history_ms: int
+    buckets_per_window: int
+    time_field: str | None = None
+
+    @property
+    def bucket_ms(self) -> int:
+        """Width of one history bucket (the window is summed from whole buckets)."""
+        return max(1, self.window_ms // self.buckets_per_window)
+
+
+@dataclass(frozen=True)
 class DetectorSpec:
     name: str
     type: str
@@ -320,6 +376,8 @@ class PipelineSpec:
     batch_features: BatchFeaturesSpec | None = None
     labels: LabelsSpec | None = None
     schema_registry: SchemaRegistrySpec | None = None
+    slices: tuple[SliceSpec, ...] = field(default_factory=tuple)
+    business: BusinessSpec | None = None
     source_path: Path | None = None
     #: ``[kafka]``: librdkafka client settings, flattened (``security.protocol`` -> ``SSL``)
     kafka: Mapping[str, str] = field(default_factory=dict)
@@ -556,6 +614,7 @@ def parse_spec(
     labels = _parse_labels(data, input_spec, model)
     kinds = _target_kinds(input_spec, names, batch, model is not None, labels is not None)
     detectors = _parse_detectors(data, kinds, base_dir)
+    slices = _parse_slices(data, input_spec, detectors, model, labels)
 
     return PipelineSpec(
         name=data["pipeline"]["name"],
@@ -574,6 +633,8 @@ def parse_spec(
         ),
         labels=labels,
         schema_registry=registry,
+        slices=slices,
+        business=_parse_business(data),
         kafka=_parse_kafka(data["kafka"]),
     )
 
@@ -1163,6 +1224,97 @@ def _parse_labels(
                 f"than labels.importance.window ({importance.window}); it could never be met"
             )
         spec = LabelsSpec(**{**spec.__dict__, "importance": importance})
+    return spec
+
+
+#: Most slice values (the 'other' buckets included) over all [[slices]] of a pipeline: bounds
+#: the Prometheus series of the ``slice`` label and the per-partition slice state.
+MAX_SLICE_VALUES = 200
+
+
+def _parse_slices(
+    data: Mapping[str, Any],
+    inp: InputSpec,
+    detectors: list[DetectorSpec],
+    model: ModelSpec | None,
+    labels: LabelsSpec | None,
+) -> tuple[SliceSpec, ...]:
+    """``[[slices]]``: a categorical field each, something to compute, a bounded cardinality."""
+    by_name = {d.name: d for d in detectors}
+    out: list[SliceSpec] = []
+    seen: set[str] = set()
+    for i, s in enumerate(data["slices"]):
+        where = f"spec key slices[{i}]"
+        f = s["field"]
+        dtype = inp.fields.get(f)
+        if dtype not in ("string", "int", "bool") or f in (inp.key_field, inp.time_field):
+            raise SpecError(
+                f"{where}.field: {f!r} is not a string, int or bool field of input.fields "
+                "(nor the key or time field); a slice splits the events by a categorical field"
+            )
+        name = s.get("name", f)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,100}", name):
+            raise SpecError(
+                f"{where}.name: the field {f!r} is no valid slice name; give the slice a name "
+                "(letters, digits, _)"
+            )
+        if name in seen:
+            raise SpecError(f"{where}.name: {name!r} is used twice; slice names must be unique")
+        seen.add(name)
+        values = s.get("values")
+        if values is not None:
+            want = {"string": str, "int": int, "bool": bool}[dtype]
+            bad = [v for v in values if type(v) is not want]
+            if bad:
+                raise SpecError(
+                    f"{where}.values: {bad[0]!r} is not a {dtype} like the field {f!r}"
+                )
+            values = tuple(values)
+        for j, dn in enumerate(s["detectors"]):
+            d = by_name.get(dn)
+            if d is None:
+                raise SpecError(f"{where}.detectors[{j}]: no [[detectors]] entry named {dn!r}")
+            if d.target in LABEL_TARGETS:
+                raise SpecError(
+                    f"{where}.detectors[{j}]: {dn!r} reads the label stream ({d.target!r}); "
+                    "slices run input-side detectors only (fields, features, prediction)"
+                )
+        if labels is None and not s["detectors"]:
+            raise SpecError(
+                f"{where}: a slice computes model metrics from joined labels (add [labels]) "
+                "or runs detectors per value (list them in slices.detectors)"
+            )
+        out.append(SliceSpec(
+            name=name, field=f, values=values, max_values=s["max_values"],
+            metric=s.get("metric", ""),
+            window=s["window"], margin=float(s["margin"]), min_samples=s["min_samples"],
+            detectors=tuple(s["detectors"]),
+        ))  # fmt: skip
+    total = sum(sl.n_values for sl in out)
+    if total > MAX_SLICE_VALUES:
+        raise SpecError(
+            f"spec key slices: {total} slice values ('other' included) over all slices; at most "
+            f"{MAX_SLICE_VALUES} (Prometheus series stay bounded): lower max_values or list fewer "
+            "values"
+        )
+    return tuple(out)
+
+
+def _parse_business(data: Mapping[str, Any]) -> BusinessSpec | None:
+    b = data.get("business")
+    if b is None:
+        return None
+    if b["history_ms"] < b["window_ms"]:
+        raise SpecError(
+            f"spec key business.history_ms: {b['history_ms']} is shorter than business.window_ms "
+            f"({b['window_ms']}); the history must hold at least one window"
+        )
+    spec = BusinessSpec(**b)
+    if spec.history_ms // spec.bucket_ms > 100_000:
+        raise SpecError(
+            f"spec key business.history_ms: {spec.history_ms // spec.bucket_ms} buckets of "
+            f"{spec.bucket_ms} ms; at most 100000: shorten it or lower buckets_per_window"
+        )
     return spec
 
 

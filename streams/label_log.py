@@ -75,9 +75,14 @@ def _count(v: Any, where: str, hi: int = 2**62) -> int:
 
 
 def _check_op(op: Any, where: str) -> None:
-    if type(op) is not list or not op or op[0] not in ("p", "l", "e"):
-        raise DriftlineError(f"{where}: not a 'p', 'l' or 'e' entry")
+    if type(op) is not list or not op or op[0] not in ("p", "l", "e", "w"):
+        raise DriftlineError(f"{where}: not a 'p', 'l', 'e' or 'w' entry")
     kind = op[0]
+    if kind == "w":
+        if len(op) != 2:
+            raise DriftlineError(f"{where}: a 'w' entry is ['w', feature columns]")
+        _count(op[1], f"{where}[1]", 1 << 20)
+        return
     if kind == "e":
         if len(op) != 2:
             raise DriftlineError(f"{where}: an 'e' entry is ['e', time]")
@@ -212,6 +217,13 @@ class LoggedLabelJoin:
         self._rows_since_checkpoint += ids.shape[0]
         return out
 
+    def set_feature_count(self, n: int) -> None:
+        """`streams.labels.LabelJoin.set_feature_count`, logged (when it changes anything)."""
+        if self.join._n_features is None or int(n) == self.join._n_features:
+            return
+        self.join.set_feature_count(n)
+        self._ops.append(["w", int(n)])
+
     def expire(self, now_ms: int) -> int:
         now = int(now_ms)
         if self._last_expire is not None and now <= self._last_expire:
@@ -266,6 +278,8 @@ class LoggedLabelJoin:
                 ids_a = np.empty(len(ids), dtype=object)
                 ids_a[:] = ids
                 j.add_labels(ids_a, float_array(y), np.asarray(t, dtype=np.int64))
+            elif kind == "w":
+                j.set_feature_count(int(op[1]))
             elif kind == "e":
                 j.expire(int(op[1]))
                 self._last_expire = int(op[1])
@@ -291,6 +305,6 @@ class LoggedLabelJoin:
             self.seq = self.checkpoint_seq
         for ops in deltas:
             self.apply(ops)
-            self._rows_since_checkpoint += sum(len(op[1]) for op in ops if op[0] != "e")
+            self._rows_since_checkpoint += sum(len(op[1]) for op in ops if op[0] in ("p", "l"))
             self.seq += 1
         return self

@@ -156,6 +156,11 @@ class _Store:
         self._vals = np.concatenate([self._vals, extra], axis=1)
         self.n_cols = n_cols
 
+    def narrow(self, n_cols: int) -> None:
+        """Keep the first ``n_cols`` columns."""
+        self._vals = self._vals[:, :n_cols].copy()
+        self.n_cols = n_cols
+
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """Row of each id, -1 when absent."""
         return np.fromiter(
@@ -371,6 +376,29 @@ class LabelJoin:
 
     def _params(self) -> dict[str, int]:
         return {"ttl_ms": self.ttl_ms, "max_pending": self.max_pending}
+
+    def set_feature_count(self, n: int) -> None:
+        """Change the feature columns of the waiting predictions to ``n`` (what the state was
+        written with differs from what is stored now, e.g. slices added): new columns are NaN,
+        extra ones dropped. Nothing happens before the first batch with features.
+
+        Examples
+        --------
+        >>> j = LabelJoin(ttl_ms=10)
+        >>> _ = j.add_predictions(np.array(["a"], dtype=object), np.array([1]), np.array([0.5]),
+        ...                       features=np.array([[1.0, 2.0]]))
+        >>> j.set_feature_count(3)
+        >>> j.add_labels(np.array(["a"], dtype=object), np.array([1.0]), np.array([2])).features
+        array([[ 1.,  2., nan]])
+        """
+        n = int(n)
+        if self._n_features is None or n == self._n_features:
+            return
+        if n > self._n_features:
+            self._preds.widen(2 + n)
+        else:
+            self._preds.narrow(2 + n)
+        self._n_features = n
 
     def _counters(self) -> dict[str, int]:
         return {

@@ -14,9 +14,11 @@ from driftline.spec import (
     DetectorSpec,
     PipelineSpec,
     SkewCheckSpec,
+    SliceSpec,
 )
 from driftline.streams.detectors.base import Detection
 from driftline.streams.importance import ImportanceEvent
+from driftline.streams.slices import SliceGapEvent
 
 _KINDS = {PREDICTION_TARGET: "prediction", ERROR_TARGET: "concept", "label": "label"}
 
@@ -222,3 +224,58 @@ class AlertDocs:
             now_ms=now_ms,
             id_topic=self._id_topic(topic),
         )
+
+    def slice_gap(
+        self,
+        sl: SliceSpec,
+        value: str,
+        e: SliceGapEvent,
+        topic: str,
+        offset: int,
+        event_time_ms: int,
+        now_ms: int,
+    ) -> dict[str, Any]:
+        """A slice alert: slice ``value`` of ``sl`` is worse than the global metric by more than
+        the margin (``firing``), or back within half of it (``resolved``); the trigger is the
+        record whose labels made the evaluation (``topic``/partition@``offset``)."""
+        window = {
+            "topic": topic,
+            "event_time_ms": int(event_time_ms),
+            "offset": int(offset),
+            "n_current": int(e.n_slice),
+        }
+        ls = self.spec.labels
+        wname = (f"last {ls.count_window} examples" if sl.window == "count"
+                 else f"{ls.time_window_ms} ms event-time window") if ls else sl.window  # fmt: skip
+        doc = self._doc(
+            name=f"slice:{sl.name}={value}",
+            kind="slice",
+            detector=f"slice:{sl.name}",
+            detector_type="slice",
+            target=f"{sl.field}={value}",
+            status=e.status,
+            severity="warning" if e.status == "firing" else "info",
+            statistic=e.slice_value,
+            p_value=None,
+            threshold=sl.margin,
+            window=window,
+            reference=f"global {e.metric} over the {wname} of partition {self.partition}: "
+            f"{e.global_value:.4f} (n={e.n_global})",
+            n_reference=e.n_global,
+            now_ms=now_ms,
+            id_topic=self._id_topic(topic),
+        )
+        doc["slice"] = {
+            "name": sl.name,
+            "field": sl.field,
+            "value": value,
+            "metric": e.metric,
+            "window": sl.window,
+            "slice_value": e.slice_value,
+            "global_value": e.global_value,
+            "gap": e.gap,
+            "margin": sl.margin,
+            "n_slice": e.n_slice,
+            "n_global": e.n_global,
+        }
+        return doc

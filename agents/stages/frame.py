@@ -31,6 +31,8 @@ class Frame:
     vector: dict[str, np.ndarray] = field(default_factory=dict)
     #: the model's scores (None without a model)
     scores: np.ndarray | None = None
+    #: with [[slices]]: each row's slice codes, shape (n, slices) (agents.stages.slices)
+    slice_codes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.records)

@@ -9,6 +9,7 @@ messages. The join's changes go to the state changelog as a log (:meth:`LabelSta
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from driftline.agents.stages.frame import Frame
 from driftline.agents.stages.outcome import BatchOutcome, Outbound
 from driftline.agents.stages.predict import model_inputs
 from driftline.agents.stages.records import RecordColumns
+from driftline.agents.stages.slices import PartitionSlices
 from driftline.agents.state import decode_label_log, encode_label_log, label_log_keys
 from driftline.errors import DriftlineError
 from driftline.spec import ERROR_TARGET, LABEL_TARGETS, DetectorSpec, PipelineSpec
@@ -54,8 +56,12 @@ class LabelStage:
         episodes: AlertEpisodes,
         alerts: AlertDocs,
         dead: DeadLetters,
+        slices: PartitionSlices | None = None,
     ) -> None:
         self.spec = spec
+        #: with [[slices]]: per-slice metrics; the slice codes ride with each prediction as
+        #: the last feature columns of the join
+        self.slices = slices if slices is not None and len(slices) else None
         self.partition = partition
         self.base_version = model_version
         self.labels = PartitionLabels(spec, partition, predictor)
@@ -71,6 +77,19 @@ class LabelStage:
                                   ls.time_field or "the record's timestamp")  # fmt: skip
         self.clock_ms: int | None = None  # largest label time seen
         self._log_keys: list[bytes] = []  # live label-log records on the changelog
+        self._trigger: tuple[str, int, int] = ("", -1, 0)  # last joined: topic, offset, time
+
+    @property
+    def n_codes(self) -> int:
+        """Slice-code columns after the model inputs in the join's feature rows."""
+        return 0 if self.slices is None else len(self.slices)
+
+    @property
+    def n_join_features(self) -> int:
+        """Feature columns the join stores per prediction (model inputs kept for importance or
+        learning, then the slice codes)."""
+        kept = len(self.predictor.inputs) if self.labels.keeps_features else 0
+        return kept + self.n_codes
 
     @property
     def predictor(self) -> BatchPredictor:
@@ -108,6 +127,11 @@ class LabelStage:
         ids = self._join_ids(frame)
         pred = (scores >= lab.ls.threshold).astype(np.float64) if predictor.is_classifier else None
         X = model_inputs(predictor, frame.vector) if lab.keeps_features else None
+        if self.slices is not None:
+            codes = frame.slice_codes
+            if codes is None:
+                codes = self.slices.codes(frame.columns, len(frame))
+            X = codes if X is None else np.column_stack([X, codes])
         jb = lab.join.add_predictions(ids, frame.times, scores, pred, X)
         before = lab.counters()
         out.labels = LabelOutcome()
@@ -177,8 +201,19 @@ class LabelStage:
         the trigger record's offset and time, on ``topic``, for alerts)."""
         lab = self.labels
         assert out.labels is not None
+        if self.slices is not None:
+            k, f = self.n_codes, jb.features
+            if f.shape[1] < self.n_join_features:  # joined before the join stored any codes
+                pad = np.full((len(jb), self.n_join_features - f.shape[1]), np.nan)
+                f = np.column_stack([f, pad])
+            codes = f[:, f.shape[1] - k :]
+            jb = replace(jb, features=f[:, : f.shape[1] - k])
+            self.slices.grade(codes, jb.scores, jb.labels, jb.label_time_ms)
         events = lab.grade(jb, out.labels)
         ids = jb.ids.tolist()
+        if len(jb):
+            off, t = where.get(ids[-1], (-1, int(jb.label_time_ms[-1])))
+            self._trigger = (topic, off, t)
         for dspec, det in self.detectors:
             values = lab.errors(jb) if dspec.target == ERROR_TARGET else jb.labels
             for d in det.update_many(values):
@@ -202,11 +237,18 @@ class LabelStage:
         clocks = [c for c in (watermark_ms, self.clock_ms) if c is not None]
         if clocks:
             lab.advance(max(clocks) - self.spec.grace_ms)
+            if self.slices is not None:
+                self.slices.advance(max(clocks) - self.spec.grace_ms)
         after = lab.counters()
         out.labels.counts = {k: after[k] - before.get(k, after[k]) for k in after}
         if out.labels.joined:
             readings = lab.metric_readings()
             out.labels.model_metrics = readings
+            if self.slices is not None:
+                changes = self.slices.evaluate(lab.window_results())
+                topic, off, t = self._trigger
+                self.slices.alert(self.alerts, self.episodes, out, changes, topic, off, t, now_ms)
+                out.labels.slice_metrics = self.slices.readings()
             if lab.last_shares is not None:
                 out.labels.importance = list(
                     zip(self.predictor.inputs, lab.last_shares.tolist(), strict=True)
@@ -236,6 +278,8 @@ class LabelStage:
             "label_time_ms": self.clock_ms,
             "computed_at_ms": now_ms,
         }
+        if self.slices is not None:
+            doc["slices"] = self.slices.summary()
         if lab.last_shares is not None:
             doc["importance"] = dict(
                 zip(self.predictor.inputs, floats_or_none(lab.last_shares), strict=True)
@@ -246,6 +290,7 @@ class LabelStage:
     # -- state ----------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         return {**self.labels.snapshot(), "clock_ms": self.clock_ms}
+
 
     def drain_log(self) -> list[tuple[bytes, bytes | None]]:
         """Changelog records of the label-join log since the last call (before `snapshot`):
@@ -283,6 +328,9 @@ class LabelStage:
             deltas.append(data)
             keys += label_log_keys(self.partition, q, n)
         join = LoggedLabelJoin.recover(ls.ttl_ms, ls.max_pending, checkpoint, deltas)
+        # written with other feature columns (slices or learning/importance switched): the
+        # waiting predictions get NaN columns (their slice: 'other') or lose the extra ones
+        join.set_feature_count(self.n_join_features)
         self.labels.restore(state, join)
         self.clock_ms = state.get("clock_ms")
         self._log_keys = keys

@@ -30,7 +30,7 @@ MINIMAL: dict[str, Any] = {
         "topic": "events",
         "key_field": "user",
         "time_field": "ts",
-        "fields": {"user": "string", "ts": "int", "amount": "float"},
+        "fields": {"user": "string", "ts": "int", "amount": "float", "country": "string"},
     },
     "features": [{"name": "n_1m", "agg": "count", "window_ms": 60_000}],
     "model": {"builtin": "logistic_regression", "inputs": ["amount"]},
@@ -38,6 +38,8 @@ MINIMAL: dict[str, Any] = {
     "batch_features": {"fields": {"score": "float"}},
     "skew_checks": [{"name": "s", "batch": "score", "streaming": "n_1m"}],
     "labels": {"importance": {}},
+    "slices": [{"field": "country"}],
+    "business": {"topic": "orders", "field": "revenue"},
 }
 #: the arrays left out
 BARE = {k: v for k, v in MINIMAL.items() if k in ("pipeline", "input")}
@@ -58,6 +60,8 @@ SECTIONS: dict[str, Callable[[PipelineSpec], Any]] = {
     "labels": lambda s: s.labels,
     "labels.importance": lambda s: s.labels.importance,  # type: ignore[union-attr]
     "schema_registry": lambda s: parse_spec(REGISTRY).schema_registry,
+    "slices[]": lambda s: s.slices[0],
+    "business": lambda s: s.business,
     "topics": lambda s: s.topics,
     "topics.outputs": lambda s: s.topics.outputs,
     "topics.dlq": lambda s: s.topics.dlq,

@@ -1,0 +1,178 @@
+"""Slices stage: per slice value, the model metrics from joined labels (and the slice alert), and
+the detectors the spec runs per value.
+
+Codes come from `driftline.streams.slices.SliceIndex` per ``[[slices]]`` entry, computed once per
+batch (:meth:`PartitionSlices.codes`); they travel with each prediction through the label join
+(as extra feature columns) so that a label grades the slice its event was in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from driftline.agents.stages.alert_episodes import AlertEpisodes
+from driftline.agents.stages.alerts import AlertDocs
+from driftline.agents.stages.outcome import BatchOutcome
+from driftline.spec import PipelineSpec, SliceSpec
+from driftline.streams.slices import SliceGapEvent, SliceGapMonitor, SliceIndex, SliceMetrics
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+class PartitionSlices:
+    """The slices of one partition: value codes, per-value metric windows and gap monitors.
+
+    ``task`` is the model's (``classification`` / ``regression``), None without ``[labels]``
+    (then only per-slice detectors run)."""
+
+    def __init__(self, spec: PipelineSpec, task: str | None) -> None:
+        self.spec = spec
+        self.slices: list[SliceSpec] = list(spec.slices)
+        self.index = {sl.name: SliceIndex(sl.values, sl.max_values) for sl in self.slices}
+        self.metrics: dict[str, SliceMetrics] = {}
+        self.gaps: dict[str, SliceGapMonitor] = {}
+        ls = spec.labels
+        if task is not None and ls is not None:
+            for sl in self.slices:
+                self.metrics[sl.name] = SliceMetrics(task, ls.count_window, ls.time_window_ms,
+                                                     ls.threshold)  # fmt: skip
+                self.gaps[sl.name] = SliceGapMonitor(sl.metric_for(task), sl.margin,
+                                                     sl.min_samples)  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def codes(self, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """Slice codes of a batch's rows, shape ``(n, len(slices))`` (float64, as the join
+        stores them)."""
+        out = np.empty((n, len(self.slices)), dtype=np.float64)
+        for j, sl in enumerate(self.slices):
+            col = columns.get(sl.field)
+            if col is None:
+                col = np.full(n, None, dtype=object)
+            out[:, j] = self.index[sl.name].codes(col)
+        return out
+
+    # -- the label side ---------------------------------------------------------------------------
+    def grade(
+        self,
+        codes: np.ndarray,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        label_time_ms: np.ndarray,
+    ) -> None:
+        """Add joined examples (``codes`` as stored with their predictions; NaN: 'other')."""
+        for j, sl in enumerate(self.slices):
+            m = self.metrics.get(sl.name)
+            if m is None:
+                continue
+            ix = self.index[sl.name]
+            c = codes[:, j]
+            c = np.where(np.isfinite(c) & (c >= 0) & (c <= ix.other), c, ix.other).astype(np.int64)
+            m.update(c, scores, labels, label_time_ms)
+
+    def advance(self, now_ms: int) -> None:
+        for m in self.metrics.values():
+            m.advance(now_ms)
+
+    def evaluate(
+        self, global_results: dict[str, dict[str, float]]
+    ) -> list[tuple[SliceSpec, SliceGapEvent]]:
+        """Slice-gap episode changes; ``global_results`` maps "count" / "time" to the global
+        window's metrics."""
+        out = []
+        for sl in self.slices:
+            gap = self.gaps.get(sl.name)
+            if gap is None:
+                continue
+            results = self.metrics[sl.name].results(sl.window)
+            out += [(sl, e) for e in gap.evaluate(global_results[sl.window], results)]
+        return out
+
+    def readings(self) -> list[tuple[str, str, str, float]]:
+        """(slice, value label, metric, value) of each slice value's compared window."""
+        out = []
+        for sl in self.slices:
+            m = self.metrics.get(sl.name)
+            if m is None:
+                continue
+            ix = self.index[sl.name]
+            for code, r in m.results(sl.window).items():
+                out += [(sl.name, ix.label(code), k, float(v)) for k, v in r.items()]
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The model-metrics message's ``slices``: per slice, each value's metrics (compared
+        window) and the values whose slice alert is firing."""
+        out: dict[str, Any] = {}
+        for sl in self.slices:
+            m = self.metrics.get(sl.name)
+            if m is None:
+                continue
+            ix = self.index[sl.name]
+            out[sl.name] = {
+                "field": sl.field,
+                "window": sl.window,
+                "metric": self.gaps[sl.name].metric,
+                "values": {
+                    ix.label(code): {k: _finite(float(v)) for k, v in r.items()}
+                    for code, r in m.results(sl.window).items()
+                },
+                "firing": [ix.label(c) for c in self.gaps[sl.name].firing],
+            }
+        return out
+
+    def alert(
+        self,
+        alerts: AlertDocs,
+        episodes: AlertEpisodes,
+        out: BatchOutcome,
+        changes: Sequence[tuple[SliceSpec, SliceGapEvent]],
+        topic: str,
+        offset: int,
+        event_time_ms: int,
+        now_ms: int,
+    ) -> None:
+        """Alerts (kind ``slice``) for the episode changes of one evaluation."""
+        for sl, e in changes:
+            value = self.index[sl.name].label(e.code)
+            if not episodes.changes(f"slice:{sl.name}={value}", e.status):
+                continue
+            doc = alerts.slice_gap(sl, value, e, topic, offset, event_time_ms, now_ms)
+            alerts.emit(out, f"{sl.field}={value}", doc)
+
+    # -- state ------------------------------------------------------------------------------------
+    @staticmethod
+    def _definition(sl: SliceSpec) -> list[Any]:
+        return [sl.field, None if sl.values is None else list(sl.values), sl.max_values]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            sl.name: {
+                "definition": self._definition(sl),
+                "index": self.index[sl.name].snapshot(),
+                "metrics": m.snapshot() if (m := self.metrics.get(sl.name)) else None,
+                "gap": g.snapshot() if (g := self.gaps.get(sl.name)) else None,
+            }
+            for sl in self.slices
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`snapshot`; a slice the state does not know, or knew with another
+        field or values, starts empty."""
+        for sl in self.slices:
+            saved = state.get(sl.name)
+            if saved is None or saved.get("definition") != self._definition(sl):
+                continue
+            self.index[sl.name].restore(saved["index"])
+            m, g = self.metrics.get(sl.name), self.gaps.get(sl.name)
+            if m is not None and saved.get("metrics") is not None:
+                m.restore(saved["metrics"])
+            if g is not None and saved.get("gap") is not None:
+                g.restore(saved["gap"])

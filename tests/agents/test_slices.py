@@ -1,0 +1,214 @@
+"""Slices through the batch step: per-slice metrics from joined labels, the slice alert, state."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from sklearn.metrics import accuracy_score
+
+from driftline.agents.demo import demo_spec_text, train_demo_model
+from driftline.agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord, RecordColumns
+from driftline.agents.predictor import build_predictor
+from driftline.agents.synthetic import SyntheticStream, labels_for
+from driftline.schemas import validate
+from driftline.spec import PipelineSpec, parse_spec
+
+N, DROP_AT, T0 = 6_000, 3_000, 1_767_225_600_000
+INPUTS = ["amount", "latency_ms", "amount_mean_1m"]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("model") / "m.pkl"
+    train_demo_model(p, INPUTS, n=4_000)
+    return p
+
+
+def _spec(model_path: Path, slices: list[dict[str, Any]] | None = None) -> PipelineSpec:
+    data = tomllib.loads(demo_spec_text())
+    data["model"]["path"] = str(model_path)
+    data["detectors"] = []
+    data["labels"] = {"ttl_ms": 5_000, "count_window": 300, "time_window_ms": 10_000}
+    if slices is not None:
+        data["slices"] = slices
+    return parse_spec(data)
+
+
+def _stream() -> tuple[list[RawRecord], np.ndarray, np.ndarray]:
+    """Events, their labels (the model's concept), and their country; from DROP_AT on, "fr"
+    gets the opposite label (its accuracy collapses, the others hold)."""
+    s = SyntheticStream(n=N, shift_at=N, seed=3, n_entities=50)
+    recs = [
+        RawRecord("driftline.demo.events", 0, i, e["ts"], e["user_id"].encode(), orjson.dumps(e))
+        for i, e in enumerate(s.events())
+    ]
+    a = s.arrays()
+    y = labels_for(a["amount"], a["latency_ms"], 5).astype(float)
+    fr = a["country"] == "fr"
+    y[DROP_AT:][fr[DROP_AT:]] = 1.0 - y[DROP_AT:][fr[DROP_AT:]]
+    return recs, y, a["country"]
+
+
+def _batches(events: list[RawRecord], y: np.ndarray, batch: int = 300):
+    """Each event batch, then the labels of its events (timed 1 s after their events)."""
+    for s in range(0, N, batch):
+        yield "events", events[s : s + batch]
+        labels = []
+        for i in range(s, min(s + batch, N)):
+            doc = {"prediction_id": f"driftline.demo.events:0:{i}", "label": int(y[i])}
+            t = T0 + 10 * i + 1_000
+            labels.append(RawRecord("driftline.labels", 0, i, t, b"k", orjson.dumps(doc)))
+        yield "labels", labels
+
+
+def _run(pipe: PartitionPipeline, batches: list[tuple[str, list[RawRecord]]]) -> list[BatchOutcome]:
+    outs = []
+    for kind, recs in batches:
+        if kind == "events":
+            outs.append(pipe.process(recs))
+        else:
+            outs.append(pipe.process_labels(RecordColumns.from_records(recs)))
+    return outs
+
+
+def _pipe(spec: PipelineSpec) -> PartitionPipeline:
+    pred, version = build_predictor(spec)
+    return PartitionPipeline(spec, 0, pred, version)
+
+
+SLICE = {"field": "country", "min_samples": 100, "margin": 0.15}
+
+
+def test_slice_alert_when_one_country_degrades_and_the_global_holds(model_path: Path) -> None:
+    spec = _spec(model_path, [SLICE])
+    events, y, country = _stream()
+    outs = _run(_pipe(spec), list(_batches(events, y)))
+    alerts = [a for o in outs for a in o.alerts]
+    for a in alerts:
+        validate("alert", a)
+    firing = [a for a in alerts if a["kind"] == "slice" and a["status"] == "firing"]
+    assert [a["target"] for a in firing] == ["country=fr"]
+    a = firing[0]
+    # raised by a label of an event after the drop, within the first count window of fr labels
+    assert DROP_AT * 10 + T0 < a["window"]["event_time_ms"] < T0 + 10 * (DROP_AT + 1_500)
+    sl = a["slice"]
+    assert sl["gap"] == pytest.approx(sl["global_value"] - sl["slice_value"])
+    assert sl["gap"] > 0.15 and sl["n_slice"] >= 100 and a["detector"] == "slice:country"
+    msgs = [orjson.loads(v) for o in outs for t, _, v in o.messages
+            if t == "driftline.model_metrics"]  # fmt: skip
+    for m in msgs:
+        validate("model_metrics", m)
+    # the global accuracy held (within 0.1 of its level before the drop) while fr's fell
+    before = [m for m in msgs if m["label_time_ms"] < T0 + 10 * DROP_AT][-1]
+    pre = before["windows"]["10s"]["accuracy"]
+    assert pre - 0.1 < sl["global_value"] and sl["slice_value"] < pre - 0.2
+    last = msgs[-1]["slices"]["country"]
+    assert set(last["values"]) == {"de", "fr", "us", "br"} and last["firing"] == ["fr"]
+    # per-slice accuracy = sklearn's over that country's labelled predictions of the last 10 s
+    preds = [orjson.loads(v) for o in outs for t, _, v in o.messages
+             if t == "driftline.predictions"]  # fmt: skip
+    score = np.array([p["score"] for p in preds])
+    in_window = np.arange(N) >= N - 1_000  # labels timed (t_last - 10 s, t_last]
+    for c in ("de", "fr", "us", "br"):
+        rows = np.flatnonzero((country == c) & in_window)
+        want = accuracy_score(y[rows].astype(int), (score[rows] >= 0.5).astype(int))
+        assert last["values"][c]["accuracy"] == pytest.approx(want, abs=1e-12)
+        assert last["values"][c]["n"] == rows.size
+    readings = {(s, v, m): x for o in outs if o.labels for s, v, m, x in o.labels.slice_metrics}
+    assert readings[("country", "fr", "accuracy")] == last["values"]["fr"]["accuracy"]
+
+
+def test_no_slice_alert_without_a_segment_drop(model_path: Path) -> None:
+    spec = _spec(model_path, [SLICE])
+    events, y, _ = _stream()
+    s = SyntheticStream(n=N, shift_at=N, seed=3, n_entities=50).arrays()
+    y = labels_for(s["amount"], s["latency_ms"], 5).astype(float)  # no drop anywhere
+    outs = _run(_pipe(spec), list(_batches(events, y)))
+    assert [a for o in outs for a in o.alerts if a["kind"] == "slice"] == []
+
+
+@pytest.mark.parametrize(
+    ("slice_spec", "values"),
+    [
+        ({"field": "country", "values": ["fr", "de"]}, {"fr", "de", "other"}),
+        ({"field": "country", "max_values": 2}, None),  # the first two seen, then 'other'
+    ],
+)
+def test_bounded_values_and_the_other_bucket(
+    model_path: Path, slice_spec: dict[str, Any], values: set[str] | None
+) -> None:
+    spec = _spec(model_path, [{**slice_spec, "window": "count", "min_samples": 100}])
+    events, y, country = _stream()
+    outs = _run(_pipe(spec), list(_batches(events, y))[:10])
+    got = orjson.loads([v for o in outs for t, _, v in o.messages
+                        if t == "driftline.model_metrics"][-1])["slices"]["country"]  # fmt: skip
+    if values is None:
+        first_two = list(dict.fromkeys(country.tolist()))[:2]
+        values = {*first_two, "other"}
+    assert set(got["values"]) == values
+    seen = country[:1_500]  # 5 label batches; each value's count window holds its last 300
+    for v in values - {"other"}:
+        assert got["values"][v]["n"] == min(300, int((seen == v).sum()))
+    n_other = int((~np.isin(seen, list(values))).sum())
+    assert got["values"]["other"]["n"] == min(300, n_other)
+
+
+def test_slice_state_recovers_mid_stream(model_path: Path) -> None:
+    spec = _spec(model_path, [SLICE])
+    events, y, _ = _stream()
+    batches = list(_batches(events, y))
+    ref_out = _run(_pipe(spec), batches)
+    changelog: dict[bytes, bytes] = {}
+    a = _pipe(spec)
+    cut = len(batches) // 2 + 1
+    a_out: list[BatchOutcome] = []
+    snap = None
+    for b in batches[:cut]:
+        a_out += _run(a, [b])
+        for key, value in a.drain_log():
+            if value is None:
+                changelog.pop(key, None)
+            else:
+                changelog[key] = value
+        snap = orjson.loads(orjson.dumps(a.snapshot(), option=orjson.OPT_SERIALIZE_NUMPY))
+    b = _pipe(spec)
+    b.restore(snap, changelog)
+    b_out = a_out + _run(b, batches[cut:])
+
+    def docs(outs: list[BatchOutcome]) -> list[Any]:
+        res = []
+        for o in outs:
+            for t, _, v in o.messages:
+                d = orjson.loads(v)
+                for k in ("computed_at_ms", "detected_at_ms", "latency_ms", "freshness_ms"):
+                    d.pop(k, None)
+                res.append((t, d))
+        return res
+
+    assert docs(b_out) == docs(ref_out)
+
+
+def test_slices_added_to_a_running_pipeline(model_path: Path) -> None:
+    """State written without slices: the waiting predictions join into 'other', new ones into
+    their slice; nothing fails."""
+    events, y, _ = _stream()
+    batches = list(_batches(events, y))
+    old = _pipe(_spec(model_path))
+    changelog: dict[bytes, bytes] = {}
+    _run(old, batches[:3])  # events, labels, events: the last 300 predictions wait
+    for key, value in old.drain_log():
+        if value is not None:
+            changelog[key] = value
+    snap = orjson.loads(orjson.dumps(old.snapshot(), option=orjson.OPT_SERIALIZE_NUMPY))
+    new = _pipe(_spec(model_path, [{"field": "country", "values": ["fr"]}]))
+    new.restore(snap, changelog)
+    outs = _run(new, batches[3:6])
+    got = orjson.loads([v for o in outs for t, _, v in o.messages
+                        if t == "driftline.model_metrics"][-1])["slices"]["country"]  # fmt: skip
+    assert got["values"]["other"]["n"] > 300  # the 300 waiting, and the later non-fr ones
+    assert 0 < got["values"]["fr"]["n"] < 300
