@@ -15,10 +15,9 @@ has no broker, so no record has a broker timestamp: predictions carry no ``laten
 from __future__ import annotations
 
 import gzip
-import sys
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,11 +25,11 @@ from typing import Any
 
 import numpy as np
 import orjson
-from tqdm import tqdm
 
 from driftline.agents.batch_features import BatchFeatureCache
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
+from driftline.agents.progress import progress_bar
 from driftline.errors import DriftlineError
 from driftline.io_files import RecordWriter, count_records, file_format, read_records
 from driftline.spec import PipelineSpec
@@ -118,6 +117,99 @@ class ReplayStats:
     dead_letters: Counter[str] = field(default_factory=Counter)
 
 
+def pipeline_factory(
+    spec: PipelineSpec,
+    *,
+    with_model: bool = True,
+    batch_features_path: str | Path | None = None,
+    detector_inputs: bool = False,
+) -> Callable[[int], PartitionPipeline]:
+    """``partition -> PartitionPipeline`` sharing one model and batch-feature cache, as a
+    worker's partitions do; ``detector_inputs``: batches keep what each detector read
+    (``BatchOutcome.detector_inputs``, for reports)."""
+    predictor, version = build_predictor(spec) if with_model else (None, "none")
+    cache = None
+    if spec.batch_features is not None:
+        if batch_features_path is None:
+            raise DriftlineError(
+                "the spec declares [batch_features]: pass --batch-features FILE with the table "
+                "to join (the same file `driftline batch-features load` published)"
+            )
+        cache = BatchFeatureCache.from_file(spec.batch_features, batch_features_path)
+
+    def make(p: int) -> PartitionPipeline:
+        pipe = PartitionPipeline(spec, p, predictor, version, cache)
+        pipe.detection.keep_inputs = detector_inputs
+        return pipe
+
+    return make
+
+
+def partition_outcomes(
+    records: Iterable[tuple[Any, RawRecord]],
+    make_pipeline: Callable[[int], PartitionPipeline],
+    *,
+    batch: int = 10_000,
+    bar: Any = None,
+) -> Iterator[tuple[list[tuple[Any, int]], Any]]:
+    """Run ``(document, record)`` pairs through one pipeline per partition, ``batch`` records of
+    a partition at a time; yield ``([(document, offset)], BatchOutcome)`` per batch (each
+    partition's last, partial batch at the end, partitions in order)."""
+    pipes: dict[int, PartitionPipeline] = {}
+    pending: dict[int, list[RawRecord]] = defaultdict(list)
+    docs: dict[int, list[Any]] = defaultdict(list)
+
+    def flush(p: int) -> Iterator[tuple[list[tuple[Any, int]], Any]]:
+        pipe = pipes.get(p)
+        if pipe is None:
+            pipe = pipes[p] = make_pipeline(p)
+        recs, ds = pending.pop(p), docs.pop(p)
+        yield list(zip(ds, (r.offset for r in recs), strict=True)), pipe.process(recs)
+        if bar is not None:
+            bar.update(len(recs))
+
+    for doc, rec in records:
+        p = rec.partition
+        pending[p].append(rec)
+        docs[p].append(doc)
+        if len(pending[p]) >= batch:
+            yield from flush(p)
+    for p in sorted(pending):
+        yield from flush(p)
+
+
+def file_records(
+    spec: PipelineSpec, input_path: str | Path, partitions: int = 1, partitioner: str = "consistent"
+) -> Iterator[tuple[Any, RawRecord]]:
+    """``(document, record)`` per record of an events file, each in the partition the
+    ``partitioner`` puts its key in (offsets count per partition from 0). The arguments are
+    checked at the call, before the file is read."""
+    if partitions < 1:
+        raise DriftlineError("--partitions must be at least 1")
+    partition_for(b"", partitions, partitioner)  # validates the partitioner name
+    topic = f"replay:{Path(input_path).name}"
+    key_field = spec.input.key_field
+
+    def records() -> Iterator[tuple[Any, RawRecord]]:
+        offsets: dict[int, int] = defaultdict(int)
+        for doc, value in input_records(input_path, spec.input.fields):
+            k = doc.get(key_field) if isinstance(doc, dict) else None
+            key = None if k is None else str(k).encode()
+            p = partition_for(key or b"", partitions, partitioner)
+            yield doc, RawRecord(topic, p, offsets[p], None, key, value)
+            offsets[p] += 1
+
+    return records()
+
+
+def as_file_spec(spec: PipelineSpec) -> PipelineSpec:
+    """``spec`` reading JSON values: files hold documents, whatever ``[input] format`` the topic
+    has (an Avro topic's events exported to JSON Lines replay as they are)."""
+    if spec.input.format != "json":
+        spec = replace(spec, input=replace(spec.input, format="json"), schema_registry=None)
+    return spec
+
+
 def replay_outcomes(
     spec: PipelineSpec,
     input_path: str | Path,
@@ -128,54 +220,24 @@ def replay_outcomes(
     progress: bool = True,
     batch_features_path: str | Path | None = None,
     with_model: bool = True,
+    detector_inputs: bool = False,
+    desc: str = "replay",
 ) -> Iterator[tuple[list[tuple[dict[str, Any], int]], Any]]:
-    """Yield ``([(input doc, offset)], BatchOutcome)`` per partition batch.
+    """Yield ``([(input doc, offset)], BatchOutcome)`` per partition batch of a file.
 
     Files hold documents: they are read as JSON values whatever ``[input] format`` the topic
     has (an Avro topic's events exported to JSON Lines replay as they are)."""
-    if spec.input.format != "json":
-        spec = replace(spec, input=replace(spec.input, format="json"), schema_registry=None)
-    if partitions < 1:
-        raise DriftlineError("--partitions must be at least 1")
-    partition_for(b"", partitions, partitioner)  # validates the partitioner name
-    predictor, version = build_predictor(spec) if with_model else (None, "none")
-    cache = None
-    if spec.batch_features is not None:
-        if batch_features_path is None:
-            raise DriftlineError(
-                "the spec declares [batch_features]: pass --batch-features FILE with the table "
-                "to join (the same file `driftline batch-features load` published)"
-            )
-        cache = BatchFeatureCache.from_file(spec.batch_features, batch_features_path)
-    pipes: dict[int, PartitionPipeline] = {}
-    offsets: dict[int, int] = defaultdict(int)
-    pending: dict[int, list[RawRecord]] = defaultdict(list)
-    docs: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    topic = f"replay:{Path(input_path).name}"
-    key_field = spec.input.key_field
-    total = count_records(input_path)
-    bar = tqdm(total=total, unit="ev", desc="replay", disable=not progress, file=sys.stderr)
-
-    def flush(p: int) -> Iterator[tuple[list[tuple[dict[str, Any], int]], Any]]:
-        pipe = pipes.get(p)
-        if pipe is None:
-            pipe = pipes[p] = PartitionPipeline(spec, p, predictor, version, cache)
-        recs, ds = pending.pop(p), docs.pop(p)
-        yield list(zip(ds, (r.offset for r in recs), strict=True)), pipe.process(recs)
-        bar.update(len(recs))
-
+    spec = as_file_spec(spec)
+    records = file_records(spec, input_path, partitions, partitioner)  # checks its arguments
+    make = pipeline_factory(
+        spec,
+        with_model=with_model,
+        batch_features_path=batch_features_path,
+        detector_inputs=detector_inputs,
+    )
+    bar = progress_bar(count_records(input_path), desc, enabled=progress)
     try:
-        for doc, value in input_records(input_path, spec.input.fields):
-            k = doc.get(key_field) if isinstance(doc, dict) else None
-            key = None if k is None else str(k).encode()
-            p = partition_for(key or b"", partitions, partitioner)
-            pending[p].append(RawRecord(topic, p, offsets[p], None, key, value))
-            docs[p].append(doc)
-            offsets[p] += 1
-            if len(pending[p]) >= batch:
-                yield from flush(p)
-        for p in sorted(pending):
-            yield from flush(p)
+        yield from partition_outcomes(records, make, batch=batch, bar=bar)
     finally:
         bar.close()
 

@@ -4,92 +4,27 @@ with SVG plots drawn here, server-side, from a :meth:`StatusCollector.snapshot
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from driftline.agents.metrics import RECENT_ALERTS
 from driftline.agents.status_collect import QUANTILES
+from driftline.agents.svg import (
+    ML,
+    MR,
+    MT,
+    W,
+    fmt_num,
+    fmt_seconds,
+    svg_distribution,
+    svg_lines,
+)
+from driftline.agents.svg import esc as _esc
+from driftline.agents.svg import frame as _frame
 from driftline.alert_format import iso_ms
 
-# -- SVG ------------------------------------------------------------------------------------------
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-_W, _H = 460, 200
-_ML, _MR, _MT, _MB = 52, 12, 40, 30
-
-
-def fmt_num(x: float | None) -> str:
-    if x is None:
-        return "–"
-    if x == 0:
-        return "0"
-    a = abs(x)
-    if a >= 1e5 or a < 1e-3:
-        return f"{x:.2e}"
-    return f"{x:.4g}"
-
-
-def fmt_seconds(x: float | None) -> str:
-    if x is None:
-        return "–"
-    if x < 1e-3:
-        return f"{x * 1e6:.0f} µs"
-    if x < 1:
-        return f"{x * 1e3:.1f} ms"
-    return f"{x:.2f} s"
-
-
-def _esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _frame(title: str, cls: str, data_attrs: dict[str, Any], body: list[str]) -> str:
-    attrs = " ".join(f'data-{k}="{_esc(v)}"' for k, v in data_attrs.items())
-    return (
-        f'<svg class="plot {cls}" {attrs} xmlns="http://www.w3.org/2000/svg" '
-        f'width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img">'
-        f"<title>{_esc(title)}</title>"
-        f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="#fff"/>'
-        f'<text x="{_ML}" y="16" class="ptitle">{_esc(title)}</text>' + "".join(body) + "</svg>"
-    )
-
-
-def _axes(x0: str, x1: str, y0: str, y1: str) -> list[str]:
-    bx, by = _ML, _H - _MB
-    return [
-        f'<line x1="{_ML}" y1="{_MT}" x2="{_ML}" y2="{by}" class="axis"/>',
-        f'<line x1="{_ML}" y1="{by}" x2="{_W - _MR}" y2="{by}" class="axis"/>',
-        f'<text x="{bx}" y="{by + 16}" class="tick">{_esc(x0)}</text>',
-        f'<text x="{_W - _MR}" y="{by + 16}" class="tick" text-anchor="end">{_esc(x1)}</text>',
-        f'<text x="{_ML - 4}" y="{by}" class="tick" text-anchor="end">{_esc(y0)}</text>',
-        f'<text x="{_ML - 4}" y="{_MT + 8}" class="tick" text-anchor="end">{_esc(y1)}</text>',
-    ]
-
-
-def svg_distribution(title: str, dist: dict[str, Any], attrs: dict[str, Any]) -> str:
-    """Reference (grey bars) against current (orange bars) histogram, as fractions per bin."""
-    edges, ref, cur = dist["edges"], dist["reference"], dist["current"]
-    ymax = max([*ref, *cur, 1e-12])
-    pw, ph = _W - _ML - _MR, _H - _MT - _MB
-    n = len(ref)
-    bw = pw / n
-    body = _axes(fmt_num(edges[0]), fmt_num(edges[-1]), "0", f"{ymax:.2f}")
-    for i, (r, c) in enumerate(zip(ref, cur, strict=True)):
-        x = _ML + i * bw
-        for v, cls, off in ((r, "ref", 0.0), (c, "cur", bw * 0.45)):
-            h = ph * v / ymax
-            body.append(
-                f'<rect class="{cls}" x="{x + off + 0.5:.1f}" y="{_MT + ph - h:.1f}" '
-                f'width="{bw * 0.5:.1f}" height="{h:.1f}"/>'
-            )
-    body.append(
-        f'<rect class="ref" x="{_ML}" y="23" width="10" height="10"/>'
-        f'<text x="{_ML + 14}" y="32" class="tick">reference ({dist["n_reference"]})</text>'
-        f'<rect class="cur" x="{_ML + 120}" y="23" width="10" height="10"/>'
-        f'<text x="{_ML + 134}" y="32" class="tick">current ({dist["n_current"]})</text>'
-    )
-    return _frame(title, "dist", attrs, body)
+# -- SVG (the charts themselves are agents.svg's) ------------------------------------------------
 
 
 def svg_series(
@@ -100,66 +35,33 @@ def svg_series(
     hline: float | None = None,
 ) -> str:
     """Lines over time (one per label; ``(t_ms, value, firing)`` points); firing points red."""
-    pts = [(t, v) for _, ser in series for t, v, _ in ser if v is not None]
-    pw, ph = _W - _ML - _MR, _H - _MT - _MB
-    if not pts:
-        return _frame(
-            title,
-            "series",
-            attrs,
-            [*_axes("", "now", "", ""), f'<text x="{_ML + 10}" y="{_MT + 40}">no readings</text>'],
-        )
-    t0 = min(t for t, _ in pts)
+    times = [t for _, ser in series for t, v, _ in ser if v is not None]
+    t0 = min(times) if times else now_ms
     span = max(now_ms - t0, 1000)
-    vals = [v for _, v in pts] + ([hline] if hline is not None else [])
-    lo, hi = min(vals), max(vals)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
-    pad = (hi - lo) * 0.05
-    lo, hi = (lo - pad if lo < 0 or lo - pad >= 0 else 0.0), hi + pad
-
-    def xy(t: float, v: float) -> tuple[float, float]:
-        return _ML + pw * (t - t0) / span, _MT + ph * (1 - (v - lo) / (hi - lo))
-
-    body = _axes(f"-{span / 1000:.0f} s", "now", fmt_num(lo), fmt_num(hi))
-    if hline is not None:
-        _, y = xy(t0, hline)
-        body.append(f'<line x1="{_ML}" y1="{y:.1f}" x2="{_W - _MR}" y2="{y:.1f}" class="hline"/>')
-    for i, (label, ser) in enumerate(series):
-        color = PALETTE[i % len(PALETTE)]
-        coords = [xy(t, v) for t, v, _ in ser if v is not None]
-        if coords:
-            p = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-            body.append(
-                f'<polyline class="line" points="{p}" fill="none" stroke="{color}" '
-                f'stroke-width="1.6" data-label="{_esc(label)}"/>'
-            )
-        body.extend(
-            f'<circle class="firing" cx="{x:.1f}" cy="{y:.1f}" r="2.2"/>'
-            for (t, v, f) in ser
-            if f and v is not None
-            for x, y in [xy(t, v)]
-        )
-        body.append(
-            f'<text x="{_ML + 80 * i}" y="32" class="tick" style="fill:{color}">'
-            f"{_esc(label)}</text>"
-        )
-    return _frame(title, "series", attrs, body)
+    return svg_lines(
+        title,
+        [(label, [(t, v) for t, v, _ in ser]) for label, ser in series],
+        attrs,
+        x_labels=(f"-{span / 1000:.0f} s", "now"),
+        x_range=(t0, t0 + span),
+        hline=hline,
+        marks=[(t, v) for _, ser in series for t, v, f in ser if f and v is not None],
+    )
 
 
 def svg_latency(lat: dict[str, Any]) -> str:
     """Horizontal bars: p50/p90/p95/p99 of ingest-to-output latency."""
     qs = [(f"p{round(q * 100)}", lat.get(f"p{round(q * 100)}")) for q in QUANTILES]
     vmax = max([v for _, v in qs if v is not None] + [1e-9])
-    pw = _W - _ML - _MR - 70
+    pw = W - ML - MR - 70
     body = []
     for i, (name, v) in enumerate(qs):
-        y = _MT + 8 + i * 36
+        y = MT + 8 + i * 36
         w = 0 if v is None else pw * v / vmax
         body.append(
-            f'<text x="{_ML - 6}" y="{y + 15}" class="tick" text-anchor="end">{name}</text>'
-            f'<rect class="lat" x="{_ML}" y="{y}" width="{w:.1f}" height="22"/>'
-            f'<text x="{_ML + w + 6:.1f}" y="{y + 15}" class="tick">{fmt_seconds(v)}</text>'
+            f'<text x="{ML - 6}" y="{y + 15}" class="tick" text-anchor="end">{name}</text>'
+            f'<rect class="lat" x="{ML}" y="{y}" width="{w:.1f}" height="22"/>'
+            f'<text x="{ML + w + 6:.1f}" y="{y + 15}" class="tick">{fmt_seconds(v)}</text>'
         )
     return _frame(f"latency, ingest → output ({lat.get('count', 0)} records)", "latency", {}, body)
 

@@ -253,6 +253,51 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from driftline.agents.report import report_of_file, report_of_topic, write_report
+    from driftline.spec import load_spec
+
+    ranged = [o for o in ("from_offset", "from_time", "to_offset", "to_time") if getattr(args, o)]
+    if args.input is not None and ranged:
+        flag = "--" + ranged[0].replace("_", "-")
+        raise UsageError(f"{flag} reads a topic range: give it with --topic, not --input")
+    for name in ("from_offset", "to_offset"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+    spec = load_spec(args.config)
+    progress = not args.no_progress
+    if args.input is not None:
+        report = report_of_file(
+            spec, args.input, progress=progress,
+            **_args(args, "partitions", "partitioner", batch_features_path="batch_features"),
+        )  # fmt: skip
+    else:
+        from driftline.agents.topic_range import Bound, RangeError, TopicRange, parse_time_ms
+
+        try:
+            start = Bound(args.from_offset, args.from_time and parse_time_ms(args.from_time))
+            end = Bound(args.to_offset, args.to_time and parse_time_ms(args.to_time))
+            rng = TopicRange(_kafka(args, spec), args.topic, start, end)
+        except RangeError as e:
+            raise UsageError(str(e)) from None
+        try:
+            report = report_of_topic(
+                spec, rng, progress=progress, batch_features_path=args.batch_features
+            )
+        finally:
+            rng.close()
+    write_report(report, args.output, args.json)
+    s = report["summary"]
+    fired = sum(1 for d in report["detectors"] if d["episodes"])
+    print(
+        f"replayed {s['events']} events: {s['episodes']} drift episodes from {fired} of "
+        f"{len(report['detectors'])} detectors -> {args.output}"
+        + (f" (JSON: {args.json})" if args.json else "")
+    )
+    return 0
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     import orjson
 
@@ -516,6 +561,24 @@ _TEXTS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
             "--partitions 6",
         ),
     ),
+    "report": (
+        "replay a file or a topic range and write an HTML drift report (and its JSON)",
+        "Replay a history file (as `driftline replay` does) or a range of a topic through the "
+        "spec and write one self-contained HTML page (inline CSS and SVG charts: it opens "
+        "offline): where each detector would have fired (episodes with partitions, offsets and "
+        "event times), reference vs current distributions, each detector's statistic over "
+        "time, and the model metrics and estimated performance the replay produced. --json "
+        "writes the same as JSON (schemas/report.schema.json) for CI. A topic range is read "
+        "once with the Kafka client settings of the other commands, read_committed, without a "
+        "consumer group: from --from-offset or --from-time (default: the beginning) up to, not "
+        "including, --to-offset or --to-time (default: the end when the report starts).",
+        (
+            "driftline report -c pipeline.toml --input events.jsonl.gz --output report.html "
+            "--json report.json",
+            "driftline report -c pipeline.toml --topic events --from-time 2026-11-01T00:00:00Z "
+            "--to-time 2026-11-08T00:00:00Z --bootstrap 127.0.0.1:9092 --output week.html",
+        ),
+    ),
     "predict-batch": (
         "score every entity of a batch-features file (batch prediction)",
         "Batch prediction with batch features only: the spec's model.inputs must all be batch "
@@ -714,14 +777,44 @@ def _add_replay(sub: Any) -> None:
         ("dlq", "dead letters (undecodable records)"),
     ]:
         rp.add_argument(f"--{name}", help=f"also write {what} to this file")
-    rp.add_argument("--partitions", type=int, default=1, help="input topic partitions (default 1)")
-    rp.add_argument(
+    _partition_args(rp)
+    _options(rp, batch_features="batch features file to join (if the spec has any)")
+    _no_progress_arg(rp)
+
+
+def _partition_args(parser: argparse.ArgumentParser, of: str = "") -> None:
+    """``--partitions`` and ``--partitioner``: how a replayed file's events are partitioned
+    (``of``: a prefix for their help)."""
+    parser.add_argument(
+        "--partitions", type=int, default=1, help=f"{of}input topic partitions (default 1)"
+    )
+    parser.add_argument(
         "--partitioner",
         default="consistent",
         choices=["consistent", "murmur2"],
-        help="consistent: librdkafka/kcat default (CRC-32); murmur2: Java client default",
+        help=f"{of}consistent: librdkafka/kcat default (CRC-32); murmur2: Java client default",
     )
+
+
+def _add_report(sub: Any) -> None:
+    rp = _command(sub, "report", _cmd_report)
+    _config_arg(rp)
+    src = rp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="events file to replay (JSON Lines, .jsonl.gz, CSV, Parquet)")
+    src.add_argument("--topic", help="topic whose range to replay (see --from-*/--to-*)")
+    rp.add_argument("--output", required=True, help="HTML report to write")
+    rp.add_argument("--json", help="also write the report as JSON (schemas/report.schema.json)")
+    start = rp.add_mutually_exclusive_group()
+    start.add_argument("--from-offset", type=int, help="first offset of every partition")
+    start.add_argument(
+        "--from-time", help="first record at or after this time (ISO 8601 or epoch ms)"
+    )
+    end = rp.add_mutually_exclusive_group()
+    end.add_argument("--to-offset", type=int, help="stop before this offset in every partition")
+    end.add_argument("--to-time", help="stop before the first record at or after this time")
+    _partition_args(rp, "with --input: ")
     _options(rp, batch_features="batch features file to join (if the spec has any)")
+    _bootstrap_arg(rp)
     _no_progress_arg(rp)
 
 
@@ -799,6 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_topics(sub)
     _add_demo_commands(sub)
     _add_replay(sub)
+    _add_report(sub)
     _add_batch_features(sub)
     _add_batch_commands(sub)
     _add_monitoring(sub)

@@ -12,7 +12,7 @@ from referencing import Registry, Resource
 
 SCHEMA_NAMES = (
     "spec", "source", "feature_vector", "prediction", "alert", "dead_letter", "label",
-    "model_metrics", "profile",
+    "model_metrics", "profile", "report",
 )  # fmt: skip
 
 

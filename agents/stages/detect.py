@@ -15,7 +15,7 @@ import numpy as np
 from driftline.agents.stages.alert_episodes import AlertEpisodes
 from driftline.agents.stages.alerts import AlertDocs
 from driftline.agents.stages.frame import Frame
-from driftline.agents.stages.outcome import BatchOutcome
+from driftline.agents.stages.outcome import BatchOutcome, DetectorInputs
 from driftline.spec import LABEL_TARGETS, PREDICTION_TARGET, DetectorSpec
 from driftline.streams.positions import PositionLog
 
@@ -36,6 +36,8 @@ class InputDetection:
         self.detectors = [(d, det) for d, det in detectors if d.target not in LABEL_TARGETS]
         self.episodes = episodes
         self.alerts = alerts
+        #: keep each batch's detector inputs on its outcome (offline reports; off in a worker)
+        self.keep_inputs = False
         # where each input target's detector windows start (alerts' window bounds)
         self.positions: dict[str, PositionLog] = {}
         for d, _ in self.detectors:
@@ -51,10 +53,14 @@ class InputDetection:
         off_arr = np.asarray(frame.records.offsets, dtype=np.int64)
         topic, offsets = frame.records.topic, frame.records.offsets
         finite: dict[str, np.ndarray] = {}
+        if self.keep_inputs:
+            out.detector_inputs = DetectorInputs(frame.records.partition, ts_arr, off_arr, {})
         for dspec, det in self.detectors:
             values = scores if dspec.target == PREDICTION_TARGET else vector[dspec.target]
             if values is None:
                 continue
+            if out.detector_inputs is not None:
+                out.detector_inputs.values[dspec.target] = values
             if dspec.target not in finite:
                 finite[dspec.target] = (
                     np.isfinite(values) if values.dtype != object else np.ones(n, dtype=bool)

@@ -17,6 +17,18 @@ Outbound = tuple[str, bytes | None, bytes]
 
 
 @dataclass
+class DetectorInputs:
+    """The values the input-side detectors read in one batch, row ``i`` the event at
+    ``offsets[i]`` of ``partition`` (event time ``times[i]``)."""
+
+    partition: int
+    times: np.ndarray
+    offsets: np.ndarray
+    #: detector target -> its column (float64, object for categories)
+    values: dict[str, np.ndarray]
+
+
+@dataclass
 class BatchOutcome:
     """Everything one batch produced, for the runner to send and count."""
 
@@ -43,6 +55,8 @@ class BatchOutcome:
     labels: LabelOutcome | None = None
     #: labels for a prediction made on another partition: (partition, key, value) to forward
     forwarded: list[tuple[int, bytes | None, bytes]] = field(default_factory=list)
+    #: what the input-side detectors read (offline reports only: ``InputDetection.keep_inputs``)
+    detector_inputs: DetectorInputs | None = None
 
     def all_messages(self) -> Iterator[Outbound]:
         """Every message of the batch as (topic, key, value), bulk ones included."""

@@ -29,6 +29,7 @@ import pytest
 from driftline.agents.demo import named_demo_spec, stop_process
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
+from tests.chromium import run_chromium as _run_chromium
 from tests.kafka_helpers import (
     JOINED,
     kcat_produce,
@@ -278,51 +279,6 @@ def test_status_json_reports_partitions_detectors_history_and_alerts(worker: Wor
     lines = [a["line"] for a in st["recent_alerts"]]
     assert any("amount_ks" in x and "FIRING" in x for x in lines), lines
     assert any("latency_adwin" in x and "FIRING" in x for x in lines), lines
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("chromium is missing: apt-get install -y chromium (.ci/run does this)")
-
-
-def _run_chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    profile = tmp / f"chromium-{uuid.uuid4().hex[:6]}"
-    cmd = [
-        _chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise
-    finally:
-        try:  # chromium's helpers share its session: none may outlive the test
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        shutil.rmtree(profile, ignore_errors=True)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def test_status_page_renders_in_headless_chromium(worker: Worker) -> None:
