@@ -72,6 +72,9 @@ def count_batch(
             m.drift_statistic.labels(name, target, str(p)).set(stat)
             if pv is not None:
                 m.drift_p_value.labels(name, target, str(p)).set(pv)
+        for name, lo, hi in oc.multivariate_limits:
+            m.multivariate_limit.labels(name, "lower", str(p)).set(lo)
+            m.multivariate_limit.labels(name, "upper", str(p)).set(hi)
         if oc.ingest_ms.size:
             m.observe_latency(np.maximum(now_ms - oc.ingest_ms, 0) / 1000.0)
         if oc.prediction_event_ms.size:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.pipeline import PartitionPipeline
 from driftline.agents.stages.alerts import alert_kind
+from driftline.agents.stages.multivariate import multivariate_target
 from driftline.schemas import load_schema
 from driftline.spec import PipelineSpec
 
@@ -22,6 +23,7 @@ def alert_sources(spec: PipelineSpec) -> list[tuple[str, str]]:
     labels them."""
     sources = [(alert_kind(d.target), d.name) for d in spec.detectors]
     sources += [("skew", c.name) for c in spec.skew_checks]
+    sources += [("multivariate", m.name) for m in spec.multivariate]
     if spec.labels is not None and spec.labels.importance is not None:
         sources.append(("importance", "importance"))
     return sources
@@ -47,5 +49,9 @@ def declare_partition(m: WorkerMetrics, pipe: PartitionPipeline) -> None:
     episodes = pipe.episodes.snapshot()
     m.set_firing(
         pipe.partition,
-        [(d.name, d.target, episodes.get(d.name, False)) for d in pipe.spec.detectors],
+        [(d.name, d.target, episodes.get(d.name, False)) for d in pipe.spec.detectors]
+        + [
+            (mv.name, multivariate_target(mv), episodes.get(mv.name, False))
+            for mv in pipe.spec.multivariate
+        ],
     )

@@ -38,7 +38,7 @@ LABEL_COUNTERS = ("unmatched_label", "expired_prediction", "duplicate_label",
 
 #: Alert kinds of the drift detectors (``[[detectors]]``): the alerts of an episode, which
 #: ``driftline_drift_firing`` follows (skew checks and importance shifts have their own kinds).
-DETECTOR_KINDS = ("covariate", "prediction", "label", "concept")
+DETECTOR_KINDS = ("covariate", "prediction", "label", "concept", "multivariate")
 
 #: Why a transactional producer was given up and recreated (``driftline_producer_resets``).
 PRODUCER_RESETS = ("stalled", "abortable", "fatal", "outage")
@@ -127,6 +127,15 @@ _METRICS: tuple[tuple[str, Any, str, str, tuple[str, ...]], ...] = (
         "driftline_drift_statistic",
         "Last drift statistic per detector and partition.",
         ("detector", "target", "partition"),
+    ),
+    (
+        "multivariate_limit",
+        Gauge,
+        "driftline_multivariate_limit",
+        "A [[multivariate]] detector's limits of its window's mean reconstruction error "
+        "(bound lower/upper; driftline_drift_statistic is the window's mean): beyond either, "
+        "the window counts towards firing.",
+        ("detector", "bound", "partition"),
     ),
     (
         "drift_firing",
@@ -318,6 +327,7 @@ class WorkerMetrics:
     stage_seconds: Histogram
     drift_statistic: Gauge
     drift_firing: Gauge
+    multivariate_limit: Gauge
     drift_p_value: Gauge
     assigned: Gauge
     consumer_lag: Gauge
@@ -394,7 +404,7 @@ class WorkerMetrics:
         p = str(partition)
         for g in (self.model_metric, self.feature_importance, self.drift_statistic,
                   self.drift_p_value, self.drift_firing, self.slice_model_metric,
-                  self.slice_firing):  # fmt: skip
+                  self.slice_firing, self.multivariate_limit):  # fmt: skip
             for labels in list(g._metrics):  # prometheus_client has no filter
                 if labels[-1] == p:
                     g.remove(*labels)

@@ -31,6 +31,7 @@ from driftline.agents.stages.detect import InputDetection
 from driftline.agents.stages.encode import OutputEncoder
 from driftline.agents.stages.labels import LabelStage
 from driftline.agents.stages.lateness import LateEvents
+from driftline.agents.stages.multivariate import MultivariateDetection
 from driftline.agents.stages.outcome import BatchOutcome, Outbound, StageTimer
 from driftline.agents.stages.predict import predict
 from driftline.agents.stages.records import RawRecord, RecordColumns
@@ -115,6 +116,7 @@ class PartitionPipeline:
         self.skew = SkewChecks(spec, self.alert_docs)
         self.bh_correction = BHCorrection(spec.correction, self.detectors)
         self.detection = InputDetection(self.detectors, self.episodes, self.alert_docs)
+        self.multivariate = MultivariateDetection(spec, self.episodes, self.alert_docs)
         self.encoder = OutputEncoder(spec, partition)
         self.slices: PartitionSlices | None = None
         if spec.slices:
@@ -210,6 +212,7 @@ class PartitionPipeline:
 
         self.bh_correction.apply()
         self.detection.detect(frame, out, now_ms)
+        self.multivariate.detect(frame, out, now_ms)
         timer.lap("detect")
 
         self.encoder.encode(out, frame, self.predictor, self.model_version_now)
@@ -251,6 +254,7 @@ class PartitionPipeline:
             "features": self.engine.snapshot(),
             "detectors": {self._detector_key(d): det.snapshot() for d, det in self.detectors},
             "skew": self.skew.snapshot(),
+            "multivariate": self.multivariate.snapshot(),
             "positions": self.detection.snapshot_positions(),
             "alerting": self.episodes.snapshot(),
             "labels": None if self.label_stage is None else self.label_stage.snapshot(),
@@ -278,6 +282,7 @@ class PartitionPipeline:
         check_watermark(engine.watermark_ms, time.time() * 1000, self.spec.input.max_future_ms)
         self.engine = engine
         self.skew.restore(state.get("skew", {}))
+        self.multivariate.restore(state.get("multivariate", {}))
         labels = state.get("labels")
         if self.label_stage is not None and labels is not None:
             self.label_stage.restore(labels, records or {})

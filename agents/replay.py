@@ -32,7 +32,8 @@ from driftline.agents.predictor import build_predictor
 from driftline.agents.progress import progress_bar
 from driftline.errors import DriftlineError
 from driftline.io_files import RecordWriter, count_records, file_format, read_records
-from driftline.spec import PipelineSpec
+from driftline.spec import MultivariateSpec, PipelineSpec
+from driftline.streams.pca_reference import PCAReference
 from driftline.streams.profile import Profile
 
 PARTITIONERS = ("consistent", "murmur2")
@@ -335,7 +336,29 @@ def build_profile(
         else:
             arr = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
         profiles[name] = Profile.from_values(arr).to_dict()
-    return {"format": PROFILE_FORMAT, "pipeline": spec.name, "events": n, "columns": profiles}
+    doc = {"format": PROFILE_FORMAT, "pipeline": spec.name, "events": n, "columns": profiles}
+    if spec.multivariate:
+        doc["multivariate"] = {m.name: _pca_reference(m, columns) for m in spec.multivariate}
+    return doc
+
+
+def _pca_reference(m: MultivariateSpec, columns: Mapping[str, list[Any]]) -> dict[str, Any]:
+    """The PCA reference of ``[[multivariate]]`` entry ``m``, fitted on every profiled row
+    whose features are all present and finite."""
+    missing = [f for f in m.features if f not in columns]
+    if missing:
+        raise DriftlineError(
+            f"multivariate {m.name!r}: no values of {missing} in the input (batch features are "
+            "not profiled); its reference comes from the first rows each worker sees instead"
+        )
+    rows = np.column_stack(
+        [np.array([np.nan if v is None else float(v) for v in columns[f]]) for f in m.features]
+    )
+    rows = rows[np.isfinite(rows).all(axis=1)]
+    try:
+        return PCAReference.fit(rows, m.params["variance"]).to_dict()
+    except DriftlineError as e:
+        raise DriftlineError(f"multivariate {m.name!r}: {e}") from None
 
 
 def _dead_offsets(oc: Any) -> set[int]:

@@ -141,6 +141,19 @@ class SkewCheckSpec:
 
 
 @dataclass(frozen=True)
+class MultivariateSpec:
+    """One ``[[multivariate]]`` entry: a detector over several features at once."""
+
+    name: str
+    method: str
+    features: tuple[str, ...]
+    #: the detector's hyperparameters (every schema key but name, method, features and
+    #: reference_profile; defaults filled in)
+    params: Mapping[str, Any]
+    reference_profile: Path | None
+
+
+@dataclass(frozen=True)
 class BatchFeaturesSpec:
     topic: str
     key_field: str
@@ -373,6 +386,7 @@ class PipelineSpec:
     correction: str
     skew_checks: tuple[SkewCheckSpec, ...]
     topics: TopicsSpec
+    multivariate: tuple[MultivariateSpec, ...]
     batch_features: BatchFeaturesSpec | None = None
     labels: LabelsSpec | None = None
     schema_registry: SchemaRegistrySpec | None = None
@@ -636,6 +650,7 @@ def parse_spec(
         slices=slices,
         business=_parse_business(data),
         kafka=_parse_kafka(data["kafka"]),
+        multivariate=_parse_multivariate(data, names, base_dir),
     )
 
 
@@ -882,32 +897,45 @@ def to_feature_def(f: FeatureSpec, cls: Any = None) -> Any:
     return cls(f.name, src, f.agg, f.window_ms, **kw)
 
 
-def read_profile(path: Path, target: str) -> Any:
-    """The ``streams.profile.Profile`` of column ``target`` in the reference profile file at
-    ``path`` (written by ``driftline profile``); a `SpecError` saying what is wrong with the
-    file otherwise."""
+def _profile_error(path: Path, why: str) -> SpecError:
+    return SpecError(
+        f"reference_profile: {path} {why}; build it with `driftline profile` from this spec"
+    )
+
+
+def _profile_doc(path: Path) -> Any:
+    """The reference profile file at ``path``, read and checked against
+    ``schemas/profile.schema.json`` (a `SpecError` saying what is wrong otherwise)."""
     import orjson
 
     from driftline.schemas import validator
-    from driftline.streams.profile import Profile
-
-    def bad(why: str) -> SpecError:
-        return SpecError(
-            f"reference_profile: {path} {why}; build it with `driftline profile` from this spec"
-        )
 
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise bad(f"cannot be read ({e.strerror})") from None
+        raise _profile_error(path, f"cannot be read ({e.strerror})") from None
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise bad(f"is not JSON ({e})") from None
+        raise _profile_error(path, f"is not JSON ({e})") from None
     e = best_match(validator("profile").iter_errors(doc))
     if e is not None:
         where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise bad(f"is not a reference profile: at {where}: {str(e.message)[:200]}")
+        why = f"is not a reference profile: at {where}: {str(e.message)[:200]}"
+        raise _profile_error(path, why)
+    return doc
+
+
+def read_profile(path: Path, target: str) -> Any:
+    """The ``streams.profile.Profile`` of column ``target`` in the reference profile file at
+    ``path`` (written by ``driftline profile``); a `SpecError` saying what is wrong with the
+    file otherwise."""
+    from driftline.streams.profile import Profile
+
+    def bad(why: str) -> SpecError:
+        return _profile_error(path, why)
+
+    doc = _profile_doc(path)
     columns = doc.get("columns", {target: doc})
     if target not in columns:
         raise bad(f"has no column {target!r} (it has {sorted(columns)[:20]})")
@@ -1369,6 +1397,83 @@ def _parse_skew(
             raise _keyed(f"skew_checks[{i}]", e) from None
         out.append(SkewCheckSpec(c["name"], c["batch"], c["streaming"], params))
     return tuple(out)
+
+
+# -- [[multivariate]] ----------------------------------------------------------------------------
+def _parse_multivariate(
+    data: Mapping[str, Any], names: list[str], base_dir: Path | None
+) -> tuple[MultivariateSpec, ...]:
+    """``[[multivariate]]``: features that are numeric columns of the vector, names unique among
+    every detector, hyperparameters accepted by the detector itself (built once here)."""
+    taken = {d["name"]: "detectors" for d in data["detectors"]}
+    out = []
+    for i, m in enumerate(data["multivariate"]):
+        where = f"spec key multivariate[{i}]"
+        if m["name"] in taken:
+            raise SpecError(
+                f"{where}.name: {m['name']!r} is already the name of one of {taken[m['name']]}; "
+                "alerts and metrics name detectors, so names must be unique"
+            )
+        taken[m["name"]] = "multivariate"
+        for j, f in enumerate(m["features"]):
+            if f not in names:
+                raise SpecError(
+                    f"{where}.features[{j}]: {f!r} is not a numeric field, feature or batch "
+                    f"feature of this spec; choose from {names[:30]}"
+                )
+        profile = None
+        if "reference_profile" in m:
+            profile = Path(m["reference_profile"])
+            if not profile.is_absolute() and base_dir is not None:
+                profile = base_dir / profile
+            if not profile.is_file():
+                raise SpecError(
+                    f"{where}.reference_profile: no profile at {profile}; build one with "
+                    "`driftline profile` from this spec"
+                )
+        skip = ("name", "method", "features", "reference_profile")
+        params = {k: v for k, v in m.items() if k not in skip}
+        spec = MultivariateSpec(m["name"], m["method"], tuple(m["features"]), params, profile)
+        try:
+            build_multivariate(spec)
+        except SpecError as e:
+            raise _keyed(f"multivariate[{i}]", e) from None
+        out.append(spec)
+    return tuple(out)
+
+
+def read_multivariate_profile(path: Path, name: str, n_features: int) -> Any:
+    """The ``streams.pca_reference.PCAReference`` of ``[[multivariate]]`` entry ``name`` in the
+    profile file at ``path``; a `SpecError` saying what is wrong otherwise."""
+    from driftline.streams.pca_reference import PCAReference
+
+    def bad(why: str) -> SpecError:
+        return _profile_error(path, why)
+
+    doc = _profile_doc(path)
+    refs = doc.get("multivariate", {}) if "columns" in doc else {}
+    if name not in refs:
+        raise bad(f"has no multivariate reference {name!r} (it has {sorted(refs)[:20]})")
+    try:
+        ref = PCAReference.from_dict(refs[name])
+    except DriftlineError as e:
+        raise bad(f"is not a reference profile ({e})") from None
+    if ref.n_features != n_features:
+        raise bad(
+            f"holds a reference of {ref.n_features} features for {name!r}, which has "
+            f"{n_features}; rebuild it"
+        )
+    return ref
+
+
+def build_multivariate(m: MultivariateSpec) -> Any:
+    """A fresh detector for ``[[multivariate]]`` entry ``m`` (its profile's reference, if any)."""
+    from driftline.streams.multivariate import PCAReconstructionDetector
+
+    ref = None
+    if m.reference_profile is not None:
+        ref = read_multivariate_profile(m.reference_profile, m.name, len(m.features))
+    return PCAReconstructionDetector(len(m.features), reference=ref, **m.params)
 
 
 # -- [topics] ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ module              job
 ``predict``         the model's scores for the batch
 ``bh_correction``   Benjamini-Hochberg levels for the test-based detectors
 ``detect``          detectors on fields, features and predictions; alert window bounds
+``multivariate``    ``[[multivariate]]`` detectors on rows of several features (kind multivariate)
 ``alert_episodes``  one ``firing`` and one ``resolved`` alert per drift episode
 ``alerts``          alert documents and their deterministic ids
 ``encode``          feature vectors and predictions, encoded column-wise

@@ -12,6 +12,7 @@ from driftline.spec import (
     ERROR_TARGET,
     PREDICTION_TARGET,
     DetectorSpec,
+    MultivariateSpec,
     PipelineSpec,
     SkewCheckSpec,
     SliceSpec,
@@ -194,6 +195,48 @@ class AlertDocs:
             n_reference=0,
             now_ms=now_ms,
         )
+
+    def multivariate(
+        self,
+        m: MultivariateSpec,
+        d: Detection,
+        topic: str,
+        offset: int,
+        event_time_ms: int,
+        now_ms: int,
+    ) -> dict[str, Any]:
+        """A ``[[multivariate]]`` detector's alert (kind ``multivariate``); the trigger is the
+        input record that completed the window, ``topic``/partition@``offset``."""
+        window = {
+            "topic": topic,
+            "event_time_ms": event_time_ms,
+            "offset": offset,
+            "n_current": int(d.n_current),
+        }
+        features = ",".join(m.features)
+        if m.reference_profile is not None:
+            reference = f"PCA reference {m.name!r} of profile {m.reference_profile.name}"
+        else:
+            reference = f"first {d.n_reference} complete rows of {features} on partition " \
+                f"{self.partition}"  # fmt: skip
+        doc = self._doc(
+            name=m.name,
+            kind="multivariate",
+            detector=m.name,
+            detector_type=m.method,
+            target=features,
+            status=d.status,
+            severity="warning" if d.status == "firing" else "info",
+            statistic=d.statistic,
+            p_value=None,
+            threshold=d.threshold,
+            window=window,
+            reference=reference,
+            n_reference=int(d.n_reference),
+            now_ms=now_ms,
+        )
+        doc["detail"] = d.detail
+        return doc
 
     def importance(
         self, e: ImportanceEvent, topic: str, offset: int, now_ms: int

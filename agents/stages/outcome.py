@@ -51,6 +51,8 @@ class BatchOutcome:
     prediction_event_ms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     last_offset: int | None = None
     detector_readings: list[tuple[str, str, float, float | None]] = field(default_factory=list)
+    #: ``[[multivariate]]`` detectors' (name, lower, upper) limits of the window mean error
+    multivariate_limits: list[tuple[str, float, float]] = field(default_factory=list)
     #: the label side's results (label batches, and early labels met by predictions)
     labels: LabelOutcome | None = None
     #: labels for a prediction made on another partition: (partition, key, value) to forward

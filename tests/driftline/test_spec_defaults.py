@@ -37,6 +37,7 @@ MINIMAL: dict[str, Any] = {
     "detectors": [{"name": "k", "type": "ks", "target": "amount"}],
     "batch_features": {"fields": {"score": "float"}},
     "skew_checks": [{"name": "s", "batch": "score", "streaming": "n_1m"}],
+    "multivariate": [{"name": "mv", "features": ["amount", "n_1m"]}],
     "labels": {"importance": {}},
     "slices": [{"field": "country"}],
     "business": {"topic": "orders", "field": "revenue"},
@@ -57,6 +58,9 @@ SECTIONS: dict[str, Callable[[PipelineSpec], Any]] = {
     "drift": lambda s: SimpleNamespace(correction=s.correction),
     "batch_features": lambda s: s.batch_features,
     "skew_checks[]": lambda s: SimpleNamespace(**s.skew_checks[0].params),
+    "multivariate[]": lambda s: SimpleNamespace(
+        method=s.multivariate[0].method, **s.multivariate[0].params
+    ),
     "labels": lambda s: s.labels,
     "labels.importance": lambda s: s.labels.importance,  # type: ignore[union-attr]
     "schema_registry": lambda s: parse_spec(REGISTRY).schema_registry,
