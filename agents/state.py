@@ -396,7 +396,9 @@ def read_changelog_partition(
                     f"restoring state from {topic}[{partition}] took over {timeout_s:.0f}s; "
                     "is another transaction holding it open? (see transaction.timeout.ms)"
                 )
-            for m in c.consume(10_000, timeout=1.0):
+            # a short wait: consume() returns only once it has 10,000 messages or its timeout
+            # passed, so 1 s cost every restore of a small changelog a whole second
+            for m in c.consume(10_000, timeout=0.05):
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:

@@ -81,7 +81,8 @@ class RunnerService(mode.Service):
         self.runner = runner
 
     async def on_started(self) -> None:
-        self.runner.start()
+        if not self.runner.is_alive() and self.runner.ident is None:  # not started by run_worker
+            self.runner.start()
         self.add_future(self._watch())
 
     async def _watch(self) -> None:
@@ -296,6 +297,10 @@ def run_worker(
         spec, bootstrap, web_host=web_host, web_port=web_port, worker_id=wid, batch_cache=cache,
         reset_state=reset_state,
     )  # fmt: skip
+    # The runner starts now, not when faust is ready: faust's start (its own group's join,
+    # which waits out a killed predecessor's member) is then off the critical path, and the
+    # partitions are being restored while faust starts its web server.
+    app.driftline_runner.start()  # type: ignore[attr-defined]
     faust.Worker(
         app, loglevel=loglevel, quiet=True, logging_config=logging_config(log_format, loglevel)
     ).execute_from_commandline()
