@@ -40,6 +40,8 @@ def count_batch(
             m.count_labels(p, oc.labels)
         if oc.forwarded:
             m.labels_forwarded.inc(len(oc.forwarded))
+        if oc.business is not None:
+            m.set_business(p, oc.business)
         for reason, k in oc.dead_letters.items():
             m.dead_lettered.labels(reason).inc(k)
         m.late_events.inc(oc.late_events)

@@ -26,12 +26,15 @@ def alert_sources(spec: PipelineSpec) -> list[tuple[str, str]]:
     sources += [("multivariate", m.name) for m in spec.multivariate]
     if spec.labels is not None and spec.labels.importance is not None:
         sources.append(("importance", "importance"))
+    if spec.labels is not None:
+        sources += [("slice", f"slice:{s.name}") for s in spec.slices]
     return sources
 
 
 def declare_series(m: WorkerMetrics, spec: PipelineSpec) -> None:
     """Create every counter series the spec makes known, at 0."""
-    for topic in (spec.input.topic, *([spec.labels.topic] if spec.labels else [])):
+    side = [t.topic for t in (spec.labels, spec.business) if t is not None]
+    for topic in (spec.input.topic, *side):
         m.consumed.labels(topic)
     for reason in load_schema("dead_letter")["properties"]["reason"]["enum"]:
         m.dead_lettered.labels(reason)

@@ -44,7 +44,8 @@ DETECTOR_KINDS = ("covariate", "prediction", "label", "concept", "multivariate")
 PRODUCER_RESETS = ("stalled", "abortable", "fatal", "outage")
 
 STAGES = (
-    "poll", "decode", "features", "predict", "detect", "encode", "labels", "produce", "commit"
+    "poll", "decode", "features", "predict", "detect", "encode", "labels", "business", "produce",
+    "commit",
 )  # fmt: skip
 
 
@@ -275,6 +276,14 @@ _METRICS: tuple[tuple[str, Any, str, str, tuple[str, ...]], ...] = (
         ("slice", "value", "partition"),
     ),
     (
+        "business_metric",
+        Gauge,
+        "driftline_business_metric",
+        "[business]: the business metric over its event-time window (business.window_ms) per "
+        "partition (mean or sum of business.field; NaN without events), and n = its events.",
+        ("metric", "stat", "partition"),
+    ),
+    (
         "feature_importance",
         Gauge,
         "driftline_feature_importance_share",
@@ -343,6 +352,7 @@ class WorkerMetrics:
     model_metric: Gauge
     slice_model_metric: Gauge
     slice_firing: Gauge
+    business_metric: Gauge
     feature_importance: Gauge
     online_learned: Counter
     schema_registry_up: Gauge
@@ -399,12 +409,19 @@ class WorkerMetrics:
         if oc.learned:
             self.online_learned.inc(oc.learned)
 
+    def set_business(self, partition: int, reading: tuple[str, float, int]) -> None:
+        """A business batch's rolling value and its count of events."""
+        name, value, n = reading
+        self.business_metric.labels(name, "value", str(partition)).set(value)
+        self.business_metric.labels(name, "n", str(partition)).set(n)
+
     def remove_partition(self, partition: int) -> None:
         """Drop per-partition gauges of a partition this worker no longer owns."""
         p = str(partition)
         for g in (self.model_metric, self.feature_importance, self.drift_statistic,
                   self.drift_p_value, self.drift_firing, self.slice_model_metric,
-                  self.slice_firing, self.multivariate_limit):  # fmt: skip
+                  self.slice_firing, self.multivariate_limit,
+                  self.business_metric):  # fmt: skip
             for labels in list(g._metrics):  # prometheus_client has no filter
                 if labels[-1] == p:
                     g.remove(*labels)

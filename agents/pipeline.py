@@ -25,6 +25,7 @@ from driftline.agents.stages.alerts import AlertDocs, alert_id
 from driftline.agents.stages.batch_join import join_batch_features
 from driftline.agents.stages.bh_correction import BHCorrection
 from driftline.agents.stages.bounds import EventBounds
+from driftline.agents.stages.business import BusinessStage
 from driftline.agents.stages.dead_letters import DeadLetters
 from driftline.agents.stages.decode import decode_batch
 from driftline.agents.stages.detect import InputDetection
@@ -124,6 +125,9 @@ class PartitionPipeline:
             if spec.labels is not None and predictor is not None:
                 task = "classification" if predictor.is_classifier else "regression"
             self.slices = PartitionSlices(spec, task)
+        self.business: BusinessStage | None = None
+        if spec.business is not None:
+            self.business = self.alert_docs.business = BusinessStage(spec, self.dead_letters)
         self.label_stage: LabelStage | None = None
         if spec.labels is not None and predictor is not None:
             self.label_stage = LabelStage(spec, partition, predictor, model_version,
@@ -238,6 +242,18 @@ class PartitionPipeline:
         timer.lap("labels")
         return out
 
+    def process_business(self, cols: RecordColumns) -> BatchOutcome:
+        """One batch of the ``[business]`` topic's partition."""
+        out = BatchOutcome(consumed=len(cols))
+        if not len(cols) or self.business is None:
+            return out
+        out.last_offset = cols.offsets[-1]
+        now_ms = int(time.time() * 1000)
+        timer = StageTimer(out)
+        self.business.process(cols, out, now_ms)
+        timer.lap("business")
+        return out
+
     # -- state --------------------------------------------------------------------------------
     def _fingerprint(self) -> str:
         defs = [repr(f) for f in self._feature_defs]
@@ -259,6 +275,7 @@ class PartitionPipeline:
             "alerting": self.episodes.snapshot(),
             "labels": None if self.label_stage is None else self.label_stage.snapshot(),
             "slices": None if self.slices is None else self.slices.snapshot(),
+            "business": None if self.business is None else self.business.snapshot(),
         }
 
     def drain_log(self) -> list[tuple[bytes, bytes | None]]:
@@ -288,6 +305,8 @@ class PartitionPipeline:
             self.label_stage.restore(labels, records or {})
         if self.slices is not None and state.get("slices") is not None:
             self.slices.restore(state["slices"])
+        if self.business is not None and state.get("business") is not None:
+            self.business.restore(state["business"])
         self.episodes.restore(state.get("alerting", {}))
         self.detection.restore_positions(state.get("positions", {}))
         saved = state.get("detectors", {})

@@ -117,7 +117,10 @@ class TransactionalRunner(threading.Thread):
         self.batch_cache = batch_cache
         self.changelog = changelog_topic(spec)
         self.labels_topic = spec.labels.topic if spec.labels is not None else None
-        self.topics = [spec.input.topic] + ([self.labels_topic] if self.labels_topic else [])
+        self.business_topic = spec.business.topic if spec.business is not None else None
+        self.topics = [spec.input.topic] + [
+            t for t in (self.labels_topic, self.business_topic) if t is not None
+        ]
         self.partitions = OwnedPartitions()
         self.commit: CommitStrategy = commit_strategy(
             StrategyContext(
@@ -600,6 +603,8 @@ class TransactionalRunner(threading.Thread):
             )  # fmt: skip
             if topic == self.labels_topic:
                 oc = pipe.process_labels(cols)
+            elif topic == self.business_topic:
+                oc = pipe.process_business(cols)
             else:
                 oc = pipe.process(cols)
             if self.avro_outputs is not None:

@@ -230,6 +230,17 @@ class StatusCollector:
             for lb, v in s.get("driftline_label_join_outcomes_total", [])
             if v
         }
+        slices: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for lb, v in s.get("driftline_slice_model_metric", []):
+            key = (lb.get("slice", ""), lb.get("value", ""), lb.get("partition", ""))
+            slices.setdefault(key, {})[lb.get("metric", "")] = _finite(v)
+        for lb, v in s.get("driftline_slice_firing", []):
+            key = (lb.get("slice", ""), lb.get("value", ""), lb.get("partition", ""))
+            slices.setdefault(key, {})["firing"] = bool(v)
+        business: dict[tuple[str, str], dict[str, Any]] = {}
+        for lb, v in s.get("driftline_business_metric", []):
+            key = (lb.get("metric", ""), lb.get("partition", ""))
+            business.setdefault(key, {})[lb.get("stat", "")] = _finite(v)
         # the counter has one series per topic read: the input's events, the labels' records
         by_topic = {lb.get("topic"): v for lb, v in s.get("driftline_records_consumed_total", [])}
         events = by_topic.pop(st["input_topic"], 0.0)
@@ -262,6 +273,13 @@ class StatusCollector:
             "labels": labels,
             "model_quality": [
                 {"partition": p, "window": w, **vals} for (p, w), vals in sorted(quality.items())
+            ],
+            "slices": [
+                {"slice": n, "value": v, "partition": p, **vals}
+                for (n, v, p), vals in sorted(slices.items())
+            ],
+            "business": [
+                {"metric": n, "partition": p, **vals} for (n, p), vals in sorted(business.items())
             ],
         }
 

@@ -286,6 +286,42 @@ def render_html(data: dict[str, Any], refresh_s: int = 5) -> str:
             )
         )
 
+    # slices (per value of a categorical field) and the business metric
+    slice_rows = data.get("slices") or []
+    if slice_rows:
+        parts.append("<h2>Slices <span class='muted'>(model quality per value)</span></h2>")
+        names = [k for k in ("n", "accuracy", "precision", "recall", "f1", "auc", "mae", "rmse")
+                 if any(r.get(k) is not None for r in slice_rows)]  # fmt: skip
+        parts.append(
+            _table(
+                ["slice", "value", "partition", "alert", *names],
+                (
+                    [
+                        _esc(r["slice"]),
+                        _esc(r["value"]),
+                        _esc(r["partition"]),
+                        "FIRING" if r.get("firing") else "",
+                        *(_quality_cell(k, r.get(k)) for k in names),
+                    ]
+                    for r in slice_rows
+                ),
+                num_from=4,
+            )
+        )
+    if data.get("business"):
+        parts.append("<h2>Business metric <span class='muted'>(rolling window)</span></h2>")
+        parts.append(
+            _table(
+                ["metric", "partition", "value", "events"],
+                (
+                    [_esc(r["metric"]), _esc(r["partition"]), fmt_num(r.get("value")),
+                     _quality_cell("n", r.get("n"))]
+                    for r in data["business"]
+                ),
+                num_from=2,
+            )
+        )  # fmt: skip
+
     # alerts
     parts.append(
         f"<h2>Recent alerts <span class='muted'>(last {RECENT_ALERTS}, newest first)</span></h2>"

@@ -165,6 +165,8 @@ def pipeline_topics(spec: PipelineSpec, partitions: int, brokers: int) -> list[P
     topics = [plan(spec.input.topic, "input", None, partitions)]
     if spec.labels is not None:
         topics.append(plan(spec.labels.topic, "labels", None, partitions, same=True))
+    if spec.business is not None:
+        topics.append(plan(spec.business.topic, "business", None, partitions, same=True))
     roles = {o.dlq_topic: ("dead letters", "dlq"), o.late_topic: ("late events", "late")}
     for name in o.all_topics:
         role, key = roles.get(name, ("output", "outputs"))

@@ -115,13 +115,14 @@ def worker_needs(spec: PipelineSpec, worker_id: str) -> Needs:
     """The topics, groups and transactional id a worker of ``spec`` uses (its ACLs)."""
     changelog = changelog_topic(spec)
     labels = (spec.labels.topic,) if spec.labels is not None else ()
+    business = (spec.business.topic,) if spec.business is not None else ()
     batch = (spec.batch_features.topic,) if spec.batch_features is not None else ()
     leader = host_leader_topic(spec)
     txn = None
     if spec.worker.processing_guarantee == "exactly_once":
         txn = transactional_id(spec, worker_id)
     return Needs(
-        read_topics=(spec.input.topic, *labels, changelog, *batch, leader),
+        read_topics=(spec.input.topic, *labels, *business, changelog, *batch, leader),
         write_topics=(*spec.output.all_topics, *labels, changelog, leader),
         groups=(spec.group_id, host_app_id(spec)),
         transactional_id=txn,
@@ -159,6 +160,16 @@ def preflight(spec: PipelineSpec, bootstrap: Kafka, worker_id: str | None = None
                 f"the labels topic {lt!r} (spec key labels.topic) has {n_lab} partitions but "
                 f"the input topic has {n_in}: a label is joined on the partition its "
                 "prediction was made on, so give both topics the same partition count"
+            )
+    if spec.business is not None:
+        bt = spec.business.topic
+        n_bus = topic_partitions(bootstrap, bt)
+        if n_bus != n_in:
+            raise SpecError(
+                f"the business topic {bt!r} (spec key business.topic) has {n_bus} partitions "
+                f"but the input topic has {n_in}: partition p's business metric goes into the "
+                "alerts of input partition p, so give both topics the same partition count "
+                "(`driftline topics create` makes it so)"
             )
     changelog = changelog_topic(spec)
     n_log = topic_partitions(bootstrap, changelog)

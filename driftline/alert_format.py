@@ -38,11 +38,37 @@ def format_alert(a: dict[str, Any]) -> str:
     """
     w = a["window"]
     p = "" if a.get("p_value") is None else f" p={a['p_value']:.3g}"
+    sl = a.get("slice")
+    if sl is not None:  # the slice's metric against the global one
+        p = (f" ({sl['metric']} {sl['slice_value']:.4g} vs global {sl['global_value']:.4g}, "
+             f"n={sl['n_slice']})")  # fmt: skip
     # the offset is on the trigger record's topic: the input's, or the labels' (label detectors)
     topic = f" topic={w['topic']}" if w.get("topic") else ""
     return (
         f"[{a['status'].upper()} {a['severity']}] {a['kind']} drift on {a['target']} by "
         f"{a['detector']} ({a['detector_type']}): statistic={a['statistic']:.4g}{p} "
         f"(threshold {a['threshold']:.3g}){topic} partition={w['partition']} "
-        f"offset={w['offset']} event_time={iso_ms(w['event_time_ms'])}"
+        f"offset={w['offset']} event_time={iso_ms(w['event_time_ms'])}{business_line(a)}"
+    )
+
+
+def _value(part: dict[str, Any]) -> str:
+    return "n/a" if part["value"] is None else f"{part['value']:.4g}"
+
+
+def business_line(a: dict[str, Any]) -> str:
+    """`` | revenue (mean): 9.8 during the episode vs 12.1 before`` when the alert carries its
+    business metric (``[business]``), else empty.
+
+    >>> business_line({"business": {"name": "revenue", "agg": "mean",
+    ...     "before": {"value": 12.1, "n": 40}, "during": {"value": 9.8, "n": 10}}})
+    ' | revenue (mean): 9.8 during the episode (n=10) vs 12.1 before (n=40)'
+    """
+    b = a.get("business")
+    if b is None:
+        return ""
+    d, bf = b["during"], b["before"]
+    return (
+        f" | {b['name']} ({b['agg']}): {_value(d)} during the episode (n={d['n']}) vs "
+        f"{_value(bf)} before (n={bf['n']})"
     )

@@ -52,9 +52,14 @@ class AlertDocs:
         self.partition = partition
         self.topic = spec.output.alerts_topic
         self._labels_topic = spec.labels.topic if spec.labels is not None else None
+        #: with [business]: the partition's `agents.stages.business.BusinessStage`, which adds
+        #: the business metric before vs during the episode to every alert
+        self.business: Any = None
 
     def emit(self, out: BatchOutcome, key: str, doc: dict[str, Any]) -> None:
         """``doc`` joins the batch's alerts and its messages (on the alerts topic, by ``key``)."""
+        if self.business is not None:
+            self.business.annotate(doc)
         out.alerts.append(doc)
         out.messages.append((self.topic, key.encode(), orjson.dumps(doc)))
 

@@ -280,6 +280,8 @@ class LabelStage:
         }
         if self.slices is not None:
             doc["slices"] = self.slices.summary()
+        if self.alerts.business is not None:
+            doc["business"] = self.alerts.business.summary()
         if lab.last_shares is not None:
             doc["importance"] = dict(
                 zip(self.predictor.inputs, floats_or_none(lab.last_shares), strict=True)

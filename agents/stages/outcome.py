@@ -59,6 +59,8 @@ class BatchOutcome:
     forwarded: list[tuple[int, bytes | None, bytes]] = field(default_factory=list)
     #: what the input-side detectors read (offline reports only: ``InputDetection.keep_inputs``)
     detector_inputs: DetectorInputs | None = None
+    #: with [business], after a batch of its topic: (name, rolling value, events in window)
+    business: tuple[str, float, int] | None = None
 
     def all_messages(self) -> Iterator[Outbound]:
         """Every message of the batch as (topic, key, value), bulk ones included."""
