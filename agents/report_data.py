@@ -209,10 +209,12 @@ class ReportCollector:
         for d in spec.detectors:
             if d.target not in LABEL_TARGETS:
                 by_target[d.target].append(d)
-        self.values = {
-            t: _Values(_sample_size(ds, "reference_size"), _sample_size(ds, "window_size"))
+        #: per target: the first and last values of each partition (target -> partition ->)
+        self.sizes = {
+            t: (_sample_size(ds, "reference_size"), _sample_size(ds, "window_size"))
             for t, ds in by_target.items()
         }
+        self.values: dict[str, dict[int, _Values]] = {t: {} for t in self.sizes}
         #: (document path, partition) -> [event time, value] per model-metrics document
         self.metrics: dict[tuple[str, int], list[list[Any]]] = {}
         self.metric_docs = 0
@@ -236,8 +238,11 @@ class ReportCollector:
             self.first_time_ms = lo if self.first_time_ms is None else min(self.first_time_ms, lo)
             self.last_time_ms = hi if self.last_time_ms is None else max(self.last_time_ms, hi)
             for target, vals in inputs.values.items():
-                if target in self.values:
-                    self.values[target].add(np.asarray(vals))
+                parts = self.values.get(target)
+                if parts is not None:
+                    if inputs.partition not in parts:
+                        parts[inputs.partition] = _Values(*self.sizes[target])
+                    parts[inputs.partition].add(np.asarray(vals))
             for name, _target, stat, p in oc.detector_readings:
                 self.readings[(name, inputs.partition)].append(
                     [t_ms, off, _finite(stat), _finite(p)]
@@ -344,20 +349,25 @@ class ReportCollector:
         return f"the first {n} values of {d.target} on each partition"
 
     def _distribution(self, d: DetectorSpec) -> dict[str, Any] | None:
-        vals = self.values.get(d.target)
-        if vals is None or vals.head_n == 0:
+        """Reference vs current values of the detector's target: each partition's first
+        ``reference_size`` and last ``window_size`` values (as each partition's detector
+        sees them: independent of how the partitions' batches interleave), or its profile."""
+        parts = [v for _, v in sorted(self.values.get(d.target, {}).items()) if v.head_n]
+        if not parts:
             return None
         n_ref = _sample_size([d], "reference_size")
         n_cur = _sample_size([d], "window_size")
-        current = vals.last(n_cur)
+        current = _cat([v.last(n_cur) for v in parts])
+        first = _cat([v.first(n_ref) for v in parts])
         profile = None
         if d.reference_profile is not None:
             profile = Profile.from_dict(orjson.loads(Path(d.reference_profile).read_bytes()))
-        if vals.categorical or (profile is not None and profile.kind == "categorical"):
+        categorical = any(v.categorical for v in parts)
+        if categorical or (profile is not None and profile.kind == "categorical"):
             ref_counts = (
                 Counter(profile.categories) + Counter({"other": profile.other_count})
                 if profile is not None
-                else _counts(vals.first(n_ref))
+                else _counts(first)
             )
             return {
                 "kind": "categorical",
@@ -374,7 +384,7 @@ class ReportCollector:
                 "std": _finite(profile.std),
             }
         else:
-            reference = vals.first(n_ref).astype(np.float64)
+            reference = first.astype(np.float64)
             ref_summary = numeric_summary(reference)
         cur = current.astype(np.float64)
         hist = distribution(reference, cur)
