@@ -215,6 +215,8 @@ class ReportCollector:
             for t, ds in by_target.items()
         }
         self.values: dict[str, dict[int, _Values]] = {t: {} for t in self.sizes}
+        #: (multivariate detector, partition) -> its latest upper limit of the statistic
+        self.limits: dict[tuple[str, int], float | None] = {}
         #: (document path, partition) -> [event time, value] per model-metrics document
         self.metrics: dict[tuple[str, int], list[list[Any]]] = {}
         self.metric_docs = 0
@@ -247,6 +249,8 @@ class ReportCollector:
                 self.readings[(name, inputs.partition)].append(
                     [t_ms, off, _finite(stat), _finite(p)]
                 )
+            for name, _lo, hi in getattr(oc, "multivariate_limits", ()):
+                self.limits[(name, inputs.partition)] = _finite(hi)
         for topic, _key, value in oc.messages:
             if topic == o.model_metrics_topic:
                 self._metrics_doc(orjson.loads(value), t_ms)
@@ -272,6 +276,10 @@ class ReportCollector:
         """The JSON twin (``schemas/report.schema.json``)."""
         episodes = episodes_of(self.alerts)
         detectors = [self._detector(d, episodes.pop(d.name, [])) for d in self.spec.detectors]
+        detectors += [
+            self._multivariate(m, episodes.pop(m.name, []))
+            for m in getattr(self.spec, "multivariate", ())
+        ]
         by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for a in self.alerts:
             by_name[a["detector"]].append(a)
@@ -285,6 +293,7 @@ class ReportCollector:
                     "kind": a["kind"],
                     "reference": "",
                     "threshold": _finite(a.get("threshold")),
+                    "statistic_limit": None,
                     "episodes": eps,
                     "series": [],
                     "distribution": None,
@@ -311,12 +320,14 @@ class ReportCollector:
             "model_metrics": self._model_metrics(),
         }
 
-    def _detector(self, d: DetectorSpec, episodes: list[dict[str, Any]]) -> dict[str, Any]:
-        series = [
+    def _series(self, name: str) -> list[dict[str, Any]]:
+        return [
             {"partition": p, "points": thin(pts)}
-            for (name, p), pts in sorted(self.readings.items())
-            if name == d.name
+            for (n, p), pts in sorted(self.readings.items())
+            if n == name
         ]
+
+    def _detector(self, d: DetectorSpec, episodes: list[dict[str, Any]]) -> dict[str, Any]:
         threshold = next((e["fired"]["threshold"] for e in episodes), None)
         return {
             "name": d.name,
@@ -325,9 +336,31 @@ class ReportCollector:
             "kind": alert_kind(d.target),
             "reference": self._reference_text(d),
             "threshold": threshold,
+            "statistic_limit": None,
             "episodes": episodes,
-            "series": series,
+            "series": self._series(d.name),
             "distribution": self._distribution(d),
+        }
+
+    def _multivariate(self, m: Any, episodes: list[dict[str, Any]]) -> dict[str, Any]:
+        """A ``[[multivariate]]`` detector: its statistic (the window's mean reconstruction
+        error) against its upper limit (the highest of the partitions' latest)."""
+        limits = [v for (n, _p), v in self.limits.items() if n == m.name and v is not None]
+        if m.reference_profile is not None:
+            reference = f"PCA reference of profile {Path(m.reference_profile).name}"
+        else:
+            reference = "PCA reference of the first complete rows of each partition"
+        return {
+            "name": m.name,
+            "type": m.method,
+            "target": ",".join(m.features),
+            "kind": "multivariate",
+            "reference": reference,
+            "threshold": next((e["fired"]["threshold"] for e in episodes), None),
+            "statistic_limit": max(limits) if limits else None,
+            "episodes": episodes,
+            "series": self._series(m.name),
+            "distribution": None,
         }
 
     def _reference_text(self, d: DetectorSpec) -> str:

@@ -174,7 +174,9 @@ def _detector(i: int, d: dict[str, Any]) -> list[str]:
         f"<h3>{esc(name)} <span class='muted'>({esc(d['type'])}) on "
         f"<code>{esc(d['target'])}</code></span></h3>",
         f"<div class='muted'>reference: {esc(d['reference'] or '–')} · threshold "
-        f"{fmt_num(d['threshold'])} · episodes "
+        f"{fmt_num(d['threshold'])}"
+        + ("" if d["statistic_limit"] is None else f" · limit {fmt_num(d['statistic_limit'])}")
+        + " · episodes "
         f"<b class='n-episodes'>{len(d['episodes'])}</b></div>",
     ]
     plots = []
@@ -192,7 +194,7 @@ def _detector(i: int, d: dict[str, Any]) -> list[str]:
         ]
         plots.append(
             svg_lines(f"{name}: statistic over event time", stat_lines, attrs,
-                      **_x_axis(all_pts), bands=bands)
+                      **_x_axis(all_pts), bands=bands, hline=d["statistic_limit"])
         )  # fmt: skip
         if any(p[3] is not None for p in all_pts):
             p_lines = [

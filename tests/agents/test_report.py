@@ -3,6 +3,7 @@ distributions, series and model metrics; the HTML's escaping; the command line."
 
 from __future__ import annotations
 
+import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,14 @@ from driftline.agents.report_data import (
 )
 from driftline.agents.report_render import render_report
 from driftline.agents.stages.outcome import BatchOutcome
+from driftline.agents.svg import fmt_num
 from driftline.agents.synthetic import SyntheticStream
 from driftline.cli import main as cli_main
 from driftline.io_files import read_records
 from driftline.schemas import validate
 from driftline.spec import PipelineSpec, parse_spec
 from tests.agents.test_replay import _alerting_spec_data
+from tests.multivariate_stream import flip_events, flip_spec
 
 N = 8000
 HOSTILE = '<script>alert("x")</script>'
@@ -409,3 +412,29 @@ def test_write_report_writes_both_files(tmp_path: Path) -> None:
     html = (tmp_path / "a.html").read_text()
     assert "No detector fired on this data." in html
     assert "The replay wrote no model-metrics documents" in html
+
+
+def test_a_multivariate_detector_has_its_episodes_statistic_and_limit(tmp_path: Path) -> None:
+    spec = parse_spec(tomllib.loads(flip_spec("mv")))
+    src = tmp_path / "flip.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in flip_events(3000, 1500)))
+    alerts = tmp_path / "a.jsonl"
+    replay(spec, src, tmp_path / "f.jsonl", alerts_path=alerts, progress=False)
+    r = report_of_file(spec, src, progress=False)
+    validate("report", r)
+    (mv,) = [d for d in r["detectors"] if d["kind"] == "multivariate"]
+    assert (mv["name"], mv["type"], mv["target"]) == ("xyz_pca", "pca", "x,y,z")
+    assert _pairs(list(read_records(alerts))) == {
+        "xyz_pca": [(e["partition"], e["status"], e["fired"]["offset"], None)
+                    for e in mv["episodes"]]
+    }  # fmt: skip
+    assert mv["episodes"][0]["fired"]["offset"] >= 3000  # after the flip
+    (series,) = mv["series"]
+    stats = [p[2] for p in series["points"] if p[2] is not None]
+    assert stats and mv["statistic_limit"] is not None
+    assert max(stats) > mv["statistic_limit"]  # the error crossed the limit
+    assert mv["distribution"] is None
+    html = render_report(r)
+    assert ">Multivariate drift</h3>" in html
+    assert html.count('<svg class="plot series" data-detector="xyz_pca"') == 1
+    assert f"limit {fmt_num(mv['statistic_limit'])}" in html
