@@ -28,6 +28,7 @@ def alert_sources(spec: PipelineSpec) -> list[tuple[str, str]]:
         sources.append(("importance", "importance"))
     if spec.labels is not None:
         sources += [("slice", f"slice:{s.name}") for s in spec.slices]
+    sources += [("slice", f"{d}@{s.name}") for s in spec.slices for d in s.detectors]
     return sources
 
 

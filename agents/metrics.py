@@ -447,7 +447,10 @@ class WorkerMetrics:
         if doc["kind"] in DETECTOR_KINDS:
             firing = self.drift_firing.labels(doc["detector"], doc["target"], str(partition))
             firing.set(1 if doc["status"] == "firing" else 0)
-        elif doc["kind"] == "slice" and "slice" in doc:
+        elif doc["kind"] == "slice" and "detector" in doc.get("slice", {}):  # per-value drift
+            firing = self.drift_firing.labels(doc["detector"], doc["target"], str(partition))
+            firing.set(1 if doc["status"] == "firing" else 0)
+        elif doc["kind"] == "slice" and "slice" in doc:  # a value worse than the whole
             sl = doc["slice"]
             firing = self.slice_firing.labels(sl["name"], sl["value"], str(partition))
             firing.set(1 if doc["status"] == "firing" else 0)

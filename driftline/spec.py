@@ -1258,6 +1258,8 @@ def _parse_labels(
 #: Most slice values (the 'other' buckets included) over all [[slices]] of a pipeline: bounds
 #: the Prometheus series of the ``slice`` label and the per-partition slice state.
 MAX_SLICE_VALUES = 200
+#: Most per-slice-value detector instances per partition (values times ``slices.detectors``).
+MAX_SLICE_DETECTORS = 400
 
 
 def _parse_slices(
@@ -1318,6 +1320,12 @@ def _parse_slices(
             window=s["window"], margin=float(s["margin"]), min_samples=s["min_samples"],
             detectors=tuple(s["detectors"]),
         ))  # fmt: skip
+    instances = sum(sl.n_values * len(sl.detectors) for sl in out)
+    if instances > MAX_SLICE_DETECTORS:
+        raise SpecError(
+            f"spec key slices: {instances} detector instances per partition (values times "
+            f"slices.detectors); at most {MAX_SLICE_DETECTORS}: list fewer detectors or values"
+        )
     total = sum(sl.n_values for sl in out)
     if total > MAX_SLICE_VALUES:
         raise SpecError(

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from driftline.agents.stages.alert_episodes import AlertEpisodes
-from driftline.agents.stages.alerts import AlertDocs
+from driftline.agents.stages.alerts import AlertDocs, alert_id
+from driftline.agents.stages.frame import Frame
 from driftline.agents.stages.outcome import BatchOutcome
-from driftline.spec import PipelineSpec, SliceSpec
+from driftline.spec import (
+    PREDICTION_TARGET,
+    TEST_DETECTORS,
+    DetectorSpec,
+    PipelineSpec,
+    SliceSpec,
+    build_spec_detector,
+)
 from driftline.streams.slices import SliceGapEvent, SliceGapMonitor, SliceIndex, SliceMetrics
 
 
@@ -44,6 +53,27 @@ class PartitionSlices:
                                                      ls.threshold)  # fmt: skip
                 self.gaps[sl.name] = SliceGapMonitor(sl.metric_for(task), sl.margin,
                                                      sl.min_samples)  # fmt: skip
+        # detectors run per slice value: (slice, its detector spec) -> code -> detector
+        by_name = {d.name: d for d in spec.detectors}
+        self.per_value: list[tuple[int, SliceSpec, DetectorSpec]] = [
+            (j, sl, self._per_value_spec(by_name[name], sl))
+            for j, sl in enumerate(self.slices)
+            for name in sl.detectors
+        ]
+        self.instances: dict[tuple[str, str], dict[int, Any]] = {
+            (sl.name, d.name): {} for _, sl, d in self.per_value
+        }
+
+    @staticmethod
+    def _per_value_spec(d: DetectorSpec, sl: SliceSpec) -> DetectorSpec:
+        """The spec of ``d``'s instances on ``sl``'s values: each value's own head is its
+        reference (no profile: a segment differs from the population by nature), and a test's
+        alpha is split over the values (Bonferroni), so the slice keeps the detector's
+        false-alarm rate."""
+        params = dict(d.params)
+        if d.type in TEST_DETECTORS and "alpha" in params:
+            params["alpha"] = params["alpha"] / sl.n_values
+        return replace(d, params=params, reference_profile=None)
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -58,6 +88,61 @@ class PartitionSlices:
                 col = np.full(n, None, dtype=object)
             out[:, j] = self.index[sl.name].codes(col)
         return out
+
+    # -- detectors per slice value ----------------------------------------------------------------
+    def detect(
+        self,
+        frame: Frame,
+        out: BatchOutcome,
+        now_ms: int,
+        alerts: AlertDocs,
+        episodes: AlertEpisodes,
+        global_firing: dict[str, bool],
+    ) -> None:
+        """Run each slice's detectors on each value's rows of the batch (``frame.slice_codes``);
+        their alerts are kind ``slice``, naming the detector, the value and whether the global
+        detector (``global_firing``, by name) fires too."""
+        codes = frame.slice_codes
+        if not self.per_value or codes is None:
+            return
+        for j, sl, d in self.per_value:
+            values = frame.scores if d.target == PREDICTION_TARGET else frame.vector.get(d.target)
+            if values is None:
+                continue
+            col = codes[:, j].astype(np.int64)
+            instances = self.instances[(sl.name, d.name)]
+            for code in np.unique(col).tolist():
+                rows = np.flatnonzero(col == code)
+                det = instances.get(code)
+                if det is None:
+                    det = instances[code] = build_spec_detector(d)
+                if getattr(det, "reference_mode", None) == "previous_window":
+                    found = det.update_many(values[rows], ts_ms=frame.times[rows])
+                else:
+                    found = det.update_many(values[rows])
+                value = self.index[sl.name].label(code)
+                for x in found:
+                    name = f"{d.name}@{sl.name}={value}"
+                    if not episodes.changes(name, x.status):
+                        continue
+                    i = int(rows[x.index])
+                    off = frame.records.offsets[i]
+                    doc = alerts.detection(d, x, frame.records.topic, off, int(frame.times[i]),
+                                           now_ms)  # fmt: skip
+                    doc["alert_id"] = alert_id(alerts.pipeline, name, alerts.partition, off,
+                                               x.status)  # fmt: skip
+                    doc["kind"] = "slice"
+                    doc["detector"] = f"{d.name}@{sl.name}"
+                    doc["target"] = f"{sl.field}={value}"
+                    doc["slice"] = {
+                        "name": sl.name,
+                        "field": sl.field,
+                        "value": value,
+                        "detector": d.name,
+                        "detector_target": d.target,
+                        "global_firing": bool(global_firing.get(d.name, False)),
+                    }
+                    alerts.emit(out, doc["target"], doc)
 
     # -- the label side ---------------------------------------------------------------------------
     def grade(
@@ -152,6 +237,9 @@ class PartitionSlices:
     def _definition(sl: SliceSpec) -> list[Any]:
         return [sl.field, None if sl.values is None else list(sl.values), sl.max_values]
 
+    def _detector_key(self, sl: SliceSpec, d: DetectorSpec) -> str:
+        return f"{d.name}|{d.type}|{d.target}|{sorted(d.params.items())}"
+
     def snapshot(self) -> dict[str, Any]:
         return {
             sl.name: {
@@ -159,6 +247,14 @@ class PartitionSlices:
                 "index": self.index[sl.name].snapshot(),
                 "metrics": m.snapshot() if (m := self.metrics.get(sl.name)) else None,
                 "gap": g.snapshot() if (g := self.gaps.get(sl.name)) else None,
+                "detectors": {
+                    self._detector_key(sl, d): {
+                        str(c): det.snapshot()
+                        for c, det in sorted(self.instances[(sl.name, d.name)].items())
+                    }
+                    for _, s2, d in self.per_value
+                    if s2.name == sl.name
+                },
             }
             for sl in self.slices
         }
@@ -176,3 +272,14 @@ class PartitionSlices:
                 m.restore(saved["metrics"])
             if g is not None and saved.get("gap") is not None:
                 g.restore(saved["gap"])
+            dets = saved.get("detectors") or {}
+            for _, s2, d in self.per_value:
+                snaps = dets.get(self._detector_key(sl, d)) if s2.name == sl.name else None
+                if snaps is None:
+                    continue  # a new or changed detector starts afresh
+                instances = {}
+                for c, snap in snaps.items():
+                    det = build_spec_detector(d)
+                    det.restore(snap)
+                    instances[int(c)] = det
+                self.instances[(sl.name, d.name)] = instances

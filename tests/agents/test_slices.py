@@ -212,3 +212,47 @@ def test_slices_added_to_a_running_pipeline(model_path: Path) -> None:
                         if t == "driftline.model_metrics"][-1])["slices"]["country"]  # fmt: skip
     assert got["values"]["other"]["n"] > 300  # the 300 waiting, and the later non-fr ones
     assert 0 < got["values"]["fr"]["n"] < 300
+
+
+def _shifted_events(shift: float) -> list[RawRecord]:
+    """The stream with "fr"'s amounts moved by ``shift`` from DROP_AT on (the others as they
+    were)."""
+    out = []
+    for i, e in enumerate(SyntheticStream(n=N, shift_at=N, seed=3, n_entities=50).events()):
+        if i >= DROP_AT and e["country"] == "fr":
+            e = {**e, "amount": e["amount"] + shift}
+        out.append(RawRecord("driftline.demo.events", 0, i, e["ts"], e["user_id"].encode(),
+                             orjson.dumps(e)))  # fmt: skip
+    return out
+
+
+def test_detectors_per_slice_value(model_path: Path) -> None:
+    data = tomllib.loads(demo_spec_text())
+    data["model"]["path"] = str(model_path)
+    ks = {"type": "ks", "target": "amount", "reference_size": 300, "window_size": 300,
+          "stride": 50, "alpha": 1e-6}  # fmt: skip
+    data["detectors"] = [{"name": "amount_ks", **ks}]
+    data["slices"] = [{"field": "country", "detectors": ["amount_ks"]}]
+    spec = parse_spec(data)
+    pipe = _pipe(spec)
+    events = _shifted_events(150.0)
+    outs = [pipe.process(events[s : s + 500]) for s in range(0, N, 500)]
+    alerts = [a for o in outs for a in o.alerts if a["kind"] == "slice"]
+    for a in alerts:
+        validate("alert", a)
+    assert [(a["target"], a["status"]) for a in alerts] == [("country=fr", "firing")]
+    a = alerts[0]
+    assert a["detector"] == "amount_ks@country" and a["slice"]["detector"] == "amount_ks"
+    assert a["window"]["offset"] >= DROP_AT and a["slice"]["global_firing"] in (True, False)
+    assert a["threshold"] == pytest.approx(1e-6 / 21)  # alpha split over 20 values + "other"
+    # the state goes on after a restore: the same alerts as an uninterrupted run
+    ref = _pipe(spec)
+    ref_alerts = [a for s in range(0, N, 500) for a in ref.process(events[s : s + 500]).alerts]
+    b = _pipe(spec)
+    for s in range(0, DROP_AT, 500):
+        b.process(events[s : s + 500])
+    c = _pipe(spec)
+    c.restore(orjson.loads(orjson.dumps(b.snapshot(), option=orjson.OPT_SERIALIZE_NUMPY)))
+    rest = [a for s in range(DROP_AT, N, 500) for a in c.process(events[s : s + 500]).alerts]
+    strip = lambda xs: [{k: v for k, v in x.items() if k != "detected_at_ms"} for x in xs]  # noqa: E731
+    assert strip(rest) == strip([a for a in ref_alerts if a["window"]["offset"] >= DROP_AT])

@@ -160,3 +160,18 @@ def test_bad_business(business: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError) as e:
         _spec(business=business)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_per_value_detector_instances_are_capped() -> None:
+    from driftline.spec import MAX_SLICE_DETECTORS
+
+    dets = [{"name": f"k{i}", "type": "ks", "target": "amount"} for i in range(4)]
+    names = [d["name"] for d in dets]
+    ok = _spec([{"field": "country", "max_values": 99, "detectors": names}], detectors=dets)
+    assert ok.slices[0].n_values * 4 == MAX_SLICE_DETECTORS
+    with pytest.raises(SpecError) as e:
+        _spec([{"field": "country", "max_values": 100, "detectors": names}], detectors=dets)
+    assert str(e.value) == (
+        "spec key slices: 404 detector instances per partition (values times "
+        "slices.detectors); at most 400: list fewer detectors or values"
+    )
