@@ -38,6 +38,8 @@ def count_batch(
         m.consumed.labels(topic).inc(oc.consumed)
         if oc.labels is not None:
             m.count_labels(p, oc.labels)
+        if oc.estimates:
+            m.set_estimates(p, oc.estimates)
         if oc.forwarded:
             m.labels_forwarded.inc(len(oc.forwarded))
         if oc.business is not None:

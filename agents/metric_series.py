@@ -4,8 +4,9 @@ Prometheus' ``increase()`` and ``rate()`` need a sample before a counter's first
 series first scraped at 1 (or 3) shows no increase at all, and an alert rule on it never fires.
 So the counters' label sets known from the spec (topics read, dead-letter reasons, each
 detector's, skew check's and importance's alerts) are created at 0 when the worker starts, and
-each assigned partition gets its detectors' ``driftline_drift_firing`` at once (1 where a
-restored episode is open, else 0).
+each assigned partition gets its detectors' ``driftline_drift_firing`` (and with
+``[performance_estimation] thresholds``, ``driftline_estimated_performance_firing``) at once (1
+where a restored episode is open, else 0).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.pipeline import PartitionPipeline
 from driftline.agents.stages.alerts import alert_kind
+from driftline.agents.stages.estimate import EPISODE
 from driftline.agents.stages.multivariate import multivariate_target
 from driftline.schemas import load_schema
 from driftline.spec import PipelineSpec
@@ -29,6 +31,8 @@ def alert_sources(spec: PipelineSpec) -> list[tuple[str, str]]:
     if spec.labels is not None:
         sources += [("slice", f"slice:{s.name}") for s in spec.slices]
     sources += [("slice", f"{d}@{s.name}") for s in spec.slices for d in s.detectors]
+    if spec.performance_estimation is not None and spec.performance_estimation.thresholds:
+        sources.append(("estimated_performance", "estimated_performance"))
     return sources
 
 
@@ -59,3 +63,7 @@ def declare_partition(m: WorkerMetrics, pipe: PartitionPipeline) -> None:
             for mv in pipe.spec.multivariate
         ],
     )
+    pe = pipe.spec.performance_estimation
+    for metric in pe.thresholds if pe is not None else ():
+        is_open = episodes.get(EPISODE.format(metric), False)
+        m.estimated_performance_firing.labels(metric, str(pipe.partition)).set(int(is_open))

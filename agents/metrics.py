@@ -44,8 +44,8 @@ DETECTOR_KINDS = ("covariate", "prediction", "label", "concept", "multivariate")
 PRODUCER_RESETS = ("stalled", "abortable", "fatal", "outage")
 
 STAGES = (
-    "poll", "decode", "features", "predict", "detect", "encode", "labels", "business", "produce",
-    "commit",
+    "poll", "decode", "features", "predict", "detect", "encode", "labels", "business", "estimate",
+    "produce", "commit",
 )  # fmt: skip
 
 
@@ -284,6 +284,30 @@ _METRICS: tuple[tuple[str, Any, str, str, tuple[str, ...]], ...] = (
         ("metric", "stat", "partition"),
     ),
     (
+        "estimated_performance",
+        Gauge,
+        "driftline_estimated_performance",
+        "Label-free estimate (CBPE, [performance_estimation]) of the model's accuracy, "
+        "precision, recall, f1 or auc over the partition's latest chunk of predictions: "
+        "bound=estimate, and the confidence band's lower and upper ends; NaN when undefined.",
+        ("metric", "bound", "partition"),
+    ),
+    (
+        "estimated_performance_firing",
+        Gauge,
+        "driftline_estimated_performance_firing",
+        "1 while the partition's estimated metric is below its performance_estimation.thresholds "
+        "entry (from the estimated_performance alert's firing to its resolved), else 0.",
+        ("metric", "partition"),
+    ),
+    (
+        "estimated_chunks",
+        Counter,
+        "driftline_estimated_chunks",
+        "Chunks of predictions whose performance was estimated.",
+        (),
+    ),
+    (
         "feature_importance",
         Gauge,
         "driftline_feature_importance_share",
@@ -353,6 +377,9 @@ class WorkerMetrics:
     slice_model_metric: Gauge
     slice_firing: Gauge
     business_metric: Gauge
+    estimated_performance: Gauge
+    estimated_performance_firing: Gauge
+    estimated_chunks: Counter
     feature_importance: Gauge
     online_learned: Counter
     schema_registry_up: Gauge
@@ -421,7 +448,8 @@ class WorkerMetrics:
         for g in (self.model_metric, self.feature_importance, self.drift_statistic,
                   self.drift_p_value, self.drift_firing, self.slice_model_metric,
                   self.slice_firing, self.multivariate_limit,
-                  self.business_metric):  # fmt: skip
+                  self.business_metric, self.estimated_performance,
+                  self.estimated_performance_firing):  # fmt: skip
             for labels in list(g._metrics):  # prometheus_client has no filter
                 if labels[-1] == p:
                     g.remove(*labels)
@@ -454,6 +482,18 @@ class WorkerMetrics:
             sl = doc["slice"]
             firing = self.slice_firing.labels(sl["name"], sl["value"], str(partition))
             firing.set(1 if doc["status"] == "firing" else 0)
+        elif doc["kind"] == "estimated_performance":
+            firing = self.estimated_performance_firing.labels(doc["target"], str(partition))
+            firing.set(1 if doc["status"] == "firing" else 0)
+
+    def set_estimates(self, partition: int, chunks: Iterable[Any]) -> None:
+        """A committed batch's estimated chunks (``ChunkEstimate``): the latest one's values."""
+        p = str(partition)
+        for c in chunks:
+            self.estimated_chunks.inc()
+            for metric, values in c.metrics.items():
+                for bound, v in zip(("estimate", "lower", "upper"), values, strict=True):
+                    self.estimated_performance.labels(metric, bound, p).set(v)
 
     def set_firing(self, partition: int, episodes: Iterable[tuple[str, str, bool]]) -> None:
         """A newly assigned partition's ``driftline_drift_firing``, one series per

@@ -30,6 +30,7 @@ from driftline.agents.stages.dead_letters import DeadLetters
 from driftline.agents.stages.decode import decode_batch
 from driftline.agents.stages.detect import InputDetection
 from driftline.agents.stages.encode import OutputEncoder
+from driftline.agents.stages.estimate import EstimateStage
 from driftline.agents.stages.labels import LabelStage
 from driftline.agents.stages.lateness import LateEvents
 from driftline.agents.stages.multivariate import MultivariateDetection
@@ -133,6 +134,11 @@ class PartitionPipeline:
             self.label_stage = LabelStage(spec, partition, predictor, model_version,
                                           self.detectors, self.episodes, self.alert_docs,
                                           self.dead_letters, self.slices)  # fmt: skip
+        self.estimate_stage: EstimateStage | None = None
+        if spec.performance_estimation is not None and predictor is not None:
+            self.estimate_stage = EstimateStage(spec, partition, self.alert_docs, self.episodes)
+            if self.label_stage is not None:
+                self.label_stage.on_joined = self.estimate_stage.reference_labels
         # non-numeric fields the features (distinct, filters) or detectors (categories) read
         wanted = set(self.engine.required_fields) | {d.target for d in spec.detectors}
         wanted |= set(spec.model.categorical_fields if spec.model else ())  # one-hot inputs
@@ -231,6 +237,13 @@ class PartitionPipeline:
             if self.label_stage is not None:
                 self.label_stage.await_labels(frame, out, self.engine.watermark_ms, now_ms)
                 timer.lap("labels")
+            if self.estimate_stage is not None:
+                ls = self.label_stage
+                self.estimate_stage.predictions(
+                    frame, out, self.model_version_now, now_ms,
+                    None if ls is None else ls.metrics_fields(),
+                )  # fmt: skip
+                timer.lap("estimate")
         return out
 
     def process_labels(self, cols: RecordColumns) -> BatchOutcome:
@@ -279,6 +292,7 @@ class PartitionPipeline:
             "labels": None if self.label_stage is None else self.label_stage.snapshot(),
             "slices": None if self.slices is None else self.slices.snapshot(),
             "business": None if self.business is None else self.business.snapshot(),
+            "estimate": None if self.estimate_stage is None else self.estimate_stage.snapshot(),
         }
 
     def drain_log(self) -> list[tuple[bytes, bytes | None]]:
@@ -310,6 +324,9 @@ class PartitionPipeline:
             self.slices.restore(state["slices"])
         if self.business is not None and state.get("business") is not None:
             self.business.restore(state["business"])
+        estimate = state.get("estimate")
+        if self.estimate_stage is not None and estimate is not None:
+            self.estimate_stage.restore(estimate)
         self.episodes.restore(state.get("alerting", {}))
         self.detection.restore_positions(state.get("positions", {}))
         saved = state.get("detectors", {})

@@ -36,4 +36,9 @@ def build_predictor(spec: PipelineSpec) -> tuple[BatchPredictor | None, str]:
     for sl in spec.slices:
         if spec.labels is not None:
             sl.metric_for(task)  # a metric of the other task: SpecError now
+    if spec.performance_estimation is not None and not predictor.is_classifier:
+        raise SpecError(
+            f"spec key performance_estimation: the {where} model is a regressor; label-free "
+            "performance estimation (CBPE) needs a classifier's probabilities"
+        )
     return predictor, m.version or version

@@ -32,7 +32,8 @@ from driftline.agents.predictor import build_predictor
 from driftline.agents.progress import progress_bar
 from driftline.errors import DriftlineError
 from driftline.io_files import RecordWriter, count_records, file_format, read_records
-from driftline.spec import MultivariateSpec, PipelineSpec
+from driftline.spec import MultivariateSpec, PipelineSpec, default_of
+from driftline.streams.calibration import IsotonicCalibrator
 from driftline.streams.pca_reference import PCAReference
 from driftline.streams.profile import Profile
 
@@ -115,6 +116,7 @@ class ReplayStats:
     predictions: int = 0
     alerts: int = 0
     late: int = 0
+    model_metrics: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
 
 
@@ -255,16 +257,19 @@ def replay(
     dead_letters_path: str | Path | None = None,
     progress: bool = True,
     batch_features_path: str | Path | None = None,
+    model_metrics_path: str | Path | None = None,
 ) -> ReplayStats:
-    """Write the feature vectors the worker would write, and optionally its predictions, alerts
-    and dead letters (documents of the predictions, alerts and DLQ topics' schemas)."""
+    """Write the feature vectors the worker would write, and optionally its predictions, alerts,
+    dead letters and model-metrics messages (documents of those topics' schemas; offline, the
+    model metrics are the estimated performance per chunk, ``[performance_estimation]`` with a
+    ``reference_profile``)."""
     stats = ReplayStats()
     o = spec.output
     with ExitStack() as files:
         writer = files.enter_context(RecordWriter(output_path))
-        pred_writer, alert_writer, dlq_writer = (
+        pred_writer, alert_writer, dlq_writer, metrics_writer = (
             None if path is None else files.enter_context(RecordWriter(path))
-            for path in (predictions_path, alerts_path, dead_letters_path)
+            for path in (predictions_path, alerts_path, dead_letters_path, model_metrics_path)
         )
         for _docs, oc in replay_outcomes(
             spec,
@@ -294,6 +299,10 @@ def replay(
                 alert_writer.write_many(oc.alerts)
             if dlq_writer is not None:
                 dlq_writer.write_many(orjson.loads(v) for v in by_topic[o.dlq_topic])
+            if metrics_writer is not None:
+                metrics = [orjson.loads(v) for v in by_topic[o.model_metrics_topic]]
+                metrics_writer.write_many(metrics)
+                stats.model_metrics += len(metrics)
     return stats
 
 
@@ -308,26 +317,40 @@ def _no_unknown_latency(prediction: dict[str, Any]) -> dict[str, Any]:
 def build_profile(
     spec: PipelineSpec, input_path: str | Path, *, progress: bool = True
 ) -> dict[str, Any]:
-    """A reference profile of every input field, feature and the prediction score."""
+    """A reference profile of every input field, feature and the prediction score; and, when
+    the events carry labels (``labels.label_field``: 0/1 or true/false) and the model is a
+    classifier, the isotonic calibration of its scores (for ``[performance_estimation]``)."""
     o = spec.output
     columns: dict[str, list[Any]] = defaultdict(list)
     fields = [
         n for n, t in spec.input.fields.items() if t != "timestamp" and n != spec.input.key_field
     ]
+    label_field = spec.labels.label_field if spec.labels else default_of("labels.label_field")
+    scored: list[float] = []
+    labelled: list[float] = []
     n = 0
     for docs, oc in replay_outcomes(spec, input_path, progress=progress):
         bad = _dead_offsets(oc)
+        labels_at = {}
         for doc, offset in docs:
             if offset in bad:
                 continue
             for name in fields:
                 columns[name].append(doc.get(name))
+            y = doc.get(label_field)
+            if y is not None and type(y) in (bool, int, float) and y in (0, 1):
+                labels_at[offset] = float(y)
         for t, _k, v in oc.all_messages():
             if t == o.features_topic:
                 for name, x in orjson.loads(v)["features"].items():
                     columns[name].append(np.nan if x is None else x)
             elif t == o.predictions_topic:
-                columns["prediction"].append(orjson.loads(v)["score"])
+                pred = orjson.loads(v)
+                columns["prediction"].append(pred["score"])
+                y = labels_at.get(pred["source"]["offset"])
+                if y is not None and pred.get("label") is not None:  # a classifier's score
+                    scored.append(pred["score"])
+                    labelled.append(y)
         n += oc.consumed
     profiles = {}
     for name, values in columns.items():
@@ -337,6 +360,10 @@ def build_profile(
             arr = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
         profiles[name] = Profile.from_values(arr).to_dict()
     doc = {"format": PROFILE_FORMAT, "pipeline": spec.name, "events": n, "columns": profiles}
+    if scored:
+        doc["calibration"] = (
+            IsotonicCalibrator().fit(np.array(scored), np.array(labelled)).snapshot()
+        )
     if spec.multivariate:
         doc["multivariate"] = {m.name: _pca_reference(m, columns) for m in spec.multivariate}
     return doc

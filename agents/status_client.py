@@ -61,6 +61,12 @@ def summarize(data: dict[str, Any]) -> str:
         vals = "  ".join(f"{k} {fmt_num(v)}" for k, v in r.items()
                          if k not in ("partition", "window"))  # fmt: skip
         lines.append(f"model p{r['partition']} {r['window']}: {vals}")
+    for r in data.get("estimated_performance", []):
+        below = "  BELOW THRESHOLD" if r.get("firing") else ""
+        lines.append(
+            f"estimated p{r['partition']} {r['metric']}: {fmt_num(r.get('estimate'))} "
+            f"({fmt_num(r.get('lower'))} to {fmt_num(r.get('upper'))}){below}"
+        )
     if data["recent_alerts"]:
         lines.append(f"last alert: {data['recent_alerts'][0]['line']}")
     return "\n".join(lines)

@@ -225,6 +225,13 @@ class StatusCollector:
         for lb, v in s.get("driftline_model_metric", []):
             key = (lb.get("partition", ""), lb.get("window", ""))
             quality.setdefault(key, {})[lb.get("metric", "")] = _finite(v)
+        estimated: dict[tuple[str, str], dict[str, Any]] = {}
+        for lb, v in s.get("driftline_estimated_performance", []):
+            key = (lb.get("partition", ""), lb.get("metric", ""))
+            estimated.setdefault(key, {"firing": False})[lb.get("bound", "")] = _finite(v)
+        for lb, v in s.get("driftline_estimated_performance_firing", []):
+            key = (lb.get("partition", ""), lb.get("metric", ""))
+            estimated.setdefault(key, {})["firing"] = bool(v)
         labels = {
             lb.get("outcome", ""): int(v)
             for lb, v in s.get("driftline_label_join_outcomes_total", [])
@@ -281,6 +288,10 @@ class StatusCollector:
             "business": [
                 {"metric": n, "partition": p, **vals} for (n, p), vals in sorted(business.items())
             ],
+            "estimated_performance": [
+                {"partition": p, "metric": m, **vals} for (p, m), vals in sorted(estimated.items())
+            ],
+            "estimated_chunks": int(_total(s, "driftline_estimated_chunks_total")),
         }
 
     def json_bytes(self) -> bytes:

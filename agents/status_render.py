@@ -321,6 +321,28 @@ def render_html(data: dict[str, Any], refresh_s: int = 5) -> str:
                 num_from=2,
             )
         )  # fmt: skip
+    # estimated performance (no labels)
+    if data.get("estimated_performance"):
+        parts.append(
+            "<h2>Estimated performance <span class='muted'>(no labels: CBPE over the latest "
+            f"chunk of predictions; {data.get('estimated_chunks', 0)} chunks estimated)</span></h2>"
+        )
+        parts.append(
+            _table(
+                ["partition", "metric", "estimate", "band", "below threshold"],
+                (
+                    [
+                        _esc(r["partition"]),
+                        _esc(r["metric"]),
+                        fmt_num(r.get("estimate")),
+                        f"{fmt_num(r.get('lower'))} to {fmt_num(r.get('upper'))}",
+                        "yes" if r.get("firing") else "no",
+                    ]
+                    for r in data["estimated_performance"]
+                ),
+                num_from=2,
+            )
+        )
 
     # alerts
     parts.append(

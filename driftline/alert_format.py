@@ -35,6 +35,15 @@ def format_alert(a: dict[str, Any]) -> str:
     ...     "threshold": 3.0, "window": {"partition": 1, "topic": "driftline.labels",
     ...     "offset": 7, "event_time_ms": 0, "n_current": 9}}).split(") ")[-1]
     'topic=driftline.labels partition=1 offset=7 event_time=1970-01-01T00:00:00.000Z'
+
+    A label-free performance estimate below its threshold (``[performance_estimation]``):
+
+    >>> format_alert({"status": "firing", "severity": "warning",
+    ...     "kind": "estimated_performance", "target": "accuracy",
+    ...     "detector": "estimated_performance", "detector_type": "cbpe", "statistic": 0.6512,
+    ...     "threshold": 0.7, "window": {"partition": 0, "offset": 9, "event_time_ms": 0,
+    ...     "n_current": 500}}).split(" partition=")[0]
+    '[FIRING warning] estimated accuracy 0.6512 below its threshold 0.7 (cbpe, 500 predictions)'
     """
     w = a["window"]
     p = "" if a.get("p_value") is None else f" p={a['p_value']:.3g}"
@@ -44,11 +53,21 @@ def format_alert(a: dict[str, Any]) -> str:
              f"n={sl['n_slice']})")  # fmt: skip
     # the offset is on the trigger record's topic: the input's, or the labels' (label detectors)
     topic = f" topic={w['topic']}" if w.get("topic") else ""
+    where = (
+        f"{topic} partition={w['partition']} offset={w['offset']} "
+        f"event_time={iso_ms(w['event_time_ms'])}{business_line(a)}"
+    )
+    head = f"[{a['status'].upper()} {a['severity']}]"
+    if a["kind"] == "estimated_performance":
+        side = "below" if a["status"] == "firing" else "back at or above"
+        return (
+            f"{head} estimated {a['target']} {a['statistic']:.4g} {side} its threshold "
+            f"{a['threshold']:.3g} ({a['detector_type']}, {w['n_current']} predictions){where}"
+        )
     return (
-        f"[{a['status'].upper()} {a['severity']}] {a['kind']} drift on {a['target']} by "
+        f"{head} {a['kind']} drift on {a['target']} by "
         f"{a['detector']} ({a['detector_type']}): statistic={a['statistic']:.4g}{p} "
-        f"(threshold {a['threshold']:.3g}){topic} partition={w['partition']} "
-        f"offset={w['offset']} event_time={iso_ms(w['event_time_ms'])}{business_line(a)}"
+        f"(threshold {a['threshold']:.3g}){where}"
     )
 
 

@@ -242,6 +242,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             alerts_path="alerts",
             dead_letters_path="dlq",
             batch_features_path="batch_features",
+            model_metrics_path="model_metrics",
         ),
     )
     dead = ", ".join(f"{k}={v}" for k, v in sorted(stats.dead_letters.items())) or "none"
@@ -308,6 +309,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     doc = build_profile(spec, args.input, progress=not args.no_progress)
     Path(args.output).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print(f"profiled {doc['events']} events, columns {sorted(doc['columns'])} -> {args.output}")
+    if "calibration" in doc:
+        n = doc["calibration"]["n_fit"]
+        print(f"calibration of the scores on {n} labelled predictions (performance_estimation)")
     return 0
 
 
@@ -775,6 +779,7 @@ def _add_replay(sub: Any) -> None:
         ("predictions", "predictions"),
         ("alerts", "drift alerts"),
         ("dlq", "dead letters (undecodable records)"),
+        ("model-metrics", "model-metrics messages (estimated performance per chunk)"),
     ]:
         rp.add_argument(f"--{name}", help=f"also write {what} to this file")
     _partition_args(rp)

@@ -251,6 +251,22 @@ class BusinessSpec:
 
 
 @dataclass(frozen=True)
+class PerformanceEstimationSpec:
+    """``[performance_estimation]``: label-free performance estimation (CBPE) of a classifier."""
+
+    chunk_size: int
+    reference_size: int
+    draws: int
+    band_sigmas: float
+    #: a score >= threshold predicts class 1 (``labels.threshold``, or its default)
+    threshold: float
+    #: metric -> lowest acceptable estimate (alert kind ``estimated_performance`` below it)
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    #: a profile with a ``calibration`` (from ``driftline profile``); None: first joined labels
+    reference_profile: Path | None = None
+
+
+@dataclass(frozen=True)
 class DetectorSpec:
     name: str
     type: str
@@ -393,6 +409,7 @@ class PipelineSpec:
     slices: tuple[SliceSpec, ...] = field(default_factory=tuple)
     business: BusinessSpec | None = None
     source_path: Path | None = None
+    performance_estimation: PerformanceEstimationSpec | None = None
     #: ``[kafka]``: librdkafka client settings, flattened (``security.protocol`` -> ``SSL``)
     kafka: Mapping[str, str] = field(default_factory=dict)
 
@@ -651,6 +668,7 @@ def parse_spec(
         business=_parse_business(data),
         kafka=_parse_kafka(data["kafka"]),
         multivariate=_parse_multivariate(data, names, base_dir),
+        performance_estimation=_parse_performance_estimation(data, model, labels, base_dir),
     )
 
 
@@ -924,6 +942,24 @@ def _profile_doc(path: Path) -> Any:
         why = f"is not a reference profile: at {where}: {str(e.message)[:200]}"
         raise _profile_error(path, why)
     return doc
+
+
+def read_calibration(path: Path) -> Any:
+    """The ``streams.calibration.IsotonicCalibrator`` of the reference profile at ``path``
+    (``driftline profile`` on labelled events writes it); a `SpecError` otherwise."""
+    from driftline.streams.calibration import IsotonicCalibrator
+
+    doc = _profile_doc(path)
+    if "calibration" not in doc:
+        raise _profile_error(
+            path,
+            "has no calibration (profile events that carry the labels.label_field, 0/1, with a "
+            "classifier [model])",
+        )
+    try:
+        return IsotonicCalibrator.from_snapshot(doc["calibration"])
+    except DriftlineError as e:
+        raise _profile_error(path, f"has a calibration that cannot be used ({e})") from None
 
 
 def read_profile(path: Path, target: str) -> Any:
@@ -1296,9 +1332,7 @@ def _parse_slices(
             want = {"string": str, "int": int, "bool": bool}[dtype]
             bad = [v for v in values if type(v) is not want]
             if bad:
-                raise SpecError(
-                    f"{where}.values: {bad[0]!r} is not a {dtype} like the field {f!r}"
-                )
+                raise SpecError(f"{where}.values: {bad[0]!r} is not a {dtype} like the field {f!r}")
             values = tuple(values)
         for j, dn in enumerate(s["detectors"]):
             d = by_name.get(dn)
@@ -1352,6 +1386,44 @@ def _parse_business(data: Mapping[str, Any]) -> BusinessSpec | None:
             f"{spec.bucket_ms} ms; at most 100000: shorten it or lower buckets_per_window"
         )
     return spec
+
+
+def _parse_performance_estimation(
+    data: Mapping[str, Any],
+    model: ModelSpec | None,
+    labels: LabelsSpec | None,
+    base_dir: Path | None,
+) -> PerformanceEstimationSpec | None:
+    """``[performance_estimation]``: needs a model, and labels or a reference profile (the
+    model being a classifier is checked where it is loaded, `agents.predictor`)."""
+    raw = data.get("performance_estimation")
+    if raw is None:
+        return None
+    key = "spec key performance_estimation"
+    if model is None:
+        raise SpecError(f"{key}: it estimates a classifier's performance; add a [model] section")
+    profile = None
+    if "reference_profile" in raw:
+        profile = Path(raw["reference_profile"])
+        if not profile.is_absolute() and base_dir is not None:
+            profile = base_dir / profile
+        if not profile.is_file():
+            raise SpecError(
+                f"{key}.reference_profile: no profile at {profile}; build one with `driftline "
+                "profile` from labelled events"
+            )
+        try:
+            read_calibration(profile)
+        except SpecError as e:
+            raise SpecError(f"{key}.{e}") from None
+    elif labels is None:
+        raise SpecError(
+            f"{key}: the calibration needs labelled examples: add a [labels] section (the first "
+            "reference_size joined labels) or set reference_profile"
+        )
+    kw = {k: v for k, v in raw.items() if k != "reference_profile"}
+    threshold = labels.threshold if labels is not None else default_of("labels.threshold")
+    return PerformanceEstimationSpec(**kw, reference_profile=profile, threshold=threshold)
 
 
 def _parse_batch_features(

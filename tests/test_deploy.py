@@ -94,7 +94,7 @@ DASHBOARD = ROOT / "deploy/grafana/dashboards/driftline.json"
 
 
 def test_alert_rules_pass_promtool_check_and_their_unit_tests(promtool: str) -> None:
-    assert "SUCCESS: 10 rules found" in _promtool(promtool, "check", "rules", str(RULES))
+    assert "SUCCESS: 11 rules found" in _promtool(promtool, "check", "rules", str(RULES))
     assert "SUCCESS" in _promtool(promtool, "test", "rules", str(RULES_TEST))
 
 
@@ -108,6 +108,7 @@ def test_every_alert_rule_is_unit_tested_firing_and_not_firing() -> None:
         "DriftlineLatencyP99OverBudget",
         "DriftlineModelAccuracyLow",
         "DriftlineConceptDriftFiring",
+        "DriftlineEstimatedPerformanceLow",
         "DriftlineLabelsNotJoining",
         "DriftlineWorkerDown",
         "DriftlineCommitsStalled",

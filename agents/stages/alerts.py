@@ -19,6 +19,7 @@ from driftline.spec import (
 )
 from driftline.streams.detectors.base import Detection
 from driftline.streams.importance import ImportanceEvent
+from driftline.streams.performance_estimation import ChunkEstimate
 from driftline.streams.slices import SliceGapEvent
 
 _KINDS = {PREDICTION_TARGET: "prediction", ERROR_TARGET: "concept", "label": "label"}
@@ -326,4 +327,48 @@ class AlertDocs:
             "n_slice": e.n_slice,
             "n_global": e.n_global,
         }
+        return doc
+
+    def estimated_performance(
+        self,
+        metric: str,
+        c: ChunkEstimate,
+        status: str,
+        threshold: float,
+        reference: str,
+        n_reference: int,
+        topic: str,
+        now_ms: int,
+    ) -> dict[str, Any]:
+        """A chunk's estimated ``metric`` crossed its threshold (down: ``firing``; back up:
+        ``resolved``); the trigger is the chunk's last prediction's input record."""
+        estimate, lower, upper = c.metrics[metric]
+        window = {
+            "topic": topic,
+            "event_time_ms": c.end_event_time_ms,
+            "offset": c.last_offset,
+            "start_event_time_ms": c.start_event_time_ms,
+            "start_offset": c.first_offset,
+            "n_current": c.n,
+        }
+        doc = self._doc(
+            name=f"estimated_performance:{metric}",
+            kind="estimated_performance",
+            detector="estimated_performance",
+            detector_type="cbpe",
+            target=metric,
+            status=status,
+            severity="warning" if status == "firing" else "info",
+            statistic=estimate,
+            p_value=None,
+            threshold=threshold,
+            window=window,
+            reference=reference,
+            n_reference=n_reference,
+            now_ms=now_ms,
+        )
+        doc["detail"] = (
+            f"estimated {metric} {estimate:.4f} (band {lower:.4f} to {upper:.4f}) over chunk "
+            f"{c.index} of {c.n} predictions; threshold {threshold:g}"
+        )
         return doc

@@ -8,7 +8,7 @@ messages. The join's changes go to the state changelog as a log (:meth:`LabelSta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -78,6 +78,8 @@ class LabelStage:
         self.clock_ms: int | None = None  # largest label time seen
         self._log_keys: list[bytes] = []  # live label-log records on the changelog
         self._trigger: tuple[str, int, int] = ("", -1, 0)  # last joined: topic, offset, time
+        #: called with each batch of newly joined examples (the estimate stage's reference)
+        self.on_joined: Callable[[JoinedBatch], None] | None = None
 
     @property
     def n_codes(self) -> int:
@@ -210,6 +212,8 @@ class LabelStage:
             jb = replace(jb, features=f[:, : f.shape[1] - k])
             self.slices.grade(codes, jb.scores, jb.labels, jb.label_time_ms)
         events = lab.grade(jb, out.labels)
+        if self.on_joined is not None:
+            self.on_joined(jb)
         ids = jb.ids.tolist()
         if len(jb):
             off, t = where.get(ids[-1], (-1, int(jb.label_time_ms[-1])))
@@ -255,19 +259,17 @@ class LabelStage:
                 )
             out.messages.append(self._model_metrics_message(readings, now_ms))
 
-    def _model_metrics_message(
-        self, readings: list[tuple[str, str, float]], now_ms: int
-    ) -> Outbound:
+    def metrics_fields(
+        self, readings: list[tuple[str, str, float]] | None = None
+    ) -> dict[str, Any]:
+        """The label side's part of a model-metrics message: metric windows (``readings``, or
+        the current ones), join counts and the label clock."""
         lab = self.labels
         windows: dict[str, dict[str, float | None]] = {}
-        for metric, wname, v in readings:
+        for metric, wname, v in lab.metric_readings() if readings is None else readings:
             windows.setdefault(wname, {})[metric] = v if np.isfinite(v) else None
         j = lab.join.join
-        doc: dict[str, Any] = {
-            "pipeline": self.spec.name,
-            "partition": self.partition,
-            "model_version": self.model_version,
-            "task": lab.task,
+        return {
             "windows": windows,
             "labels": {
                 "joined": j.n_joined,
@@ -276,6 +278,18 @@ class LabelStage:
                 **lab.counters(),
             },
             "label_time_ms": self.clock_ms,
+        }
+
+    def _model_metrics_message(
+        self, readings: list[tuple[str, str, float]], now_ms: int
+    ) -> Outbound:
+        lab = self.labels
+        doc: dict[str, Any] = {
+            "pipeline": self.spec.name,
+            "partition": self.partition,
+            "model_version": self.model_version,
+            "task": lab.task,
+            **self.metrics_fields(readings),
             "computed_at_ms": now_ms,
         }
         if self.slices is not None:
@@ -292,7 +306,6 @@ class LabelStage:
     # -- state ----------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         return {**self.labels.snapshot(), "clock_ms": self.clock_ms}
-
 
     def drain_log(self) -> list[tuple[bytes, bytes | None]]:
         """Changelog records of the label-join log since the last call (before `snapshot`):

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from driftline.agents.labels import LabelOutcome
+from driftline.streams.performance_estimation import ChunkEstimate
 
 #: A message to send: (topic, key, value).
 Outbound = tuple[str, bytes | None, bytes]
@@ -61,6 +62,8 @@ class BatchOutcome:
     detector_inputs: DetectorInputs | None = None
     #: with [business], after a batch of its topic: (name, rolling value, events in window)
     business: tuple[str, float, int] | None = None
+    #: chunks of predictions whose performance was estimated (``[performance_estimation]``)
+    estimates: list[ChunkEstimate] = field(default_factory=list)
 
     def all_messages(self) -> Iterator[Outbound]:
         """Every message of the batch as (topic, key, value), bulk ones included."""

@@ -236,6 +236,29 @@ def test_model_quality_from_labels_on_the_page_and_in_the_summary(setup: Any) ->
     assert facts["model p0 last_500"].startswith("n 500  accuracy 0.875")
 
 
+def test_estimated_performance_on_the_page_and_in_the_summary(setup: Any) -> None:
+    _, m, col = setup
+    assert "Estimated performance" not in render_html(col.snapshot())  # none yet: no section
+    m.estimated_chunks.inc(7)
+    for bound, v in (("estimate", 0.8125), ("lower", 0.75), ("upper", 0.875)):
+        m.estimated_performance.labels("accuracy", bound, "0").set(v)
+    m.estimated_performance.labels("auc", "estimate", "0").set(float("nan"))
+    m.estimated_performance_firing.labels("accuracy", "0").set(1)
+    data = col.snapshot()
+    assert data["estimated_performance"] == [
+        {"partition": "0", "metric": "accuracy", "firing": True, "estimate": 0.8125,
+         "lower": 0.75, "upper": 0.875},
+        {"partition": "0", "metric": "auc", "firing": False, "estimate": None},
+    ]  # fmt: skip
+    assert data["estimated_chunks"] == 7
+    page = render_html(data)
+    assert "Estimated performance" in page and "7 chunks estimated" in page
+    assert '<td class="num">0.8125</td><td class="num">0.75 to 0.875</td>' in page
+    facts = dict(line.split(": ", 1) for line in summarize(data).splitlines())
+    assert facts["estimated p0 accuracy"] == "0.8125 (0.75 to 0.875)  BELOW THRESHOLD"
+    assert facts["estimated p0 auc"] == "– (– to –)"
+
+
 def test_consumed_is_input_events_and_label_records_are_apart(setup: Any) -> None:
     _, m, col = setup
     m.consumed.labels("events").inc(800)  # the input topic (FakeRunner's input_topic)

@@ -41,6 +41,7 @@ MINIMAL: dict[str, Any] = {
     "labels": {"importance": {}},
     "slices": [{"field": "country"}],
     "business": {"topic": "orders", "field": "revenue"},
+    "performance_estimation": {},
 }
 #: the arrays left out
 BARE = {k: v for k, v in MINIMAL.items() if k in ("pipeline", "input")}
@@ -63,6 +64,7 @@ SECTIONS: dict[str, Callable[[PipelineSpec], Any]] = {
     ),
     "labels": lambda s: s.labels,
     "labels.importance": lambda s: s.labels.importance,  # type: ignore[union-attr]
+    "performance_estimation": lambda s: s.performance_estimation,
     "schema_registry": lambda s: parse_spec(REGISTRY).schema_registry,
     "slices[]": lambda s: s.slices[0],
     "business": lambda s: s.business,
