@@ -210,6 +210,8 @@ def as_file_spec(spec: PipelineSpec) -> PipelineSpec:
     has (an Avro topic's events exported to JSON Lines replay as they are)."""
     if spec.input.format != "json":
         spec = replace(spec, input=replace(spec.input, format="json"), schema_registry=None)
+    if not spec.output.emit_features:  # replay, profile and train read the feature vectors
+        spec = replace(spec, output=replace(spec.output, emit_features=True))
     return spec
 
 

@@ -287,12 +287,14 @@ class OutputSpec:
     model_metrics_topic: str
     #: ``json``, or ``avro`` (Schema Registry wire format, schemas registered per topic)
     format: str
+    #: one feature vector per event on ``features_topic`` (false: predictions and alerts only)
+    emit_features: bool
 
     @property
     def all_topics(self) -> list[str]:
         """Every topic the worker writes (besides its state changelog)."""
         return [
-            self.features_topic,
+            *([self.features_topic] if self.emit_features else []),
             self.predictions_topic,
             self.alerts_topic,
             self.dlq_topic,

@@ -47,6 +47,8 @@ class OutputEncoder:
         stamps = good.stamps
         stamp_j = json_items(stamps) if None in stamps else json_items(np.array(stamps, np.int64))
         src_topic, part = good.topic, self.partition
+        if not o.emit_features and (scores is None or predictor is None):
+            return  # nothing to write per event
         source_head = (
             b',"source":{"topic":'
             + orjson.dumps(src_topic)
@@ -72,9 +74,12 @@ class OutputEncoder:
         fresh_j = json_items(computed_ms - ts_arr)
         cols = [json_items(np.asarray(feats[k], dtype=np.float64)) for k in names]
         rows = zip(ent_j, ts_j, *cols, off_j, stamp_j, fresh_j, strict=True)
-        ftopic = o.features_topic
-        out.messages.extend((ftopic, key, tmpl % row) for key, row in zip(keys, rows, strict=True))
-        out.feature_vectors = n
+        if o.emit_features:
+            ftopic = o.features_topic
+            out.messages.extend(
+                (ftopic, key, tmpl % row) for key, row in zip(keys, rows, strict=True)
+            )
+            out.feature_vectors = n
         if scores is None or predictor is None:
             return
         vector = frame.vector  # the full model-input vector: fields, features, batch features

@@ -115,3 +115,34 @@ def test_alerts_are_deterministic_and_after_the_shift(spec: PipelineSpec) -> Non
             assert w["start_event_time_ms"] <= w["event_time_ms"]
         elif w["start_offset"] is not None:
             assert w["start_offset"] <= w["offset"]
+
+
+def test_without_feature_vectors_the_rest_is_unchanged(spec: PipelineSpec) -> None:
+    """``[output] emit_features = false``: no feature vector; predictions, alerts, dead letters
+    and late events as with them; the features topic is not among the topics written."""
+    from dataclasses import replace
+
+    quiet = replace(spec, output=replace(spec.output, emit_features=False))
+    ref, got = _run(spec, 5000), _run(quiet, 5000)
+    o = spec.output
+    assert o.features_topic not in got
+    assert len(ref[o.features_topic]) == N
+    drop = ("latency_ms", "detected_at_ms", "computed_at_ms", "freshness_ms", "dead_lettered_at_ms")
+
+    def strip(vs: list[bytes]) -> list[dict]:
+        return [{k: v for k, v in orjson.loads(x).items() if k not in drop} for x in vs]
+
+    for topic in (o.predictions_topic, o.alerts_topic, o.dlq_topic, o.late_topic):
+        assert strip(got[topic]) == strip(ref[topic]), topic
+    assert o.features_topic in o.all_topics
+    assert o.features_topic not in quiet.output.all_topics
+    assert len(quiet.output.all_topics) == len(o.all_topics) - 1
+
+
+def test_emit_features_is_read_from_the_spec(tmp_path: Path) -> None:
+    data = tomllib.loads(demo_spec_text())
+    data["output"]["emit_features"] = False
+    train_demo_model(tmp_path / "demo-model.pkl", list(data["model"]["inputs"]), n=500)
+    assert parse_spec(data, base_dir=tmp_path).output.emit_features is False
+    del data["output"]["emit_features"]
+    assert parse_spec(data, base_dir=tmp_path).output.emit_features is True
