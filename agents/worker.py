@@ -105,7 +105,8 @@ class RunnerService(mode.Service):
 
 #: The topics the worker creates at start when they are missing (:mod:`agents.topics` roles).
 PREFLIGHT_ROLES = frozenset(
-    {"labels", "output", "dead letters", "late events", "state changelog", "worker host"}
+    {"labels", "business", "output", "dead letters", "late events", "state changelog",
+     "worker host"}
 )
 #: Seconds for the access check (topics, groups, transactional id) once the cluster answered.
 ACCESS_TIMEOUT_S = 10.0
