@@ -37,6 +37,7 @@ from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.outage import BrokerLink
 from driftline.agents.partitions import OwnedPartitions
 from driftline.agents.pipeline import PartitionPipeline, RecordColumns
+from driftline.agents.stages.multivariate import multivariate_target
 from driftline.agents.state import (
     CHUNK_BYTES,
     ChangelogError,
@@ -87,6 +88,32 @@ def default_worker_id() -> str:
 def describe_partitions(partitions: list[TopicPartition]) -> str:
     """``events:0, events:1, labels:0`` (the same partition number of two topics is two)."""
     return ", ".join(f"{t}:{p}" for t, p in sorted((tp.topic, tp.partition) for tp in partitions))
+
+
+def _multivariate_status(pipe: PartitionPipeline, partition: int) -> list[dict[str, Any]]:
+    """``status()`` entries of a partition's ``[[multivariate]]`` detectors: their parameters
+    with the components kept and the limits of the window mean error in force."""
+    out = []
+    for m, det in list(pipe.multivariate.detectors):
+        lo, hi = det.limits
+        limits = {"components": det.n_components, "lower": round(lo, 4), "upper": round(hi, 4)}
+        out.append(
+            {
+                "detector": m.name,
+                "type": m.method,
+                "target": multivariate_target(m),
+                "partition": partition,
+                "params": {**m.params, **(limits if det.reference is not None else {})},
+                "alpha": None,
+                "firing": bool(det.drift_detected),
+                "statistic": float(det.statistic),
+                "p_value": None,
+                "n_seen": int(det.n_seen),
+                "reference": None,  # no per-value sample to draw
+                "current": None,
+            }
+        )
+    return out
 
 
 class TransactionalRunner(threading.Thread):
@@ -657,6 +684,7 @@ class TransactionalRunner(threading.Thread):
                         "current": getattr(det, "current_window", None),
                     }
                 )
+            detectors += _multivariate_status(pipe, p)
         return {
             "pipeline": self.spec.name,
             "worker_id": self.worker_id,

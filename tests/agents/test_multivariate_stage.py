@@ -9,8 +9,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.replay import build_profile, replay
+from driftline.agents.runner import _multivariate_status
+from driftline.agents.status_page import StatusCollector, render_html
 from driftline.errors import DriftlineError, SpecError
 from driftline.schemas import load_schema, validate
 from driftline.spec import PipelineSpec, parse_spec
@@ -203,3 +206,38 @@ def test_profile_of_too_few_complete_rows_says_so(tmp_path: Path) -> None:
     train.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
     with pytest.raises(DriftlineError, match="multivariate 'xyz_pca': reference: needs at least"):
         build_profile(_spec(), train, progress=False)
+
+
+# ------------------------------------------------------------------ status page
+class _Runner:
+    """``TransactionalRunner.status`` of one real partition pipeline."""
+
+    def __init__(self, pipe: PartitionPipeline) -> None:
+        self.pipe = pipe
+
+    def status(self) -> dict:
+        return {"pipeline": "mv", "worker_id": "w", "input_topic": "events", "partitions": [0],
+                "watermarks_ms": {0: None}, "detectors": _multivariate_status(self.pipe, 0)}  # fmt: skip
+
+    def recent_alerts(self) -> list:
+        return []
+
+
+def test_status_page_shows_the_detector_its_limits_and_state() -> None:
+    pipe = PartitionPipeline(_spec(), 0, None, "none")
+    (before,) = _multivariate_status(pipe, 0)
+    assert (before["type"], before["target"], before["firing"]) == ("pca", "x,y,z", False)
+    assert "upper" not in before["params"] and before["reference"] is None
+    _run(pipe, _records(flip_events(3000, 1000)), 500)
+    (st,) = _multivariate_status(pipe, 0)
+    lo, hi = pipe.multivariate.detectors[0][1].limits
+    assert st["firing"] and st["n_seen"] == 4000 and st["statistic"] > hi
+    assert (st["params"]["components"], st["params"]["lower"], st["params"]["upper"]) == (
+        2, round(lo, 4), round(hi, 4))  # fmt: skip
+    col = StatusCollector(_Runner(pipe), WorkerMetrics("mv"))
+    try:
+        col.sample()
+        page = render_html(col.snapshot())
+    finally:
+        col.close()
+    assert "xyz_pca" in page and "FIRING" in page and f"upper={round(hi, 4)}" in page

@@ -83,10 +83,10 @@ def test_held_out_moments_and_cap() -> None:
 
 
 def test_limits_hand_computed() -> None:
-    # no skew/kurtosis: mean +- z(level/2) * sd * sqrt(1/W + 1/N)
+    # no skew/kurtosis: mean +- z(level/2) * sd * sqrt(1/W + 2/N)
     ref = PCAReference([0, 0], [1, 1], [[1, 0]], 400, 9.0, 2.0, 0.5, 0.0, 0.0)
     lo, hi = error_limits(ref, 100, 0.01)
-    half = 2.5758293035489004 * 0.5 * math.sqrt(1 / 100 + 1 / 400)
+    half = 2.5758293035489004 * 0.5 * math.sqrt(1 / 100 + 2 / 400)
     assert (lo, hi) == pytest.approx((2.0 - half, 2.0 + half), rel=1e-12)
     skewed = PCAReference([0, 0], [1, 1], [[1, 0]], 400, 9.0, 2.0, 0.5, 2.0, 0.0)
     slo, shi = error_limits(skewed, 100, 0.01)
