@@ -16,9 +16,10 @@ How it decides
    side, of the difference between a window mean and the reference mean (variance
    ``sd^2 (1/window_size + 2/n_reference)``: the reference mean's sampling error, and as much
    again for the PCA fitted on the same rows, whose own error varies from one reference to the
-   next; skewness and kurtosis from the held-out reference errors). Each evaluation is beyond with probability about ``false_alarm_rate * stride`` on a
-   stationary stream, so beyond evaluations, and hence false alarms, number about
-   ``false_alarm_rate`` per row (evaluations of overlapping windows are correlated: fewer).
+   next; skewness and kurtosis from the held-out reference errors). Each evaluation is beyond
+   with probability at most about ``false_alarm_rate * stride`` on a stationary stream, so
+   beyond evaluations, and hence false alarms, number at most about ``false_alarm_rate`` per
+   row (evaluations of overlapping windows are correlated: fewer).
 4. `streams.detectors.alarm.Alarm` turns beyond evaluations into firing / resolved episodes
    (``n_confirm``, ``n_clear``, ``cooldown``).
 

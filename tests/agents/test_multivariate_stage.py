@@ -216,8 +216,9 @@ class _Runner:
         self.pipe = pipe
 
     def status(self) -> dict:
+        dets = _multivariate_status(self.pipe, 0)
         return {"pipeline": "mv", "worker_id": "w", "input_topic": "events", "partitions": [0],
-                "watermarks_ms": {0: None}, "detectors": _multivariate_status(self.pipe, 0)}  # fmt: skip
+                "watermarks_ms": {0: None}, "detectors": dets}  # fmt: skip
 
     def recent_alerts(self) -> list:
         return []
