@@ -30,6 +30,8 @@ from driftline.agents.batch_features import BatchFeatureCache
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
 from driftline.agents.progress import progress_bar
+from driftline.agents.stages.outcome import DetectorInputs
+from driftline.agents.stages.records import RecordColumns
 from driftline.errors import DriftlineError
 from driftline.io_files import RecordWriter, count_records, file_format, read_records
 from driftline.spec import MultivariateSpec, PipelineSpec, default_of
@@ -117,6 +119,7 @@ class ReplayStats:
     alerts: int = 0
     late: int = 0
     model_metrics: int = 0
+    labels: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
 
 
@@ -154,22 +157,48 @@ def partition_outcomes(
     *,
     batch: int = 10_000,
     bar: Any = None,
-) -> Iterator[tuple[list[tuple[Any, int]], Any]]:
+    labels: Any = None,
+) -> Iterator[tuple[list[tuple[Any, int]] | None, Any]]:
     """Run ``(document, record)`` pairs through one pipeline per partition, ``batch`` records of
     a partition at a time; yield ``([(document, offset)], BatchOutcome)`` per batch (each
-    partition's last, partial batch at the end, partitions in order)."""
+    partition's last, partial batch at the end, partitions in order).
+
+    ``labels`` (an ``agents.replay_labels.LabelFeed``): after each events batch, the labels of
+    its partition up to the partition's watermark go through ``process_labels``, yielded as
+    ``(None, BatchOutcome)``; the rest at the end."""
     pipes: dict[int, PartitionPipeline] = {}
     pending: dict[int, list[RawRecord]] = defaultdict(list)
     docs: dict[int, list[Any]] = defaultdict(list)
+    last: dict[int, int] = {}  # each partition's last event offset
 
-    def flush(p: int) -> Iterator[tuple[list[tuple[Any, int]], Any]]:
+    def pipe_of(p: int) -> PartitionPipeline:
         pipe = pipes.get(p)
         if pipe is None:
             pipe = pipes[p] = make_pipeline(p)
+        return pipe
+
+    def feed_labels(pipe: PartitionPipeline, recs: list[RawRecord]) -> Any:
+        oc = pipe.process_labels(RecordColumns.from_records(recs))
+        if pipe.detection.keep_inputs:  # where the label batch sits among the events
+            w = pipe.engine.watermark_ms
+            oc.detector_inputs = DetectorInputs(
+                pipe.partition,
+                np.array([] if w is None else [w], dtype=np.int64),
+                np.array([] if w is None else [last.get(pipe.partition, 0)], dtype=np.int64),
+                {},
+            )
+        return oc
+
+    def flush(p: int) -> Iterator[tuple[list[tuple[Any, int]] | None, Any]]:
+        pipe = pipe_of(p)
         recs, ds = pending.pop(p), docs.pop(p)
+        last[p] = recs[-1].offset
         yield list(zip(ds, (r.offset for r in recs), strict=True)), pipe.process(recs)
         if bar is not None:
             bar.update(len(recs))
+        if labels is not None:
+            for due in labels.due(p, pipe.engine.watermark_ms):
+                yield None, feed_labels(pipe, due)
 
     for doc, rec in records:
         p = rec.partition
@@ -179,6 +208,10 @@ def partition_outcomes(
             yield from flush(p)
     for p in sorted(pending):
         yield from flush(p)
+    if labels is not None:
+        for p, batches in labels.rest().items():
+            for recs in batches:
+                yield None, feed_labels(pipe_of(p), recs)
 
 
 def file_records(
@@ -227,8 +260,10 @@ def replay_outcomes(
     with_model: bool = True,
     detector_inputs: bool = False,
     desc: str = "replay",
-) -> Iterator[tuple[list[tuple[dict[str, Any], int]], Any]]:
-    """Yield ``([(input doc, offset)], BatchOutcome)`` per partition batch of a file.
+    labels: Any = None,
+) -> Iterator[tuple[list[tuple[dict[str, Any], int]] | None, Any]]:
+    """Yield ``([(input doc, offset)], BatchOutcome)`` per partition batch of a file, and
+    ``(None, BatchOutcome)`` per batch of ``labels`` (see `partition_outcomes`).
 
     Files hold documents: they are read as JSON values whatever ``[input] format`` the topic
     has (an Avro topic's events exported to JSON Lines replay as they are)."""
@@ -242,7 +277,7 @@ def replay_outcomes(
     )
     bar = progress_bar(count_records(input_path), desc, enabled=progress)
     try:
-        yield from partition_outcomes(records, make, batch=batch, bar=bar)
+        yield from partition_outcomes(records, make, batch=batch, bar=bar, labels=labels)
     finally:
         bar.close()
 
@@ -259,12 +294,14 @@ def replay(
     dead_letters_path: str | Path | None = None,
     progress: bool = True,
     batch_features_path: str | Path | None = None,
+    labels: Any = None,
     model_metrics_path: str | Path | None = None,
 ) -> ReplayStats:
     """Write the feature vectors the worker would write, and optionally its predictions, alerts,
     dead letters and model-metrics messages (documents of those topics' schemas; offline, the
     model metrics are the estimated performance per chunk, ``[performance_estimation]`` with a
-    ``reference_profile``)."""
+    ``reference_profile``, and with ``labels`` (an ``agents.replay_labels.LabelFeed`` to join)
+    the realized metrics)."""
     stats = ReplayStats()
     o = spec.output
     with ExitStack() as files:
@@ -273,15 +310,20 @@ def replay(
             None if path is None else files.enter_context(RecordWriter(path))
             for path in (predictions_path, alerts_path, dead_letters_path, model_metrics_path)
         )
-        for _docs, oc in replay_outcomes(
+        for docs, oc in replay_outcomes(
             spec,
             input_path,
             partitions=partitions,
             partitioner=partitioner,
             progress=progress,
             batch_features_path=batch_features_path,
+            labels=labels,
+            batch=10_000 if labels is None else labels.events_batch,
         ):
-            stats.events += oc.consumed
+            if docs is None:
+                stats.labels += oc.consumed
+            else:
+                stats.events += oc.consumed
             stats.late += oc.late_events
             stats.dead_letters.update(oc.dead_letters)
             stats.alerts += len(oc.alerts)

@@ -44,6 +44,11 @@ def batch_for(total: int | None, partitions: int) -> int:
     return min(max(-(-total // (max(partitions, 1) * READINGS)), MIN_BATCH), MAX_BATCH)
 
 
+def _batch(labels: Any, total: int | None, partitions: int) -> int:
+    """With labels, their feed's events batch (as in ``driftline replay``), else `batch_for`."""
+    return labels.events_batch if labels is not None else batch_for(total, partitions)
+
+
 def report_of_file(
     spec: PipelineSpec,
     input_path: str | Path,
@@ -53,9 +58,11 @@ def report_of_file(
     batch_features_path: str | Path | None = None,
     batch: int | None = None,
     progress: bool = True,
+    labels: Any = None,
 ) -> dict[str, Any]:
     """The report (JSON twin) of replaying an events file, as ``driftline replay`` does
-    (``batch``: records per partition batch, default `batch_for` the file)."""
+    (``batch``: records per partition batch, default `batch_for` the file; ``labels``: an
+    ``agents.replay_labels.LabelFeed`` to join)."""
     source = {
         "kind": "file",
         "path": Path(input_path).name,
@@ -63,18 +70,19 @@ def report_of_file(
         "partitioner": partitioner,
     }
     collector = ReportCollector(as_file_spec(spec), source)
-    for _docs, oc in replay_outcomes(
+    for docs, oc in replay_outcomes(
         spec,
         input_path,
         partitions=partitions,
         partitioner=partitioner,
-        batch=batch or batch_for(count_records(input_path), partitions),
+        batch=batch or _batch(labels, count_records(input_path), partitions),
         progress=progress,
         batch_features_path=batch_features_path,
         detector_inputs=True,
         desc="report",
+        labels=labels,
     ):
-        collector.add(oc)
+        collector.add(oc, labels=docs is None)
     return collector.report()
 
 
@@ -85,6 +93,7 @@ def report_of_topic(
     batch_features_path: str | Path | None = None,
     batch: int | None = None,
     progress: bool = True,
+    labels: Any = None,
 ) -> dict[str, Any]:
     """The report of a topic range (a :class:`~driftline.agents.topic_range.TopicRange`),
     its records in each partition's order, with their broker timestamps."""
@@ -92,9 +101,11 @@ def report_of_topic(
     collector = ReportCollector(spec, topic_range.describe())
     bar = progress_bar(topic_range.total, "report", enabled=progress)
     try:
-        size = batch or batch_for(topic_range.total, len(topic_range.ranges))
-        for _docs, oc in partition_outcomes(topic_range.records(), make, batch=size, bar=bar):
-            collector.add(oc)
+        size = batch or _batch(labels, topic_range.total, len(topic_range.ranges))
+        for docs, oc in partition_outcomes(
+            topic_range.records(), make, batch=size, bar=bar, labels=labels
+        ):
+            collector.add(oc, labels=docs is None)
     finally:
         bar.close()
     return collector.report()

@@ -222,10 +222,11 @@ class ReportCollector:
         self.metric_docs = 0
 
     # -- reading outcomes ---------------------------------------------------------------------
-    def add(self, oc: Any) -> None:
-        """One batch outcome of the replay (``replay.partition_outcomes``)."""
+    def add(self, oc: Any, labels: bool = False) -> None:
+        """One batch outcome of the replay (``replay.partition_outcomes``): of events, or of
+        ``labels``."""
         o = self.spec.output
-        self.counts["events"] += oc.consumed
+        self.counts["labels" if labels else "events"] += oc.consumed
         self.counts["late"] += oc.late_events
         self.counts["feature_vectors"] += oc.feature_vectors
         self.counts["predictions"] += oc.predictions
@@ -309,6 +310,7 @@ class ReportCollector:
                 "feature_vectors": self.counts["feature_vectors"],
                 "predictions": self.counts["predictions"],
                 "late": self.counts["late"],
+                "labels": self.counts["labels"],
                 "dead_letters": dict(sorted(self.dead_letters.items())),
                 "alerts": len(self.alerts),
                 "episodes": sum(len(d["episodes"]) for d in detectors),
@@ -437,14 +439,29 @@ class ReportCollector:
         (``windows/last_500``: accuracy, f1...), one line per metric and partition."""
         charts: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for (path, p), pts in sorted(self.metrics.items()):
-            group, _, metric = path.rpartition("/")
-            charts[group or "metrics"].append(
-                {"name": metric, "partition": p, "points": thin(pts, value_at=1)}
-            )
+            group, name = chart_of(path)
+            charts[group].append({"name": name, "partition": p, "points": thin(pts, value_at=1)})
         return {
             "documents": self.metric_docs,
             "charts": [{"title": g, "lines": lines} for g, lines in sorted(charts.items())],
         }
+
+
+def chart_of(path: str) -> tuple[str, str]:
+    """``(chart, line)`` of a model-metrics number: its path without the last part, and that
+    part; a slice's values share one chart per metric; example counts (``n``) get their own.
+
+    >>> chart_of("windows/last_500/auc"), chart_of("windows/last_500/n")
+    (('windows/last_500', 'auc'), ('windows/last_500 · n', 'n'))
+    >>> chart_of("slices/country/values/fr/accuracy"), chart_of("labels/joined")
+    (('slices/country/accuracy', 'fr'), ('labels', 'joined'))
+    """
+    parts = path.split("/")
+    if len(parts) == 5 and parts[0] == "slices" and parts[2] == "values":
+        return f"slices/{parts[1]}/{parts[4]}", parts[3]
+    group, _, name = path.rpartition("/")
+    group = group or "metrics"
+    return (f"{group} · n", name) if name == "n" else (group, name)
 
 
 def _where(a: dict[str, Any]) -> dict[str, Any]:

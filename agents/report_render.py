@@ -85,6 +85,7 @@ def _summary(r: dict[str, Any]) -> list[str]:
         ("feature vectors", s["feature_vectors"]),
         ("predictions", s["predictions"]),
         ("late events", s["late"]),
+        ("labels replayed", s["labels"]),
         ("dead letters", dead),
         ("alerts", s["alerts"]),
         ("drift episodes", s["episodes"]),

@@ -234,6 +234,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         args.input,
         args.output,
         progress=not args.no_progress,
+        labels=_label_feed(args, spec, args.partitions),
         **_args(
             args,
             "partitions",
@@ -246,12 +247,22 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         ),
     )
     dead = ", ".join(f"{k}={v}" for k, v in sorted(stats.dead_letters.items())) or "none"
+    labels = f" and {stats.labels} labels" if args.labels is not None else ""
     print(
-        f"replayed {stats.events} events: {stats.feature_vectors} feature vectors -> "
+        f"replayed {stats.events} events{labels}: {stats.feature_vectors} feature vectors -> "
         f"{args.output}, {stats.predictions} predictions, {stats.alerts} alerts, "
         f"{stats.late} late, dead letters: {dead}"
     )
     return 0
+
+
+def _label_feed(args: argparse.Namespace, spec: Any, partitions: int) -> Any:
+    """The ``--labels`` file as a ``LabelFeed`` over ``partitions`` (None without it)."""
+    if args.labels is None:
+        return None
+    from driftline.agents.replay_labels import LabelFeed
+
+    return LabelFeed(spec, args.labels, max(partitions, 1), args.partitioner)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -271,6 +282,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.input is not None:
         report = report_of_file(
             spec, args.input, progress=progress,
+            labels=_label_feed(args, spec, args.partitions),
             **_args(args, "partitions", "partitioner", batch_features_path="batch_features"),
         )  # fmt: skip
     else:
@@ -284,8 +296,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
         try:
             report = report_of_topic(
-                spec, rng, progress=progress, batch_features_path=args.batch_features
-            )
+                spec, rng, progress=progress, batch_features_path=args.batch_features,
+                labels=_label_feed(args, spec, len(rng.ranges)),
+            )  # fmt: skip
         finally:
             rng.close()
     write_report(report, args.output, args.json)
@@ -779,12 +792,24 @@ def _add_replay(sub: Any) -> None:
         ("predictions", "predictions"),
         ("alerts", "drift alerts"),
         ("dlq", "dead letters (undecodable records)"),
-        ("model-metrics", "model-metrics messages (estimated performance per chunk)"),
+        ("model-metrics", "model-metrics messages (estimated performance per chunk; with "
+         "--labels the realized metrics too)"),
     ]:
         rp.add_argument(f"--{name}", help=f"also write {what} to this file")
+    _labels_arg(rp)
     _partition_args(rp)
     _options(rp, batch_features="batch features file to join (if the spec has any)")
     _no_progress_arg(rp)
+
+
+def _labels_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="labels to join as the worker would (JSON Lines, CSV, Parquet: the entity, "
+        "input.event_id_field, the label and labels.time_field): realized model metrics, "
+        "error/label detectors and slices",
+    )
 
 
 def _partition_args(parser: argparse.ArgumentParser, of: str = "") -> None:
@@ -817,7 +842,8 @@ def _add_report(sub: Any) -> None:
     end = rp.add_mutually_exclusive_group()
     end.add_argument("--to-offset", type=int, help="stop before this offset in every partition")
     end.add_argument("--to-time", help="stop before the first record at or after this time")
-    _partition_args(rp, "with --input: ")
+    _partition_args(rp, "with --input or --labels: ")
+    _labels_arg(rp)
     _options(rp, batch_features="batch features file to join (if the spec has any)")
     _bootstrap_arg(rp)
     _no_progress_arg(rp)

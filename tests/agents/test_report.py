@@ -245,7 +245,8 @@ def _metrics_outcome(spec: PipelineSpec, partition: int, t_ms: int, acc: float) 
         "task": "classification",
         "windows": {"last_500": {"n": 500, "accuracy": acc, "auc": None}},
         "estimated": {"last_500": {"accuracy": acc - 0.01}},
-        "slices": {"country=<b>": {"last_500": {"accuracy": acc / 2}}},
+        "slices": {"country": {"values": {"<b>": {"n": 10, "accuracy": acc / 2}},
+                               "firing": ["<b>"]}},
         "labels": {"joined": 10}, "label_time_ms": t_ms, "computed_at_ms": 1,
     }  # fmt: skip
     out = BatchOutcome(consumed=0)
@@ -263,8 +264,12 @@ def test_model_metrics_documents_become_lines_whatever_they_hold() -> None:
     mm = r["model_metrics"]
     assert mm["documents"] == 3
     charts = {ch["title"]: ch["lines"] for ch in mm["charts"]}
-    assert sorted(charts) == ["estimated/last_500", "labels", "slices/country=<b>/last_500",
-                              "windows/last_500"]  # fmt: skip
+    assert sorted(charts) == ["estimated/last_500", "labels", "slices/country/accuracy",
+                              "slices/country/n", "windows/last_500",
+                              "windows/last_500 · n"]  # fmt: skip
+    assert [ln["name"] for ln in charts["slices/country/accuracy"]] == ["<b>", "<b>"]
+    assert [ln["points"] for ln in charts["windows/last_500 · n"]] == [
+        [[1000, 500.0], [3000, 500.0]], [[2000, 500.0]]]  # fmt: skip
     acc = {(ln["name"], ln["partition"]): ln["points"] for ln in charts["windows/last_500"]}
     assert acc[("accuracy", 0)] == [[1000, 0.9], [3000, 0.7]]
     assert acc[("accuracy", 1)] == [[2000, 0.8]]
@@ -273,8 +278,8 @@ def test_model_metrics_documents_become_lines_whatever_they_hold() -> None:
     assert est[("accuracy", 1)] == [[2000, pytest.approx(0.79)]]
     html = render_report(r)
     assert "<h3>estimated</h3>" in html and "<h3>slices</h3>" in html
-    assert "country=&lt;b&gt;" in html and "country=<b>" not in html
-    assert html.count('<svg class="plot series" data-metrics=') == 4
+    assert 'data-label="&lt;b&gt; p0"' in html and "<b>" not in html
+    assert html.count('<svg class="plot series" data-metrics=') == 6
 
 
 def _hostile_spec(tmp: Path) -> tuple[PipelineSpec, Path]:
