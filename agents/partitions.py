@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from driftline.agents.pipeline import BatchOutcome, PartitionPipeline
 from driftline.agents.state import snapshot_json
+from driftline.streams.feature_state import KeyedChanges
 
-#: A partition's snapshot ready to write: (partition, epoch, serialised state).
-Snapshot = tuple[int, int, bytes]
+#: A partition's snapshot ready to write: (partition, epoch, serialised state without the
+#: feature windows, the windows' keys changed since the last snapshot).
+Snapshot = tuple[int, int, bytes, list[KeyedChanges]]
 #: Changelog records (key, value; None deletes the key).
 ChangelogRecords = list[tuple[bytes, bytes | None]]
 
@@ -24,6 +26,9 @@ class OwnedPartitions:
         self.positions: dict[int, dict[str, int]] = {}
         #: per input partition: the epoch of its latest snapshot on the changelog
         self.epochs: dict[int, int] = {}
+        #: per input partition: records its next snapshot writes first (tombstones of the
+        #: per-key records of a state started over with ``--reset-state``)
+        self.pending: dict[int, ChangelogRecords] = {}
 
     def advance(self, topic: str, p: int, oc: BatchOutcome) -> int:
         """Partition ``p`` of ``topic`` has been processed up to ``oc``: its next offset."""
@@ -34,14 +39,16 @@ class OwnedPartitions:
 
     def snapshot(self, p: int) -> tuple[ChangelogRecords, Snapshot]:
         """Partition ``p``'s label-log records since its last snapshot, then its next snapshot
-        (the state with the offsets it covers), serialised now: the state moves on with the
-        next batch."""
+        (the state with the offsets it covers, serialised now: the state moves on with the
+        next batch) and the feature windows changed since the last one (copied out now)."""
         pipe = self.pipelines[p]
-        log = pipe.drain_log()
+        log = self.pending.pop(p, []) + pipe.drain_log()
         self.epochs[p] += 1
-        state = {**pipe.snapshot(), "offsets": dict(self.positions[p])}
-        return log, (p, self.epochs[p], snapshot_json(state))
+        small, changes = pipe.snapshot_keyed()
+        state = {**small, "offsets": dict(self.positions[p])}
+        return log, (p, self.epochs[p], snapshot_json(state), changes)
 
     def drop(self, p: int) -> None:
         self.pipelines.pop(p, None)
         self.positions.pop(p, None)
+        self.pending.pop(p, None)

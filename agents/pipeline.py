@@ -41,6 +41,7 @@ from driftline.agents.stages.skew import SkewChecks
 from driftline.agents.stages.slices import PartitionSlices
 from driftline.errors import DriftlineError
 from driftline.spec import DetectorSpec, PipelineSpec, build_spec_detector, to_feature_def
+from driftline.streams.feature_state import KeyedChanges
 from driftline.streams.features import FeatureEngine
 from driftline.streams.model import BatchPredictor
 
@@ -281,9 +282,20 @@ class PartitionPipeline:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything this partition has learnt, as plain data (see :meth:`restore`)."""
+        return self._snapshot(self.engine.snapshot())
+
+    def snapshot_keyed(self) -> tuple[dict[str, Any], list[KeyedChanges]]:
+        """`snapshot` with the feature windows kept per key: the snapshot without their rows,
+        and the keys changed since the last call (the engine tracks them once the worker has
+        called ``engine.track_changes()``). `restore` takes the snapshot back with each window
+        state's rows under ``"rows"``."""
+        changes = self.engine.drain_changes()
+        return self._snapshot(self.engine.snapshot_keyed()), changes
+
+    def _snapshot(self, features: dict[str, Any]) -> dict[str, Any]:
         return {
             "fingerprint": self._fingerprint(),
-            "features": self.engine.snapshot(),
+            "features": features,
             "detectors": {self._detector_key(d): det.snapshot() for d, det in self.detectors},
             "skew": self.skew.snapshot(),
             "multivariate": self.multivariate.snapshot(),

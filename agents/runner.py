@@ -43,6 +43,7 @@ from driftline.agents.state import (
     ChangelogError,
     StateReset,
     check_state_present,
+    keyed_keys,
     read_changelog_partition,
     restore_snapshot,
 )
@@ -294,8 +295,14 @@ class TransactionalRunner(threading.Thread):
                     p,
                 )
                 pipe, saved = self._new_pipeline(p), None
+                # the old state's per-key records go with the first snapshot
+                old = read_changelog_partition(self.bootstrap, self.changelog, p)
+                self.partitions.pending[p] = [(k, None) for k in keyed_keys(old, p)]
             else:
                 pipe, saved = self._restore_partition(consumer, p)
+            # from now on the engine collects the keys each batch changes (their records are
+            # all the changelog gets of the feature windows)
+            pipe.engine.track_changes()
             if saved is not None:
                 epoch, state = saved
                 self.epochs[p] = epoch
@@ -419,11 +426,13 @@ class TransactionalRunner(threading.Thread):
             })
         )  # fmt: skip
 
-    def _producer(self) -> Producer:
-        """A producer for the commit strategy (it makes another if one gets stuck)."""
+    def _producer(self, overrides: dict[str, Any] | None = None) -> Producer:
+        """A producer for the commit strategy (it makes another if one gets stuck), with
+        ``overrides`` over the strategy's settings."""
         return Producer(
             client_conf(self.bootstrap, {
                 **self.commit.producer_config(),
+                **(overrides or {}),
                 # every write waits for the topic's min.insync.replicas (transactions and
                 # idempotence need it too; said here so no strategy can weaken it)
                 "acks": "all",

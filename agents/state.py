@@ -37,6 +37,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from driftline.agents.kafka_io import client_conf
 from driftline.errors import DriftlineError
 from driftline.kafka_config import Kafka
+from driftline.streams.feature_state import KeyedChanges, KeyedRowError
 from driftline.streams.label_log import check_log_entry
 
 CHUNK_BYTES = 512 * 1024
@@ -46,13 +47,20 @@ CHANGELOG_CONFIG = {
     "min.cleanable.dirty.ratio": "0.1",
     "max.message.bytes": str(2 * CHUNK_BYTES),
 }
-#: The format version every head on the changelog carries; a restore reads only this one.
-STATE_FORMAT = "driftline-state/3"
-#: The formats a restore reads (format 2 kept every snapshot's chunks under the same keys).
-READ_FORMATS = ("driftline-state/2", STATE_FORMAT)
+#: The format version every head on the changelog carries.
+STATE_FORMAT = "driftline-state/4"
+#: The formats a restore reads: format 2 kept every snapshot's chunks under the same keys;
+#: formats 2 and 3 held every entity inside the snapshot (restored, then written per key).
+READ_FORMATS = ("driftline-state/2", "driftline-state/3", STATE_FORMAT)
+#: The formats whose snapshots keep the feature windows per key, apart from the head.
+KEYED_FORMATS = (STATE_FORMAT,)
 _MAX_CHUNKS = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_KEY = re.compile(rb"(\d+)/(?:head|chunk/\d+(?:/\d+)?|labels/\d+/(?:head|chunk/\d+))")
+_KEY = re.compile(
+    rb"(\d+)/(?:head|chunk/\d+(?:/\d+)?|labels/\d+/(?:head|chunk/\d+)|[wm]/.*)", re.DOTALL
+)
+#: A per-key record's value above this many bytes of JSON is stored zlib-compressed.
+COMPRESS_ABOVE = 64 * 1024
 
 
 #: Input partitions whose saved state a worker ignores on purpose (``--reset-state``).
@@ -121,9 +129,18 @@ class ChangelogRecords(dict[bytes, bytes]):
         self.foreign: dict[bytes | None, int] = {}
         #: keys whose latest record is a tombstone: key -> its offset
         self.tombstones: dict[bytes, int] = {}
+        self._keyed_prefixes = () if partition is None else keyed_prefixes(partition)
 
     def add(self, key: bytes | None, value: bytes | None, offset: int) -> None:
         """Apply one record read at ``offset`` (a None value is a tombstone)."""
+        if key is not None and key.startswith(self._keyed_prefixes):  # per-key: most records
+            if value is None:  # evicted (not kept in `tombstones`: there are many)
+                self.pop(key, None)
+                self.offsets.pop(key, None)
+            else:
+                self[key] = value
+                self.offsets[key] = offset
+            return
         m = None if key is None else _KEY.fullmatch(key)
         if key is None or m is None or int(m.group(1)) != self.partition:
             if value is None:
@@ -262,6 +279,184 @@ def encode_snapshot_json(partition: int, epoch: int, raw: bytes) -> list[tuple[b
     return records
 
 
+# ------------------------------------------------------------------------ per-key feature state
+# Format 4 keeps the feature windows apart from the head, one record per key, written only when
+# the key changed: ``<p>/w/<state>/<window start>/<entity>`` (a tumbling/hopping window) and
+# ``<p>/m/<state>/<entity>`` (an entity's sliding/count members); a tombstone when evicted. The
+# value is the epoch of the snapshot that wrote it (8 bytes, big endian), then the row as JSON
+# (``[``...), or ``z`` and that JSON zlib-compressed when it is over `COMPRESS_ABOVE` bytes. The
+# head's snapshot says how many keys each window state holds, so a deleted record is noticed.
+
+
+def _entity_bytes(entity: str) -> bytes:
+    return entity.encode("utf-8", "surrogatepass")
+
+
+def keyed_record_key(partition: int, kind: str, state: int, key: Any) -> bytes:
+    """The changelog key of one window-state key (see `KeyedChanges`).
+
+    Examples
+    --------
+    >>> keyed_record_key(3, "w", 0, ("user/1", -60_000)), keyed_record_key(3, "m", 2, "ü")
+    (b'3/w/0/-60000/user/1', b'3/m/2/\\xc3\\xbc')
+    """
+    if kind == "w":
+        entity, start = key
+        return f"{partition}/w/{state}/{start}/".encode() + _entity_bytes(entity)
+    return f"{partition}/m/{state}/".encode() + _entity_bytes(key)
+
+
+def parse_keyed_key(partition: int, key: bytes) -> tuple[str, int, Any]:
+    """(kind, window state, key) of a `keyed_record_key`; ValueError if it is not one.
+
+    Examples
+    --------
+    >>> parse_keyed_key(3, b"3/w/0/-60000/user/1"), parse_keyed_key(3, b"3/m/12/a")
+    (('w', 0, ('user/1', -60000)), ('m', 12, 'a'))
+    >>> parse_keyed_key(3, b"3/w/x/1/a")
+    Traceback (most recent call last):
+    ...
+    ValueError: not a per-key feature record of partition 3
+    """
+    parts = key.split(b"/", 4 if key[len(str(partition)) + 1 :].startswith(b"w/") else 3)
+    try:
+        if parts[0] != str(partition).encode() or not parts[2].isdigit():
+            raise ValueError
+        state = int(parts[2])
+        if parts[1] == b"w" and len(parts) == 5 and parts[3].lstrip(b"-").isdigit():
+            return "w", state, (parts[4].decode("utf-8", "surrogatepass"), int(parts[3]))
+        if parts[1] == b"m" and len(parts) == 4:
+            return "m", state, parts[3].decode("utf-8", "surrogatepass")
+    except (ValueError, IndexError, UnicodeDecodeError):
+        pass
+    raise ValueError(f"not a per-key feature record of partition {partition}")
+
+
+def encode_keyed_changes(
+    partition: int, epoch: int, changes: list[KeyedChanges]
+) -> list[tuple[bytes, bytes | None]]:
+    """The changelog records of ``changes`` (one per window state, in the engine's order):
+    tombstones for the keys gone, then the changed keys' rows.
+
+    Raises
+    ------
+    DriftlineError
+        If one key's row is too large for one record even compressed.
+    """
+    prefix = epoch.to_bytes(8, "big")
+    out: list[tuple[bytes, bytes | None]] = []
+    for g, ch in enumerate(changes):
+        out += [(keyed_record_key(partition, ch.kind, g, k), None) for k in ch.gone]
+        for k, row in zip(ch.keys, ch.rows, strict=True):
+            raw = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
+            if len(raw) > COMPRESS_ABOVE:
+                raw = b"z" + zlib.compress(raw, 1)
+                if len(raw) > 2 * CHUNK_BYTES - 4096:
+                    raise DriftlineError(
+                        f"partition {partition}: the window state of {k!r} is "
+                        f"{len(raw):,} bytes compressed, over one changelog record's limit; "
+                        "shorten its window (window_ms, count or idle_ttl_ms)"
+                    )
+            out.append((keyed_record_key(partition, ch.kind, g, k), prefix + raw))
+    return out
+
+
+def encode_keyed_snapshot(
+    partition: int, epoch: int, raw: bytes, changes: list[KeyedChanges]
+) -> list[tuple[bytes, bytes | None]]:
+    """All the records of one format 4 snapshot: the changed feature windows' records, then
+    the snapshot without them (``raw``, from `snapshot_json`), chunked, and its head last."""
+    head = encode_snapshot_json(partition, epoch, raw)
+    return [*encode_keyed_changes(partition, epoch, changes), *head]
+
+
+def keyed_prefixes(partition: int) -> tuple[bytes, bytes]:
+    """The key prefixes of ``partition``'s per-key feature records."""
+    return f"{partition}/w/".encode(), f"{partition}/m/".encode()
+
+
+def keyed_keys(records: dict[bytes, bytes], partition: int) -> list[bytes]:
+    """The keys of ``partition``'s per-key feature records among ``records``."""
+    prefixes = keyed_prefixes(partition)
+    return [k for k in records if k.startswith(prefixes)]
+
+
+def _keyed_items(
+    records: dict[bytes, bytes], partition: int
+) -> list[tuple[bytes, int | None, bytes]]:
+    """(key, offset, value) of the per-key feature records of ``partition``."""
+    offsets = getattr(records, "offsets", {})
+    return [(k, offsets.get(k), records[k]) for k in keyed_keys(records, partition)]
+
+
+def _keyed_row(value: bytes, epoch: int) -> Any:
+    """The row stored in one per-key record written by a snapshot of at most ``epoch``."""
+    if len(value) < 9:
+        raise ValueError("too short for an epoch and a row")
+    written = int.from_bytes(value[:8], "big")
+    if written > epoch:
+        raise ValueError(
+            f"written by snapshot {written}, after the head's snapshot {epoch}: the changelog "
+            "was altered outside driftline"
+        )
+    raw = value[8:]
+    if raw[:1] == b"z":
+        try:
+            raw = zlib.decompress(raw[1:])
+        except zlib.error as e:
+            raise ValueError(f"unreadable compressed row ({e})") from None
+    return _loads(raw)
+
+
+def attach_keyed_rows(
+    records: dict[bytes, bytes], partition: int, epoch: int, state: dict[str, Any]
+) -> None:
+    """Hand each per-key window state of ``state`` (a format 4 snapshot) its rows from
+    ``records``, under ``"rows"`` (`FeatureEngine.restore` loads them).
+
+    Raises
+    ------
+    ChangelogError
+        Naming the record that is not a well-formed row of a state the snapshot has, or the
+        head when a state holds another number of keys than the snapshot says.
+    """
+    topic = getattr(records, "topic", None)
+    head = f"{partition}/head".encode()
+    try:
+        entries = state["features"]["states"]
+        keyed = [e.get("keyed") for e in entries]  # None: a state held inline
+        kinds = [None if k is None else k["kind"] for k in keyed]
+        counts = [0 if k is None else k["n"] for k in keyed]
+    except (KeyError, TypeError, AttributeError) as e:
+        raise _error(
+            records, partition, head,
+            f"the snapshot of epoch {epoch} cannot be restored (its window states are "
+            f"malformed: {e!r})",
+        ) from None
+    rows: list[list[Any]] = [[] for _ in entries]
+    for key, offset, value in _keyed_items(records, partition):
+        try:
+            kind, g, ident = parse_keyed_key(partition, key)
+            if g >= len(entries) or kinds[g] != kind:
+                raise ValueError(f"the snapshot has no window state {g} kept per key as {kind!r}")
+            row = _keyed_row(value, epoch)
+        except ValueError as e:
+            raise ChangelogError(
+                topic, partition, offset, key, f"not a driftline per-key feature record: {e}"
+            ) from None
+        rows[g].append((key, ident, row))
+    for g, (entry, got, n) in enumerate(zip(entries, rows, counts, strict=True)):
+        if got.__len__() != n:
+            raise _error(
+                records, partition, head,
+                f"window state {g} holds {n} keys in the snapshot of epoch {epoch} but the "
+                f"changelog has {len(got)} records of it: records were deleted or added outside "
+                "driftline",
+            )  # fmt: skip
+        if keyed[g] is not None:
+            entry["rows"] = got
+
+
 def _check_foreign(records: dict[bytes, bytes], partition: int) -> None:
     foreign = getattr(records, "foreign", {})
     if foreign:
@@ -292,6 +487,7 @@ def decode_snapshot(
                 getattr(records, "topic", None), partition, tombstone, key,
                 "the snapshot head was deleted (a tombstone written outside driftline)",
             )  # fmt: skip
+        _refuse_keyed(records, partition, "there is no snapshot head")
         return None
     head = _head(records, partition, key, {"epoch", "chunks", "sha256"})
     epoch = head["epoch"]
@@ -306,7 +502,22 @@ def decode_snapshot(
         type(o) is int and o >= 0 for o in offsets.values()
     ):
         raise _error(records, partition, key, "the snapshot's offsets are not topic -> offset")
+    if head["format"] in KEYED_FORMATS:
+        attach_keyed_rows(records, partition, epoch, state)
+    else:
+        _refuse_keyed(records, partition, f"the snapshot head is of format {head['format']}")
     return epoch, state
+
+
+def _refuse_keyed(records: dict[bytes, bytes], partition: int, why: str) -> None:
+    """Per-key feature records next to a head that cannot have written them: an error."""
+    items = _keyed_items(records, partition)
+    if items:
+        key, offset, _ = min(items, key=lambda kov: kov[1] or 0)
+        raise ChangelogError(
+            getattr(records, "topic", None), partition, offset, key,
+            f"a per-key feature record, but {why}: the changelog was altered outside driftline",
+        )  # fmt: skip
 
 
 def restore_snapshot(
@@ -331,6 +542,11 @@ def restore_snapshot(
         restore(state, records)
     except ChangelogError:
         raise
+    except KeyedRowError as e:
+        raise _error(
+            records, partition, e.key,
+            f"the snapshot of epoch {epoch} cannot be restored ({e.problem})",
+        ) from e  # fmt: skip
     except Exception as e:
         why = str(e) if isinstance(e, DriftlineError) else f"{type(e).__name__}: {e}"
         raise _error(

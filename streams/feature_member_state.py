@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,12 @@ from driftline.streams.feature_state import (
     I64_MAX,
     I64_MIN,
     BatchEvents,
+    KeyedChanges,
+    KeyedRow,
+    KeyedRowError,
     WindowColumns,
     WindowState,
+    bad_row_named,
     first_occurrences,
     memoized,
 )
@@ -77,6 +82,7 @@ class MemberWindowState(WindowState):
 
     def __init__(self, feats: Sequence[FeatureDef]) -> None:
         f0 = feats[0]
+        self.feats = tuple(feats)
         self.kind = f0.window
         self.size_ms = int(f0.window_ms) if f0.window == "sliding" else 0  # type: ignore[arg-type]
         self.count = int(f0.count) if f0.window == "count" else 0  # type: ignore[arg-type]
@@ -89,6 +95,11 @@ class MemberWindowState(WindowState):
         self.seq = np.zeros(0, dtype=np.int64)
         self.x = np.zeros((0, len(self.num_fields)))
         self.d = [np.empty(0, dtype=object) for _ in self.dist_fields]
+        #: whether `dirty` collects the entities changed since the last `drain`; the engine's
+        #: registry names their ids
+        self.tracking = False
+        self.dirty: set[str] = set()
+        self.registry: EntityRegistry | None = None
 
     @property
     def n_windows(self) -> int:
@@ -119,6 +130,8 @@ class MemberWindowState(WindowState):
         """Add the events ``sel`` as members, keeping the members sorted."""
         pos = events.pos[sel]
         assert events.eid is not None
+        if self.tracking:
+            self.dirty.update(events.names[np.unique(events.code[sel])].tolist())
         x_new = np.zeros((pos.size, len(self.num_fields)))
         for j, f in enumerate(self.num_fields):
             x_new[:, j] = events.num[f][pos]
@@ -182,7 +195,76 @@ class MemberWindowState(WindowState):
             newest = np.maximum.reduceat(self.ts, gstart)
             keep = (from_end < self.count) & (newest > cutoff_ms - self.ttl_ms)[gid]
         if not keep.all():
+            if self.tracking:
+                assert self.registry is not None
+                self.dirty.update(self.registry.names[np.unique(self.eid[~keep])].tolist())
             self._keep(keep)
+
+    # ------------------------------------------------------------------ per-key changes
+    @property
+    def n_keys(self) -> int:
+        """Entities with members: one changelog record each."""
+        return self.n_windows
+
+    def mark_all_dirty(self) -> None:
+        assert self.registry is not None
+        self.dirty = set(self.registry.names[np.unique(self.eid)].tolist())
+
+    def drain(self) -> KeyedChanges:
+        """The entities changed since the last call: each one's members ``[ts, seq, [values
+        per numeric field], [values per distinct field]]`` (in member order), and those left
+        without members."""
+        names = list(self.dirty)
+        self.dirty = set()
+        assert self.registry is not None
+        ids = self.registry.ids
+        eids = np.fromiter(map(ids.get, names, repeat(-1)), dtype=np.int64, count=len(names))
+        lo = np.searchsorted(self.eid, eids, "left")
+        hi = np.searchsorted(self.eid, eids, "right")
+        has = (eids >= 0) & (hi > lo)
+        gone = [names[i] for i in np.flatnonzero(~has).tolist()]
+        kept, rows = [], []
+        for i in np.flatnonzero(has).tolist():
+            a, b = int(lo[i]), int(hi[i])
+            kept.append(names[i])
+            rows.append([
+                self.ts[a:b].tolist(), self.seq[a:b].tolist(),
+                [self.x[a:b, j].tolist() for j in range(len(self.num_fields))],
+                [d[a:b].tolist() for d in self.d],
+            ])  # fmt: skip
+        return KeyedChanges("m", kept, rows, gone)
+
+    def load_rows(self, rows: Sequence[KeyedRow]) -> None:
+        """Restore from the changelog records `drain` wrote: ``(key, entity, members)``."""
+        nn, nd = len(self.num_fields), len(self.dist_fields)
+        for key, ident, row in rows:
+            ok = isinstance(ident, str) and isinstance(row, list) and len(row) == 4
+            if ok:
+                ts, seq, x, d = row
+                ok = (
+                    isinstance(ts, list) and 0 < len(ts) and isinstance(seq, list)
+                    and len(seq) == len(ts) and isinstance(x, list) and len(x) == nn
+                    and isinstance(d, list) and len(d) == nd
+                    and all(isinstance(c, list) and len(c) == len(ts) for c in (*x, *d))
+                )  # fmt: skip
+            if not ok:
+                raise KeyedRowError(key, f"not one entity's members of this {self.kind} window")
+        snap = {
+            "ts": list(chain.from_iterable(r[2][0] for r in rows)),
+            "seq": list(chain.from_iterable(r[2][1] for r in rows)),
+            "values": {
+                f: list(chain.from_iterable(r[2][2][j] for r in rows))
+                for j, f in enumerate(self.num_fields)
+            },
+            "distinct": {
+                f: list(chain.from_iterable(r[2][3][j] for r in rows))
+                for j, f in enumerate(self.dist_fields)
+            },
+        }
+        entities = list(chain.from_iterable(repeat(r[1], len(r[2][0])) for r in rows))
+        registry = EntityRegistry() if self.registry is None else self.registry
+        with bad_row_named(self, rows):
+            self.load(snap, entities, registry)
 
     def snapshot(self, names: np.ndarray) -> dict[str, Any]:
         return {

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from driftline.errors import DriftlineError
 from driftline.streams.feature_defs import FeatureDef
 from driftline.streams.feature_registry import EntityRegistry
 
@@ -28,9 +30,13 @@ __all__ = [
     "I64_MAX",
     "I64_MIN",
     "BatchEvents",
+    "KeyedChanges",
+    "KeyedRow",
+    "KeyedRowError",
     "WindowColumns",
     "WindowGroup",
     "WindowState",
+    "bad_row_named",
     "first_occurrences",
     "memoized",
 ]
@@ -51,6 +57,49 @@ class BatchEvents:
     seq: np.ndarray  # arrival sequence number over the engine's life
     num: dict[str, np.ndarray]  # numeric columns (full batch)
     raw: dict[str, np.ndarray]  # distinct / filter columns (full batch)
+
+
+@dataclass
+class KeyedChanges:
+    """What changed in one window state since it was last drained, one entry per key.
+
+    ``kind`` is ``"w"`` (tumbling/hopping: keys are ``(entity, window start)``) or ``"m"``
+    (sliding/count: keys are entity strings); ``rows[i]`` is the plain-data state of
+    ``keys[i]``; ``gone`` are the keys that no longer hold anything (evicted).
+    """
+
+    kind: str
+    keys: list[Any]
+    rows: list[Any]
+    gone: list[Any]
+
+
+#: One key's saved state as a restore hands it back: (its changelog key, the key as
+#: `KeyedChanges` gives it, its row).
+KeyedRow = tuple[bytes, Any, Any]
+
+
+class KeyedRowError(DriftlineError):
+    """A saved row a window state cannot load; ``key`` names its changelog record."""
+
+    def __init__(self, key: bytes, problem: str) -> None:
+        super().__init__(f"state: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@contextmanager
+def bad_row_named(state: WindowState, rows: Sequence[KeyedRow]) -> Iterator[None]:
+    """Turn a load of ``rows`` that fails on a bad value (TypeError/ValueError) into a
+    `KeyedRowError` naming the first row that fails alone (into a fresh state like ``state``)."""
+    try:
+        yield
+    except (TypeError, ValueError, IndexError) as e:
+        if len(rows) == 1:
+            raise KeyedRowError(rows[0][0], f"a value of this record is malformed ({e})") from e
+        for row in rows:
+            type(state)(state.feats).load_rows([row])  # raises for the bad one
+        raise KeyedRowError(rows[0][0], f"the records do not load together ({e})") from e
 
 
 _Q = TypeVar("_Q", bound="WindowColumns")
@@ -150,6 +199,8 @@ class WindowState(ABC):
 
     #: True when the state keys entities by `EntityRegistry` id (the engine then looks them up).
     uses_entity_ids: ClassVar[bool] = False
+    #: the feature definitions the state was built for
+    feats: tuple[FeatureDef, ...]
 
     @abstractmethod
     def apply(self, events: BatchEvents, match: np.ndarray | None) -> WindowColumns:
@@ -175,6 +226,33 @@ class WindowState(ABC):
     @abstractmethod
     def load(self, snap: Mapping[str, Any], entities: list[str], registry: EntityRegistry) -> None:
         """Restore from `snapshot` output into a fresh state (``entities`` as strings)."""
+
+    # Per-key changes, for a changelog that stores one record per key and writes only what
+    # changed (`KeyedChanges`); `tracking` is off until a worker turns it on.
+    tracking: bool
+
+    @property
+    @abstractmethod
+    def n_keys(self) -> int:
+        """Keys holding state now (one changelog record each)."""
+
+    @abstractmethod
+    def mark_all_dirty(self) -> None:
+        """Every live key changed (the next `drain` gives them all)."""
+
+    @abstractmethod
+    def drain(self) -> KeyedChanges:
+        """What changed since the last call (tracking on)."""
+
+    @abstractmethod
+    def load_rows(self, rows: Sequence[KeyedRow]) -> None:
+        """Restore a fresh state from the rows `drain` gave (the newest of each key).
+
+        Raises
+        ------
+        KeyedRowError
+            Naming the first row that is not of this state's layout.
+        """
 
 
 @dataclass

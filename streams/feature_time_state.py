@@ -33,8 +33,12 @@ from driftline.streams.feature_state import (
     I64_MAX,
     I64_MIN,
     BatchEvents,
+    KeyedChanges,
+    KeyedRow,
+    KeyedRowError,
     WindowColumns,
     WindowState,
+    bad_row_named,
     first_occurrences,
     memoized,
 )
@@ -151,12 +155,17 @@ class TimeWindowState(WindowState):
             columns["dcount"] = _Column(np.int64, len(self.fields["distinct"]), 0)
             columns["dist"] = _Column(object, len(self.fields["distinct"]), None)
         self.columns = columns
+        self.feats = tuple(feats)
         self.index: dict[tuple[str, int], int] = {}
         self.rows = SlotPool()
         self.keys = np.empty(0, dtype=object)
         self.starts = np.zeros(0, dtype=np.int64)
         self.live = np.zeros(0, dtype=bool)
         self.c: dict[str, np.ndarray] = {k: self.fresh(k, 0) for k in columns}
+        #: whether `dirty` collects the windows changed since the last `drain` (a worker's
+        #: changelog writes only those); off for offline use, where nothing drains it
+        self.tracking = False
+        self.dirty: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ rows
     def fresh(self, name: str, k: int) -> np.ndarray:
@@ -197,7 +206,10 @@ class TimeWindowState(WindowState):
         rows = np.flatnonzero(self.live[:n] & (self.starts[:n] <= cutoff_ms - self.size_ms))
         if rows.size == 0:
             return
-        deque(map(self.index.__delitem__, self.keys[rows].tolist()), maxlen=0)
+        gone = self.keys[rows].tolist()
+        if self.tracking:
+            self.dirty.update(gone)
+        deque(map(self.index.__delitem__, gone), maxlen=0)
         self.keys[rows] = None
         self.live[rows] = False
         for k, arr in self.c.items():
@@ -361,6 +373,8 @@ class TimeWindowState(WindowState):
         fresh = np.flatnonzero(seg_rows < 0)
         if fresh.size:
             seg_rows[fresh] = self.allocate([keys[g] for g in seg_g[fresh].tolist()])
+        if self.tracking:
+            self.dirty.update(map(keys.__getitem__, seg_g.tolist()))
         lastm = mstart + msize - 1
         for name, arr in run.items():
             self.c[name][seg_rows] = arr[lastm]
@@ -419,6 +433,73 @@ class TimeWindowState(WindowState):
                 for j, f in enumerate(self.fields["distinct"])
             }
         return snap
+
+    # ------------------------------------------------------------------ per-key changes
+    @property
+    def n_keys(self) -> int:
+        """Live (entity, window start) keys: one changelog record each."""
+        return len(self.index)
+
+    def mark_all_dirty(self) -> None:
+        self.dirty = set(self.index)
+
+    def drain(self) -> KeyedChanges:
+        """The windows changed since the last call: each live one's row (in `row_layout`
+        order), and the keys of those evicted since."""
+        keys = list(self.dirty)
+        self.dirty = set()
+        rows = np.fromiter(map(self.index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        live = rows >= 0
+        gone = [keys[i] for i in np.flatnonzero(~live).tolist()]
+        kept = [keys[i] for i in np.flatnonzero(live).tolist()]
+        r = rows[live]
+        cols: list[list[Any]] = []
+        for name in self.columns:
+            if name == "dist":
+                cols.append([
+                    [None if d is None else list(d) for d in row]
+                    for row in self.c["dist"][r].tolist()
+                ])  # fmt: skip
+            else:
+                cols.append(self.c[name][r].tolist())
+        return KeyedChanges("w", kept, [list(t) for t in zip(*cols, strict=True)], gone)
+
+    def load_rows(self, rows: Sequence[KeyedRow]) -> None:
+        """Restore from the changelog records `drain` wrote: ``(key, (entity, start), row)``.
+
+        Raises
+        ------
+        KeyedRowError
+            Naming the record whose row does not have this state's layout.
+        """
+        widths = [c.width for c in self.columns.values()]
+        for key, ident, row in rows:
+            ok = (
+                isinstance(ident, tuple) and len(ident) == 2 and isinstance(row, list)
+                and len(row) == len(widths)
+                and all(
+                    (w is None) != (isinstance(v, list) and len(v) == w)
+                    for v, w in zip(row, widths, strict=True)
+                )
+            )  # fmt: skip
+            if not ok:
+                raise KeyedRowError(key, f"not a row of this {self.kind} window's columns")
+        snap: dict[str, Any] = {
+            "starts": [ident[1] for _, ident, _ in rows], "columns": {}, "distinct": {}
+        }  # fmt: skip
+        for i, (name, col) in enumerate(self.columns.items()):
+            if name == "dist":
+                for j, f in enumerate(self.fields["distinct"]):
+                    snap["distinct"][f] = [row[i][j] for _, _, row in rows]
+            elif col.width is None:
+                snap["columns"][name] = [row[i] for _, _, row in rows]
+            else:
+                snap["columns"][name] = {
+                    f: [row[i][j] for _, _, row in rows]
+                    for j, f in enumerate(self.column_fields(name))
+                }
+        with bad_row_named(self, rows):
+            self.load(snap, [ident[0] for _, ident, _ in rows], EntityRegistry())
 
     def load(self, snap: Mapping[str, Any], entities: list[str], registry: EntityRegistry) -> None:
         starts = [int(s) for s in snap["starts"]]

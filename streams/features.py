@@ -53,11 +53,15 @@ from driftline.streams.feature_defs import FeatureBatch, FeatureDef, needed_colu
 from driftline.streams.feature_member_state import MemberWindowState
 from driftline.streams.feature_registry import EntityRegistry, factorize
 from driftline.streams.feature_snapshot import EngineSnapshot
-from driftline.streams.feature_state import BatchEvents, WindowGroup
+from driftline.streams.feature_state import BatchEvents, KeyedChanges, WindowGroup
 from driftline.streams.feature_time_state import TimeWindowState
 from driftline.streams.windows import tumbling_start_ms
 
-__all__ = ["AGGREGATIONS", "FeatureBatch", "FeatureDef", "FeatureEngine"]
+__all__ = ["AGGREGATIONS", "KEYED_KIND", "FeatureBatch", "FeatureDef", "FeatureEngine"]
+
+#: The per-key layout of each window state: ``"w"`` one record per (entity, window start),
+#: ``"m"`` one record per entity (its member events).
+KEYED_KIND: dict[type, str] = {TimeWindowState: "w", MemberWindowState: "m"}
 
 
 class FeatureEngine:
@@ -150,6 +154,12 @@ class FeatureEngine:
         for fs in by_key.values():
             kind = TimeWindowState if fs[0].window in ("tumbling", "hopping") else MemberWindowState
             self._groups.append(WindowGroup(fs, kind(fs)))
+        for g in self._groups:
+            if isinstance(g.state, MemberWindowState):
+                g.state.registry = self._registry
+        #: restored from a snapshot holding the entities inline (not per key): the changelog
+        #: has no per-key records of them yet, so `track_changes` marks them all changed
+        self._inline_restored = False
         self._per_entity = any(g.state.uses_entity_ids for g in self._groups)
         self._num, self._dist = needed_columns(feats)
         self._where = sorted({f.where_field for f in feats if f.where_field is not None})
@@ -300,6 +310,49 @@ class FeatureEngine:
             [{"features": g.names, **g.state.snapshot(names)} for g in self._groups],
         ).to_data()
 
+    # ------------------------------------------------------------------ per-key state
+    def track_changes(self) -> None:
+        """Collect, from now on, the keys whose state changes (for `drain_changes`); after a
+        restore from an inline snapshot every live key counts as changed."""
+        for g in self._groups:
+            g.state.tracking = True
+            if self._inline_restored:
+                g.state.mark_all_dirty()
+        self._inline_restored = False
+
+    def drain_changes(self) -> list[KeyedChanges]:
+        """Per window state (in `snapshot` order): the keys changed since the last call, and
+        those evicted since.
+
+        Raises
+        ------
+        DriftlineError
+            If `track_changes` was not called: what changed before is not known.
+        """
+        if not all(g.state.tracking for g in self._groups):
+            raise DriftlineError(
+                "FeatureEngine.drain_changes: call track_changes() first (before the batches "
+                "whose changes are to be drained)"
+            )
+        return [g.state.drain() for g in self._groups]
+
+    def snapshot_keyed(self) -> dict[str, Any]:
+        """`snapshot` without the per-key data: each state entry says its kind and how many
+        keys it holds (``{"features", "keyed": {"kind", "n"}}``); the keys' rows are stored
+        apart (`drain_changes`) and handed back to `restore` under ``"rows"``."""
+        return EngineSnapshot(
+            self._grace_ms,
+            self._watermark,
+            self._seq,
+            [asdict(f) for f in self._features],
+            [self._keyed_entry(g) for g in self._groups],
+        ).to_data()
+
+    @staticmethod
+    def _keyed_entry(g: WindowGroup) -> dict[str, Any]:
+        keyed = {"kind": KEYED_KIND[type(g.state)], "n": g.state.n_keys}
+        return {"features": g.names, "keyed": keyed}
+
     @classmethod
     def restore(
         cls, features: Sequence[FeatureDef], grace_ms: int, state: Mapping[str, Any]
@@ -325,6 +378,8 @@ class FeatureEngine:
             across a spec change).
         DriftlineError
             If ``state`` is not a valid snapshot.
+        KeyedRowError
+            If a per-key row (a ``"keyed"`` entry's ``"rows"``) does not fit its state.
         """
         eng = cls(features, grace_ms)
         snap = EngineSnapshot.parse(state, eng._features, eng._grace_ms)
@@ -341,8 +396,19 @@ class FeatureEngine:
                         f"state: window state for {entry['features']!r} "
                         f"does not match {group.names}"
                     )
+                keyed = entry.get("keyed")
+                if keyed is not None:
+                    kind = KEYED_KIND[type(group.state)]
+                    if keyed.get("kind") != kind:
+                        raise DriftlineError(
+                            f"state: window state for {group.names} is kept per key as "
+                            f"{keyed.get('kind')!r}; expected {kind!r}"
+                        )
+                    group.state.load_rows(entry["rows"])
+                    continue
                 ents = [str(e) for e in entry["entities"]]
                 group.state.load(entry, ents, eng._registry)
+                eng._inline_restored = True
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 raise DriftlineError(f"state: bad window entry ({exc!r})") from exc
         return eng

@@ -2,9 +2,18 @@
 
 Outputs are sent as soon as a batch is computed (no transaction). Every ``commit_interval_ms``
 the partitions processed since their last snapshot are snapshotted, each snapshot carrying the
-offsets it covers; once every message is acknowledged, the offsets are committed to the group
-(for lag and monitoring: a restarted worker resumes from its snapshot's offsets, so its state
-never counts anything twice; outputs computed after the last snapshot are written again).
+offsets it covers; once every output is acknowledged, the snapshots are written to the changelog
+in one Kafka transaction of a second, transactional producer (state only), then the offsets are
+committed to the group (for lag and monitoring: a restarted worker resumes from its snapshot's
+offsets, so its state never counts anything twice; outputs computed after the last snapshot are
+written again).
+
+The state transaction is what keeps a snapshot whole: the feature windows are written per key,
+only those that changed (`driftline.agents.state`), so a worker stopped half way through a
+checkpoint would otherwise leave some keys ahead of the snapshot's offsets (Kafka Streams'
+at_least_once allows that: its changelog may run ahead of the committed offsets, and a restart
+counts those events twice). Here a restore reads committed records only: the last whole
+checkpoint, never part of one.
 
 The group's offsets follow the snapshots even when a commit of them is lost: after a restore
 the restored snapshot's offsets are committed (a worker stopped between a snapshot and its
@@ -22,7 +31,7 @@ from typing import Any, NoReturn
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, Producer, TopicPartition
 
 from driftline.agents.batch_metrics import Outcome, count_batch
-from driftline.agents.bounded import wait_for
+from driftline.agents.bounded import Stalled, call_bounded, wait_for
 from driftline.agents.commit.base import CommitStrategy, StrategyContext
 from driftline.agents.partitions import Snapshot
 from driftline.errors import DriftlineError
@@ -33,6 +42,9 @@ log = logging.getLogger("driftline.commit")
 CHECKPOINT_BOUND_S = 150.0
 #: Seconds between two tries of an offset commit the group has not confirmed.
 OFFSET_RETRY_S = 1.0
+#: Seconds each call of a checkpoint's state transaction may take (tried again, the
+#: checkpoint as a whole bounded by CHECKPOINT_BOUND_S).
+STATE_TXN_S = 30.0
 
 
 class AtLeastOnceCommit(CommitStrategy):
@@ -51,6 +63,8 @@ class AtLeastOnceCommit(CommitStrategy):
         self._unconfirmed: dict[tuple[str, int], int] = {}
         self._last_offset_commit = 0.0
         self._commit_failing = False
+        #: writes the checkpoints' state records, one transaction per checkpoint
+        self.state_producer: Producer | None = None
 
     def consumer_config(self) -> dict[str, Any]:
         return {"on_commit": self._on_commit}
@@ -63,6 +77,20 @@ class AtLeastOnceCommit(CommitStrategy):
             "delivery.report.only.error": True,
             "on_delivery": self._delivered,
         }
+
+    def start(self, consumer: Consumer, producer: Producer, make_producer: Any = None) -> None:
+        super().start(consumer, producer, make_producer)
+        assert make_producer is not None, "at_least_once needs make_producer (its state producer)"
+        # its own transactional id: a restarted worker fences its predecessor's, and the
+        # broker aborts a checkpoint that predecessor left open
+        tid = f"{self.spec.group_id}.{self.ctx.worker_id}.state"
+        self.state_producer = make_producer(
+            {"transactional.id": tid, "transaction.timeout.ms": 60_000, "linger.ms": 5}
+        )
+        try:
+            call_bounded("init_transactions", 65, self.state_producer.init_transactions, 60)
+        except (KafkaException, Stalled) as e:
+            raise DriftlineError(f"cannot start transactions on {self.ctx.bootstrap}: {e}") from e
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # the snapshot, not the group's committed offsets, says where the state ends (offsets
@@ -144,13 +172,8 @@ class AtLeastOnceCommit(CommitStrategy):
         self._last_checkpoint = time.monotonic()
 
         def write() -> list[TopicPartition]:
-            try:
-                for p, records in logs:
-                    self._write_changelog(producer, p, records)
-                self._write_snapshots(producer, states)
-            except KafkaException as e:
-                self._fail(producer, e)
-            self._flush(producer)
+            self._flush(producer)  # the outputs the snapshots cover, acknowledged first
+            self._write_state(logs, states, time.monotonic() + CHECKPOINT_BOUND_S - 10)
             self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
             return offsets  # committed by the loop (`_commit_offsets`) now they are covered
 
@@ -158,6 +181,46 @@ class AtLeastOnceCommit(CommitStrategy):
         if wait:
             self._commit_offsets(wait_for(self._checkpointing, CHECKPOINT_BOUND_S, "a checkpoint"))
             self._checkpointing = None
+
+    def _write_state(
+        self,
+        logs: list[tuple[int, list[tuple[bytes, bytes | None]]]],
+        states: list[Snapshot],
+        deadline: float,
+    ) -> None:
+        """One transaction of the state producer with the checkpoint's records (on the commit
+        thread). An abortable failure (a broker outage) aborts it and writes it again, until
+        ``deadline``; a fatal one stops the worker."""
+        sp = self.state_producer
+        assert sp is not None
+        while True:
+            try:
+                sp.begin_transaction()
+                for p, records in logs:
+                    self._write_changelog(sp, p, records)
+                self._write_snapshots(sp, states)
+                self._commit_state(sp, deadline)
+                return
+            except KafkaException as e:
+                err = e.args[0]
+                if err.fatal() or not err.txn_requires_abort() or time.monotonic() > deadline:
+                    self._fail(sp, e)
+                log.warning("a checkpoint's state transaction failed (%s); writing it again", err)
+                try:
+                    sp.abort_transaction(STATE_TXN_S)
+                except KafkaException as e2:
+                    self._fail(sp, e2)
+
+    @staticmethod
+    def _commit_state(sp: Producer, deadline: float) -> None:
+        """Commit the state transaction; one that timed out (retriable) is committed again."""
+        while True:
+            try:
+                sp.commit_transaction(STATE_TXN_S)
+                return
+            except KafkaException as e:
+                if not (e.args[0].retriable() and time.monotonic() < deadline):
+                    raise
 
     def _commit_offsets(self, offsets: list[TopicPartition]) -> None:
         """Commit ``offsets`` (their snapshots are acknowledged) and every earlier one the group

@@ -16,7 +16,7 @@ from driftline.agents.bounded import DaemonExecutor
 from driftline.agents.kafka_io import produce_batch_all, produce_bulk
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.partitions import OwnedPartitions, Snapshot
-from driftline.agents.state import encode_snapshot_json
+from driftline.agents.state import encode_keyed_snapshot
 from driftline.errors import DriftlineError
 from driftline.kafka_config import Kafka
 from driftline.spec import PipelineSpec
@@ -72,7 +72,7 @@ class CommitStrategy(ABC):
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         #: makes a producer like the first one (`recover` replaces a broken one)
-        self.make_producer: Callable[[], Producer] | None = None
+        self.make_producer: Callable[..., Producer] | None = None
         self._committer = DaemonExecutor("driftline-commit")
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -88,10 +88,11 @@ class CommitStrategy(ABC):
         self,
         consumer: Consumer,
         producer: Producer,
-        make_producer: Callable[[], Producer] | None = None,
+        make_producer: Callable[..., Producer] | None = None,
     ) -> None:
-        """The clients are made; the consumer is not subscribed yet. ``make_producer`` makes
-        another producer like ``producer`` (to replace one that is stuck)."""
+        """The clients are made; the consumer is not subscribed yet. ``make_producer()`` makes
+        another producer like ``producer`` (to replace one that is stuck);
+        ``make_producer(settings)`` one with ``settings`` over this strategy's."""
         self.consumer, self.producer = consumer, producer
         self.make_producer = make_producer
 
@@ -157,9 +158,10 @@ class CommitStrategy(ABC):
             produce_all_to_partition(producer, self.ctx.changelog, p, key, value)
 
     def _write_snapshots(self, producer: Producer, states: list[Snapshot]) -> None:
-        """Compress and send snapshots (on the commit thread)."""
-        for p, epoch, raw in states:
-            self._write_changelog(producer, p, encode_snapshot_json(p, epoch, raw))
+        """Encode and send snapshots (on the commit thread): the changed feature windows, one
+        record per key, then the rest of the snapshot, compressed, and its head."""
+        for p, epoch, raw, changes in states:
+            self._write_changelog(producer, p, encode_keyed_snapshot(p, epoch, raw, changes))
 
     @abstractmethod
     def _fail(self, producer: Producer, e: KafkaException) -> NoReturn:

@@ -1,6 +1,7 @@
-"""The state changelog's records, format driftline-state/2, without a broker: a partition restores
-exactly (online model included), and any record a restore cannot use is a ChangelogError naming
-the topic, partition and offset and what to do, never code execution and never a fresh start.
+"""The state changelog's records, format driftline-state/4, without a broker: a partition restores
+exactly (online model included) from its per-key feature records and its snapshot, formats 2 and
+3 still restore, and any record a restore cannot use is a ChangelogError naming the topic,
+partition and offset and what to do, never code execution and never a fresh start.
 
 The same records through a real broker and a real worker: tests/agents/test_state_changelog.py.
 """
@@ -30,9 +31,13 @@ from driftline.agents.state import (
     ChangelogError,
     ChangelogRecords,
     decode_snapshot,
+    encode_keyed_snapshot,
     encode_label_log,
     encode_snapshot,
+    encode_snapshot_json,
+    keyed_keys,
     restore_snapshot,
+    snapshot_json,
 )
 from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.errors import DriftlineError
@@ -124,10 +129,19 @@ class Changelog:
         self.epoch = 0
 
     def persist(self, pipe: PartitionPipeline) -> None:
+        """As the runner does: the label log, the changed feature windows, the snapshot."""
         self.records += pipe.drain_log()
         self.epoch += 1
-        state = {**pipe.snapshot(), "offsets": {INPUT: 1}}
-        self.records += encode_snapshot(0, self.epoch, state)
+        small, changes = pipe.snapshot_keyed()
+        raw = snapshot_json({**small, "offsets": {INPUT: 1}})
+        self.records += encode_keyed_snapshot(0, self.epoch, raw, changes)
+
+    def head_offset(self) -> int:
+        return max(i for i, (k, _) in enumerate(self.records) if k == b"0/head")
+
+    def keyed_keys(self) -> list[bytes]:
+        """The per-key feature records' keys that hold a value now."""
+        return keyed_keys(self.read(), 0)
 
     def add(self, key: bytes | None, value: bytes | None) -> int:
         """Append one record; its offset."""
@@ -159,6 +173,7 @@ def persisted(
     cut = len(bs) // 2
     pred, version = build_predictor(spec)
     live = PartitionPipeline(spec, 0, pred, version)
+    live.engine.track_changes()
     live.label_stage.labels.join.min_checkpoint_rows = 300  # checkpoints and tombstones
     log = Changelog()
     for b in bs[:cut]:
@@ -181,7 +196,12 @@ def test_a_partition_restores_exactly_online_model_included(persisted: Any) -> N
     saved = restore_snapshot(records, 0, pipe.restore)
     assert saved is not None and saved[0] == log.epoch
     state = saved[1]
-    assert orjson.loads(records[b"0/head"])["format"] == STATE_FORMAT == "driftline-state/3"
+    assert orjson.loads(records[b"0/head"])["format"] == STATE_FORMAT == "driftline-state/4"
+    # the feature windows are per-key records, not in the snapshot
+    keyed = state["features"]["states"]
+    assert [len(e["rows"]) for e in keyed] == [e["keyed"]["n"] for e in keyed]
+    assert sum(e["keyed"]["n"] for e in keyed) == len(keyed_keys(records, 0)) >= 40
+    assert all("entities" not in e for e in keyed)
     # plain data only: the river detectors' and the model's state are JSON objects
     assert all(isinstance(d["river"], dict) for d in state["detectors"].values() if "river" in d)
     assert {d["river"]["type"] for d in state["detectors"].values() if "river" in d} == {
@@ -198,7 +218,29 @@ def test_a_partition_restores_exactly_online_model_included(persisted: Any) -> N
     after = pipe.snapshot()
     assert after["detectors"] == end_state["detectors"]
     assert after["labels"] == end_state["labels"]
-    assert after == end_state
+    # the windows as well (restored per key: rows in another order)
+    assert canonical(after) == canonical(end_state)
+
+
+def canonical(snap: dict[str, Any]) -> dict[str, Any]:
+    """A full snapshot with each window state's rows keyed (and sorted) by what they are of."""
+    out = copy.deepcopy(snap)
+    for entry in out["features"]["states"]:
+        ents = entry.pop("entities")
+        if "starts" in entry:  # tumbling/hopping: per (entity, start)
+            cols = {k: v if isinstance(v, list) else list(zip(*v.values(), strict=True))
+                    for k, v in entry.pop("columns").items()}  # fmt: skip
+            dist = entry.pop("distinct", {})
+            keys = list(zip(ents, entry.pop("starts"), strict=True))
+        else:  # sliding/count: per member (entity, seq)
+            cols = {"ts": entry.pop("ts"), **{f"v{k}": v for k, v in entry.pop("values").items()}}
+            dist = entry.pop("distinct")
+            keys = list(zip(ents, entry.pop("seq"), strict=True))
+        rows = {k: [c[i] for c in cols.values()] + [sorted(map(str, d[i] or [])) if
+                isinstance(d[i], list) else d[i] for d in dist.values()]
+                for i, k in enumerate(keys)}  # fmt: skip
+        entry["rows"] = dict(sorted(rows.items()))
+    return out
 
 
 def test_a_stop_between_a_snapshots_chunks_and_its_head_keeps_the_previous_one(
@@ -213,20 +255,50 @@ def test_a_stop_between_a_snapshots_chunks_and_its_head_keeps_the_previous_one(
         for k, v in encode_snapshot(0, log.epoch + 1, {**before, "offsets": {INPUT: 999}})[:-1]:
             log.add(k, v)  # the chunks, not the head
         saved = restore_snapshot(log.read(), 0, fresh(spec).restore)
-        assert saved is not None and saved[0] == log.epoch and saved[1] == before
+        assert saved is not None and saved[0] == log.epoch and without_rows(saved[1]) == before
 
 
-def test_a_format_2_changelog_still_restores(persisted: Any) -> None:
-    """Format 2 kept every snapshot's chunks under <p>/chunk/<i>."""
-    spec, good = persisted[0], persisted[1]
-    log = copy.deepcopy(good)
-    state = _state(log)
+def _as_old_format(log: Changelog, spec: PipelineSpec, fmt: str) -> dict[str, Any]:
+    """Rewrite ``log`` as a format 2 or 3 changelog of the same state (every entity inside
+    the snapshot, no per-key records); that state."""
+    pipe = fresh(spec)
+    saved = restore_snapshot(log.read(), 0, pipe.restore)
+    assert saved is not None
+    state = orjson.loads(snapshot_json({**pipe.snapshot(), "offsets": saved[1]["offsets"]}))
+    for k in log.keyed_keys():
+        log.add(k, None)
+    log.epoch += 1
+    if fmt == "driftline-state/3":
+        for k, v in encode_snapshot_json(0, log.epoch, snapshot_json(state)):
+            log.add(k, v if k != b"0/head" else v.replace(STATE_FORMAT.encode(), fmt.encode()))
+        return state
     blob = zlib.compress(orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY), 1)
-    log.add(b"0/chunk/0", (log.epoch + 1).to_bytes(8, "big") + blob)
-    log.add(b"0/head", orjson.dumps({"format": "driftline-state/2", "epoch": log.epoch + 1,
-                                     "chunks": 1, "sha256": hashlib.sha256(blob).hexdigest()}))
-    saved = restore_snapshot(log.read(), 0, fresh(spec).restore)
-    assert saved is not None and saved[0] == log.epoch + 1 and saved[1] == state
+    log.add(b"0/chunk/0", log.epoch.to_bytes(8, "big") + blob)
+    log.add(b"0/head", orjson.dumps({"format": fmt, "epoch": log.epoch, "chunks": 1,
+                                     "sha256": hashlib.sha256(blob).hexdigest()}))  # fmt: skip
+    return state
+
+
+@pytest.mark.parametrize("fmt", ["driftline-state/2", "driftline-state/3"])
+def test_a_format_2_or_3_changelog_still_restores_then_goes_per_key(
+    persisted: Any, fmt: str
+) -> None:
+    """Formats 2 and 3 held every entity inside the snapshot (format 2 under <p>/chunk/<i>):
+    restored as they are, and the first snapshot after writes every key of them."""
+    spec, good, expected, cut, _ = persisted
+    log = copy.deepcopy(good)
+    state = _as_old_format(log, spec, fmt)
+    assert not log.keyed_keys()
+    pipe = fresh(spec)
+    saved = restore_snapshot(log.read(), 0, pipe.restore)
+    assert saved is not None and saved[0] == log.epoch and saved[1] == state
+    pipe.engine.track_changes()
+    log.persist(pipe)  # format 4 from here on: every window as a record
+    n = sum(e["keyed"]["n"] for e in _state(log)["features"]["states"])
+    assert len(log.keyed_keys()) == n >= 40
+    again = fresh(spec)
+    assert restore_snapshot(log.read(), 0, again.restore) is not None
+    assert run(again, batches()[cut:]) == expected
 
 
 def test_an_empty_changelog_is_a_fresh_start(persisted: Any) -> None:
@@ -245,9 +317,18 @@ def evil_pickle(marker: Path) -> bytes:
 
 
 def _state(log: Changelog) -> dict[str, Any]:
+    """The newest snapshot as written (its per-key window states without their rows)."""
     saved = decode_snapshot(log.read(), 0)
     assert saved is not None
-    return copy.deepcopy(saved[1])
+    return without_rows(saved[1])
+
+
+def without_rows(state: dict[str, Any]) -> dict[str, Any]:
+    """A decoded snapshot as written: its per-key window states without the rows restored."""
+    state = copy.deepcopy(state)
+    for entry in state["features"]["states"]:
+        entry.pop("rows", None)
+    return state
 
 
 def _river_pickled(log: Changelog, evil: bytes) -> int:
@@ -321,6 +402,36 @@ def _forge_watermark(state: dict[str, Any]) -> None:
 RNG = np.random.default_rng(0)
 GARBAGE = RNG.bytes(300)
 
+
+def _a_row(log: Changelog) -> tuple[bytes, bytes]:
+    """One per-key record now in ``log`` (the first by key): (key, value)."""
+    key = sorted(log.keyed_keys())[0]
+    return key, log.read()[key]
+
+
+def _row_as(log: Changelog, key: bytes | None = None, epoch: int | None = None,
+            row: bytes | None = None) -> int:  # fmt: skip
+    """Append a per-key record: an existing one's, with another key, epoch or row."""
+    k0, v0 = _a_row(log)
+    value = (v0[:8] if epoch is None else epoch.to_bytes(8, "big")) + (v0[8:] if row is None
+                                                                        else row)  # fmt: skip
+    return log.add(k0 if key is None else key, value)
+
+
+def _tombstone_a_row(log: Changelog) -> int:
+    log.add(_a_row(log)[0], None)
+    return log.head_offset()
+
+
+def _first_keyed_offset(log: Changelog) -> int:
+    records = log.read()
+    return min(records.offsets[k] for k in log.keyed_keys())
+
+
+def _old_head_beside_rows(log: Changelog) -> int:
+    _head(log, format="driftline-state/3")
+    return _first_keyed_offset(log)
+
 #: (name, what to append to a good changelog -> offset of the record to blame, message part)
 CASES: list[tuple[str, Callable[[Changelog, bytes], int], str]] = [
     ("random bytes as the head", lambda log, e: log.add(b"0/head", GARBAGE), "not JSON"),
@@ -340,7 +451,7 @@ CASES: list[tuple[str, Callable[[Changelog, bytes], int], str]] = [
     ("head of a bad chunk count", lambda log, e: _head(log, chunks=-1), "bad chunk count"),
     ("head of an unknown version", lambda log, e: _head(log, format="driftline-state/9"),
      "state format 'driftline-state/9' is unknown; this driftline reads only driftline-state/2 "
-     "and driftline-state/3"),
+     "and driftline-state/3 and driftline-state/4"),
     ("head of another format", lambda log, e: _head(log, format="avro"),
      "not a driftline state head"),
     ("format-1 snapshot holding pickles", _format_1, "state format driftline-state/1"),
@@ -374,6 +485,36 @@ CASES: list[tuple[str, Callable[[Changelog, bytes], int], str]] = [
      "the snapshot head was deleted (a tombstone written outside driftline)"),
     ("a forged watermark far in the future",
      lambda log, e: _shape(log, _forge_watermark), "hours ahead of this machine's clock"),
+    # format 4's per-key feature records
+    ("a per-key record of random bytes", lambda log, e: _row_as(log, row=GARBAGE),
+     "not a driftline per-key feature record: not JSON"),
+    ("a per-key record holding a pickle", lambda log, e: _row_as(log, row=e),
+     "not a driftline per-key feature record: not JSON"),
+    ("a per-key record too short", lambda log, e: log.add(_a_row(log)[0], b"\x00" * 8),
+     "too short"),
+    ("a per-key record compressed badly", lambda log, e: _row_as(log, row=b"z" + GARBAGE),
+     "unreadable compressed row"),
+    ("a per-key record of the wrong shape", lambda log, e: _row_as(log, row=b"[1, 2, 3]"),
+     "not a row of this tumbling window's columns"),
+    ("a per-key record with text for a count", lambda log, e: _row_as(log, row=b'["x", [1.0]]'),
+     "a value of this record is malformed"),
+    ("a per-key record newer than the head", lambda log, e: _row_as(log, epoch=log.epoch + 1),
+     "after the head's snapshot"),
+    ("a per-key record deleted", lambda log, e: _tombstone_a_row(log),
+     "records were deleted or added outside driftline"),
+    ("a per-key record added", lambda log, e: (_row_as(log, key=b"0/w/0/0/intruder"),
+                                               log.head_offset())[1],
+     "records were deleted or added outside driftline"),
+    ("a per-key record of a window state the snapshot lacks",
+     lambda log, e: _row_as(log, key=b"0/w/7/0/u1"), "has no window state 7"),
+    ("a per-key record of another kind", lambda log, e: _row_as(log, key=b"0/m/0/u1"),
+     "has no window state 0 kept per key as 'm'"),
+    ("a per-key record with a malformed key", lambda log, e: _row_as(log, key=b"0/w/x/1/u"),
+     "not a per-key feature record of partition 0"),
+    ("another partition's per-key record", lambda log, e: _row_as(log, key=b"1/w/0/0/u1"),
+     "not a driftline state record of partition 0"),
+    ("per-key records beside a format 3 head", lambda log, e: _old_head_beside_rows(log),
+     "a per-key feature record, but the snapshot head is of format driftline-state/3"),
 ]  # fmt: skip
 
 

@@ -60,6 +60,7 @@ def test_a_crafted_record_on_a_real_changelog_is_named_by_its_offset(
     bs = batches()
     cut = len(bs) // 2
     live = fresh(spec)
+    live.engine.track_changes()
     log = Changelog()
     for b in bs[:cut]:
         run(live, [b])
