@@ -408,6 +408,46 @@ def _keyed_row(value: bytes, epoch: int) -> Any:
     return _loads(raw)
 
 
+def _keyed_rows_fast(
+    items: list[tuple[bytes, int | None, bytes]], partition: int, epoch: int,
+    kinds: list[str | None],
+) -> list[list[Any]]:  # fmt: skip
+    """`attach_keyed_rows`'s rows per window state when every record is well-formed, with as
+    little Python per record as can be (a million records restore in seconds); ValueError or
+    IndexError otherwise (the caller then finds the record at fault)."""
+    wpre = keyed_prefixes(partition)[0]
+    cut = len(wpre)  # "<p>/w/" and "<p>/m/" are as long
+    rows: list[list[Any]] = [[] for _ in kinds]
+    if not items:
+        return rows
+    keys = [k for k, _, _ in items]
+    raws = [v[8:] for _, _, v in items]
+    if max(v[:8] for _, _, v in items) > epoch.to_bytes(8, "big") or not all(raws):
+        raise ValueError("a record newer than the head, or too short")  # (big endian: in order)
+    for i in [i for i, r in enumerate(raws) if r[:1] == b"z"]:  # the rare large ones
+        raws[i] = zlib.decompress(raws[i][1:])
+    values = list(map(orjson.loads, raws))
+    is_w = [k.startswith(wpre) for k in keys]
+    tails = [k[cut:] for k in keys]
+    for kind, mine, parts in (("w", True, 2), ("m", False, 1)):
+        split = [t.split(b"/", parts) for t, w in zip(tails, is_w, strict=True) if w is mine]
+        if not split:
+            continue
+        if not all(p[0].isdigit() for p in split):
+            raise ValueError("a window state that is not a number")
+        states = [int(p[0]) for p in split]
+        if any(kinds[g] != kind for g in set(states)):
+            raise ValueError("a window state the snapshot does not keep so")
+        if kind == "w":
+            idents: list[Any] = [(p[2].decode("utf-8", "surrogatepass"), int(p[1])) for p in split]
+        else:
+            idents = [p[1].decode("utf-8", "surrogatepass") for p in split]
+        at = [i for i, w in enumerate(is_w) if w is mine]
+        for g, ident, i in zip(states, idents, at, strict=True):
+            rows[g].append((keys[i], ident, values[i]))
+    return rows
+
+
 def attach_keyed_rows(
     records: dict[bytes, bytes], partition: int, epoch: int, state: dict[str, Any]
 ) -> None:
@@ -433,18 +473,24 @@ def attach_keyed_rows(
             f"the snapshot of epoch {epoch} cannot be restored (its window states are "
             f"malformed: {e!r})",
         ) from None
-    rows: list[list[Any]] = [[] for _ in entries]
-    for key, offset, value in _keyed_items(records, partition):
-        try:
-            kind, g, ident = parse_keyed_key(partition, key)
-            if g >= len(entries) or kinds[g] != kind:
-                raise ValueError(f"the snapshot has no window state {g} kept per key as {kind!r}")
-            row = _keyed_row(value, epoch)
-        except ValueError as e:
-            raise ChangelogError(
-                topic, partition, offset, key, f"not a driftline per-key feature record: {e}"
-            ) from None
-        rows[g].append((key, ident, row))
+    items = _keyed_items(records, partition)
+    try:
+        rows = _keyed_rows_fast(items, partition, epoch, kinds)
+    except (ValueError, IndexError, zlib.error):  # find the record, and say what is wrong with it
+        rows = [[] for _ in entries]
+        for key, offset, value in items:
+            try:
+                kind, g, ident = parse_keyed_key(partition, key)
+                if g >= len(entries) or kinds[g] != kind:
+                    raise ValueError(
+                        f"the snapshot has no window state {g} kept per key as {kind!r}"
+                    )
+                row = _keyed_row(value, epoch)
+            except ValueError as e:
+                raise ChangelogError(
+                    topic, partition, offset, key, f"not a driftline per-key feature record: {e}"
+                ) from None
+            rows[g].append((key, ident, row))
     for g, (entry, got, n) in enumerate(zip(entries, rows, counts, strict=True)):
         if got.__len__() != n:
             raise _error(

@@ -1,15 +1,25 @@
-"""FeatureEngine throughput per window kind: batched (10k events per update) vs per event.
+"""FeatureEngine throughput per window kind: batched (10k events per update) vs per event; and
+with ``--state``, what writing and restoring the state costs as the number of entities grows.
 
 Usage: ``python bench/features_bench.py [--events 1000000] [--entities 10000]``. Prints events/s
 (CPU time of this process) for each window kind with a couple of aggregators, and the batched /
 per-event ratio (the
 per-event run feeds one event per `update` call over the first ``--per-event`` events).
+
+``python bench/features_bench.py --state [--entities 10000,1000000] [--batch 5000]``: a tumbling
+count + mean over one window holding every entity, then batches of ``--batch`` events on random
+entities. Per batch, the CPU seconds to turn the state into changelog records (a librdkafka
+producer's ``produce`` included, no broker): state format 3 (the whole snapshot, compressed and
+chunked) against format 4 (the keys the batch changed, one record each, and the small
+snapshot); then the CPU seconds to restore every entity from format 4 records.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -66,14 +76,102 @@ def run(features, ents, ts, cols, batch: int) -> float:
     return n / (time.process_time() - t0)
 
 
+def _cpu(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.process_time()
+    out = fn()
+    return time.process_time() - t0, out
+
+
+def state_costs(n_entities: int, batch: int, n_batches: int = 10) -> dict[str, float]:
+    """CPU seconds per batch to write the state as format 3 / format 4 records, and to restore
+    ``n_entities`` from format 4 records (see the module docstring)."""
+    from confluent_kafka import Producer
+
+    from driftline.agents.state import (
+        ChangelogRecords,
+        decode_snapshot,
+        encode_keyed_snapshot,
+        encode_snapshot_json,
+        snapshot_json,
+    )
+
+    feats = KINDS["tumbling count+mean"]
+    eng = FeatureEngine(feats, grace_ms=5_000)
+    eng.track_changes()
+    rng = np.random.default_rng(1)
+    names = np.array([f"user-{i}" for i in range(n_entities)], dtype=object)
+    step = 200_000
+    for a in range(0, n_entities, step):  # every entity once, all in the first window
+        k = min(step, n_entities - a)
+        eng.update(names[a : a + k], np.full(k, 1_000, np.int64), {"amount": np.ones(k)})
+    eng.drain_changes()  # written once (the first snapshot after the entities arrived)
+    producer = Producer({"bootstrap.servers": "127.0.0.1:9", "log_level": 0,
+                         "queue.buffering.max.messages":
+                         2_000_000, "queue.buffering.max.kbytes": 4_000_000})  # fmt: skip
+
+    def produce(records: list[tuple[bytes, bytes | None]]) -> int:
+        for key, value in records:
+            producer.produce("bench", value, key, partition=0)
+        return len(records)
+
+    f3 = f4 = 0.0
+    n3 = n4 = 0
+    for i in range(n_batches):
+        pick = rng.integers(0, n_entities, batch)
+        eng.update(names[pick], np.full(batch, 2_000 + i, np.int64), {"amount": rng.random(batch)})
+        offsets = {"t": i}
+
+        def format_3(epoch: int = i, offsets: dict[str, int] = offsets) -> int:
+            state = {"features": eng.snapshot(), "offsets": offsets}
+            return produce(encode_snapshot_json(0, epoch, snapshot_json(state)))
+
+        def format_4(epoch: int = i, offsets: dict[str, int] = offsets) -> int:
+            state = {"features": eng.snapshot_keyed(), "offsets": offsets}
+            return produce(encode_keyed_snapshot(0, epoch, snapshot_json(state),
+                                                 eng.drain_changes()))  # fmt: skip
+
+        dt, n = _cpu(format_3)
+        f3, n3 = f3 + dt, n3 + n
+        dt, n = _cpu(format_4)
+        f4, n4 = f4 + dt, n4 + n
+    producer.purge()
+    # restore: every key as its own record (a compacted changelog), read and loaded
+    for g in eng._groups:
+        g.state.mark_all_dirty()
+    full = encode_keyed_snapshot(0, 99, snapshot_json(
+        {"features": eng.snapshot_keyed(), "offsets": {"t": 1}}), eng.drain_changes())  # fmt: skip
+    records = ChangelogRecords("bench", 0)
+    read_s, _ = _cpu(lambda: [records.add(k, v, o) for o, (k, v) in enumerate(full)])
+    load_s, restored = _cpu(lambda: FeatureEngine.restore(
+        feats, 5_000, decode_snapshot(records, 0)[1]["features"]))  # type: ignore[index]  # fmt: skip
+    assert restored.n_windows == eng.n_windows == n_entities
+    return {"f3": f3 / n_batches, "f4": f4 / n_batches, "n3": n3 / n_batches,
+            "n4": n4 / n_batches, "read": read_s, "load": load_s}  # fmt: skip
+
+
+def state_main(entities: list[int], batch: int) -> None:
+    print(f"state write per batch of {batch:,} events (CPU s, this process; noisy machine)")
+    print(f"{'entities':>10s} {'format 3 s':>11s} {'records':>8s} {'format 4 s':>11s} "
+          f"{'records':>8s} {'restore: read s':>16s} {'load s':>7s}")  # fmt: skip
+    for n in entities:
+        r = state_costs(n, batch)
+        print(f"{n:10,d} {r['f3']:11.3f} {r['n3']:8,.0f} {r['f4']:11.4f} {r['n4']:8,.0f} "
+              f"{r['read']:16.2f} {r['load']:7.2f}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--entities", type=int, default=10_000)
+    ap.add_argument("--entities", default="10000", help="entities (--state: a comma list)")
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--per-event", type=int, default=20_000)
     ap.add_argument("--only", default="", help="substring of the kinds to run")
+    ap.add_argument("--state", action="store_true", help="state write and restore costs")
     args = ap.parse_args()
+    if args.state:
+        state_main([int(x) for x in args.entities.split(",")], args.batch)
+        return
+    args.entities = int(args.entities)
     ents, ts, cols = stream(args.events, args.entities)
     k = args.per_event
     print(f"{args.events:,} events, {args.entities:,} entities, batches of {args.batch:,}")

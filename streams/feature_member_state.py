@@ -34,7 +34,6 @@ from driftline.streams.feature_state import (
     KeyedRowError,
     WindowColumns,
     WindowState,
-    bad_row_named,
     first_occurrences,
     memoized,
 )
@@ -234,8 +233,43 @@ class MemberWindowState(WindowState):
             ])  # fmt: skip
         return KeyedChanges("m", kept, rows, gone)
 
-    def load_rows(self, rows: Sequence[KeyedRow]) -> None:
-        """Restore from the changelog records `drain` wrote: ``(key, entity, members)``."""
+    def _load_rows(self, rows: Sequence[KeyedRow]) -> None:
+        """Rows ``(key, entity, members)`` from `drain`, column by column."""
+        nn, nd = len(self.num_fields), len(self.dist_fields)
+        data = [r for _, _, r in rows]
+        if not all(type(r) is list and len(r) == 4 for r in data):
+            raise ValueError("a row of another layout")
+        lens = [len(r[0]) for r in data]
+        if (lens and min(lens) < 1) or [len(r[1]) for r in data] != lens:
+            raise ValueError("members of another layout")
+        if not all(len(r[2]) == nn and len(r[3]) == nd for r in data):
+            raise ValueError("members of another layout")
+        for j in range(nn):
+            if [len(r[2][j]) for r in data] != lens:
+                raise ValueError("members of another layout")
+        for j in range(nd):
+            if [len(r[3][j]) for r in data] != lens:
+                raise ValueError("members of another layout")
+        names = [ident for _, ident, _ in rows]
+        if not all(type(n) is str for n in names):
+            raise ValueError("an entity that is not a string")
+        snap = {
+            "ts": list(chain.from_iterable(r[0] for r in data)),
+            "seq": list(chain.from_iterable(r[1] for r in data)),
+            "values": {
+                f: list(chain.from_iterable(r[2][j] for r in data))
+                for j, f in enumerate(self.num_fields)
+            },
+            "distinct": {
+                f: list(chain.from_iterable(r[3][j] for r in data))
+                for j, f in enumerate(self.dist_fields)
+            },
+        }
+        entities = list(chain.from_iterable(map(repeat, names, lens)))
+        registry = EntityRegistry() if self.registry is None else self.registry
+        self.load(snap, entities, registry)
+
+    def _check_layout(self, rows: Sequence[KeyedRow]) -> None:
         nn, nd = len(self.num_fields), len(self.dist_fields)
         for key, ident, row in rows:
             ok = isinstance(ident, str) and isinstance(row, list) and len(row) == 4
@@ -249,22 +283,6 @@ class MemberWindowState(WindowState):
                 )  # fmt: skip
             if not ok:
                 raise KeyedRowError(key, f"not one entity's members of this {self.kind} window")
-        snap = {
-            "ts": list(chain.from_iterable(r[2][0] for r in rows)),
-            "seq": list(chain.from_iterable(r[2][1] for r in rows)),
-            "values": {
-                f: list(chain.from_iterable(r[2][2][j] for r in rows))
-                for j, f in enumerate(self.num_fields)
-            },
-            "distinct": {
-                f: list(chain.from_iterable(r[2][3][j] for r in rows))
-                for j, f in enumerate(self.dist_fields)
-            },
-        }
-        entities = list(chain.from_iterable(repeat(r[1], len(r[2][0])) for r in rows))
-        registry = EntityRegistry() if self.registry is None else self.registry
-        with bad_row_named(self, rows):
-            self.load(snap, entities, registry)
 
     def snapshot(self, names: np.ndarray) -> dict[str, Any]:
         return {

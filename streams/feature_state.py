@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -36,7 +35,6 @@ __all__ = [
     "WindowColumns",
     "WindowGroup",
     "WindowState",
-    "bad_row_named",
     "first_occurrences",
     "memoized",
 ]
@@ -86,20 +84,6 @@ class KeyedRowError(DriftlineError):
         super().__init__(f"state: {problem}")
         self.key = key
         self.problem = problem
-
-
-@contextmanager
-def bad_row_named(state: WindowState, rows: Sequence[KeyedRow]) -> Iterator[None]:
-    """Turn a load of ``rows`` that fails on a bad value (TypeError/ValueError) into a
-    `KeyedRowError` naming the first row that fails alone (into a fresh state like ``state``)."""
-    try:
-        yield
-    except (TypeError, ValueError, IndexError) as e:
-        if len(rows) == 1:
-            raise KeyedRowError(rows[0][0], f"a value of this record is malformed ({e})") from e
-        for row in rows:
-            type(state)(state.feats).load_rows([row])  # raises for the bad one
-        raise KeyedRowError(rows[0][0], f"the records do not load together ({e})") from e
 
 
 _Q = TypeVar("_Q", bound="WindowColumns")
@@ -244,15 +228,32 @@ class WindowState(ABC):
     def drain(self) -> KeyedChanges:
         """What changed since the last call (tracking on)."""
 
-    @abstractmethod
     def load_rows(self, rows: Sequence[KeyedRow]) -> None:
         """Restore a fresh state from the rows `drain` gave (the newest of each key).
 
         Raises
         ------
         KeyedRowError
-            Naming the first row that is not of this state's layout.
+            Naming the first row that is not of this state's layout, or that does not load
+            (a bad value: found by loading each row alone into a fresh state like this one).
         """
+        try:
+            self._load_rows(rows)
+        except (TypeError, ValueError, IndexError) as e:
+            self._check_layout(rows)
+            if len(rows) == 1:
+                raise KeyedRowError(rows[0][0], f"a value of this record is malformed ({e})") from e
+            for row in rows:
+                type(self)(self.feats).load_rows([row])  # raises for the bad one
+            raise KeyedRowError(rows[0][0], f"the records do not load together ({e})") from e
+
+    @abstractmethod
+    def _load_rows(self, rows: Sequence[KeyedRow]) -> None:
+        """`load_rows` in bulk: TypeError, ValueError or IndexError if a row is bad."""
+
+    @abstractmethod
+    def _check_layout(self, rows: Sequence[KeyedRow]) -> None:
+        """Raise `KeyedRowError` for the first row not of this state's layout."""
 
 
 @dataclass

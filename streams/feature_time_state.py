@@ -38,7 +38,6 @@ from driftline.streams.feature_state import (
     KeyedRowError,
     WindowColumns,
     WindowState,
-    bad_row_named,
     first_occurrences,
     memoized,
 )
@@ -464,14 +463,38 @@ class TimeWindowState(WindowState):
                 cols.append(self.c[name][r].tolist())
         return KeyedChanges("w", kept, [list(t) for t in zip(*cols, strict=True)], gone)
 
-    def load_rows(self, rows: Sequence[KeyedRow]) -> None:
-        """Restore from the changelog records `drain` wrote: ``(key, (entity, start), row)``.
+    def _load_rows(self, rows: Sequence[KeyedRow]) -> None:
+        """Rows ``(key, (entity, start), row)`` from `drain`, column by column."""
+        k = len(rows)
+        data = [r for _, _, r in rows]
+        if not all(type(r) is list and len(r) == len(self.columns) for r in data):
+            raise ValueError("a row of another layout")
+        cols: dict[str, Any] = {}
+        for i, (name, col) in enumerate(self.columns.items()):
+            vals = [r[i] for r in data]
+            if name == "dist":
+                if not all(type(v) is list and len(v) == col.width for v in vals):
+                    raise ValueError("distinct values of another layout")
+                cols[name] = vals
+                continue
+            arr = np.asarray(vals, dtype=col.dtype)
+            if arr.shape != ((k,) if col.width is None else (k, col.width)):
+                raise ValueError(f"column {name} of shape {arr.shape}")
+            cols[name] = arr
+        keys = [ident for _, ident, _ in rows]
+        if not all(type(key) is tuple and len(key) == 2 for key in keys):
+            raise ValueError("a key that is not (entity, start)")
+        at = self.allocate(keys)
+        for name, arr in cols.items():
+            if name != "dist":
+                self.c[name][at] = arr
+                continue
+            dist = self.c["dist"]
+            for r, sets in zip(at.tolist(), arr, strict=True):
+                for j, vals in enumerate(sets):
+                    dist[r, j] = None if vals is None else dict.fromkeys(vals)
 
-        Raises
-        ------
-        KeyedRowError
-            Naming the record whose row does not have this state's layout.
-        """
+    def _check_layout(self, rows: Sequence[KeyedRow]) -> None:
         widths = [c.width for c in self.columns.values()]
         for key, ident, row in rows:
             ok = (
@@ -484,22 +507,6 @@ class TimeWindowState(WindowState):
             )  # fmt: skip
             if not ok:
                 raise KeyedRowError(key, f"not a row of this {self.kind} window's columns")
-        snap: dict[str, Any] = {
-            "starts": [ident[1] for _, ident, _ in rows], "columns": {}, "distinct": {}
-        }  # fmt: skip
-        for i, (name, col) in enumerate(self.columns.items()):
-            if name == "dist":
-                for j, f in enumerate(self.fields["distinct"]):
-                    snap["distinct"][f] = [row[i][j] for _, _, row in rows]
-            elif col.width is None:
-                snap["columns"][name] = [row[i] for _, _, row in rows]
-            else:
-                snap["columns"][name] = {
-                    f: [row[i][j] for _, _, row in rows]
-                    for j, f in enumerate(self.column_fields(name))
-                }
-        with bad_row_named(self, rows):
-            self.load(snap, [ident[0] for _, ident, _ in rows], EntityRegistry())
 
     def load(self, snap: Mapping[str, Any], entities: list[str], registry: EntityRegistry) -> None:
         starts = [int(s) for s in snap["starts"]]

@@ -587,3 +587,53 @@ def test_learning_online_with_a_model_that_has_no_plain_encoding_fails_before_an
         PartitionPipeline(spec, 0, pred, version)  # and the pipeline itself refuses it
     oc = PartitionPipeline(frozen, 0, pred, version).process(batches()[0][1][:10])
     assert oc.consumed == 10 and sum(oc.dead_letters.values()) == 0
+
+
+#: (window-state kind, state index, key, its changelog key)
+KEY_LAYOUT = [
+    ("w", 0, ("u1", 1_767_225_600_000), b"0/w/0/1767225600000/u1"),
+    ("w", 3, ("a/b/c", -60_000), b"0/w/3/-60000/a/b/c"),
+    ("w", 0, ("", 0), b"0/w/0/0/"),
+    ("m", 1, "ü\x00z", "0/m/1/ü\x00z".encode()),
+    ("m", 12, "/", b"0/m/12//"),
+    ("m", 0, "\ud800", b"0/m/0/\xed\xa0\x80"),  # a lone surrogate survives the round trip
+]
+
+
+@pytest.mark.parametrize(("kind", "state", "key", "raw"), KEY_LAYOUT)
+def test_per_key_record_keys_round_trip(kind: str, state: int, key: Any, raw: bytes) -> None:
+    from driftline.agents.state import keyed_record_key, parse_keyed_key
+
+    assert keyed_record_key(0, kind, state, key) == raw
+    assert parse_keyed_key(0, raw) == (kind, state, key)
+    records = ChangelogRecords(TOPIC, 0)
+    records.add(raw, b"v", 7)
+    assert keyed_keys(records, 0) == [raw] and records.offsets[raw] == 7 and not records.foreign
+    records.add(raw, None, 8)  # evicted: gone, and not counted among deleted heads
+    assert not records and not records.tombstones
+
+
+@pytest.mark.parametrize(
+    "raw", [b"0/w/0/x/u", b"0/w/-1/0/u", b"0/w/0", b"0/m/a/u", b"0/m/0", b"1/m/0/u", b"0/q/0/u"]
+)
+def test_keys_that_are_not_per_key_records(raw: bytes) -> None:
+    from driftline.agents.state import parse_keyed_key
+
+    with pytest.raises(ValueError, match="not a per-key feature record of partition 0"):
+        parse_keyed_key(0, raw)
+
+
+def test_a_large_row_is_compressed_and_reads_back() -> None:
+    from driftline.agents.state import COMPRESS_ABOVE, _keyed_row, encode_keyed_changes
+    from driftline.streams.feature_state import KeyedChanges
+
+    big = [list(range(20_000)), list(range(20_000)), [[0.5] * 20_000], []]
+    small = [[1], [2], [[0.25]], []]
+    ch = KeyedChanges("m", ["big", "small"], [big, small], ["gone"])
+    (k0, v0), (_, v1), (_, v2) = encode_keyed_changes(4, 9, [ch])
+    assert (k0, v0) == (b"4/m/0/gone", None)
+    assert v1 is not None and v1[8:9] == b"z" and len(orjson.dumps(big)) > COMPRESS_ABOVE
+    assert v2 is not None and v2 == (9).to_bytes(8, "big") + orjson.dumps(small)
+    assert _keyed_row(v1, 9) == big and _keyed_row(v2, 10) == small
+    with pytest.raises(ValueError, match="written by snapshot 9, after the head's snapshot 8"):
+        _keyed_row(v2, 8)
