@@ -187,6 +187,30 @@ def _json_checked(raw: bytes | None) -> Any:
         raise classify_bad_json(raw, e) from None
 
 
+def json_object(raw: bytes | None, max_bytes: int, what: str) -> dict[str, Any]:
+    """A side topic's record (a label, a business event) as a JSON object, or the precise
+    `RecordError`: no value, over ``max_bytes``, not JSON, not an object (``what`` it should be).
+
+    >>> json_object(b'{"a": 1}', 100, "a label")
+    {'a': 1}
+    >>> json_object(b"[1]", 100, "a label")
+    Traceback (most recent call last):
+    ...
+    driftline.errors.RecordError: not_an_object: a label must be a JSON object
+    """
+    if raw is None:
+        raise RecordError("invalid_json", "the record has no value (a tombstone?)")
+    if len(raw) > max_bytes:
+        raise RecordError("oversized", f"{len(raw)} bytes; input.max_message_bytes is {max_bytes}")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise classify_bad_json(raw, e) from None
+    if not isinstance(doc, dict):
+        raise RecordError("not_an_object", f"{what} must be a JSON object")
+    return doc
+
+
 @dataclass(frozen=True)
 class PayloadFormat:
     """How a record's value becomes an object, for :class:`RecordDecoder`.

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import orjson
 
-from driftline.agents.decode import classify_bad_json, parse_timestamp_ms
+from driftline.agents.decode import json_object, parse_timestamp_ms
 from driftline.errors import DriftlineError, RecordError
 from driftline.spec import LabelsSpec, PipelineSpec
 from driftline.streams.importance import (
@@ -127,18 +126,7 @@ class LabelDecoder:
         self, value: bytes | None, stamp_ms: int | None
     ) -> tuple[str, float, int, int | None]:
         """(join id, label, label time ms, partition named by the id or None)."""
-        if value is None:
-            raise RecordError("invalid_json", "the record has no value (a tombstone?)")
-        if len(value) > self.max_bytes:
-            raise RecordError(
-                "oversized", f"{len(value)} bytes; input.max_message_bytes is {self.max_bytes}"
-            )
-        try:
-            doc = orjson.loads(value)
-        except orjson.JSONDecodeError as e:
-            raise classify_bad_json(value, e) from None
-        if not isinstance(doc, dict):
-            raise RecordError("not_an_object", "a label must be a JSON object")
+        doc = json_object(value, self.max_bytes, "a label")
         jid, part = self._id(doc)
         if self.ls.label_field not in doc:
             raise RecordError("missing_field", f"field {self.ls.label_field!r} is missing")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -247,29 +247,32 @@ class PartitionPipeline:
                 timer.lap("estimate")
         return out
 
-    def process_labels(self, cols: RecordColumns) -> BatchOutcome:
-        """One batch of the labels topic's partition: decode, forward, join, grade."""
+    def _side_batch(
+        self, cols: RecordColumns, stage: str, run: Callable[[BatchOutcome, int], None] | None
+    ) -> BatchOutcome:
+        """A batch of a side topic (labels, business): ``run(out, now_ms)``, timed as ``stage``."""
         out = BatchOutcome(consumed=len(cols))
-        if not len(cols) or self.label_stage is None:
+        if not len(cols) or run is None:
             return out
         out.last_offset = cols.offsets[-1]
-        now_ms = int(time.time() * 1000)
         timer = StageTimer(out)
-        self.label_stage.process(cols, out, self.engine.watermark_ms, now_ms)
-        timer.lap("labels")
+        run(out, int(time.time() * 1000))
+        timer.lap(stage)
         return out
+
+    def process_labels(self, cols: RecordColumns) -> BatchOutcome:
+        """One batch of the labels topic's partition: decode, forward, join, grade."""
+        ls = self.label_stage
+        run = None if ls is None else (
+            lambda out, now: ls.process(cols, out, self.engine.watermark_ms, now))  # fmt: skip
+        return self._side_batch(cols, "labels", run)
 
     def process_business(self, cols: RecordColumns) -> BatchOutcome:
         """One batch of the ``[business]`` topic's partition."""
-        out = BatchOutcome(consumed=len(cols))
-        if not len(cols) or self.business is None:
-            return out
-        out.last_offset = cols.offsets[-1]
-        now_ms = int(time.time() * 1000)
-        timer = StageTimer(out)
-        self.business.process(cols, out, now_ms)
-        timer.lap("business")
-        return out
+        b = self.business
+        return self._side_batch(
+            cols, "business", None if b is None else (lambda out, now: b.process(cols, out, now))
+        )
 
     # -- state --------------------------------------------------------------------------------
     def _fingerprint(self) -> str:

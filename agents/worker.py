@@ -153,24 +153,20 @@ def preflight(spec: PipelineSpec, bootstrap: Kafka, worker_id: str | None = None
             "make one-partition topics"
         )
     ensure_pipeline_topics(spec, bootstrap, n_in, PREFLIGHT_ROLES)
-    if spec.labels is not None:
-        lt = spec.labels.topic
-        n_lab = topic_partitions(bootstrap, lt)
-        if n_lab != n_in:
+    side = [
+        (spec.labels, "labels", "a label is joined on the partition its prediction was made on"),
+        (spec.business, "business", "partition p's business metric goes into the alerts of "
+         "input partition p"),
+    ]  # fmt: skip
+    for section, name, why in side:
+        if section is None:
+            continue
+        n_side = topic_partitions(bootstrap, section.topic)
+        if n_side != n_in:
             raise SpecError(
-                f"the labels topic {lt!r} (spec key labels.topic) has {n_lab} partitions but "
-                f"the input topic has {n_in}: a label is joined on the partition its "
-                "prediction was made on, so give both topics the same partition count"
-            )
-    if spec.business is not None:
-        bt = spec.business.topic
-        n_bus = topic_partitions(bootstrap, bt)
-        if n_bus != n_in:
-            raise SpecError(
-                f"the business topic {bt!r} (spec key business.topic) has {n_bus} partitions "
-                f"but the input topic has {n_in}: partition p's business metric goes into the "
-                "alerts of input partition p, so give both topics the same partition count "
-                "(`driftline topics create` makes it so)"
+                f"the {name} topic {section.topic!r} (spec key {name}.topic) has {n_side} "
+                f"partitions but the input topic has {n_in}: {why}, so give both topics the "
+                "same partition count"
             )
     changelog = changelog_topic(spec)
     n_log = topic_partitions(bootstrap, changelog)

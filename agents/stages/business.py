@@ -13,9 +13,8 @@ import math
 from typing import Any
 
 import numpy as np
-import orjson
 
-from driftline.agents.decode import classify_bad_json, parse_timestamp_ms
+from driftline.agents.decode import field_path, json_object, parse_timestamp_ms
 from driftline.agents.stages.bounds import EventBounds
 from driftline.agents.stages.dead_letters import DeadLetters
 from driftline.agents.stages.outcome import BatchOutcome
@@ -24,23 +23,13 @@ from driftline.errors import RecordError
 from driftline.spec import BusinessSpec, PipelineSpec
 from driftline.streams.business import BusinessHistory, EpisodeSpans
 
-_MISSING = object()
-
 
 def read_path(doc: dict[str, Any], path: str) -> Any:
-    """``doc[path]``, or the nested value of a dotted ``path`` (``order.total``).
-
-    >>> read_path({"a": {"b": 2}}, "a.b"), read_path({"a.b": 1}, "a.b"), read_path({}, "x")
-    (2, 1, None)
-    """
-    if path in doc:
-        return doc[path]
-    node: Any = doc
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+    """`agents.decode.field_path`, None when absent."""
+    try:
+        return field_path(doc, path)
+    except KeyError:
+        return None
 
 
 class BusinessDecoder:
@@ -51,18 +40,7 @@ class BusinessDecoder:
         self.max_bytes = max_bytes
 
     def decode(self, raw: bytes | None, stamp_ms: int | None) -> tuple[float, int]:
-        if raw is None:
-            raise RecordError("invalid_json", "the record has no value (a tombstone?)")
-        if len(raw) > self.max_bytes:
-            raise RecordError(
-                "oversized", f"{len(raw)} bytes; input.max_message_bytes is {self.max_bytes}"
-            )
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise classify_bad_json(raw, e) from None
-        if not isinstance(doc, dict):
-            raise RecordError("not_an_object", "a business record must be a JSON object")
+        doc = json_object(raw, self.max_bytes, "a business record")
         f = self.b.field
         v = read_path(doc, f)
         if v is None:

@@ -12,11 +12,11 @@ import pytest
 from sklearn.metrics import accuracy_score
 
 from driftline.agents.demo import demo_spec_text, train_demo_model
-from driftline.agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord, RecordColumns
-from driftline.agents.predictor import build_predictor
+from driftline.agents.pipeline import BatchOutcome, RawRecord
 from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.schemas import validate
 from driftline.spec import PipelineSpec, parse_spec
+from tests.agents.test_labels import _pipe, _run
 
 N, DROP_AT, T0 = 6_000, 3_000, 1_767_225_600_000
 INPUTS = ["amount", "latency_ms", "amount_mean_1m"]
@@ -64,21 +64,6 @@ def _batches(events: list[RawRecord], y: np.ndarray, batch: int = 300):
             t = T0 + 10 * i + 1_000
             labels.append(RawRecord("driftline.labels", 0, i, t, b"k", orjson.dumps(doc)))
         yield "labels", labels
-
-
-def _run(pipe: PartitionPipeline, batches: list[tuple[str, list[RawRecord]]]) -> list[BatchOutcome]:
-    outs = []
-    for kind, recs in batches:
-        if kind == "events":
-            outs.append(pipe.process(recs))
-        else:
-            outs.append(pipe.process_labels(RecordColumns.from_records(recs)))
-    return outs
-
-
-def _pipe(spec: PipelineSpec) -> PartitionPipeline:
-    pred, version = build_predictor(spec)
-    return PartitionPipeline(spec, 0, pred, version)
 
 
 SLICE = {"field": "country", "min_samples": 100, "margin": 0.15}
