@@ -267,3 +267,18 @@ def test_schema_defaults() -> None:
     assert default_of("performance_estimation.band_sigmas") == 3.0
     assert default_of("performance_estimation.thresholds") == {}
     assert not math.isnan(default_of("performance_estimation.draws"))
+
+
+def test_readme_example_section_is_valid(model_path: Path) -> None:
+    import re
+    import tomllib
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Performance without labels (CBPE)", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    pe = tomllib.loads(block[1])["performance_estimation"]
+    spec = parse_spec(spec_data("cbpe", TOPIC, model_path, **pe))
+    assert spec.performance_estimation is not None
+    assert spec.performance_estimation.thresholds == {"accuracy": 0.75, "f1": 0.6}
+    assert spec.performance_estimation.chunk_size == 1000
