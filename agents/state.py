@@ -6,14 +6,21 @@ and the last committed snapshot always describe the same point of the stream: a 
 worker neither loses nor double-counts what it had.
 
 Layout on the changelog (partition = input partition, cleanup.policy=compact), format
-``driftline-state/3`` (`STATE_FORMAT`):
-``<p>/chunk/<epoch % 2>/<i>`` → epoch (8 bytes, big endian) + zlib-compressed slice of the
-snapshot (JSON), and ``<p>/head`` → ``{"format", "epoch", "chunks", "sha256"}`` written last. A
-restore reads the partition to its end, keeps the newest head and the chunks of that epoch.
-Consecutive snapshots write their chunks under alternate keys, so a worker stopped between a
-snapshot's chunks and its head (possible without a transaction, at_least_once) leaves the
-previous snapshot whole. Format ``driftline-state/2`` (every snapshot's chunks under
-``<p>/chunk/<i>``) is still read.
+``driftline-state/4`` (`STATE_FORMAT`):
+
+- the feature windows, one record per key, written only when the key changed (a tombstone when
+  it is evicted): ``<p>/w/<state>/<window start>/<entity>`` (tumbling/hopping) and
+  ``<p>/m/<state>/<entity>`` (an entity's sliding/count members); see `encode_keyed_changes`;
+- the rest of the snapshot: ``<p>/chunk/<epoch % 2>/<i>`` → epoch (8 bytes, big endian) +
+  zlib-compressed slice of the snapshot (JSON), and ``<p>/head`` → ``{"format", "epoch",
+  "chunks", "sha256"}`` written last. The snapshot says how many keys each window state holds.
+
+A restore reads the partition to its end, keeps the newest value of every key, the newest head
+and the chunks of that epoch, and hands each window state its per-key rows. Consecutive
+snapshots write their chunks under alternate keys, so a worker stopped between a snapshot's
+chunks and its head leaves the previous snapshot whole (both guarantees now write a snapshot in
+one transaction; the alternation stays harmless). Formats ``driftline-state/2`` (every snapshot's
+chunks under ``<p>/chunk/<i>``) and ``/3`` (every entity inside the snapshot) are still read.
 
 The snapshot is plain JSON: river detectors and the online model are stored as numbers and
 lists (`driftline.streams.plain_state`), never pickled, so a record on this topic can make a

@@ -11,7 +11,8 @@ count + mean over one window holding every entity, then batches of ``--batch`` e
 entities. Per batch, the CPU seconds to turn the state into changelog records (a librdkafka
 producer's ``produce`` included, no broker): state format 3 (the whole snapshot, compressed and
 chunked) against format 4 (the keys the batch changed, one record each, and the small
-snapshot); then the CPU seconds to restore every entity from format 4 records.
+snapshot); then the CPU seconds to restore every entity from format 4 records (and, with
+``--bootstrap``, the wall seconds to read them back from a changelog topic on that broker).
 """
 
 from __future__ import annotations
@@ -82,7 +83,38 @@ def _cpu(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.process_time() - t0, out
 
 
-def state_costs(n_entities: int, batch: int, n_batches: int = 10) -> dict[str, float]:
+def read_from_broker(bootstrap: str, full: list[tuple[bytes, bytes | None]]) -> float:
+    """Seconds (wall) to read ``full`` back from a changelog topic on ``bootstrap`` as a
+    restore does (`read_changelog_partition`, read_committed, to the end)."""
+    import uuid
+
+    from confluent_kafka import Producer
+
+    from driftline.agents.kafka_io import ensure_topics
+    from driftline.agents.state import CHANGELOG_CONFIG, read_changelog_partition
+
+    topic = f"bench-state-{uuid.uuid4().hex[:8]}.state-changelog"
+    ensure_topics(bootstrap, [topic], 1, config=CHANGELOG_CONFIG)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
+                         "compression.type": "lz4", "queue.buffering.max.messages": 2_000_000,
+                         "queue.buffering.max.kbytes": 4_000_000})  # fmt: skip
+    for key, value in full:
+        while True:
+            try:
+                producer.produce(topic, value, key, partition=0)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(300) == 0
+    t0 = time.monotonic()
+    records = read_changelog_partition(bootstrap, topic, 0, timeout_s=600)
+    assert len(records) == len(full)
+    return time.monotonic() - t0
+
+
+def state_costs(
+    n_entities: int, batch: int, n_batches: int = 10, bootstrap: str | None = None
+) -> dict[str, float]:
     """CPU seconds per batch to write the state as format 3 / format 4 records, and to restore
     ``n_entities`` from format 4 records (see the module docstring)."""
     from confluent_kafka import Producer
@@ -142,21 +174,24 @@ def state_costs(n_entities: int, batch: int, n_batches: int = 10) -> dict[str, f
         {"features": eng.snapshot_keyed(), "offsets": {"t": 1}}), eng.drain_changes())  # fmt: skip
     records = ChangelogRecords("bench", 0)
     read_s, _ = _cpu(lambda: [records.add(k, v, o) for o, (k, v) in enumerate(full)])
+    broker_s = read_from_broker(bootstrap, full) if bootstrap else float("nan")
     load_s, restored = _cpu(lambda: FeatureEngine.restore(
         feats, 5_000, decode_snapshot(records, 0)[1]["features"]))  # type: ignore[index]  # fmt: skip
     assert restored.n_windows == eng.n_windows == n_entities
     return {"f3": f3 / n_batches, "f4": f4 / n_batches, "n3": n3 / n_batches,
-            "n4": n4 / n_batches, "read": read_s, "load": load_s}  # fmt: skip
+            "n4": n4 / n_batches, "read": read_s, "load": load_s,
+            "broker": broker_s}  # fmt: skip
 
 
-def state_main(entities: list[int], batch: int) -> None:
+def state_main(entities: list[int], batch: int, bootstrap: str | None) -> None:
     print(f"state write per batch of {batch:,} events (CPU s, this process; noisy machine)")
     print(f"{'entities':>10s} {'format 3 s':>11s} {'records':>8s} {'format 4 s':>11s} "
-          f"{'records':>8s} {'restore: read s':>16s} {'load s':>7s}")  # fmt: skip
+          f"{'records':>8s} {'restore: index s':>17s} {'load s':>7s} "
+          f"{'broker read wall s':>19s}")  # fmt: skip
     for n in entities:
-        r = state_costs(n, batch)
+        r = state_costs(n, batch, bootstrap=bootstrap)
         print(f"{n:10,d} {r['f3']:11.3f} {r['n3']:8,.0f} {r['f4']:11.4f} {r['n4']:8,.0f} "
-              f"{r['read']:16.2f} {r['load']:7.2f}")  # fmt: skip
+              f"{r['read']:17.2f} {r['load']:7.2f} {r['broker']:19.2f}")  # fmt: skip
 
 
 def main() -> None:
@@ -167,9 +202,11 @@ def main() -> None:
     ap.add_argument("--per-event", type=int, default=20_000)
     ap.add_argument("--only", default="", help="substring of the kinds to run")
     ap.add_argument("--state", action="store_true", help="state write and restore costs")
+    ap.add_argument("--bootstrap", help="--state: also time reading the records back from a "
+                    "changelog topic on this broker")  # fmt: skip
     args = ap.parse_args()
     if args.state:
-        state_main([int(x) for x in args.entities.split(",")], args.batch)
+        state_main([int(x) for x in args.entities.split(",")], args.batch, args.bootstrap)
         return
     args.entities = int(args.entities)
     ents, ts, cols = stream(args.events, args.entities)
