@@ -264,6 +264,8 @@ class ReportCollector:
         p = int(doc.get("partition", 0))
         body = {k: v for k, v in doc.items() if k not in _NOT_METRICS}
         for path, v in flatten_numbers(body).items():
+            if not is_metric(path):
+                continue
             key = (path, p)
             line = self.metrics.get(key)
             if line is None:
@@ -436,15 +438,46 @@ class ReportCollector:
 
     def _model_metrics(self) -> dict[str, Any]:
         """Lines grouped into charts: one chart per document path without its last part
-        (``windows/last_500``: accuracy, f1...), one line per metric and partition."""
+        (``windows/last_500``: accuracy, f1...), one line per metric and partition; an
+        estimated metric (CBPE) shares its chart with the realized one where labels joined."""
         charts: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for (path, p), pts in sorted(self.metrics.items()):
             group, name = chart_of(path)
             charts[group].append({"name": name, "partition": p, "points": thin(pts, value_at=1)})
+        realized = sorted(  # count windows (last_N) first, then time windows (<S>s)
+            (g for g in charts if g.startswith("windows/") and " · " not in g),
+            key=lambda g: (not g.startswith("windows/last_"), g),
+        )
+        for group in [g for g in charts if g.startswith(ESTIMATED)]:
+            metric = group.removeprefix(ESTIMATED)
+            for g in realized:
+                same = [ln for ln in charts[g] if ln["name"] == metric]
+                if same:
+                    charts[group] += [{**ln, "name": f"realized ({g.split('/')[1]})"}
+                                      for ln in same]  # fmt: skip
+                    break
         return {
             "documents": self.metric_docs,
             "charts": [{"title": g, "lines": lines} for g, lines in sorted(charts.items())],
         }
+
+
+#: Chart path prefix of an estimated metric (``estimated_performance/metrics/<metric>``).
+ESTIMATED = "estimated_performance/metrics/"
+
+
+def is_metric(path: str) -> bool:
+    """Whether a model-metrics number is worth a line: not a position, time or chunk index.
+
+    >>> [is_metric(p) for p in ("windows/10s/auc", "estimated_performance/chunk",
+    ...  "estimated_performance/first_offset", "estimated_performance/end_event_time_ms",
+    ...  "estimated_performance/calibration/n_reference")]
+    [True, False, False, False, False]
+    """
+    last = path.rpartition("/")[2]
+    if "/calibration/" in f"/{path}/":  # how the estimator was fitted: a constant
+        return False
+    return not (last.endswith(("_ms", "_offset")) or last in ("chunk", "partition"))
 
 
 def chart_of(path: str) -> tuple[str, str]:

@@ -17,8 +17,8 @@ from driftline.agents.svg import esc, fmt_num, svg_categories, svg_distribution,
 from driftline.alert_format import iso_ms
 
 #: Detector kinds in the order the page shows them (others follow, by name).
-KIND_ORDER = ("covariate", "multivariate", "prediction", "concept", "label", "slice", "skew",
-              "importance")  # fmt: skip
+KIND_ORDER = ("covariate", "multivariate", "prediction", "estimated_performance", "concept",
+              "label", "slice", "skew", "importance")  # fmt: skip
 KIND_TITLES = {
     "covariate": "Input drift (fields and features)",
     "multivariate": "Multivariate drift",
@@ -27,6 +27,19 @@ KIND_TITLES = {
     "label": "Label drift",
     "slice": "Slices",
     "skew": "Training/serving skew",
+    "importance": "Feature importance",
+    "estimated_performance": "Estimated performance (CBPE, without labels)",
+}
+
+#: Lines drawn as a band's dashed bounds (an estimate's confidence band).
+BOUNDS = ("lower", "upper")
+#: Model-metrics document parts, as the page titles them.
+SECTION_TITLES = {
+    "windows": "Realized metrics (joined labels)",
+    "estimated_performance": "Estimated performance (CBPE) and realized",
+    "slices": "Slices",
+    "labels": "Label join",
+    "business": "Business metric",
     "importance": "Feature importance",
 }
 
@@ -112,6 +125,8 @@ def _summary(r: dict[str, Any]) -> list[str]:
                 "–" if first is None else _t(first["event_time_ms"]),
             )
         )
+    if not det_rows:
+        return out
     out += [
         "<h3>Detectors</h3>",
         _table(
@@ -274,9 +289,10 @@ def _model_metrics(r: dict[str, Any]) -> list[str]:
     out.append(f"<p class='muted'>{mm['documents']} model-metrics documents.</p>")
     by_section: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for c in mm["charts"]:
-        by_section[c["title"].split("/")[0]].append(c)
+        by_section[c["title"].split("/")[0].split(" · ")[0]].append(c)
     for section, charts in by_section.items():
-        out.append(f"<h3>{esc(section)}</h3><div class='plots'>")
+        title = SECTION_TITLES.get(section, section)
+        out.append(f"<h3 class='metrics'>{esc(title)}</h3><div class='plots'>")
         for c in charts:
             pts = [p for ln in c["lines"] for p in ln["points"]]
             parts = {ln["partition"] for ln in c["lines"]}
@@ -285,9 +301,10 @@ def _model_metrics(r: dict[str, Any]) -> list[str]:
                  [(p[0], p[1]) for p in ln["points"]])
                 for ln in c["lines"]
             ]  # fmt: skip
-            out.append(
-                svg_lines(c["title"], lines, {"metrics": c["title"]}, **_x_axis(pts))
+            chart = svg_lines(
+                c["title"], lines, {"metrics": c["title"]}, **_x_axis(pts), dashed=BOUNDS
             )
+            out.append(chart)
         out.append("</div>")
         rows = [
             (esc(c["title"]), esc(ln["name"]), ln["partition"],

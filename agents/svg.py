@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -149,11 +149,13 @@ def svg_lines(
     log_y: bool = False,
     x_range: tuple[float, float] | None = None,
     marks: Sequence[tuple[float, float]] = (),
+    dashed: Collection[str] = (),
 ) -> str:
     """Lines over a numeric x (e.g. event time), one per ``(label, [(x, y)])``; ``bands`` are
     x ranges shaded red (drift episodes), ``hline`` a dashed threshold, ``x_labels`` the axis'
     end labels, ``x_range`` the x axis' span (default: the points'), ``marks`` points circled
-    red (e.g. readings while firing). ``log_y`` draws ``-log10(y)`` (p-values)."""
+    red (e.g. readings while firing), ``dashed`` labels of lines drawn grey and dashed (e.g. a
+    confidence band's bounds). ``log_y`` draws ``-log10(y)`` (p-values)."""
 
     def tr(v: float | None) -> float | None:
         if v is None or not math.isfinite(v):
@@ -196,8 +198,10 @@ def svg_lines(
     if hl is not None:
         _, y = xy(x0, hl)
         body.append(f'<line x1="{ML}" y1="{y:.1f}" x2="{W - MR}" y2="{y:.1f}" class="hline"/>')
+    legend_x = ML
     for i, (label, line) in enumerate(lines):
-        color = PALETTE[i % len(PALETTE)]
+        color = "#999" if label in dashed else PALETTE[i % len(PALETTE)]
+        dash = ' stroke-dasharray="4 3"' if label in dashed else ""
         coords = [xy(x, y) for x, y in ((x, tr(v)) for x, v in line) if y is not None]
         if len(coords) == 1:  # a lone reading: a dot
             body.append(
@@ -208,13 +212,14 @@ def svg_lines(
             p = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
             body.append(
                 f'<polyline class="line" points="{p}" fill="none" stroke="{color}" '
-                f'stroke-width="1.6" data-label="{esc(label)}"/>'
+                f'stroke-width="1.6"{dash} data-label="{esc(label)}"/>'
             )
         if label:
             body.append(
-                f'<text x="{ML + 90 * i}" y="32" class="tick" style="fill:{color}">'
+                f'<text x="{legend_x}" y="32" class="tick" style="fill:{color}">'
                 f"{esc(label)}</text>"
             )
+            legend_x += 12 + 6 * len(label)
     body.extend(
         f'<circle class="firing" cx="{x:.1f}" cy="{y:.1f}" r="2.2"/>'
         for mx, my in marks

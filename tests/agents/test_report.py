@@ -277,7 +277,8 @@ def test_model_metrics_documents_become_lines_whatever_they_hold() -> None:
     est = {(ln["name"], ln["partition"]): ln["points"] for ln in charts["estimated/last_500"]}
     assert est[("accuracy", 1)] == [[2000, pytest.approx(0.79)]]
     html = render_report(r)
-    assert "<h3>estimated</h3>" in html and "<h3>slices</h3>" in html
+    assert "<h3 class='metrics'>estimated</h3>" in html
+    assert "<h3 class='metrics'>Slices</h3>" in html
     assert 'data-label="&lt;b&gt; p0"' in html and "<b>" not in html
     assert html.count('<svg class="plot series" data-metrics=') == 6
 

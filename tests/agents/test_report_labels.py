@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
-from driftline.agents.replay import replay
+from driftline.agents.replay import build_profile, replay
 from driftline.agents.replay_labels import LabelFeed
 from driftline.agents.report import report_of_file
 from driftline.agents.report_render import render_report
@@ -22,6 +22,7 @@ from driftline.io_files import read_records
 from driftline.schemas import validate
 from driftline.spec import parse_spec
 from tests.agents.test_report import _pairs
+from tests.cbpe_stream import covariate_events, spec_data, train_model
 
 N, DROP_AT = 6_000, 3_000
 INPUTS = ["amount", "latency_ms", "amount_mean_1m"]
@@ -112,7 +113,8 @@ def test_report_and_replay_join_the_labels_alike(
     fr_acc = {ln["name"] for ln in charts["slices/country/accuracy"]}
     assert fr_acc == {"de", "fr", "us", "br"}
     html = render_report(r)
-    assert ">Slices</h3>" in html and ">Concept drift (model errors)</h3>" in html
+    assert "<h3 class='metrics'>Slices</h3>" in html
+    assert ">Concept drift (model errors)</h3>" in html
     assert "<td>labels replayed</td><td>6001</td>" in html
 
 
@@ -156,3 +158,54 @@ def test_labels_need_an_event_id_join_and_a_time_field(
         code = cli_main([*cmd, "-c", str(spec_path), "--input", str(src), "--labels", str(lab),
                          "--no-progress"])  # fmt: skip
         assert (code, capsys.readouterr().err) == (2, f"driftline: error: {message}\n")
+
+
+def test_estimated_performance_beside_the_realized(tmp_path: Path) -> None:
+    """CBPE (calibrated on a labelled profile) and the realized accuracy from a labels file,
+    on one chart per metric; the estimate's lines are the replay's chunks."""
+    model = tmp_path / "model.pkl"
+    train_model(model)
+    docs, y = covariate_events(8_000, 5_000)
+    docs = [{**d, "event_id": i} for i, d in enumerate(docs)]
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(b"\n".join(orjson.dumps({**d, "label": int(v)})
+                                 for d, v in zip(docs[:3_000], y[:3_000].tolist(), strict=True)))
+    labels = {"topic": "cbpe.labels", "join_key": "event_id", "time_field": "label_ts",
+              "ttl_ms": 600_000, "count_window": 500}  # fmt: skip
+    data = spec_data("cbpe", "cbpe.events", model, labels=labels)
+    data["input"]["fields"]["event_id"] = "int"
+    data["input"]["event_id_field"] = "event_id"
+    profile = build_profile(parse_spec(data), train, progress=False)
+    (tmp_path / "ref.json").write_bytes(orjson.dumps(profile))
+    data["performance_estimation"]["reference_profile"] = str(tmp_path / "ref.json")
+    spec = parse_spec(data)
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(orjson.dumps(d) for d in docs[3_000:]))
+    lab = tmp_path / "labels.jsonl"
+    lab.write_bytes(b"\n".join(
+        orjson.dumps({"user_id": d["user_id"], "event_id": d["event_id"], "label": int(v),
+                      "label_ts": d["ts"] + 500})
+        for d, v in zip(docs[3_000:], y[3_000:].tolist(), strict=True)))  # fmt: skip
+    mm = tmp_path / "mm.jsonl"
+    replay(spec, events, tmp_path / "f.jsonl", model_metrics_path=mm, progress=False,
+           labels=LabelFeed(spec, lab, 1, "consistent"))  # fmt: skip
+    chunks = [d["estimated_performance"] for d in read_records(mm) if "estimated_performance" in d]
+    assert len(chunks) == 5_000 // 500
+    r = report_of_file(spec, events, progress=False, labels=LabelFeed(spec, lab, 1, "consistent"))
+    validate("report", r)
+    charts = {c["title"]: c["lines"] for c in r["model_metrics"]["charts"]}
+    acc = {ln["name"]: ln["points"] for ln in charts["estimated_performance/metrics/accuracy"]}
+    assert sorted(acc) == ["estimate", "lower", "realized (last_500)", "upper"]
+    assert [p[1] for p in acc["estimate"]] == [c["metrics"]["accuracy"]["estimate"]
+                                               for c in chunks]  # fmt: skip
+    assert all(lo[1] <= e[1] <= hi[1] for lo, e, hi in
+               zip(acc["lower"], acc["estimate"], acc["upper"], strict=True))  # fmt: skip
+    # positions and chunk indexes are no lines
+    assert not [t for t in charts if t.endswith(("_ms", "_offset"))]
+    assert "chunk" not in {ln["name"] for lines in charts.values() for ln in lines}
+    # after the covariate shift both the estimate and the realized accuracy dropped
+    assert acc["estimate"][-1][1] < acc["estimate"][0][1] - 0.1
+    realized = [p[1] for p in acc["realized (last_500)"] if p[1] is not None]
+    assert realized[-1] < realized[0] - 0.1
+    html = render_report(r)
+    assert "Estimated performance (CBPE) and realized" in html
