@@ -40,6 +40,8 @@ def count_batch(
             m.count_labels(p, oc.labels)
         if oc.estimates:
             m.set_estimates(p, oc.estimates)
+        for name, value, metric, v in oc.slice_estimates:
+            m.slice_estimated.labels(name, value, metric, str(p)).set(v)
         if oc.forwarded:
             m.labels_forwarded.inc(len(oc.forwarded))
         if oc.business is not None:

@@ -268,6 +268,15 @@ _METRICS: tuple[tuple[str, Any, str, str, tuple[str, ...]], ...] = (
         ("slice", "value", "metric", "partition"),
     ),
     (
+        "slice_estimated",
+        Gauge,
+        "driftline_slice_estimated_performance",
+        "Label-free estimate (CBPE) of the model's accuracy, precision, recall, f1, auc per slice "
+        "value ([[slices]] with [performance_estimation]) over its last chunk of chunk_size "
+        "predictions; n = the chunk's predictions.",
+        ("slice", "value", "metric", "partition"),
+    ),
+    (
         "slice_firing",
         Gauge,
         "driftline_slice_firing",
@@ -376,6 +385,7 @@ class WorkerMetrics:
     model_metric: Gauge
     slice_model_metric: Gauge
     slice_firing: Gauge
+    slice_estimated: Gauge
     business_metric: Gauge
     estimated_performance: Gauge
     estimated_performance_firing: Gauge
@@ -447,7 +457,7 @@ class WorkerMetrics:
         p = str(partition)
         for g in (self.model_metric, self.feature_importance, self.drift_statistic,
                   self.drift_p_value, self.drift_firing, self.slice_model_metric,
-                  self.slice_firing, self.multivariate_limit,
+                  self.slice_firing, self.slice_estimated, self.multivariate_limit,
                   self.business_metric, self.estimated_performance,
                   self.estimated_performance_firing):  # fmt: skip
             for labels in list(g._metrics):  # prometheus_client has no filter

@@ -239,6 +239,10 @@ class PartitionPipeline:
                 self.label_stage.await_labels(frame, out, self.engine.watermark_ms, now_ms)
                 timer.lap("labels")
             if self.estimate_stage is not None:
+                if self.slices is not None:  # first: the chunk messages carry them
+                    out.slice_estimates = self.slices.estimate(
+                        frame, self.estimate_stage.estimator
+                    )
                 ls = self.label_stage
                 self.estimate_stage.predictions(
                     frame, out, self.model_version_now, now_ms,

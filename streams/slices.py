@@ -31,11 +31,13 @@ from typing import Any
 import numpy as np
 
 from driftline.errors import DriftlineError
+from driftline.streams.labels import float_array, floats_to_json
 from driftline.streams.model_metrics import CountWindowMetrics, TimeWindowMetrics
 from driftline.streams.params import float_param, int_param
 
 __all__ = [
     "OTHER",
+    "SliceEstimates",
     "SliceGapEvent",
     "SliceGapMonitor",
     "SliceIndex",
@@ -332,3 +334,69 @@ class SliceGapMonitor:
 
     def restore(self, state: dict[str, Any]) -> None:
         self._firing = {int(c) for c in state.get("firing", [])}
+
+
+class SliceEstimates:
+    """Label-free performance estimates (CBPE) per slice value: each value's predictions are cut
+    into chunks of ``chunk_size``, and each chunk is scored with the expected metrics of
+    `streams.performance_estimation.expected_metrics` under the partition's calibration (one
+    calibration for every value: CBPE's assumption that the scores are calibrated holds per
+    segment too). Chunks completed before the calibration is fitted are dropped.
+
+    Examples
+    --------
+    >>> from driftline.streams.performance_estimation import IsotonicCalibrator
+    >>> cal = IsotonicCalibrator()
+    >>> _ = cal.fit(np.array([0.1, 0.4, 0.6, 0.9]), np.array([0.0, 0.0, 1.0, 1.0]))
+    >>> est = SliceEstimates(chunk_size=2)
+    >>> est.update(np.array([0, 1, 0]), np.array([0.9, 0.2, 0.1]), cal, 0.5)
+    [0]
+    >>> est.latest[0]["accuracy"], est.latest[0]["n"]
+    (1.0, 2.0)
+    """
+
+    def __init__(self, chunk_size: int) -> None:
+        self.chunk_size = int_param("chunk_size", chunk_size, 2)
+        self._buffers: dict[int, np.ndarray] = {}
+        #: the last completed chunk's estimates per code (with ``n``, its predictions)
+        self.latest: dict[int, dict[str, float]] = {}
+
+    def update(
+        self, codes: np.ndarray, scores: np.ndarray, calibrator: Any, threshold: float
+    ) -> list[int]:
+        """Add predictions (finite scores) by code; the codes whose chunk completed."""
+        from driftline.streams.performance_estimation import expected_metrics
+
+        done = []
+        ok = np.isfinite(scores)
+        for code in np.unique(codes[ok]).tolist():
+            new = scores[ok & (codes == code)]
+            buf = np.concatenate([self._buffers.get(code, np.empty(0)), new])
+            while buf.size >= self.chunk_size:
+                chunk, buf = buf[: self.chunk_size], buf[self.chunk_size :]
+                if calibrator.fitted:
+                    probs = calibrator.predict(chunk)
+                    m = expected_metrics(probs, chunk, threshold)
+                    self.latest[code] = {"n": float(chunk.size), **m}
+                    done.append(code)
+            self._buffers[code] = buf
+        return sorted(set(done))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "chunk_size": self.chunk_size,
+            "buffers": {str(c): floats_to_json(b) for c, b in sorted(self._buffers.items())},
+            "latest": {
+                str(c): {k: floats_to_json(np.array([v]))[0] for k, v in m.items()}
+                for c, m in sorted(self.latest.items())
+            },
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("chunk_size") != self.chunk_size:
+            return
+        self._buffers = {int(c): float_array(b) for c, b in state["buffers"].items()}
+        self.latest = {
+            int(c): {k: float(float_array([v])[0]) for k, v in m.items()}
+            for c, m in state["latest"].items()
+        }

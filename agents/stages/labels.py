@@ -263,13 +263,14 @@ class LabelStage:
         self, readings: list[tuple[str, str, float]] | None = None
     ) -> dict[str, Any]:
         """The label side's part of a model-metrics message: metric windows (``readings``, or
-        the current ones), join counts and the label clock."""
+        the current ones), join counts and the label clock; with slices, each value's metrics
+        and estimates, with [business] its rolling value."""
         lab = self.labels
         windows: dict[str, dict[str, float | None]] = {}
         for metric, wname, v in lab.metric_readings() if readings is None else readings:
             windows.setdefault(wname, {})[metric] = v if np.isfinite(v) else None
         j = lab.join.join
-        return {
+        fields: dict[str, Any] = {
             "windows": windows,
             "labels": {
                 "joined": j.n_joined,
@@ -279,6 +280,11 @@ class LabelStage:
             },
             "label_time_ms": self.clock_ms,
         }
+        if self.slices is not None:
+            fields["slices"] = self.slices.summary()
+        if self.alerts.business is not None:
+            fields["business"] = self.alerts.business.summary()
+        return fields
 
     def _model_metrics_message(
         self, readings: list[tuple[str, str, float]], now_ms: int
@@ -292,10 +298,6 @@ class LabelStage:
             **self.metrics_fields(readings),
             "computed_at_ms": now_ms,
         }
-        if self.slices is not None:
-            doc["slices"] = self.slices.summary()
-        if self.alerts.business is not None:
-            doc["business"] = self.alerts.business.summary()
         if lab.last_shares is not None:
             doc["importance"] = dict(
                 zip(self.predictor.inputs, floats_or_none(lab.last_shares), strict=True)

@@ -64,6 +64,8 @@ class BatchOutcome:
     business: tuple[str, float, int] | None = None
     #: chunks of predictions whose performance was estimated (``[performance_estimation]``)
     estimates: list[ChunkEstimate] = field(default_factory=list)
+    #: (slice, value, metric, estimate) of the slice values whose chunk completed
+    slice_estimates: list[tuple[str, str, str, float]] = field(default_factory=list)
 
     def all_messages(self) -> Iterator[Outbound]:
         """Every message of the batch as (topic, key, value), bulk ones included."""

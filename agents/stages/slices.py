@@ -27,7 +27,13 @@ from driftline.spec import (
     SliceSpec,
     build_spec_detector,
 )
-from driftline.streams.slices import SliceGapEvent, SliceGapMonitor, SliceIndex, SliceMetrics
+from driftline.streams.slices import (
+    SliceEstimates,
+    SliceGapEvent,
+    SliceGapMonitor,
+    SliceIndex,
+    SliceMetrics,
+)
 
 
 def _finite(v: float) -> float | None:
@@ -53,6 +59,11 @@ class PartitionSlices:
                                                      ls.threshold)  # fmt: skip
                 self.gaps[sl.name] = SliceGapMonitor(sl.metric_for(task), sl.margin,
                                                      sl.min_samples)  # fmt: skip
+        # label-free estimates per value ([performance_estimation]): chunks of its chunk_size
+        pe = spec.performance_estimation
+        self.estimates = {} if pe is None else {
+            sl.name: SliceEstimates(pe.chunk_size) for sl in self.slices
+        }  # fmt: skip
         # detectors run per slice value: (slice, its detector spec) -> code -> detector
         by_name = {d.name: d for d in spec.detectors}
         self.per_value: list[tuple[int, SliceSpec, DetectorSpec]] = [
@@ -144,6 +155,23 @@ class PartitionSlices:
                     }
                     alerts.emit(out, doc["target"], doc)
 
+    # -- estimated performance per slice value ----------------------------------------------------
+    def estimate(self, frame: Frame, estimator: Any) -> list[tuple[str, str, str, float]]:
+        """Feed the frame's scores to each value's chunks (under ``estimator``'s calibration, a
+        `streams.performance_estimation.PerformanceEstimator`); (slice, value, metric, estimate)
+        of the chunks completed."""
+        codes, scores = frame.slice_codes, frame.scores
+        if not self.estimates or codes is None or scores is None:
+            return []
+        out = []
+        for j, sl in enumerate(self.slices):
+            est = self.estimates[sl.name]
+            col = codes[:, j].astype(np.int64)
+            for code in est.update(col, scores, estimator.calibrator, estimator.threshold):
+                value = self.index[sl.name].label(code)
+                out += [(sl.name, value, k, float(v)) for k, v in est.latest[code].items()]
+        return out
+
     # -- the label side ---------------------------------------------------------------------------
     def grade(
         self,
@@ -211,6 +239,12 @@ class PartitionSlices:
                 },
                 "firing": [ix.label(c) for c in self.gaps[sl.name].firing],
             }
+            est = self.estimates.get(sl.name)
+            if est is not None and est.latest:
+                out[sl.name]["estimated"] = {
+                    ix.label(c): {k: _finite(v) for k, v in m.items()}
+                    for c, m in sorted(est.latest.items())
+                }
         return out
 
     def alert(
@@ -247,6 +281,7 @@ class PartitionSlices:
                 "index": self.index[sl.name].snapshot(),
                 "metrics": m.snapshot() if (m := self.metrics.get(sl.name)) else None,
                 "gap": g.snapshot() if (g := self.gaps.get(sl.name)) else None,
+                "estimates": e.snapshot() if (e := self.estimates.get(sl.name)) else None,
                 "detectors": {
                     self._detector_key(sl, d): {
                         str(c): det.snapshot()
@@ -272,6 +307,9 @@ class PartitionSlices:
                 m.restore(saved["metrics"])
             if g is not None and saved.get("gap") is not None:
                 g.restore(saved["gap"])
+            e = self.estimates.get(sl.name)
+            if e is not None and saved.get("estimates") is not None:
+                e.restore(saved["estimates"])
             dets = saved.get("detectors") or {}
             for _, s2, d in self.per_value:
                 snaps = dets.get(self._detector_key(sl, d)) if s2.name == sl.name else None
