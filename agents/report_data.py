@@ -488,10 +488,13 @@ def chart_of(path: str) -> tuple[str, str]:
     (('windows/last_500', 'auc'), ('windows/last_500 · n', 'n'))
     >>> chart_of("slices/country/values/fr/accuracy"), chart_of("labels/joined")
     (('slices/country/accuracy', 'fr'), ('labels', 'joined'))
+    >>> chart_of("slices/country/estimated/fr/accuracy")
+    ('slices/country/accuracy (estimated)', 'fr')
     """
     parts = path.split("/")
-    if len(parts) == 5 and parts[0] == "slices" and parts[2] == "values":
-        return f"slices/{parts[1]}/{parts[4]}", parts[3]
+    if len(parts) == 5 and parts[0] == "slices" and parts[2] in ("values", "estimated"):
+        est = " (estimated)" if parts[2] == "estimated" else ""
+        return f"slices/{parts[1]}/{parts[4]}{est}", parts[3]
     group, _, name = path.rpartition("/")
     group = group or "metrics"
     return (f"{group} · n", name) if name == "n" else (group, name)

@@ -246,6 +246,7 @@ def _metrics_outcome(spec: PipelineSpec, partition: int, t_ms: int, acc: float) 
         "windows": {"last_500": {"n": 500, "accuracy": acc, "auc": None}},
         "estimated": {"last_500": {"accuracy": acc - 0.01}},
         "slices": {"country": {"values": {"<b>": {"n": 10, "accuracy": acc / 2}},
+                               "estimated": {"<b>": {"accuracy": acc / 4}},
                                "firing": ["<b>"]}},
         "labels": {"joined": 10}, "label_time_ms": t_ms, "computed_at_ms": 1,
     }  # fmt: skip
@@ -265,8 +266,11 @@ def test_model_metrics_documents_become_lines_whatever_they_hold() -> None:
     assert mm["documents"] == 3
     charts = {ch["title"]: ch["lines"] for ch in mm["charts"]}
     assert sorted(charts) == ["estimated/last_500", "labels", "slices/country/accuracy",
-                              "slices/country/n", "windows/last_500",
-                              "windows/last_500 · n"]  # fmt: skip
+                              "slices/country/accuracy (estimated)", "slices/country/n",
+                              "windows/last_500", "windows/last_500 · n"]  # fmt: skip
+    est_fr = charts["slices/country/accuracy (estimated)"]
+    assert [(ln["name"], ln["partition"], ln["points"]) for ln in est_fr] == [
+        ("<b>", 0, [[1000, 0.9 / 4], [3000, 0.7 / 4]]), ("<b>", 1, [[2000, 0.8 / 4]])]
     assert [ln["name"] for ln in charts["slices/country/accuracy"]] == ["<b>", "<b>"]
     assert [ln["points"] for ln in charts["windows/last_500 · n"]] == [
         [[1000, 500.0], [3000, 500.0]], [[2000, 500.0]]]  # fmt: skip
@@ -280,7 +284,7 @@ def test_model_metrics_documents_become_lines_whatever_they_hold() -> None:
     assert "<h3 class='metrics'>estimated</h3>" in html
     assert "<h3 class='metrics'>Slices</h3>" in html
     assert 'data-label="&lt;b&gt; p0"' in html and "<b>" not in html
-    assert html.count('<svg class="plot series" data-metrics=') == 6
+    assert html.count('<svg class="plot series" data-metrics=') == 7
 
 
 def _hostile_spec(tmp: Path) -> tuple[PipelineSpec, Path]:
