@@ -26,6 +26,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -109,9 +110,15 @@ class SliceIndex:
         distinct values seen.
     max_values
         Without ``values``: how many values are admitted (>= 1).
+    kind
+        The field's type: ``"bool"`` reads a numeric column's 1.0 / 0.0 (how bool fields are
+        decoded) as ``true`` / ``false``; ``"string"`` and ``"int"`` as they are.
     """
 
-    def __init__(self, values: Sequence[Any] | None, max_values: int = 20) -> None:
+    def __init__(
+        self, values: Sequence[Any] | None, max_values: int = 20, kind: str = "string"
+    ) -> None:
+        self.kind = kind
         self.declared = values is not None
         n = len(values) if values is not None else max_values
         self.max_values = int_param("max_values", n, 1)
@@ -142,19 +149,38 @@ class SliceIndex:
             return OTHER
         return label_value(self.values[code])
 
+    def _code_of(self, value: Any) -> int:
+        """The code of one value; admits it while there is room."""
+        if self.kind == "bool" and isinstance(value, float) and value in (0.0, 1.0):
+            value = value == 1.0
+        c = canonical(value)
+        if c is None:
+            return self.other
+        code = self._codes.get(c)
+        if code is None:
+            if self.declared or len(self._codes) >= self.max_values:
+                return self.other
+            code = self._codes[c] = len(self._codes)
+        return code
+
     def codes(self, column: np.ndarray) -> np.ndarray:
-        """The code of each row (int64); admits new values while there is room."""
-        out = np.empty(len(column), dtype=np.int64)
-        known, other = self._codes, self.other
-        for i, v in enumerate(column.tolist()):
-            c = canonical(v)
-            code = known.get(c, -1) if c is not None else other
-            if code < 0:
-                if not self.declared and len(known) < self.max_values:
-                    code = known[c] = len(known)  # type: ignore[index]
-                else:
-                    code = other
-            out[i] = code
+        """The code of each row (int64); admits new values while there is room, in arrival
+        order. Known strings are looked up in one pass; numeric columns (int and bool fields)
+        by their distinct values."""
+        n = len(column)
+        if column.dtype != object:  # int / bool fields, decoded as float64
+            uniq, first, inv = np.unique(column, return_index=True, return_inverse=True)
+            ucodes = np.empty(uniq.size, dtype=np.int64)
+            for k in np.argsort(first, kind="stable").tolist():  # in arrival order
+                ucodes[k] = self._code_of(uniq[k].item())
+            return ucodes[inv.reshape(-1)]
+        values = column.tolist()
+        try:
+            out = np.fromiter(map(self._codes.get, values, repeat(-1)), dtype=np.int64, count=n)
+        except TypeError:  # an unhashable value: one at a time
+            out = np.full(n, -1, dtype=np.int64)
+        for i in np.flatnonzero(out < 0).tolist():
+            out[i] = self._code_of(values[i])
         return out
 
     def snapshot(self) -> dict[str, Any]:

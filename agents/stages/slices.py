@@ -49,7 +49,10 @@ class PartitionSlices:
     def __init__(self, spec: PipelineSpec, task: str | None) -> None:
         self.spec = spec
         self.slices: list[SliceSpec] = list(spec.slices)
-        self.index = {sl.name: SliceIndex(sl.values, sl.max_values) for sl in self.slices}
+        self.index = {
+            sl.name: SliceIndex(sl.values, sl.max_values, spec.input.fields[sl.field])
+            for sl in self.slices
+        }
         self.metrics: dict[str, SliceMetrics] = {}
         self.gaps: dict[str, SliceGapMonitor] = {}
         ls = spec.labels

@@ -20,6 +20,14 @@ from driftline.streams.slices import (
 )
 
 
+def _column(values: list) -> np.ndarray:
+    """As the decoder gives them: strings (and missing ones) as objects, int and bool fields as
+    float64."""
+    if all(isinstance(v, int | float | bool) for v in values):
+        return np.array(values, dtype=np.float64)
+    return np.array(values, dtype=object)
+
+
 @pytest.mark.parametrize(
     ("values", "max_values", "batches", "codes", "labels"),
     [
@@ -28,19 +36,23 @@ from driftline.streams.slices import (
         (["x", "y"], 5, [["y", "z", None, "x"]], [[1, 2, 2, 0]], ["x", "y", OTHER]),
         (None, 3, [[None, "a", None]], [[3, 0, 3]], ["a", OTHER]),  # missing: 'other'
         ([1, 2], 20, [[1.0, 2.0, 3.0, np.nan]], [[0, 1, 2, 2]], ["1", "2", OTHER]),  # int field
-        ([True], 20, [[True, False]], [[0, 1]], ["true", OTHER]),
+        ([True], 20, [[True, False]], [[0, 1]], ["true", OTHER]),  # a bool field: 1.0 / 0.0
+        # an int field's values are admitted in arrival order, not sorted
+        (None, 2, [[5.0, 3.0, 5.0, 7.0, np.nan]], [[0, 1, 0, 2, 2]], ["5", "3", OTHER]),
+        (None, 3, [[1.0, 0.0], [0.0, 1.0, 1.0]], [[0, 1], [1, 0, 0]], ["1", "0", OTHER]),
         (None, 1, [["other", "x"]], [[0, 1]], ["other~value", OTHER]),  # a real 'other' value
     ],
 )
 def test_codes_are_bounded_and_stable(values, max_values, batches, codes, labels) -> None:
-    ix = SliceIndex(values, max_values)
-    got = [ix.codes(np.array(b, dtype=object)).tolist() for b in batches]
+    kind = "bool" if values and isinstance(values[0], bool) else "string"
+    ix = SliceIndex(values, max_values, kind)
+    got = [ix.codes(_column(b)).tolist() for b in batches]
     assert got == codes and ix.labels == labels
     assert max(c for b in got for c in b) <= ix.other
     # a restored index goes on with the same codes
-    again = SliceIndex(values, max_values)
+    again = SliceIndex(values, max_values, kind)
     again.restore(orjson.loads(orjson.dumps(ix.snapshot())))
-    last = np.array(batches[-1], dtype=object)
+    last = _column(batches[-1])
     assert again.codes(last).tolist() == ix.codes(last).tolist()
 
 
