@@ -138,9 +138,13 @@ def _summary(r: dict[str, Any]) -> list[str]:
     return out
 
 
+#: Episode rows shown per detector (all of them are in the JSON twin).
+MAX_EPISODE_ROWS = 100
+
+
 def _episode_rows(d: dict[str, Any]) -> list[tuple[Any, ...]]:
     rows = []
-    for e in d["episodes"]:
+    for e in d["episodes"][:MAX_EPISODE_ROWS]:
         f, z = e["fired"], e["resolved"]
         start = "–" if f["start_offset"] is None else f"{f['start_offset']}"
         rows.append(
@@ -167,12 +171,23 @@ _EPISODE_HEAD = ["detector", "target", "partition", "fired at offset", "event ti
                  "severity"]  # fmt: skip
 
 
+def _episode_table(detectors: Sequence[dict[str, Any]]) -> str:
+    """The episodes of ``detectors``, at most `MAX_EPISODE_ROWS` each, saying how many more."""
+    rows = [row for d in detectors for row in _episode_rows(d)]
+    more = [
+        f"<p class='muted more'>… and {len(d['episodes']) - MAX_EPISODE_ROWS} more episodes of "
+        f"{esc(d['name'])} (all of them are in the JSON report)</p>"
+        for d in detectors
+        if len(d["episodes"]) > MAX_EPISODE_ROWS
+    ]
+    return _table(_EPISODE_HEAD, rows, num_from=2) + "".join(more)
+
+
 def _episodes(r: dict[str, Any]) -> list[str]:
-    rows = [row for d in r["detectors"] for row in _episode_rows(d)]
     out = ["<h2 id='episodes'>Where the detectors would have fired</h2>"]
-    if not rows:
+    if not any(d["episodes"] for d in r["detectors"]):
         return [*out, "<p class='muted'>No detector fired on this data.</p>"]
-    return [*out, _table(_EPISODE_HEAD, rows, num_from=2)]
+    return [*out, _episode_table(r["detectors"])]
 
 
 def _x_axis(points: Iterable[Sequence[Any]]) -> dict[str, Any]:
@@ -251,7 +266,7 @@ def _detector(i: int, d: dict[str, Any]) -> list[str]:
         ]
         out.append(_table(["category", "reference share", "current share"], rows, num_from=1))
     if d["episodes"]:
-        out.append(_table(_EPISODE_HEAD, _episode_rows(d), num_from=2))
+        out.append(_episode_table([d]))
     out.append("</section>")
     return out
 

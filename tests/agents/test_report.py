@@ -24,7 +24,7 @@ from driftline.agents.report_data import (
     numeric_summary,
     thin,
 )
-from driftline.agents.report_render import render_report
+from driftline.agents.report_render import MAX_EPISODE_ROWS, render_report
 from driftline.agents.stages.outcome import BatchOutcome
 from driftline.agents.svg import fmt_num
 from driftline.agents.synthetic import SyntheticStream
@@ -448,3 +448,26 @@ def test_a_multivariate_detector_has_its_episodes_statistic_and_limit(tmp_path: 
     assert ">Multivariate drift</h3>" in html
     assert html.count('<svg class="plot series" data-detector="xyz_pca"') == 1
     assert f"limit {fmt_num(mv['statistic_limit'])}" in html
+
+
+def test_a_flapping_detector_shows_its_first_episodes_and_how_many_more() -> None:
+    spec = parse_spec(_spec_data())
+    c = ReportCollector(spec, {"kind": "file", "path": "x"})
+    alerts = []
+    for i in range(MAX_EPISODE_ROWS + 7):
+        for status, off in (("firing", 10 * i), ("resolved", 10 * i + 5)):
+            alerts.append({
+                "detector": "amount_ks", "detector_type": "ks", "target": "amount",
+                "kind": "covariate", "status": status, "severity": "warning",
+                "statistic": 0.3, "p_value": 1e-9, "threshold": 1e-6, "alert_id": f"{i}{status}",
+                "window": {"partition": 0, "offset": off, "event_time_ms": off,
+                           "start_offset": None, "start_event_time_ms": None, "n_current": 5},
+            })  # fmt: skip
+    c.alerts = alerts
+    r = c.report()
+    validate("report", r)
+    assert len(r["detectors"][0]["episodes"]) == MAX_EPISODE_ROWS + 7
+    html = render_report(r)
+    more = "… and 7 more episodes of amount_ks (all of them are in the JSON report)"
+    assert html.count(more) == 2
+    assert html.count("<tr><td>amount_ks</td>") == 2 * MAX_EPISODE_ROWS
