@@ -67,6 +67,16 @@ def summarize(data: dict[str, Any]) -> str:
             f"estimated p{r['partition']} {r['metric']}: {fmt_num(r.get('estimate'))} "
             f"({fmt_num(r.get('lower'))} to {fmt_num(r.get('upper'))}){below}"
         )
+    for r in data.get("slices") or []:
+        vals = "  ".join(f"{k} {fmt_num(v)}" for k, v in r.items()
+                         if k not in ("slice", "value", "partition", "firing"))  # fmt: skip
+        worse = "  WORSE THAN THE WHOLE" if r.get("firing") else ""
+        lines.append(f"slice p{r['partition']} {r['slice']}={r['value']}: {vals}{worse}")
+    for r in data.get("business") or []:
+        lines.append(
+            f"business p{r['partition']} {r['metric']}: {fmt_num(r.get('value'))} "
+            f"(n {fmt_num(r.get('n'))})"
+        )
     if data["recent_alerts"]:
         lines.append(f"last alert: {data['recent_alerts'][0]['line']}")
     return "\n".join(lines)

@@ -282,3 +282,28 @@ def test_no_label_records_column_without_labels(setup: Any) -> None:
     assert data["counters"]["label_records"] == 0
     assert "label records" not in render_html(data)
     assert "label records" not in summarize(data)
+
+
+def test_slices_and_business_on_the_page_and_in_the_summary(setup: Any) -> None:
+    _, m, col = setup
+    page = render_html(col.snapshot())
+    assert "Slices" not in page and "Business metric" not in page  # none configured: no section
+    for value, acc in (("fr", 0.5), ("de", 0.875)):
+        m.slice_model_metric.labels("country", value, "n", "1").set(250)
+        m.slice_model_metric.labels("country", value, "accuracy", "1").set(acc)
+    m.slice_firing.labels("country", "fr", "1").set(1)
+    m.set_business(1, ("revenue", 7.25, 600))
+    data = col.snapshot()
+    assert data["slices"] == [
+        {"slice": "country", "value": "de", "partition": "1", "n": 250.0, "accuracy": 0.875},
+        {"slice": "country", "value": "fr", "partition": "1", "n": 250.0, "accuracy": 0.5,
+         "firing": True},
+    ]  # fmt: skip
+    assert data["business"] == [{"metric": "revenue", "partition": "1", "value": 7.25, "n": 600}]
+    page = render_html(data)
+    assert "Slices" in page and "<td>FIRING</td>" in page and "Business metric" in page
+    assert '<td class="num">7.25</td><td class="num">600</td>' in page
+    facts = dict(line.split(": ", 1) for line in summarize(data).splitlines())
+    assert facts["slice p1 country=fr"] == "n 250  accuracy 0.5  WORSE THAN THE WHOLE"
+    assert facts["slice p1 country=de"] == "n 250  accuracy 0.875"
+    assert facts["business p1 revenue"] == "7.25 (n 600)"
