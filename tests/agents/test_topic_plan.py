@@ -184,3 +184,10 @@ def test_a_spec_no_cluster_could_honour_is_refused_at_load(extra: str, message: 
     with pytest.raises(SpecError) as err:
         _spec(extra)
     assert str(err.value).startswith(message)
+
+
+def test_the_business_topic_is_planned_like_the_labels_topic() -> None:
+    plan = _plan('[business]\ntopic = "shop.orders"\nfield = "total"\n', brokers=3, partitions=6)
+    b = plan["business"]
+    assert (b.name, b.partitions, b.same_as_input) == ("shop.orders", 6, True)
+    assert b.replication_factor == plan["input"].replication_factor == 3
