@@ -1202,16 +1202,7 @@ def _parse_detectors(
             except SpecError as e:
                 raise _keyed(f"detectors[{i}]", e) from None
             params["alpha"] = alpha / m if correction != "none" and m > 1 else alpha
-        profile = None
-        if "reference_profile" in d:
-            profile = Path(d["reference_profile"])
-            if not profile.is_absolute() and base_dir is not None:
-                profile = base_dir / profile
-            if not profile.is_file():
-                raise SpecError(
-                    f"spec key detectors[{i}].reference_profile: no profile at {profile}; "
-                    "build one with `driftline profile`"
-                )
+        profile = _profile_path(f"detectors[{i}]", d, base_dir)
         _check_detector_params(i, d["type"], params)
         spec = DetectorSpec(d["name"], d["type"], d["target"], params, profile, family_alpha)
         try:
@@ -1220,6 +1211,25 @@ def _parse_detectors(
             raise _keyed(f"detectors[{i}]", e) from None
         out.append(spec)
     return out
+
+
+def _profile_path(
+    where: str, entry: Mapping[str, Any], base_dir: Path | None, source: str = ""
+) -> Path | None:
+    """The ``reference_profile`` file of a spec entry (relative to the spec file's folder), None
+    without one; a `SpecError` naming ``where`` (and what to profile, ``source``) if there is no
+    such file."""
+    if "reference_profile" not in entry:
+        return None
+    profile = Path(entry["reference_profile"])
+    if not profile.is_absolute() and base_dir is not None:
+        profile = base_dir / profile
+    if not profile.is_file():
+        raise SpecError(
+            f"spec key {where}.reference_profile: no profile at {profile}; build one with "
+            f"`driftline profile`{source}"
+        )
+    return profile
 
 
 def _keyed(where: str, e: SpecError) -> SpecError:
@@ -1404,16 +1414,8 @@ def _parse_performance_estimation(
     key = "spec key performance_estimation"
     if model is None:
         raise SpecError(f"{key}: it estimates a classifier's performance; add a [model] section")
-    profile = None
-    if "reference_profile" in raw:
-        profile = Path(raw["reference_profile"])
-        if not profile.is_absolute() and base_dir is not None:
-            profile = base_dir / profile
-        if not profile.is_file():
-            raise SpecError(
-                f"{key}.reference_profile: no profile at {profile}; build one with `driftline "
-                "profile` from labelled events"
-            )
+    profile = _profile_path("performance_estimation", raw, base_dir, " from labelled events")
+    if profile is not None:
         try:
             read_calibration(profile)
         except SpecError as e:
@@ -1503,16 +1505,7 @@ def _parse_multivariate(
                     f"{where}.features[{j}]: {f!r} is not a numeric field, feature or batch "
                     f"feature of this spec; choose from {names[:30]}"
                 )
-        profile = None
-        if "reference_profile" in m:
-            profile = Path(m["reference_profile"])
-            if not profile.is_absolute() and base_dir is not None:
-                profile = base_dir / profile
-            if not profile.is_file():
-                raise SpecError(
-                    f"{where}.reference_profile: no profile at {profile}; build one with "
-                    "`driftline profile` from this spec"
-                )
+        profile = _profile_path(f"multivariate[{i}]", m, base_dir)
         skip = ("name", "method", "features", "reference_profile")
         params = {k: v for k, v in m.items() if k not in skip}
         spec = MultivariateSpec(m["name"], m["method"], tuple(m["features"]), params, profile)

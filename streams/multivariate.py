@@ -36,7 +36,7 @@ import numpy as np
 
 from driftline.errors import DriftlineError, SpecError
 from driftline.streams.detectors.alarm import Alarm
-from driftline.streams.detectors.base import FIRING, Detection
+from driftline.streams.detectors.base import FIRING, AlarmedDetector, Detection
 from driftline.streams.params import MAX_VALUES, float_param, int_param, show
 from driftline.streams.pca_reference import FOLDS, PCAReference
 from driftline.streams.plain_state import dec_float, enc_float
@@ -92,8 +92,13 @@ def error_limits(ref: PCAReference, window_size: int, level: float) -> tuple[flo
     return min(lo, ref.error_mean), max(hi, ref.error_mean)
 
 
-class PCAReconstructionDetector:
+class PCAReconstructionDetector(AlarmedDetector):
     """Drift in the joint distribution of ``n_features`` features, over batches of rows.
+
+    An `streams.detectors.base.AlarmedDetector` whose values are rows: ``statistic`` is the last
+    evaluated window's mean reconstruction error (NaN before the first), ``n_seen`` counts
+    complete rows (the reference's included). Not in the univariate registry
+    (`streams.detectors.factory.DETECTORS`): a spec declares it under ``[[multivariate]]``.
 
     Parameters
     ----------
@@ -127,6 +132,7 @@ class PCAReconstructionDetector:
     """
 
     name = "pca"
+    inputs = "real"
 
     def __init__(
         self,
@@ -191,33 +197,16 @@ class PCAReconstructionDetector:
         return self._limits
 
     @property
-    def drift_detected(self) -> bool:
-        return self._alarm.firing
-
-    @property
-    def statistic(self) -> float:
-        """Mean reconstruction error of the last evaluated window (NaN before the first)."""
-        return self._statistic
-
-    @property
     def p_value(self) -> None:
+        """None: the limits are quantiles, not a test's p-value."""
         return None
-
-    @property
-    def n_seen(self) -> int:
-        """Complete rows consumed (reference rows included)."""
-        return self._n_seen
-
-    @property
-    def n_evaluations(self) -> int:
-        return self._n_eval
 
     def _set_reference(self, ref: PCAReference) -> None:
         self._ref = ref
         self._limits = error_limits(ref, self.window_size, self.level)
 
     # ------------------------------------------------------------------ updating
-    def update(self, row: np.ndarray) -> list[Detection]:
+    def update(self, row: np.ndarray) -> list[Detection]:  # type: ignore[override]
         """One row; same as ``update_many(row[None, :])``."""
         return self.update_many(np.asarray(row, dtype=np.float64).reshape(1, -1))
 

@@ -44,6 +44,12 @@ def alert_id(
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
+def _trigger(topic: str, offset: int, event_time_ms: int, n_current: int) -> dict[str, Any]:
+    """An alert's ``window`` without its start: the trigger record and the values judged."""
+    return {"topic": topic, "event_time_ms": event_time_ms, "offset": offset,
+            "n_current": int(n_current)}  # fmt: skip
+
+
 class AlertDocs:
     """Builds one partition's alert documents and puts them in a batch's outcome."""
 
@@ -178,12 +184,7 @@ class AlertDocs:
         now_ms: int,
     ) -> dict[str, Any]:
         """A skew check's alert; the trigger is an input record, ``topic``/partition@``offset``."""
-        window = {
-            "topic": topic,
-            "event_time_ms": event_time_ms,
-            "offset": offset,
-            "n_current": int(d.n_current),
-        }
+        window = _trigger(topic, offset, event_time_ms, d.n_current)
         return self._doc(
             name=c.name,
             kind="skew",
@@ -213,12 +214,7 @@ class AlertDocs:
     ) -> dict[str, Any]:
         """A ``[[multivariate]]`` detector's alert (kind ``multivariate``); the trigger is the
         input record that completed the window, ``topic``/partition@``offset``."""
-        window = {
-            "topic": topic,
-            "event_time_ms": event_time_ms,
-            "offset": offset,
-            "n_current": int(d.n_current),
-        }
+        window = _trigger(topic, offset, event_time_ms, d.n_current)
         features = ",".join(m.features)
         if m.reference_profile is not None:
             reference = f"PCA reference {m.name!r} of profile {m.reference_profile.name}"

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from driftline.agents.demo import demo_spec_text
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.replay import build_profile, replay
@@ -242,3 +243,17 @@ def test_status_page_shows_the_detector_its_limits_and_state() -> None:
     finally:
         col.close()
     assert "xyz_pca" in page and "FIRING" in page and f"upper={round(hi, 4)}" in page
+
+
+def test_the_readme_example_is_a_valid_entry() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Multivariate drift (`[[multivariate]]`)", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    data = tomllib.loads(demo_spec_text())
+    del data["model"]
+    data["multivariate"] = tomllib.loads(example)["multivariate"]
+    (m,) = parse_spec(data).multivariate
+    assert (m.name, m.features) == ("payment_shape", ("amount", "latency_ms", "amount_mean_1m"))
+    assert m.params == {"reference_size": 2000, "variance": 0.65, "window_size": 500,
+                        "false_alarm_rate": 1e-6, "n_confirm": 1, "n_clear": 3,
+                        "cooldown": 0}  # fmt: skip
