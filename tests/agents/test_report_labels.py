@@ -30,10 +30,13 @@ INPUTS = ["amount", "latency_ms", "amount_mean_1m"]
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, Path]:
+    return labelled_files(tmp_path_factory.mktemp("labels"))
+
+
+def labelled_files(tmp: Path) -> tuple[dict[str, Any], Path, Path]:
     """Spec data (event-id join, a label time field, an error detector, a country slice),
     an events file and its labels file (1 s late, shuffled; from DROP_AT on "fr" gets the
-    opposite label)."""
-    tmp = tmp_path_factory.mktemp("labels")
+    opposite label, and a last line is not JSON)."""
     model = tmp / "m.pkl"
     train_demo_model(model, INPUTS, n=4_000)
     data = tomllib.loads(demo_spec_text())

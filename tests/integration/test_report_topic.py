@@ -19,6 +19,7 @@ from driftline.agents.synthetic import SyntheticStream
 from driftline.cli import main as cli_main
 from driftline.schemas import validate
 from tests.agents.test_report import _spec_data
+from tests.agents.test_report_labels import labelled_files
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +191,35 @@ def test_a_missing_topic_is_one_line_and_exit_2(
         f"driftline: error: topic 'no-such-topic-here' does not exist on {kafka_bootstrap}: "
         "name an existing topic with --topic\n"
     )
+
+
+def test_labels_join_a_topic_range_as_they_join_its_file(
+    kafka_bootstrap: str, tmp_path: Path, unique: str
+) -> None:
+    """--labels with --topic: each label to its entity's partition as the producer's default
+    partitioner put the events; the report equals the file's, every label joined."""
+    data, src, lab = labelled_files(tmp_path)
+    data["pipeline"]["name"] = f"report-labels-{unique}"
+    data["input"]["topic"] = topic = f"report-labels-{unique}.events"
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(_to_toml(data))
+    ensure_topics(kafka_bootstrap, [topic], partitions=2)
+    p = make_producer(kafka_bootstrap)
+    for line in src.read_bytes().splitlines():
+        e = orjson.loads(line)
+        p.produce(topic, line, e["user_id"].encode(), timestamp=e["ts"])
+    assert p.flush(60) == 0
+    base = ["-c", str(spec_path), "--labels", str(lab)]
+    code, from_topic, _ = _report(tmp_path, *base, "--topic", topic, "--bootstrap",
+                                  kafka_bootstrap)  # fmt: skip
+    assert code == 0 and from_topic is not None
+    code, from_file, _ = _report(tmp_path, *base, "--input", str(src), "--partitions", "2")
+    assert code == 0 and from_file is not None
+    assert _episodes(from_topic) == _episodes(from_file)
+    assert any(d["kind"] == "slice" and d["episodes"] for d in from_topic["detectors"])
+    for key in ("events", "labels", "dead_letters", "alerts", "episodes"):
+        assert from_topic["summary"][key] == from_file["summary"][key], key
+    assert from_topic["model_metrics"]["charts"] == from_file["model_metrics"]["charts"]
+    charts = {c["title"]: c["lines"] for c in from_topic["model_metrics"]["charts"]}
+    joined = [ln["points"][-1][1] for ln in charts["labels"] if ln["name"] == "joined"]
+    assert len(joined) == 2 and sum(joined) == 6_000
