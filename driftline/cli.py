@@ -325,6 +325,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if "calibration" in doc:
         n = doc["calibration"]["n_fit"]
         print(f"calibration of the scores on {n} labelled predictions (performance_estimation)")
+    for name, ref in doc.get("multivariate", {}).items():
+        print(f"multivariate {name}: PCA reference on {ref['n']} complete rows, "
+              f"{len(ref['components'])} of {len(ref['mean'])} components kept")  # fmt: skip
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -257,3 +259,31 @@ def test_the_readme_example_is_a_valid_entry() -> None:
     assert m.params == {"reference_size": 2000, "variance": 0.65, "window_size": 500,
                         "false_alarm_rate": 1e-6, "n_confirm": 1, "n_clear": 3,
                         "cooldown": 0}  # fmt: skip
+
+
+# ------------------------------------------------------------------ the command line
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "driftline.cli", *args], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_cli_profile_then_validate_and_a_bad_entry(tmp_path: Path) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in flip_events(3000, 0, seed=2)))
+    spec = tmp_path / "pipeline.toml"
+    spec.write_text(flip_spec("mv"))
+    r = _cli("profile", "-c", str(spec), "--input", str(train), "--output",
+             str(tmp_path / "ref.json"), "--no-progress")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "multivariate xyz_pca: PCA reference on 3000 complete rows, 2 of 3 components kept" in (
+        r.stdout
+    )
+    spec.write_text(flip_spec("mv", extra=MULTIVARIATE + 'reference_profile = "ref.json"\n'))
+    assert _cli("validate", "-c", str(spec)).returncode == 0
+    spec.write_text(flip_spec("mv", extra=MULTIVARIATE.replace('"z"', '"w"')))
+    r = _cli("validate", "-c", str(spec))
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "driftline: error: spec key multivariate[0].features[2]: 'w' is not a numeric field, "
+        "feature or batch feature of this spec; choose from ['amount', 'x', 'y', 'z', "
+        "'amount_sum']"
+    ]
