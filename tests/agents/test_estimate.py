@@ -24,6 +24,7 @@ from driftline.schemas import validate
 from driftline.spec import PipelineSpec, parse_spec
 from driftline.streams.model_metrics import classification_metrics
 from tests.cbpe_stream import covariate_events, spec_data, train_model
+from tests.changelog import drain_into
 
 TOPIC = "cbpe.events"
 N, SHIFT_AT = 8_000, 5_000
@@ -160,11 +161,7 @@ def test_state_round_trip_mid_chunk(model_path: Path) -> None:
     changelog: dict[bytes, bytes] = {}
     for s in range(0, 1_800, 300):  # persist like the runner: the label log, then the snapshot
         first += _run(a, recs[s : s + 300], y, 300, labelled=1_000)
-        for key, value in a.drain_log():
-            if value is None:
-                changelog.pop(key, None)
-            else:
-                changelog[key] = value
+        drain_into(a, changelog)
     snap = orjson.loads(orjson.dumps(a.snapshot(), option=orjson.OPT_SERIALIZE_NUMPY))
     assert snap["estimate"]["kind"] == "performance_estimator"
     b = _pipe(spec)

@@ -18,6 +18,7 @@ from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.errors import SpecError
 from driftline.schemas import validate
 from driftline.spec import PipelineSpec, parse_spec
+from tests.changelog import drain_into
 
 N, CONCEPT_AT, T0 = 6_000, 3_000, 1_767_225_600_000
 INPUTS = ["amount", "latency_ms", "amount_mean_1m"]
@@ -203,12 +204,7 @@ def test_state_recovers_from_changelog_records_mid_stream(model_path: Path) -> N
     snap = None
     for b in batches[:cut]:  # persist like the runner: the log records, then the snapshot
         a_out += _run(a, [b])
-        for key, value in a.drain_log():
-            kinds.append(key)
-            if value is None:
-                changelog.pop(key, None)
-            else:
-                changelog[key] = value
+        kinds += drain_into(a, changelog)
         snap = orjson.loads(orjson.dumps(a.snapshot(), option=orjson.OPT_SERIALIZE_NUMPY))
     assert any(b"/labels/" in k for k in kinds)
     b = _pipe(spec)
@@ -397,4 +393,3 @@ def test_event_id_join_key(model_path: Path, id_type: str) -> None:
     assert oc.labels.joined == 50
     assert dict(oc.dead_letters) == {"missing_field": 1}
     assert pipe.labels.join.join.n_pending_labels == 1  # (nobody, ev-0) waits for its event
-

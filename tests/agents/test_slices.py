@@ -18,6 +18,7 @@ from driftline.schemas import validate
 from driftline.spec import PipelineSpec, parse_spec
 from driftline.streams.model_metrics import classification_metrics
 from tests.agents.test_labels import _pipe, _run
+from tests.changelog import drain_into
 
 N, DROP_AT, T0 = 6_000, 3_000, 1_767_225_600_000
 INPUTS = ["amount", "latency_ms", "amount_mean_1m"]
@@ -156,11 +157,7 @@ def test_slice_state_recovers_mid_stream(model_path: Path) -> None:
     snap = None
     for b in batches[:cut]:
         a_out += _run(a, [b])
-        for key, value in a.drain_log():
-            if value is None:
-                changelog.pop(key, None)
-            else:
-                changelog[key] = value
+        drain_into(a, changelog)
         snap = orjson.loads(orjson.dumps(a.snapshot(), option=orjson.OPT_SERIALIZE_NUMPY))
     b = _pipe(spec)
     b.restore(snap, changelog)
