@@ -255,12 +255,21 @@ class PartitionLabels:
         self.n_learned += n
         return n
 
-    def window_results(self) -> dict[str, dict[str, float]]:
-        """The global metrics of the "count" and the "time" window."""
-        return {
-            "count" if isinstance(w, CountWindowMetrics) else "time": w.result()
-            for w in self.windows.values()
+    def window_results(
+        self, readings: list[tuple[str, str, float]] | None = None
+    ) -> dict[str, dict[str, float]]:
+        """The global metrics of the "count" and the "time" window (from `metric_readings`'
+        ``readings`` when given, else computed)."""
+        kinds = {
+            name: "count" if isinstance(w, CountWindowMetrics) else "time"
+            for name, w in self.windows.items()
         }
+        if readings is None:
+            return {kinds[name]: w.result() for name, w in self.windows.items()}
+        out: dict[str, dict[str, float]] = {k: {} for k in kinds.values()}
+        for metric, wname, v in readings:
+            out[kinds[wname]][metric] = v
+        return out
 
     def metric_readings(self) -> list[tuple[str, str, float]]:
         out = []

@@ -1355,10 +1355,11 @@ def _parse_slices(
                     f"{where}.detectors[{j}]: {dn!r} reads the label stream ({d.target!r}); "
                     "slices run input-side detectors only (fields, features, prediction)"
                 )
-        if labels is None and not s["detectors"]:
+        if labels is None and not s["detectors"] and "performance_estimation" not in data:
             raise SpecError(
-                f"{where}: a slice computes model metrics from joined labels (add [labels]) "
-                "or runs detectors per value (list them in slices.detectors)"
+                f"{where}: a slice computes model metrics from joined labels (add [labels]), "
+                "estimates them ([performance_estimation]) or runs detectors per value (list "
+                "them in slices.detectors)"
             )
         out.append(SliceSpec(
             name=name, field=f, values=values, max_values=s["max_values"],

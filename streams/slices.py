@@ -213,6 +213,7 @@ class SliceMetrics:
         self.task, self.count_window = task, count_window
         self.time_window_ms, self.threshold = time_window_ms, threshold
         self.windows: dict[int, dict[str, Any]] = {}
+        self._results: dict[str, dict[int, dict[str, float]]] = {}  # until the next change
 
     def _new(self) -> dict[str, Any]:
         return {
@@ -224,6 +225,7 @@ class SliceMetrics:
                time_ms: np.ndarray) -> None:  # fmt: skip
         """Add joined examples (in arrival order) to their slices' windows; every value's time
         window then ends at the latest time seen (of any value)."""
+        self._results = {}
         for code in np.unique(codes).tolist():
             rows = np.flatnonzero(codes == code)
             w = self.windows.get(code)
@@ -237,11 +239,20 @@ class SliceMetrics:
     def advance(self, now_ms: int) -> None:
         """Slide every time window to ``now_ms`` (as the global one)."""
         for w in self.windows.values():
-            w["time"].advance(now_ms)
+            end = w["time"].window_end_ms
+            if end is None or now_ms > end:
+                self._results.pop("time", None)
+                w["time"].advance(now_ms)
 
     def results(self, window: str) -> dict[int, dict[str, float]]:
-        """Metrics of ``window`` ("count" or "time") per code seen."""
-        return {code: w[window].result() for code, w in sorted(self.windows.items())}
+        """Metrics of ``window`` ("count" or "time") per code seen (computed once per change
+        of the windows)."""
+        got = self._results.get(window)
+        if got is None:
+            got = self._results[window] = {
+                code: w[window].result() for code, w in sorted(self.windows.items())
+            }
+        return got
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -257,6 +268,7 @@ class SliceMetrics:
                 m.restore(snap[k])
             windows[int(code)] = w
         self.windows = windows
+        self._results = {}
 
 
 def worse_by(metric: str, slice_value: float, global_value: float) -> float:

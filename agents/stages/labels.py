@@ -249,7 +249,7 @@ class LabelStage:
             readings = lab.metric_readings()
             out.labels.model_metrics = readings
             if self.slices is not None:
-                changes = self.slices.evaluate(lab.window_results())
+                changes = self.slices.evaluate(lab.window_results(readings))
                 topic, off, t = self._trigger
                 self.slices.alert(self.alerts, self.episodes, out, changes, topic, off, t, now_ms)
                 out.labels.slice_metrics = self.slices.readings()
