@@ -85,6 +85,11 @@ class Run:
     alerts: list[bytes]
     host_group_members: int
     exit_code: int
+    #: what a command needs to reach the cluster: the spec, the settings file, the environment
+    spec_path: Path
+    settings: Path
+    env: dict[str, str]
+    input_topic: str
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +147,7 @@ def run(
     finally:
         stop_process(proc, timeout_s=30)
     yield Run(sk.mode, kafka, password, log, pages, len(features), len(predictions), alerts,
-              members, proc.returncode)  # fmt: skip
+              members, proc.returncode, spec_path, settings, env, spec.input.topic)  # fmt: skip
 
 
 def test_worker_end_to_end_on_a_secured_cluster(run: Run) -> None:
@@ -153,6 +158,25 @@ def test_worker_end_to_end_on_a_secured_cluster(run: Run) -> None:
     # the faust host's own aiokafka client authenticated and joined its group
     assert run.host_group_members == 1, run.mode
     assert run.exit_code == 0, run.log.read_text()[-2000:]
+
+
+def test_report_reads_a_topic_range_of_the_secured_cluster(run: Run, tmp_path: Path) -> None:
+    """``driftline report --topic`` with the same --kafka-config file and environment: the whole
+    input topic replayed, the shift found, the password in no output."""
+    html, js = tmp_path / "r.html", tmp_path / "r.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "driftline.cli", "report", "-c", str(run.spec_path), "--topic",
+         run.input_topic, "--kafka-config", str(run.settings), "--output", str(html), "--json",
+         str(js)],
+        env=run.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = orjson.loads(js.read_bytes())
+    assert doc["summary"]["events"] == N and doc["summary"]["episodes"] >= 1, run.mode
+    assert all(e["fired"]["event_time_ms"] >= STREAM.start_ms + 10 * K - 60_000
+               for d in doc["detectors"] for e in d["episodes"])  # fmt: skip
+    for text in (html.read_text(), js.read_text(), r.stdout, r.stderr):
+        assert run.password not in text
 
 
 def test_the_password_is_nowhere(run: Run) -> None:
