@@ -649,6 +649,12 @@ def read_changelog_partition(
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
                 "fetch.max.bytes": 64 * 1024 * 1024,
+                # one partition read as fast as it comes: librdkafka's defaults fetch 1 MiB
+                # per request and, once 100,000 records wait locally, back off 1 s
+                # (fetch.queue.backoff.ms) before fetching again
+                "max.partition.fetch.bytes": 32 * 1024 * 1024,
+                "queued.min.messages": 1_000_000,
+                "fetch.queue.backoff.ms": 10,
             },
         )
     )

@@ -92,6 +92,18 @@ class AtLeastOnceCommit(CommitStrategy):
         except (KafkaException, Stalled) as e:
             raise DriftlineError(f"cannot start transactions on {self.ctx.bootstrap}: {e}") from e
 
+    def recover(self, reason: str, stop: Any) -> None:
+        """Before the partitions are restored in-process: let a checkpoint in flight end, so
+        the restore sees it whole or not at all (a state transaction still open when the
+        changelog is read would commit after, and its per-key records outlive the restore)."""
+        pending, self._checkpointing = self._checkpointing, None
+        self._dirty.clear()
+        if pending is not None:
+            try:
+                wait_for(pending, CHECKPOINT_BOUND_S, "a checkpoint")
+            except Exception as e:  # failed or aborted: nothing of it is visible
+                log.warning("the checkpoint in flight did not complete (%s)", e)
+
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # the snapshot, not the group's committed offsets, says where the state ends (offsets
         # are committed after the snapshot is acknowledged)

@@ -49,3 +49,32 @@ def test_one_strategy_per_guarantee(guarantee: str, cls: type) -> None:
 def test_every_guarantee_the_spec_allows_has_a_strategy() -> None:
     worker = load_schema("spec")["properties"]["worker"]["properties"]
     assert set(STRATEGIES) == set(worker["processing_guarantee"]["enum"])
+
+
+@pytest.mark.parametrize("outcome", ["done", "failed"])
+def test_at_least_once_recovery_waits_for_the_checkpoint_in_flight(outcome: str) -> None:
+    """Partitions restored while a checkpoint's state transaction is still open would miss it,
+    and its per-key records would outlive the restore: recover lets it end first."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    runner = _runner("at_least_once")
+    commit = runner.commit
+    assert isinstance(commit, AtLeastOnceCommit)
+    ended: list[float] = []
+
+    def checkpoint() -> list:
+        time.sleep(0.3)
+        ended.append(time.monotonic())
+        if outcome == "failed":
+            raise RuntimeError("the state transaction was aborted")
+        return []
+
+    with ThreadPoolExecutor(1) as pool:
+        commit._checkpointing = pool.submit(checkpoint)
+        commit._dirty.add(0)
+        commit.recover("fatal", threading.Event())
+        assert ended and time.monotonic() >= ended[0]  # returned only after it ended
+    assert commit._checkpointing is None and not commit._dirty
+    commit.close()
