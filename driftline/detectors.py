@@ -16,6 +16,8 @@ class                     type name         watches
 `DDMDetector`             ``ddm``           0/1 errors: Drift Detection Method (river)
 `HDDMADetector`           ``hddm_a``        errors in [0, 1]: HDDM_A (river)
 `HDDMWDetector`           ``hddm_w``        errors in [0, 1]: HDDM_W (river)
+`FocusDetector`           ``focus``         numbers: mean change, any size (FOCuS family)
+`FocusScaleDetector`      ``focus_scale``   numbers: spread change, any size
 ========================  ================  ===============================================
 
 Also public: `build_detector` (a detector from its type name and hyperparameters, as a spec's
@@ -52,6 +54,7 @@ from driftline.streams.detectors.factory import (
     detector_parameters,
     register_detector,
 )
+from driftline.streams.detectors.focus import FocusDetector, FocusScaleDetector
 from driftline.streams.detectors.ks import KSWindowDetector
 from driftline.streams.detectors.sequential import (
     DDMDetector,
@@ -76,6 +79,8 @@ __all__ = [
     "DDMDetector",
     "Detection",
     "DriftDetector",
+    "FocusDetector",
+    "FocusScaleDetector",
     "HDDMADetector",
     "HDDMWDetector",
     "JSDDetector",

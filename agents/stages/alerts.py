@@ -31,6 +31,7 @@ def alert_kind(target: str) -> str:
 
 
 _ADAPTIVE = ("adwin", "page_hinkley", "ddm", "hddm_a", "hddm_w")
+_SEQUENTIAL = ("focus", "focus_scale")  # reference: the values before the change point
 
 
 def alert_id(
@@ -81,6 +82,8 @@ class AlertDocs:
         mode = dspec.params.get("reference_mode", "fixed")
         if dspec.type in _ADAPTIVE:
             return f"{dspec.type} adaptive history of {where}"
+        if dspec.type in _SEQUENTIAL:
+            return f"the {d.n_reference} values before the estimated change of {where}"
         if mode == "previous_window":
             return f"previous {dspec.params.get('window_ms')} ms event-time window of {where}"
         if mode == "sliding":

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from driftline.errors import DriftlineError
-from driftline.streams.detectors import adwin, ks, sequential, windowed
+from driftline.streams.detectors import adwin, focus, ks, sequential, windowed
 from driftline.streams.detectors.base import INPUT_KINDS, DriftDetector
 from driftline.streams.registry import build, constructor_parameters, lookup, register
 
@@ -59,6 +59,8 @@ for _cls in (
     sequential.DDMDetector,
     sequential.HDDMADetector,
     sequential.HDDMWDetector,
+    focus.FocusDetector,
+    focus.FocusScaleDetector,
 ):
     register_detector(_cls)
 

@@ -39,6 +39,9 @@ DETECTORS = [
      "alpha": 1.0, "delta": 5.0},
     {"name": "ks_prediction", "type": "ks", "target": "prediction", "reference_size": 1000,
      "window_size": 1000, "stride": 100, "alpha": 1e-6},
+    {"name": "focus_amount", "type": "focus", "target": "amount"},
+    {"name": "focus_scale_latency", "type": "focus_scale", "target": "latency_ms",
+     "direction": "up", "false_alarms_per_million": 10.0},
 ]  # fmt: skip
 # country shifts too: from uniform over 4 to mostly "us" after K
 SHIFTED = {d["name"] for d in DETECTORS}
@@ -96,5 +99,8 @@ def test_alert_kinds_and_types(run: list[dict]) -> None:
     assert by_name["chi2_country"]["kind"] == "covariate"
     assert by_name["ks_profile"]["reference"]["description"].startswith("profile ref.json")
     assert by_name["ks_prev"]["reference"]["description"].startswith("previous 20000 ms")
+    focus_ref = by_name["focus_amount"]["reference"]["description"]
+    assert focus_ref.endswith("values before the estimated change of amount on partition 0")
     assert {a["detector_type"] for a in run} >= {"ks", "summary", "chi2", "psi", "jsd", "adwin",
-                                                  "page_hinkley"}  # fmt: skip
+                                                  "page_hinkley", "focus",
+                                                  "focus_scale"}  # fmt: skip

@@ -62,6 +62,8 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
     "ddm": [{"warm_start": 100, "cooldown": 100}],
     "hddm_a": [{"two_sided_test": True, "cooldown": 100}],
     "hddm_w": [{"cooldown": 100, "lambda_val": 0.1}],
+    "focus": [{"direction": "up", "warmup": 20, "false_alarms_per_million": 100.0}],
+    "focus_scale": [{"direction": "up", "warmup": 100}],
 }
 CONFIGS = [(name, {}) for name in DETECTOR_NAMES] + [
     (name, params) for name, variants in VARIANTS.items() for params in variants
