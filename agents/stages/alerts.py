@@ -214,10 +214,14 @@ class AlertDocs:
         offset: int,
         event_time_ms: int,
         now_ms: int,
+        start: tuple[int, int] | None = None,
     ) -> dict[str, Any]:
         """A ``[[multivariate]]`` detector's alert (kind ``multivariate``); the trigger is the
-        input record that completed the window, ``topic``/partition@``offset``."""
+        input record that completed the window, ``topic``/partition@``offset``, and ``start``
+        (event time, offset) the window's first row if known."""
         window = _trigger(topic, offset, event_time_ms, d.n_current)
+        window["start_event_time_ms"] = None if start is None else start[0]
+        window["start_offset"] = None if start is None else start[1]
         features = ",".join(m.features)
         if m.reference_profile is not None:
             reference = f"PCA reference {m.name!r} of profile {m.reference_profile.name}"

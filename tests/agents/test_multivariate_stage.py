@@ -41,7 +41,8 @@ def _run(pipe: PartitionPipeline, recs: list[RawRecord], size: int) -> list[dict
 
 
 def _ids(alerts: list[dict]) -> list[tuple]:
-    return [(a["alert_id"], a["status"], a["window"]["offset"], a["statistic"]) for a in alerts]
+    return [(a["alert_id"], a["status"], a["window"]["offset"], a["window"]["start_offset"],
+             a["statistic"]) for a in alerts]  # fmt: skip
 
 
 # ------------------------------------------------------------------ spec
@@ -111,6 +112,9 @@ def test_flip_raises_one_multivariate_alert_valid_and_deterministic() -> None:
     (a,) = alerts
     validate("alert", a)
     assert 3000 <= a["window"]["offset"] < 3000 + 250
+    # the window: the 250 complete rows ending at the trigger (one event every 10 ms)
+    assert a["window"]["start_offset"] == a["window"]["offset"] - 249
+    assert a["window"]["start_event_time_ms"] == a["window"]["event_time_ms"] - 2490
     assert a["statistic"] > a["threshold"]
     assert a["reference"] == {"description": "first 1000 complete rows of x,y,z on partition 0",
                               "n": 1000}  # fmt: skip
@@ -135,7 +139,9 @@ def test_snapshot_and_restore_continue_identically(cut: int) -> None:
     first = PartitionPipeline(spec, 0, None, "none")
     got = _run(first, recs[:cut], 400)
     state = orjson.loads(orjson.dumps(first.snapshot()))
-    assert list(state["multivariate"]) == [first.multivariate._key(spec.multivariate[0])]
+    key = first.multivariate._key(spec.multivariate[0])
+    assert list(state["multivariate"]["detectors"]) == list(state["multivariate"]["positions"])
+    assert list(state["multivariate"]["detectors"]) == [key]
     second = PartitionPipeline(spec, 0, None, "none")
     second.restore(state)
     got += _run(second, recs[cut:], 400)

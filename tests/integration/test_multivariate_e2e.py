@@ -85,5 +85,8 @@ def test_flip_raises_multivariate_alerts_and_no_univariate_one(
         at = (a["window"]["event_time_ms"] - T0) // 10  # the event's index in the stream
         assert BEFORE <= at < BEFORE + 2 * 2 * 250, at  # within two windows of its partition
         assert a["statistic"] > a["threshold"] and a["window"]["n_current"] == 250
+        # the partition's 250 rows up to the trigger: the start is an earlier offset of it
+        assert 0 <= a["window"]["start_offset"] < a["window"]["offset"]
+        assert a["window"]["start_event_time_ms"] < a["window"]["event_time_ms"]
     assert (fired, ks_fired, open_now) == (2, 0, 2)
     assert 0 < upper < 2  # two partitions, each ~0.42
