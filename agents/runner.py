@@ -684,7 +684,7 @@ class TransactionalRunner(threading.Thread):
                         "partition": p,
                         "params": dict(d.params),
                         "alpha": getattr(det, "alpha", None),
-                        "firing": bool(det.drift_detected),
+                        "firing": bool(det.in_drift),
                         "statistic": float(det.statistic),
                         "p_value": det.p_value,
                         "n_seen": int(det.n_seen),

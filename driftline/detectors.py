@@ -1,7 +1,8 @@
 """Drift detectors for notebooks and your own services: driftline's public Python API.
 
 Every detector the worker runs, usable on any numpy stream without Kafka (river-style: feed
-values with ``update(x)`` or a batch with ``update_many(xs)``, read ``drift_detected``):
+values with ``update(x)`` or a batch with ``update_many(xs)``; ``drift_detected`` is true right
+after the value that opened an episode, as in river, ``in_drift`` while the episode is open):
 
 ========================  ================  ===============================================
 class                     type name         watches
@@ -40,8 +41,8 @@ Examples
 >>> det = build_detector("ks", reference_size=500, window_size=500, alpha=1e-6)
 >>> stream = np.concatenate([rng.normal(0.0, 1.0, 2_000), rng.normal(0.5, 1.0, 1_000)])
 >>> (change,) = det.update_many(stream)
->>> change.status, change.index, change.statistic, det.drift_detected
-('firing', 2311, 0.172, True)
+>>> change.status, change.index, change.statistic, det.in_drift, det.drift_detected
+('firing', 2311, 0.172, True, False)
 """
 
 from __future__ import annotations

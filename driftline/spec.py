@@ -1166,6 +1166,10 @@ def detector_params(dtype: str) -> Mapping[str, Any]:
     return {n: p for n, p in params.items() if n not in ("self", "reference")}
 
 
+#: The parameter that makes a detector one-sided, for those whose default is two-sided.
+_ERROR_SIDE = {"adwin": "direction", "page_hinkley": "mode"}
+
+
 def _parse_detectors(
     data: Mapping[str, Any],
     kinds: Mapping[str, str],
@@ -1189,6 +1193,10 @@ def _parse_detectors(
         params = {
             k: v for k, v in d.items() if k not in ("name", "type", "target", "reference_profile")
         }
+        side = _ERROR_SIDE.get(d["type"])
+        if d["target"] == ERROR_TARGET and side is not None and side not in params:
+            # concept drift is a worse model: one-sided unless [drift] error_direction = "both"
+            params[side] = data["drift"]["error_direction"]
         family_alpha = None
         if d["type"] in TEST_DETECTORS:
             # bonferroni: alpha / m throughout; benjamini_hochberg: alpha / m until the others'

@@ -85,7 +85,8 @@ class AlertDocs:
         if dspec.type in _SEQUENTIAL:
             return f"the {d.n_reference} values before the estimated change of {where}"
         if mode == "previous_window":
-            return f"previous {dspec.params.get('window_ms')} ms event-time window of {where}"
+            ms = dspec.params.get("window_ms")
+            return f"previous {ms} ms of event time (before the last {ms} ms) of {where}"
         if mode == "sliding":
             return f"the {d.n_reference} values before the current window of {where}"
         return f"first {d.n_reference} values of {where}"

@@ -5,7 +5,10 @@ statistic out of bounds, ...). `Alarm` turns that boolean sequence into ``"firin
 ``"resolved"`` state changes:
 
 * fire after ``n_confirm`` consecutive evaluations beyond the threshold;
-* resolve after ``n_clear`` consecutive evaluations within it;
+* resolve after ``n_clear`` consecutive *quiet* evaluations: by default those within the
+  threshold, or, when the detector gives a separate ``quiet`` mask, those clearly back to the
+  reference (e.g. ``p >= clear_alpha`` with ``clear_alpha`` much larger than ``alpha``), so that
+  a sustained drift whose statistic hovers around the firing threshold stays one episode;
 * after resolving, do not fire again before ``cooldown`` more values have been consumed.
 
 The per-detector ``min_samples`` (no evaluation before enough data) lives in the detectors.
@@ -56,7 +59,9 @@ class Alarm:
         """The hyperparameters, for snapshots."""
         return {"n_confirm": self.n_confirm, "n_clear": self.n_clear, "cooldown": self.cooldown}
 
-    def feed(self, beyond: np.ndarray, seen: np.ndarray) -> list[tuple[int, str]]:
+    def feed(
+        self, beyond: np.ndarray, seen: np.ndarray, quiet: np.ndarray | None = None
+    ) -> list[tuple[int, str]]:
         """Consume evaluations; return ``(evaluation position, status)`` of each state change.
 
         Parameters
@@ -65,22 +70,40 @@ class Alarm:
             Boolean per evaluation: the statistic is beyond the detector's threshold.
         seen
             The detector's value count (``n_seen``) at each evaluation, for the cooldown.
+        quiet
+            Boolean per evaluation: the statistic is back to the reference (counts towards
+            resolving). Default ``~beyond``.
+
+        Examples
+        --------
+        A statistic that hovers around its threshold stays one episode when only clearly
+        quiet evaluations count towards resolving:
+
+        >>> a = Alarm(n_confirm=1, n_clear=2)
+        >>> beyond = np.array([True, False, False, True, False, False, False])
+        >>> quiet = np.array([False, False, False, False, False, True, True])
+        >>> a.feed(beyond, np.arange(1, 8), quiet)
+        [(0, 'firing'), (6, 'resolved')]
         """
         n = beyond.size
         if n == 0:
             return []
+        if quiet is None:
+            quiet = ~beyond
         if not self.firing and not beyond.any():
             self.run = 0
             return []
-        if self.firing and beyond.all():
+        if self.firing and not quiet.any():
             self.run = 0
             return []
         out: list[tuple[int, str]] = []
         firing, run, resolved_at = self.firing, self.run, self.resolved_at
         need_on, need_off, cooldown = self.n_confirm, self.n_clear, self.cooldown
-        for i, (b, s) in enumerate(zip(beyond.tolist(), seen.tolist(), strict=True)):
+        for i, (b, q, s) in enumerate(
+            zip(beyond.tolist(), quiet.tolist(), seen.tolist(), strict=True)
+        ):
             if firing:
-                run = 0 if b else run + 1
+                run = run + 1 if q else 0
                 if run >= need_off:
                     firing, run, resolved_at = False, 0, s
                     out.append((i, "resolved"))

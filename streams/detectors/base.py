@@ -2,14 +2,22 @@
 
 A detector consumes a univariate stream, one value (`DriftDetector.update`) or a batch
 (`DriftDetector.update_many`) at a time, and reports state changes as `Detection` records:
-``"firing"`` when drift is detected, ``"resolved"`` when it is over. Non-finite inputs (NaN, and
-also +-inf) are skipped: they neither count in `DriftDetector.n_seen` nor move any window.
+``"firing"`` when drift is detected (an episode opens), ``"resolved"`` when it is over (the
+episode closes). Non-finite inputs (NaN, and also +-inf) are skipped: they neither count in
+`DriftDetector.n_seen` nor move any window.
+
+Two read-only flags, as in river: `DriftDetector.drift_detected` is True only right after the
+value that opened an episode (river's meaning: true on the detecting update, false on the next
+one), and `DriftDetector.in_drift` is True for the whole episode, from its ``"firing"`` to its
+``"resolved"``. So one sustained drift makes ``drift_detected`` true on exactly one update.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import wraps
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -108,10 +116,12 @@ def finite_values(xs: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
 class DriftDetector(ABC):
     """Base class of univariate drift detectors (river-like).
 
-    Subclasses implement `update_many`, the read-only state properties and
+    Subclasses implement `update_many`, the read-only state properties (`in_drift`, ...) and
     `snapshot` / `restore`; `update` is `update_many` on a one-element batch, so feeding a
     stream value by value or in batches of any sizes gives the same detections (at positions
-    relative to each batch) and the same state.
+    relative to each batch) and the same state. `drift_detected` is kept here: every subclass's
+    ``update_many`` is wrapped (``__init_subclass__``) to note whether the last value of the
+    call opened an episode.
 
     Attributes
     ----------
@@ -137,6 +147,13 @@ class DriftDetector(ABC):
 
     name: ClassVar[str]
     inputs: ClassVar[str] = "real"
+    _detected_last: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("update_many")
+        if own is not None and not getattr(own, "_notes_detection", False):
+            cls.update_many = _noting_detection(own)  # type: ignore[method-assign]
 
     def update(self, x: float) -> None:
         """Consume one value (skipped if not finite); same as ``update_many(np.array([x]))``."""
@@ -147,9 +164,16 @@ class DriftDetector(ABC):
         """Consume a batch in order and return the state changes it caused, in order."""
 
     @property
-    @abstractmethod
     def drift_detected(self) -> bool:
-        """True while the detector is in the firing state."""
+        """True iff the last value given to the last ``update`` / ``update_many`` call opened
+        an episode (a ``"firing"`` `Detection`): river's meaning, true on the detecting update
+        only. The same whether the stream is fed value by value or in batches."""
+        return self._detected_last
+
+    @property
+    @abstractmethod
+    def in_drift(self) -> bool:
+        """True while an episode is open: from a ``"firing"`` to the next ``"resolved"``."""
 
     @property
     @abstractmethod
@@ -191,7 +215,7 @@ class AlarmedDetector(DriftDetector):
     _n_eval: int
 
     @property
-    def drift_detected(self) -> bool:
+    def in_drift(self) -> bool:
         """True between a firing and the following resolution."""
         return self._alarm.firing
 
@@ -209,6 +233,27 @@ class AlarmedDetector(DriftDetector):
     def n_evaluations(self) -> int:
         """Evaluations (tests) so far."""
         return self._n_eval
+
+
+def _batch_length(xs: Any) -> int:
+    try:
+        return len(xs)
+    except TypeError:  # a scalar or a 0-d array
+        return 1
+
+
+def _noting_detection(update_many: Callable[..., list[Detection]]) -> Callable[..., Any]:
+    """``update_many`` that also records `DriftDetector.drift_detected` for the call."""
+
+    @wraps(update_many)
+    def wrapper(self: DriftDetector, xs: Any, *args: Any, **kwargs: Any) -> list[Detection]:
+        out = update_many(self, xs, *args, **kwargs)
+        last = _batch_length(xs) - 1
+        self._detected_last = bool(out) and any(d.status == FIRING and d.index == last for d in out)
+        return out
+
+    wrapper._notes_detection = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def check_state_params(name: str, state: dict[str, Any], params: dict[str, Any]) -> None:

@@ -18,16 +18,26 @@ Reference modes
 ``"sliding"``
     Reference = the ``reference_size`` values just before the current window; both slide.
 ``"previous_window"``
-    Event-time tumbling windows ``[k w, (k+1) w)`` of ``window_ms``: the reference is the last
-    completed window ("yesterday"), the current sample is everything so far in the current
-    window ("today"). Needs ``ts_ms`` in `KSWindowDetector.update_many`. Events of an older
-    window than the current one are skipped (``n_late``).
+    Two adjacent event-time windows of ``window_ms`` each ("today" against "yesterday") that
+    slide by a sub-window of ``window_ms / sub_windows``: whenever a sub-window completes, the
+    last ``window_ms`` of events is tested against the ``window_ms`` before it
+    (`streams.detectors.ks_subwindows`), so a change is seen wherever it falls inside a window.
+    Needs ``ts_ms`` in `KSWindowDetector.update_many`. Events of an older sub-window than the
+    current one are skipped (``n_late``). Cost: one sort per sub-window and one merge of the
+    two samples per evaluation, ``O(sub_windows log n)`` per event (measured: see
+    ``bench/detection_bench.py --previous-window``).
+
+Episodes: an evaluation fires when ``p < alpha`` and counts as quiet (towards the ``n_clear``
+that resolve) only when ``p >= clear_alpha`` (default 0.01): while the current window still
+differs from the reference, one sustained drift stays one open episode.
 
 Defaults and false alarms
 -------------------------
 Defaults: ``window_size=500``, ``reference_size=500``, ``stride=1`` (test after every event),
-``alpha=1e-6``, ``n_confirm=1``, ``n_clear=ceil(window_size / stride)`` = 500 (resolve after a
-window's worth of quiet evaluations), ``cooldown=0``. Measured on seeded stationary N(0, 1)
+``min_samples=50`` (first test 50 values after the reference: the exact p-value keeps each
+test at ``alpha`` however small the window), ``alpha=1e-6``, ``clear_alpha=0.01``,
+``n_confirm=1``, ``n_clear=ceil(window_size / stride)`` = 500 (resolve after a window's worth of
+quiet evaluations), ``cooldown=0``. Measured on seeded stationary N(0, 1)
 streams (each stream with its own head-of-stream reference; ``bench/detectors_bench.py``), alarms
 per 10^6 events:
 
@@ -71,11 +81,13 @@ from driftline.streams.detectors.base import (
     finite_values,
     min_samples_param,
 )
+from driftline.streams.detectors.ks_subwindows import SubWindows, ks_numerator
 from driftline.streams.params import (
     MAX_DURATION_MS,
     MAX_VALUES,
     choice_param,
     int_param,
+    probability_param,
     show,
 )
 from driftline.streams.snapshots import reading_snapshot
@@ -91,7 +103,9 @@ _DIRECT_STRIDE = 32
 #: n >= 20 at p < 1e-3 is about 3; 1e4 leaves a wide margin.
 _SCREEN = 1e4
 _SCREEN_MIN_N = 20
-_GRID_CELLS = 1 << 18  # max matrix cells per chunk for growing samples
+_GRID_CELLS = 1 << 18
+#: Default current-sample size of the first test (``min_samples``) in modes "fixed"/"sliding".
+_WARMUP = 50  # max matrix cells per chunk for growing samples
 
 
 def _slots(u: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -105,10 +119,11 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
     """Exact KS test of a reference sample against a current window, after every event.
 
     The current window is the last ``window_size`` values (modes ``"fixed"``, ``"sliding"``) or
-    the current event-time window (``"previous_window"``). It is tested once it holds
+    the last ``window_ms`` of event time (``"previous_window"``, tested at every sub-window
+    boundary against the ``window_ms`` before it). It is tested once it holds
     ``min_samples`` values and then every ``stride`` values; each evaluation is "beyond" when
     ``p < alpha``. The detector fires after ``n_confirm`` consecutive beyond evaluations,
-    resolves after ``n_clear`` consecutive ones with ``p >= alpha``, and does not fire again
+    resolves after ``n_clear`` consecutive ones with ``p >= clear_alpha``, and does not fire again
     within ``cooldown`` values of a resolution. `update_many` returns a `Detection` per change.
     ``statistic`` is the KS D of the last evaluation as ``ks_2samp`` reports it; ``n_seen``
     counts the finite values consumed (late ones excluded), reference included.
@@ -140,8 +155,9 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
         ``"previous_window"`` and refused by the other modes.
     min_samples
         Current-sample size of the first evaluation: ``1 <= min_samples <= window_size``
-        (default ``window_size``; 100 for ``"previous_window"``). ``"sliding"`` always waits for
-        both windows to be full.
+        (default ``min(50, window_size)``). ``"sliding"`` always waits for both windows to be
+        full. ``"previous_window"``: the least size of either sample for a test (integer >= 1,
+        default 100).
     n_confirm
         Consecutive beyond evaluations needed to fire (integer >= 1, default 1).
     n_clear
@@ -150,6 +166,13 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
     cooldown
         Values after a resolution before the detector may fire again (integer >= 0,
         default 0).
+    clear_alpha
+        An evaluation counts towards resolving only when ``p >= max(clear_alpha, alpha)``
+        (strictly between 0 and 1; default 0.01): the current data no longer differ from the
+        reference.
+    sub_windows
+        ``"previous_window"`` only (refused otherwise): sub-windows per window, the test runs
+        every ``window_ms / sub_windows`` of event time (integer in [1, 10000], default 10).
 
     Raises
     ------
@@ -165,17 +188,18 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
     []
     >>> changes = det.update_many(rng.normal(2.0, 1.0, 300))
     >>> [(c.status, c.index, c.p_value < 0.001) for c in changes]
-    [('firing', 39, True)]
-    >>> det.drift_detected, det.n_seen, det.n_evaluations
-    (True, 1300, 46)
+    [('firing', 49, True)]
+    >>> det.in_drift, det.drift_detected, det.n_seen, det.n_evaluations
+    (True, False, 1300, 53)
 
-    Yesterday against today:
+    Yesterday against today, tested every 100 ms of event time; the change falls in the middle
+    of a window:
 
     >>> det = KSWindowDetector(reference_mode="previous_window", window_ms=1_000, alpha=1e-4)
     >>> ts = np.arange(4_000) * 2  # 500 events per second
-    >>> xs = np.concatenate([rng.normal(0, 1, 3_000), rng.normal(1, 1, 1_000)])
-    >>> [(c.status, c.index) for c in det.update_many(xs, ts_ms=ts)]
-    [('firing', 3099)]
+    >>> xs = np.concatenate([rng.normal(0, 1, 3_250), rng.normal(1, 1, 750)])
+    >>> [(c.status, c.index, c.n_reference, c.n_current) for c in det.update_many(xs, ts_ms=ts)]
+    [('firing', 3500, 500, 500)]
     """
 
     name: ClassVar[str] = "ks"
@@ -194,11 +218,14 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
         n_confirm: int = 1,
         n_clear: int | None = None,
         cooldown: int = 0,
+        clear_alpha: float = 0.01,
+        sub_windows: int | None = None,
     ) -> None:
         self.reference_mode: ReferenceMode = choice_param("reference_mode", reference_mode, _MODES)
         self.window_size = int_param("window_size", window_size, 1, MAX_VALUES)
         self.stride = int_param("stride", stride, 1, MAX_VALUES)
         self._init_alpha(alpha)
+        self.clear_alpha = probability_param("clear_alpha", clear_alpha)
         if n_clear is None:  # quiet for a window's worth of values
             n_clear = max(1, -(-self.window_size // self.stride))
         self._alarm = Alarm(n_confirm, n_clear, cooldown)
@@ -214,13 +241,20 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
             self.min_samples = int_param(
                 "min_samples", 100 if min_samples is None else min_samples, 1
             )
+            self.sub_windows: int | None = int_param(
+                "sub_windows", 10 if sub_windows is None else sub_windows, 1, 10_000
+            )
         else:
-            if window_ms is not None:
-                raise SpecError(
-                    f"window_ms: got {show(window_ms)}; only reference_mode='previous_window' "
-                    "uses it: leave it out, or set that mode"
-                )
+            for key, given in (("window_ms", window_ms), ("sub_windows", sub_windows)):
+                if given is not None:
+                    raise SpecError(
+                        f"{key}: got {show(given)}; only reference_mode='previous_window' "
+                        "uses it: leave it out, or set that mode"
+                    )
             self.window_ms = None
+            self.sub_windows = None
+            if min_samples is None:  # a short warm-up; exact p-values keep alpha per test
+                min_samples = min(_WARMUP, self.window_size)
             self.min_samples = min_samples_param(min_samples, self.window_size)
         if reference is not None:
             if reference_mode != "fixed":
@@ -265,7 +299,7 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
         self._cur_slots = np.empty(0, dtype=np.int64)
         self._diff: np.ndarray | None = None  # fixed mode, full window: n2 R - n1 P per slot
         self._n_cur_total = 0  # fixed mode: values consumed after the reference was complete
-        self._window_id: int | None = None
+        self._sub = SubWindows(self.window_ms or 1, self.sub_windows or 1)
 
     def _set_reference(self, ref: np.ndarray) -> None:
         s = np.sort(ref)
@@ -296,6 +330,8 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
         if self.reference_mode == "sliding":
             n = max(0, self._cur.size - self.window_size)
             return self._cur[:n].copy()
+        if self.reference_mode == "previous_window":
+            return self._sub.latest()[0].copy()
         if self._u is None:
             return self._ref_head.copy()
         return self._ref_sorted.copy()
@@ -306,6 +342,8 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
         if self.reference_mode == "sliding":
             n = max(0, self._cur.size - self.window_size)
             return self._cur[n:].copy()
+        if self.reference_mode == "previous_window":
+            return self._sub.latest()[1].copy()
         return self._cur.copy()
 
     @property
@@ -549,62 +587,48 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
     def _update_previous_window(
         self, vals: np.ndarray, pos: np.ndarray, ts: np.ndarray
     ) -> list[Detection]:
-        wid = np.floor_divide(ts, self.window_ms)
-        out: list[Detection] = []
-        n = vals.size
-        i = 0
-        while i < n:
-            cur_id = self._window_id
-            if cur_id is None or wid[i] > cur_id:
-                if cur_id is not None and self._cur.size:
-                    self._set_reference(self._cur)
-                self._cur = np.empty(0, dtype=np.float64)
-                self._cur_slots = np.empty(0, dtype=np.int64)
-                self._window_id = cur_id = int(wid[i])
-            # run of values in this window (older ones are late and skipped)
-            j = i
-            while j < n and wid[j] <= cur_id:
-                j += 1
-            run = np.arange(i, j)
-            late = wid[run] < cur_id
+        sw = self._sub
+        sid = sw.ids(ts)
+        start = -(2**62) if sw.open_id is None else sw.open_id
+        newest = np.maximum.accumulate(np.concatenate([[start], sid]))[1:]
+        late = sid < newest
+        if late.any():
             self._n_late += int(late.sum())
-            keep = run[~late]
-            out += self._previous_window_run(vals[keep], pos[keep])
-            i = j
-        return out
-
-    def _previous_window_run(self, vals: np.ndarray, pos: np.ndarray) -> list[Detection]:
+            keep = ~late
+            vals, pos, sid = vals[keep], pos[keep], sid[keep]
         seen0 = self._n_seen
         self._n_seen += vals.size
         if vals.size == 0:
             return []
-        if self._u is None:  # no completed window yet: collect only
-            self._cur = np.concatenate([self._cur, vals])
+        # runs of one sub-window each (ids are non-decreasing now)
+        cuts = np.flatnonzero(sid[1:] != sid[:-1]) + 1
+        starts = np.concatenate([[0], cuts])
+        ends = np.concatenate([cuts, [vals.size]])
+        ev_idx, ev_seen, ev_n1, ev_n2, ev_num = [], [], [], [], []
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            s = int(sid[a])
+            if sw.open_id != s:
+                samples = sw.close(s)
+                if samples is not None:
+                    ref, cur = samples
+                    m = self.min_samples
+                    if ref.size >= m and cur.size >= m:
+                        # the boundary is crossed by the value at ``a``
+                        ev_idx.append(int(pos[a]))
+                        ev_seen.append(seen0 + a + 1)
+                        ev_n1.append(ref.size)
+                        ev_n2.append(cur.size)
+                        ev_num.append(ks_numerator(ref, cur))
+            sw.add(vals[a:b])
+        if not ev_idx:
             return []
-        slots = _slots(self._u, vals)
-        counts = self._cur.size + np.arange(1, vals.size + 1)
-        js = self._schedule(counts)
-        det: list[Detection] = []
-        if js.size:
-            k = self._R.size
-            nums = np.empty(int(js[-1]) + 1)
-            p0 = np.cumsum(self._counts_vector(k))
-            c = max(1, _GRID_CELLS // k)
-            n2_0 = self._cur.size
-            for a in range(0, nums.size, c):
-                chunk = slots[a : min(a + c, nums.size)]
-                nums[a : a + chunk.size] = sweep_growing(self._R, self._n1, p0, n2_0, chunk)
-                p0 = p0 + np.cumsum(np.bincount(chunk, minlength=k))
-                n2_0 += chunk.size
-            det = self._decide(
-                pos[js], seen0 + js + 1, np.full(js.size, self._n1), counts[js], nums[js]
-            )
-        self._cur = np.concatenate([self._cur, vals])
-        self._cur_slots = np.concatenate([self._cur_slots, slots])
-        return det
-
-    def _counts_vector(self, k: int) -> np.ndarray:
-        return np.bincount(self._cur_slots, minlength=k).astype(np.float64)
+        return self._decide(
+            np.asarray(ev_idx),
+            np.asarray(ev_seen),
+            np.asarray(ev_n1),
+            np.asarray(ev_n2),
+            np.asarray(ev_num, dtype=np.float64),
+        )
 
     # decisions -----------------------------------------------------------------------------
     def _decide(
@@ -622,7 +646,10 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
         g = np.gcd(n1, n2)
         h = np.rint(nums / g).astype(np.int64)
         lcm = n1 // g * n2
-        beyond = self._beyond(n1, n2, h, lcm)
+        beyond = self._beyond(n1, n2, h, lcm, self._alpha)
+        quiet = None
+        if self._alarm.firing or beyond.any():  # resolving needs p >= clear_alpha
+            quiet = ~self._beyond(n1, n2, h, lcm, max(self.clear_alpha, self._alpha))
         self._n_eval += idx.size
         if self._trace is None:
             self._trace = (idx.astype(np.int64), n1, n2, h)
@@ -638,7 +665,7 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
         self._last = (int(n1[last]), int(n2[last]), int(h[last]))
         self._statistic = float(h[last] / lcm[last])
         out = []
-        for k, status in self._alarm.feed(beyond, seen):
+        for k, status in self._alarm.feed(beyond, seen, quiet):
             a, b, c = int(n1[k]), int(n2[k]), int(h[k])
             out.append(
                 Detection(
@@ -653,9 +680,18 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
             )
         return out
 
-    def _beyond(self, n1: np.ndarray, n2: np.ndarray, h: np.ndarray, lcm: np.ndarray) -> np.ndarray:
-        alpha = self._alpha
-        if n1[0] == n1[-1] and n2[0] == n2[-1] and (n1 == n1[0]).all() and (n2 == n2[0]).all():
+    def _beyond(
+        self, n1: np.ndarray, n2: np.ndarray, h: np.ndarray, lcm: np.ndarray, alpha: float
+    ) -> np.ndarray:
+        # fixed sizes: the exact critical D, memoised per (n1, n2, alpha); the event-time windows
+        # of "previous_window" change size at every test, so they are screened instead
+        if (
+            self.reference_mode != "previous_window"
+            and n1[0] == n1[-1]
+            and n2[0] == n2[-1]
+            and (n1 == n1[0]).all()
+            and (n2 == n2[0]).all()
+        ):
             return h >= critical_h(int(n1[0]), int(n2[0]), alpha)
         beyond = np.zeros(h.size, dtype=bool)
         small = np.minimum(n1, n2) < _SCREEN_MIN_N
@@ -675,6 +711,8 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
             "window_ms": self.window_ms,
             "min_samples": self.min_samples,
             **self._alarm.params(),
+            "clear_alpha": self.clear_alpha,
+            "sub_windows": self.sub_windows,
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -690,7 +728,7 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
             "reference_complete": self._u is not None,
             "window": self._cur.tolist(),
             "n_current_total": self._n_cur_total,
-            "window_id": self._window_id,
+            "sub_windows_state": self._sub.snapshot(),
             "n_seen": self._n_seen,
             "n_evaluations": self._n_eval,
             "n_late": self._n_late,
@@ -717,7 +755,7 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
             complete = bool(state["reference_complete"])
             window = np.asarray(state["window"], dtype=np.float64)
             n_total = int(state["n_current_total"])
-            window_id = state["window_id"]
+            sub_state = state["sub_windows_state"]
             n_seen = int(state["n_seen"])
             n_eval = int(state["n_evaluations"])
             n_late = int(state["n_late"])
@@ -742,7 +780,8 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
         if self._u is not None:
             self._cur_slots = _slots(self._u, window)
         self._n_cur_total = n_total
-        self._window_id = None if window_id is None else int(window_id)
+        with reading_snapshot(detector_noun(self.name), SpecError):
+            self._sub.restore(sub_state)
         self._n_seen, self._n_eval, self._n_late = n_seen, n_eval, n_late
         self._alarm.restore(alarm)
         self._statistic = math.nan if stat is None else float(stat)

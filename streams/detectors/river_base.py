@@ -34,7 +34,7 @@ class RiverWrapper(DriftDetector):
 
     # ------------------------------------------------------------------ read-only state
     @property
-    def drift_detected(self) -> bool:
+    def in_drift(self) -> bool:
         """True from a detection until ``cooldown`` values pass without another."""
         return self._firing
 

@@ -5,9 +5,13 @@ HDDM_W, Page-Hinkley) or the errors of a regressor (Page-Hinkley on raw errors; 
 errors scaled into [0, 1], e.g. ``min(|error| / scale, 1)``). Prediction drift and label shift are
 the same detectors (or KS / chi-square) on the score or label streams.
 
-Every detection river reports becomes a ``"firing"`` `Detection`, and the detector resolves after
-``cooldown`` further values without one (as `streams.detectors.adwin.AdwinDetector`). Values go to
-river one at a time, so detections are identical, index for index, to driving river directly.
+A detection river reports opens an episode (a ``"firing"`` `Detection`) unless one is open; a
+detection while it is open extends it; the episode resolves after ``cooldown`` further values
+without one (as `streams.detectors.adwin.AdwinDetector`). Values go to river one at a time, so
+detections are identical, index for index, to driving river directly (Page-Hinkley's values
+divided by its reference standard deviation). On the error stream DDM, HDDM_A and HDDM_W (with
+``two_sided_test=False``, the default) watch increases of the error only; Page-Hinkley's spec
+default there is ``mode="up"``.
 ``statistic`` is Page-Hinkley's test statistic (compared to ``threshold``) and, for DDM / HDDM,
 the mean of the values since the last detection (the error rate).
 """
@@ -86,6 +90,14 @@ class _RiverDetector(RiverWrapper):
         ):
             want = "0/1 values" if self._binary else f"values in [{self._lo}, {self._hi}]"
             raise DriftlineError(f"xs: {self.name} expects {want} (errors of a model)")
+        self._feed(vals, pos, out)
+        if not self._firing:
+            self._statistic = self._stat()
+        self._n_seen += vals.size
+        return out
+
+    def _feed(self, vals: np.ndarray, pos: np.ndarray, out: list[Detection]) -> None:
+        """Feed ``vals`` (batch positions ``pos``) to river; append the changes to ``out``."""
         river = self._river
         update = river.update
         threshold = self._threshold()
@@ -98,8 +110,10 @@ class _RiverDetector(RiverWrapper):
                 self._statistic = stat
                 self._sum, self._n = 0.0, 0
                 self._n_detections += 1
-                self._firing, self._since = True, 0
-                out.append(Detection(int(pos[j]), stat, None, threshold, 0, self._n, FIRING))
+                self._since = 0
+                if not self._firing:  # a detection while firing extends the episode
+                    self._firing = True
+                    out.append(Detection(int(pos[j]), stat, None, threshold, 0, 0, FIRING))
             elif self._firing:
                 self._since += 1
             if self._firing and self._since >= self.cooldown:
@@ -107,10 +121,6 @@ class _RiverDetector(RiverWrapper):
                 out.append(
                     Detection(int(pos[j]), self._statistic, None, threshold, 0, self._n, RESOLVED)
                 )
-        if not self._firing:
-            self._statistic = self._stat()
-        self._n_seen += vals.size
-        return out
 
     def _threshold(self) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -126,26 +136,39 @@ class _RiverDetector(RiverWrapper):
 
 
 class PageHinkleyDetector(_RiverDetector):
-    """River's `PageHinkley` (mean change of a real-valued stream, e.g. regression errors).
+    """River's `PageHinkley` (mean change of a real-valued stream, e.g. regression errors), in
+    units of the stream's own standard deviation.
 
-    ``statistic`` is the Page-Hinkley statistic at the last value (or at the detection).
+    The first ``min_instances`` values are held back; their standard deviation (``scale``, 1
+    when they are all equal) is frozen, and from then on every value is divided by it before
+    river sees it (the held-back ones first). So ``delta`` and ``threshold`` are in reference
+    standard deviations and the defaults fit any stream whatever its units: the test is a
+    two-sided CUSUM of ``x / scale - mean - delta`` that fires when it climbs ``threshold``
+    above its minimum. ``statistic`` is the Page-Hinkley statistic at the last value (or at the
+    detection), in the same units.
+
+    Defaults and false alarms: with ``delta=0.25``, ``threshold=26``, ``alpha=1`` (no fading),
+    ``mode="both"`` the measured false-alarm rate on stationary N(0, 1) streams is below 1 per
+    10^6 values (0.8, ``bench/page_hinkley_calibration.py``); a 0.5-sigma mean shift is found after
+    about ``threshold / (0.5 - delta)`` = 104 values, a 1-sigma one after about 35.
 
     Parameters
     ----------
     min_instances
-        Values before the first test (integer >= 1, default 30).
+        Values that set the scale and come before the first test (integer >= 2, default 100).
     delta
-        Magnitude of change tolerated: subtracted from every deviation from the running mean
-        (number > 0, default 0.005), in the units of the values.
+        Change tolerated, in reference standard deviations: subtracted from every deviation
+        from the running mean (number > 0, default 0.25: tuned to shifts of about 0.5 sd).
     threshold
-        Alarm when the cumulative deviation exceeds it (``lambda``; number > 0, default 50),
-        in the units of the values: scale ``delta`` and ``threshold`` to the stream.
+        Alarm when the cumulative deviation exceeds it (``lambda``), in reference standard
+        deviations (number > 0, default 26, `bench/page_hinkley_calibration.py`).
     alpha
-        Fading factor of the cumulative deviation sums, in (0, 1] (default 0.9999). River's
-        default makes the sums forget their minimum level, so long stationary streams alarm
-        regularly; ``alpha=1`` is the classic test.
+        Fading factor of the cumulative deviation sums, in (0, 1] (default 1: the classic
+        test). River's 0.9999 makes the sums forget their minimum level, so long stationary
+        streams alarm regularly.
     mode
-        ``"up"`` (increases of the mean), ``"down"`` (decreases) or ``"both"`` (default).
+        ``"up"`` (increases of the mean), ``"down"`` (decreases) or ``"both"`` (default; the
+        default of a spec's ``page_hinkley`` on the ``error`` target is ``"up"``: a worse model).
     cooldown
         Values without detection after which a firing detector resolves (integer >= 0,
         default 1000).
@@ -153,39 +176,65 @@ class PageHinkleyDetector(_RiverDetector):
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> det = PageHinkleyDetector(threshold=100.0, cooldown=100)
-    >>> det.update_many(rng.normal(0.0, 1.0, 2_000))
+    >>> det = PageHinkleyDetector(cooldown=100)
+    >>> det.update_many(rng.normal(50.0, 10.0, 2_000))
     []
-    >>> [(c.status, c.index) for c in det.update_many(rng.normal(2.0, 1.0, 500))]
-    [('firing', 39), ('resolved', 139)]
+    >>> round(det.scale, 2)
+    9.67
+    >>> [(c.status, c.index) for c in det.update_many(rng.normal(60.0, 10.0, 500))]
+    [('firing', 32), ('resolved', 132)]
     """
 
     name: ClassVar[str] = "page_hinkley"
 
     def __init__(
         self,
-        min_instances: int = 30,
-        delta: float = 0.005,
-        threshold: float = 50.0,
-        alpha: float = 1 - 0.0001,
+        min_instances: int = 100,
+        delta: float = 0.25,
+        threshold: float = 26.0,
+        alpha: float = 1.0,
         mode: str = "both",
         cooldown: int = 1000,
     ) -> None:
-        self.min_instances = int_param("min_instances", min_instances, 1)
+        self.min_instances = int_param("min_instances", min_instances, 2)
         self.delta = float_param("delta", delta, low=0.0)
         self.threshold = float_param("threshold", threshold, low=0.0)
         self.alpha = float_param("alpha", alpha, low=0.0, high=1.0, high_open=False)
         self.mode = choice_param("mode", mode, _MODES)
         super().__init__(cooldown)
+        self._head: list[float] = []  # values held back until the scale is known
+        self._scale: float | None = None
+
+    @property
+    def scale(self) -> float:
+        """The reference standard deviation values are divided by (NaN before it is set)."""
+        return math.nan if self._scale is None else self._scale
 
     def _new_river(self) -> PageHinkley:
         return PageHinkley(self.min_instances, self.delta, self.threshold, self.alpha, self.mode)
+
+    def _feed(self, vals: np.ndarray, pos: np.ndarray, out: list[Detection]) -> None:
+        if self._scale is None:
+            i = min(self.min_instances - len(self._head), vals.size)
+            self._head += vals[:i].tolist()
+            if len(self._head) < self.min_instances:
+                return
+            head = np.asarray(self._head)
+            sd = float(head.std(ddof=1))
+            self._scale = sd if sd > 0 and math.isfinite(sd) else 1.0
+            self._head = []
+            # the held-back values all sit at the position of the one that completed them
+            vals = np.concatenate([head[: head.size - i], vals])
+            pos = np.concatenate([np.full(head.size - i, pos[0]), pos])
+        super()._feed(vals / self._scale, pos, out)
 
     def _threshold(self) -> float:
         return self.threshold
 
     def _stat(self) -> float:
         r = self._river
+        if r._x_mean.n == 0:
+            return math.nan
         up = r._sum_increase - r._min_increase
         down = r._max_decrease - r._sum_decrease
         if self.mode == "up":
@@ -193,6 +242,18 @@ class PageHinkleyDetector(_RiverDetector):
         if self.mode == "down":
             return float(down)
         return float(max(up, down))
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {**super()._extra_state(), "head": list(self._head), "scale": self._scale}
+
+    def _load_extra(self, state: dict[str, Any]) -> Any:
+        head = [float(v) for v in state["head"]]
+        scale = None if state["scale"] is None else float(state["scale"])
+        return super()._load_extra(state), head, scale
+
+    def _apply_extra(self, parsed: Any) -> None:
+        base, self._head, self._scale = parsed
+        super()._apply_extra(base)
 
 
 class DDMDetector(_RiverDetector):

@@ -53,6 +53,7 @@ from driftline.streams.params import (
     float_param,
     int_param,
     optional_float_param,
+    probability_param,
 )
 from driftline.streams.profile import OTHER, Profile
 from driftline.streams.snapshots import reading_snapshot
@@ -60,6 +61,8 @@ from driftline.streams.snapshots import reading_snapshot
 __all__ = ["Chi2Detector", "JSDDetector", "PSIDetector", "SummaryDetector"]
 
 PSI_EPS = 1e-4
+#: Default window size of the first evaluation of `SummaryDetector` and `Chi2Detector`.
+_WARMUP = 100
 
 
 class _Windowed(AlarmedDetector):
@@ -166,7 +169,7 @@ class _Windowed(AlarmedDetector):
             self._head = []
         w, m, s = self.window_size, self.min_samples, self.stride
         window = self._window
-        positions, beyond, seen = [], [], []
+        positions, beyond, quiet, seen = [], [], [], []
         results: list[tuple[float, float | None, str]] = []
         for j in range(i, len(vals)):
             window.append(vals[j])
@@ -176,13 +179,16 @@ class _Windowed(AlarmedDetector):
                 stat, p, b, detail = self._evaluate(window)
                 positions.append(j)
                 beyond.append(b)
+                quiet.append(self._quiet(stat, p, b))
                 seen.append(self._n_seen)
                 results.append((stat, p, detail))
         if not positions:
             return out
         self._n_eval += len(positions)
         self._statistic, self._p_value, self._detail = results[-1]
-        for k, status in self._alarm.feed(np.array(beyond), np.array(seen)):
+        for k, status in self._alarm.feed(
+            np.array(beyond, dtype=bool), np.array(seen), np.array(quiet, dtype=bool)
+        ):
             stat, p, detail = results[k]
             out.append(
                 Detection(
@@ -204,6 +210,10 @@ class _Windowed(AlarmedDetector):
 
     def _evaluate(self, window: deque[Any]) -> tuple[float, float | None, bool, str]:
         raise NotImplementedError  # pragma: no cover
+
+    def _quiet(self, stat: float, p: float | None, beyond: bool) -> bool:
+        """Whether an evaluation counts towards resolving (default: not beyond)."""
+        return not beyond
 
     def _threshold(self) -> float:
         raise NotImplementedError  # pragma: no cover
@@ -276,8 +286,16 @@ class SummaryDetector(_Windowed):
     * ``range_margin``: ``min_w < min_ref - m * range`` or ``max_w > max_ref + m * range`` with
       ``range = max_ref - min_ref`` (off by default).
 
-    ``statistic`` is the largest ratio of a check's value to its threshold (``> 1`` beyond);
-    ``detail`` names the failing checks and their values.
+    ``statistic`` is the largest ratio of a check's value to its threshold (``> 1`` beyond; for
+    ``std_ratio``, of ``ratio - 1`` to ``std_ratio - 1``); ``detail`` names the failing checks and
+    their values. An open episode resolves after ``n_clear`` consecutive evaluations with
+    ``statistic <= clear_fraction``: the window is clearly back near the reference, so a drift
+    that hovers around a threshold stays one episode.
+
+    Warm-up: the first evaluation comes once the window holds ``min_samples`` values (default
+    100); while it holds ``n < window_size`` values, the mean, std, null-rate and out-of-range
+    checks are widened by ``sqrt(window_size / n)`` (their noise shrinks as ``1 / sqrt(n)``), so
+    a short window alarms no more often than a full one.
 
     Parameters
     ----------
@@ -294,7 +312,7 @@ class SummaryDetector(_Windowed):
         default 50).
     min_samples
         Window size of the first evaluation, ``1 <= min_samples <= window_size`` (default
-        ``window_size``).
+        ``min(100, window_size)``).
     n_confirm
         Consecutive beyond evaluations needed to fire (integer >= 1, default 1).
     n_clear
@@ -302,6 +320,9 @@ class SummaryDetector(_Windowed):
     cooldown
         Values after a resolution before the detector may fire again (integer >= 0,
         default 0).
+    clear_fraction
+        An evaluation is quiet (counts towards resolving) when ``statistic <= clear_fraction``
+        (number in (0, 1], default 0.5); 1 resolves as soon as no check fails.
     mean_shift
         Largest allowed ``|mean_w - mean_ref|`` in reference standard deviations (number > 0,
         default 0.5), or None (off).
@@ -351,7 +372,10 @@ class SummaryDetector(_Windowed):
         n_confirm: int = 1,
         n_clear: int = 20,
         cooldown: int = 0,
+        clear_fraction: float = 0.5,
     ) -> None:
+        if min_samples is None:
+            min_samples = min(_WARMUP, int_param("window_size", window_size, 1, MAX_VALUES))
         super().__init__(
             reference,
             reference_size,
@@ -361,6 +385,9 @@ class SummaryDetector(_Windowed):
             n_confirm,
             n_clear,
             cooldown,
+        )
+        self.clear_fraction = float_param(
+            "clear_fraction", clear_fraction, low=0.0, high=1.0, high_open=False
         )
         self.mean_shift = optional_float_param("mean_shift", mean_shift, low=0.0)
         self.std_ratio = optional_float_param("std_ratio", std_ratio, low=1.0)
@@ -381,7 +408,11 @@ class SummaryDetector(_Windowed):
             "max_null_increase": self.max_null_increase,
             "max_out_of_range": self.max_out_of_range,
             "range_margin": self.range_margin,
+            "clear_fraction": self.clear_fraction,
         }
+
+    def _quiet(self, stat: float, p: float | None, beyond: bool) -> bool:
+        return not beyond and stat <= self.clear_fraction
 
     def _evaluate(self, window: deque[Any]) -> tuple[float, float | None, bool, str]:
         ref = self._profile
@@ -389,21 +420,23 @@ class SummaryDetector(_Windowed):
         nulls = np.isnan(v)
         x = v[~nulls]
         ratios: list[tuple[float, str]] = []
+        # warm-up: thresholds widened by sqrt(window_size / n) (noise ~ 1 / sqrt(n))
+        f = math.sqrt(min(1.0, v.size / self.window_size))
         null_inc = nulls.mean() - ref.null_rate
         if self.max_null_increase is not None:
-            ratios.append((null_inc / self.max_null_increase, f"null_rate {null_inc:+.3g}"))
+            ratios.append((f * null_inc / self.max_null_increase, f"null_rate {null_inc:+.3g}"))
         if x.size:
             sd = ref.std
             if self.mean_shift is not None and sd > 0:
                 z = abs(x.mean() - ref.mean) / sd
-                ratios.append((z / self.mean_shift, f"mean shift {z:.3g} std"))
+                ratios.append((f * z / self.mean_shift, f"mean shift {z:.3g} std"))
             if self.std_ratio is not None and sd > 0:
                 s = x.std()
                 r = math.inf if s == 0 else max(s / sd, sd / s)
-                ratios.append((r / self.std_ratio, f"std ratio {r:.3g}"))
+                ratios.append((f * (r - 1.0) / (self.std_ratio - 1.0), f"std ratio {r:.3g}"))
             if self.max_out_of_range is not None:
                 oor = float(((x < ref.min) | (x > ref.max)).mean())
-                ratios.append((oor / self.max_out_of_range, f"out_of_range {oor:.3g}"))
+                ratios.append((f * oor / self.max_out_of_range, f"out_of_range {oor:.3g}"))
             if self.range_margin is not None:
                 span = ref.max - ref.min
                 lo, hi = ref.min - self.range_margin * span, ref.max + self.range_margin * span
@@ -468,7 +501,7 @@ class Chi2Detector(AdjustableLevel, _Categorical):
         default 50).
     min_samples
         Window size of the first evaluation, ``1 <= min_samples <= window_size`` (default
-        ``window_size``).
+        ``min(100, window_size)``).
     n_confirm
         Consecutive beyond evaluations needed to fire (integer >= 1, default 1).
     n_clear
@@ -480,6 +513,9 @@ class Chi2Detector(AdjustableLevel, _Categorical):
         Significance level per evaluation, strictly between 0 and 1 (default 1e-6).
         `set_alpha` changes it between updates (e.g. to a Benjamini-Hochberg level,
         `streams.fdr.bh_levels`).
+    clear_alpha
+        An evaluation counts towards resolving only when ``p >= max(clear_alpha, alpha)``
+        (strictly between 0 and 1, default 0.01): one sustained drift stays one episode.
 
     Counts are of values, nulls (None, NaN) included; nulls are not counted as a category.
 
@@ -508,8 +544,12 @@ class Chi2Detector(AdjustableLevel, _Categorical):
         n_confirm: int = 1,
         n_clear: int = 20,
         cooldown: int = 0,
+        clear_alpha: float = 0.01,
     ) -> None:
         self._init_alpha(alpha)
+        self.clear_alpha = probability_param("clear_alpha", clear_alpha)
+        if min_samples is None:
+            min_samples = min(_WARMUP, int_param("window_size", window_size, 1, MAX_VALUES))
         super().__init__(
             reference,
             reference_size,
@@ -525,7 +565,10 @@ class Chi2Detector(AdjustableLevel, _Categorical):
         return self._alpha
 
     def _params(self) -> dict[str, Any]:
-        return {**self._base_params(), "alpha": self._base_alpha}
+        return {**self._base_params(), "alpha": self._base_alpha, "clear_alpha": self.clear_alpha}
+
+    def _quiet(self, stat: float, p: float | None, beyond: bool) -> bool:
+        return p is not None and p >= max(self.clear_alpha, self._alpha)
 
     def snapshot(self) -> dict[str, Any]:
         """Plain-data state (JSON-able; NaN stored as None), the level in force included."""

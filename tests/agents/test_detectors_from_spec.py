@@ -35,8 +35,7 @@ DETECTORS = [
     {"name": "psi_country", "type": "psi", "target": "country"},
     {"name": "jsd_country", "type": "jsd", "target": "country"},
     {"name": "adwin_latency", "type": "adwin", "target": "latency_ms", "delta": 1e-5},
-    {"name": "ph_latency", "type": "page_hinkley", "target": "latency_ms", "threshold": 200.0,
-     "alpha": 1.0, "delta": 5.0},
+    {"name": "ph_latency", "type": "page_hinkley", "target": "latency_ms"},  # scale-free
     {"name": "ks_prediction", "type": "ks", "target": "prediction", "reference_size": 1000,
      "window_size": 1000, "stride": 100, "alpha": 1e-6},
     {"name": "focus_amount", "type": "focus", "target": "amount"},

@@ -42,7 +42,7 @@ class FakeRunner:
                     "target": "x<&>",  # escaped on the page
                     "partition": 0,
                     "params": params,
-                    "firing": det.drift_detected,
+                    "firing": det.in_drift,
                     "statistic": det.statistic,
                     "p_value": det.p_value,
                     "n_seen": det.n_seen,

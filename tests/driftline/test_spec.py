@@ -11,7 +11,7 @@ import pytest
 
 from driftline.agents.demo import demo_spec_text
 from driftline.errors import SpecError
-from driftline.spec import load_spec, parse_spec, to_feature_def
+from driftline.spec import build_spec_detector, load_spec, parse_spec, to_feature_def
 
 
 @pytest.fixture
@@ -377,3 +377,31 @@ window_ms = 60000
     assert dict(spec.input.fields) == {"user.id": "string", "user.address.country": "string",
                                        "geo.lat": "float", "ts": "timestamp"}  # fmt: skip
     assert spec.input.key_field == "user.id" and spec.numeric_fields == ("geo.lat",)
+
+
+@pytest.mark.parametrize(
+    ("drift", "entry", "key", "expected"),
+    [
+        ({}, {"type": "adwin"}, "direction", "up"),
+        ({}, {"type": "page_hinkley"}, "mode", "up"),
+        ({}, {"type": "adwin", "direction": "both"}, "direction", "both"),
+        ({}, {"type": "page_hinkley", "mode": "down"}, "mode", "down"),
+        ({"error_direction": "both"}, {"type": "adwin"}, "direction", "both"),
+        ({"error_direction": "both"}, {"type": "page_hinkley"}, "mode", "both"),
+    ],
+)
+def test_error_stream_detectors_are_one_sided_by_default(
+    base: dict[str, Any], tmp_path: Path, drift: dict, entry: dict, key: str, expected: str
+) -> None:
+    base["labels"] = {"topic": "driftline.labels"}
+    base["drift"] = drift
+    base["detectors"] = [
+        {"name": "err", "target": "error", **entry},
+        {"name": "lat", "target": "latency_ms", "type": entry["type"]},
+    ]
+    spec = _parse(base, tmp_path)
+    err, lat = spec.detectors
+    assert err.params[key] == expected
+    assert key not in lat.params  # other targets keep the detector's two-sided default
+    det = build_spec_detector(err)
+    assert getattr(det, key) == expected

@@ -155,10 +155,28 @@ def test_detector_batching_invariance(config: tuple[str, dict[str, Any]], seed: 
 
     one_by_one = make()
     single: list[Detection] = []
+    detected_at: list[int] = []  # updates after which drift_detected was true
+    in_drift: list[bool] = []
     for i in range(len(xs)):
         single += rebase(one_by_one.update_many(xs[i : i + 1]), i)
+        if one_by_one.drift_detected:
+            detected_at.append(i)
+        in_drift.append(one_by_one.in_drift)
     statuses = [d.status for d in single]
     assert "firing" in statuses and "resolved" in statuses, (name, statuses)
+    # episodes alternate firing / resolved; drift_detected (river's meaning) is true on exactly
+    # the update that opened each episode, in_drift from there until the resolving update
+    assert statuses == ["firing", "resolved"] * (len(statuses) // 2) + ["firing"] * (
+        len(statuses) % 2
+    ), statuses
+    assert detected_at == [d.index for d in single if d.status == "firing"]
+    expected_in = np.zeros(len(xs), dtype=bool)
+    for fire, res in zip(single[::2], [*single[1::2], None], strict=False):
+        end = len(xs) if res is None else res.index
+        expected_in[fire.index : end] = True
+        if res is not None and res.index == fire.index:  # opened and closed by one value
+            expected_in[fire.index] = False
+    assert in_drift == expected_in.tolist()
 
     chunked = make()
     assert feed(chunked, xs, random_cuts(seed, len(xs))) == single
@@ -173,6 +191,7 @@ def test_detector_batching_invariance(config: tuple[str, dict[str, Any]], seed: 
         assert det.snapshot() == expected
         assert det.n_seen == one_by_one.n_seen
         assert det.drift_detected == one_by_one.drift_detected
+        assert det.in_drift == one_by_one.in_drift
         assert same_float(det.statistic, one_by_one.statistic)
         assert det.p_value == one_by_one.p_value
 

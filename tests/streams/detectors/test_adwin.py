@@ -48,12 +48,17 @@ def test_firings_equal_river_adwin_fed_the_same_values(seed: int, kw: dict) -> N
     xs = multi_shift_stream(seed)
     expected = river_detections(xs, **kw)
     assert len(expected) >= 3
-    det = AdwinDetector(**kw, cooldown=10**9)
+    # with cooldown 0 every river detection is an episode of its own
+    det = AdwinDetector(**kw, cooldown=0)
     changes = det.update_many(xs)
     assert [c.index for c in changes if c.status == "firing"] == expected
-    assert all(c.status == "firing" for c in changes)  # cooldown never elapses
+    assert [c.index for c in changes if c.status == "resolved"] == expected
+    # with a cooldown that never elapses, one episode: later detections extend it
+    det = AdwinDetector(**kw, cooldown=10**9)
+    changes = det.update_many(xs)
+    assert [(c.index, c.status) for c in changes] == [(expected[0], "firing")]
     assert det.n_detections == len(expected)
-    assert det.drift_detected
+    assert det.in_drift and not det.drift_detected
 
 
 def test_statistic_is_the_mean_difference_of_the_cut() -> None:

@@ -66,7 +66,7 @@ def test_fixed_given_reference_unequal_sizes_and_stride_equal_scipy() -> None:
     rng = np.random.default_rng(4)
     ref = rng.normal(0, 1, 377)
     xs = np.round(np.concatenate([rng.normal(0, 1, 1_500), rng.normal(0.4, 1, 900)]), 2)
-    det = KSWindowDetector(window_size=250, alpha=0.01, stride=7, reference=ref)
+    det = KSWindowDetector(window_size=250, alpha=0.01, stride=7, reference=ref, min_samples=250)
     got = evaluations(det, xs, [1, 249, 250, 251, 1_000, 1_003])
     assert len(got) == (len(xs) - 250) // 7 + 1
     for j, d, p in got:
@@ -87,21 +87,44 @@ def test_sliding_reference_equals_scipy_at_every_event() -> None:
     np.testing.assert_array_equal(det.current_window, xs[-W:])
 
 
-def test_previous_window_equals_scipy_yesterday_vs_today() -> None:
-    xs = drifting_with_ties(3, 3_000)
+@pytest.mark.parametrize(("k", "window_ms"), [(1, 1_000), (4, 1_000), (10, 700), (3, 1_001)])
+def test_previous_window_equals_scipy_last_window_vs_the_one_before(k: int, window_ms: int) -> None:
+    xs = drifting_with_ties(3, 6_000)
     ts = np.cumsum(np.random.default_rng(3).integers(1, 6, len(xs)))
-    wid = ts // 1_000
-    det = KSWindowDetector(reference_mode="previous_window", window_ms=1_000, alpha=0.01,
-                           min_samples=20, stride=3)  # fmt: skip
+    sid = ts * k // window_ms
+    det = KSWindowDetector(reference_mode="previous_window", window_ms=window_ms, alpha=0.01,
+                           min_samples=20, sub_windows=k)  # fmt: skip
     got = evaluations(det, xs, [10, 500, 501, 2_222], ts)
-    assert got
-    idx = np.arange(len(xs))
+    # one evaluation per completed sub-window once both samples hold min_samples values
+    expected = {}
+    for j in (np.flatnonzero(np.diff(sid)) + 1).tolist():
+        last = sid[j - 1]
+        today = xs[(sid > last - k) & (sid <= last)]
+        yesterday = xs[(sid > last - 2 * k) & (sid <= last - k)]
+        if min(today.size, yesterday.size) >= 20:
+            expected[j] = (yesterday, today)
+    assert [j for j, _, _ in got] == list(expected) and len(expected) > 10
     for j, d, p in got:
-        today = xs[(wid == wid[j]) & (idx <= j)]
-        yesterday = xs[wid == wid[wid < wid[j]].max()]
-        assert len(today) >= 20 and (len(today) - 20) % 3 == 0
-        exp = ks_2samp(yesterday, today)
+        exp = ks_2samp(*expected[j])
         assert abs(d - exp.statistic) <= 1e-9 and abs(p - exp.pvalue) <= 1e-9
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.1, 0.25, 0.5, 0.75, 0.9])
+@pytest.mark.parametrize(
+    ("shift", "scale", "bound"), [(0.5, 1.0, 1.4), (1.0, 1.0, 1.2), (0.0, 2.0, 1.2)]
+)
+def test_previous_window_finds_a_change_wherever_it_falls_in_the_window(
+    offset: float, shift: float, scale: float, bound: float
+) -> None:
+    # 1,000 events per window, 10 sub-windows: found within ``bound`` windows of the change
+    rng = np.random.default_rng(int(offset * 100))
+    change = 5_000 + int(offset * 1_000)
+    xs = np.concatenate([rng.normal(0, 1, change), rng.normal(shift, scale, 10_000 - change)])
+    ts = np.arange(xs.size)  # 1 event per ms
+    det = KSWindowDetector(reference_mode="previous_window", window_ms=1_000)
+    changes = det.update_many(xs, ts_ms=ts)
+    assert changes and changes[0].status == "firing"
+    assert change < changes[0].index <= change + bound * 1_000
 
 
 def test_previous_window_skips_late_events_and_needs_times() -> None:
@@ -145,7 +168,8 @@ def test_stationary_stream_has_no_alarm_with_defaults(mode: str) -> None:
     xs = np.random.default_rng(77).normal(3.0, 2.0, 200_000)
     det = KSWindowDetector(reference_mode=mode)
     assert det.update_many(xs) == []
-    assert det.n_evaluations == 200_000 - 1_000 + 1 and not det.drift_detected
+    first = 1_000 if mode == "sliding" else 550  # reference + min_samples (50)
+    assert det.n_evaluations == 200_000 - first + 1 and not det.in_drift
 
 
 def test_resolves_after_n_clear_quiet_evaluations() -> None:
@@ -157,7 +181,7 @@ def test_resolves_after_n_clear_quiet_evaluations() -> None:
     fire, res = changes
     assert 2_000 <= fire.index < 2_200 and fire.p_value < 1e-6
     assert 3_000 <= res.index < 4_000 and res.p_value >= 1e-6
-    assert not det.drift_detected
+    assert not det.in_drift
 
 
 def test_n_confirm_and_cooldown() -> None:
@@ -220,7 +244,7 @@ def test_nan_and_inf_are_skipped() -> None:
 def test_given_reference_is_copied_and_evaluation_starts_after_one_window() -> None:
     rng = np.random.default_rng(2)
     ref = rng.normal(0, 1, 400)
-    det = KSWindowDetector(window_size=100, stride=10, alpha=0.01, reference=ref)
+    det = KSWindowDetector(window_size=100, stride=10, alpha=0.01, reference=ref, min_samples=100)
     assert det.reference_size == 400
     xs = rng.normal(0, 1, 99)
     det.update_many(xs)
@@ -286,14 +310,14 @@ def test_initial_state() -> None:
 def test_large_strides_take_the_direct_path_and_equal_scipy(stride: int, cuts: list[int]) -> None:
     xs = drifting_with_ties(7, n=4_000)
     R, W = 600, 400
-    det = KSWindowDetector(R, W, alpha=0.01, stride=stride)
+    det = KSWindowDetector(R, W, alpha=0.01, stride=stride, min_samples=W)
     got = evaluations(det, xs, cuts)
     assert len(got) == (len(xs) - R - W) // stride + 1
     for j, d, p in got:
         exp = ks_2samp(xs[:R], xs[j - W + 1 : j + 1])
         assert abs(d - exp.statistic) <= 1e-9 and abs(p - exp.pvalue) <= 1e-9, j
     # and the same detections as the sweep (stride 1 evaluates a superset of the points)
-    sweep = KSWindowDetector(R, W, alpha=0.01, stride=1)
+    sweep = KSWindowDetector(R, W, alpha=0.01, stride=1, min_samples=W)
     every = {j: (d, p) for j, d, p in evaluations(sweep, xs, cuts)}
     for j, d, p in got:
         assert (d, p) == every[j]

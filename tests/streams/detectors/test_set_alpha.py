@@ -131,7 +131,8 @@ def expected_with_levels(n_confirm, n_clear, evaluations) -> list[tuple[int, str
     idx = np.array([e[0] for e in evaluations])
     p = np.array([e[1] for e in evaluations])
     level = np.array([e[2] for e in evaluations])
-    changes = alarm.feed(p < level, np.arange(1, idx.size + 1))
+    # quiet (towards resolving) when p >= max(clear_alpha, level); clear_alpha defaults to 0.01
+    changes = alarm.feed(p < level, np.arange(1, idx.size + 1), p >= np.maximum(0.01, level))
     return [(int(idx[k]), s, float(p[k]), float(level[k])) for k, s in changes]
 
 
