@@ -224,7 +224,7 @@ class PartitionPipeline:
         self.bh_correction.apply()
         self.detection.detect(frame, out, now_ms)
         if self.slices is not None:
-            firing = {d.name: bool(det.drift_detected) for d, det in self.detectors}
+            firing = {d.name: bool(det.in_drift) for d, det in self.detectors}
             self.slices.detect(frame, out, now_ms, self.alert_docs, self.episodes, firing)
         self.multivariate.detect(frame, out, now_ms)
         timer.lap("detect")

@@ -106,7 +106,7 @@ def _multivariate_status(pipe: PartitionPipeline, partition: int) -> list[dict[s
                 "partition": partition,
                 "params": {**m.params, **(limits if det.reference is not None else {})},
                 "alpha": None,
-                "firing": bool(det.drift_detected),
+                "firing": bool(det.in_drift),
                 "statistic": float(det.statistic),
                 "p_value": None,
                 "n_seen": int(det.n_seen),

@@ -127,7 +127,7 @@ class PCAReconstructionDetector(AlarmedDetector):
     >>> det = PCAReconstructionDetector(2, reference_size=2000, window_size=250)
     >>> [(d.status, d.index) for d in det.update_many(np.vstack([pos, neg]))]
     [('firing', 3249)]
-    >>> det.n_components, round(det.statistic, 2), det.drift_detected
+    >>> det.n_components, round(det.statistic, 2), det.in_drift
     (1, 0.75, True)
     """
 
