@@ -223,6 +223,8 @@ def test_profile_calibration_gives_replay_and_worker_the_same_chunks(
         ({}, True, "needs labelled examples"),
         ({"reference_profile": "nope.json"}, True, "no profile at"),
         ({"chunk_size": 1}, False, "chunk_size"),
+        ({"chunk_size": 100_001}, False, "chunk_size"),
+        ({"reference_size": 100_001}, False, "reference_size"),
         ({"thresholds": {"accuracy": 1.5}}, False, "thresholds.accuracy"),
         ({"thresholds": {"mae": 0.5}}, False, "mae"),
         ({"band_sigmas": 0}, False, "band_sigmas"),
