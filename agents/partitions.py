@@ -29,6 +29,9 @@ class OwnedPartitions:
         #: per input partition: records its next snapshot writes first (tombstones of the
         #: per-key records of a state started over with ``--reset-state``)
         self.pending: dict[int, ChangelogRecords] = {}
+        #: partitions revoked by a rebalance, kept until the assignment that follows it: one
+        #: given back untouched resumes from memory instead of a restore from the changelog
+        self.retained: dict[int, tuple[PartitionPipeline, dict[str, int], int]] = {}
 
     def advance(self, topic: str, p: int, oc: BatchOutcome) -> int:
         """Partition ``p`` of ``topic`` has been processed up to ``oc``: its next offset."""
@@ -52,3 +55,29 @@ class OwnedPartitions:
         self.pipelines.pop(p, None)
         self.positions.pop(p, None)
         self.pending.pop(p, None)
+
+    def retain(self, p: int) -> None:
+        """Drop ``p`` but keep its pipeline, positions and epoch until the next assignment
+        (`resume`): a rebalance that gives it back to this worker, with nobody having
+        committed anything on it in between, needs no restore."""
+        pipe, positions = self.pipelines.get(p), self.positions.get(p)
+        if pipe is not None and positions and not self.pending.get(p):
+            self.retained[p] = (pipe, dict(positions), self.epochs.get(p, 0))
+        self.drop(p)
+
+    def resume(self, p: int, committed: dict[str, int | None]) -> bool:
+        """Own ``p`` again from what `retain` kept, if the group's committed offsets of its
+        topics (``committed``) are still where this worker left them; False (and nothing
+        kept) otherwise: another member processed it meanwhile, restore it."""
+        kept = self.retained.pop(p, None)
+        if kept is None:
+            return False
+        pipe, positions, epoch = kept
+        if any(committed.get(topic) != offset for topic, offset in positions.items()):
+            return False
+        self.pipelines[p], self.positions[p], self.epochs[p] = pipe, positions, epoch
+        return True
+
+    def forget_retained(self) -> None:
+        """The assignment is complete: what was not given back belongs to others now."""
+        self.retained.clear()

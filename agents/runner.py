@@ -267,6 +267,7 @@ class TransactionalRunner(threading.Thread):
             self._restore(consumer, wanted)
         finally:
             self.restoring = frozenset()
+            self.partitions.forget_retained()
         self.commit.on_assign(consumer, partitions)
         for p in wanted:
             declare_partition(self.metrics, self.pipelines[p])
@@ -298,6 +299,12 @@ class TransactionalRunner(threading.Thread):
                 # the old state's per-key records go with the first snapshot
                 old = read_changelog_partition(self.bootstrap, self.changelog, p)
                 self.partitions.pending[p] = [(k, None) for k in keyed_keys(old, p)]
+            elif p in self.partitions.retained and self.partitions.resume(
+                p, self._committed_all(consumer, p)
+            ):
+                log.info("partition %d: given back untouched since this worker's last commit; "
+                         "resumed from memory", p)  # fmt: skip
+                continue
             else:
                 pipe, saved = self._restore_partition(consumer, p)
             # from now on the engine collects the keys each batch changes (their records are
@@ -358,6 +365,13 @@ class TransactionalRunner(threading.Thread):
             return True
         return False
 
+    def _committed_all(self, consumer: Consumer, p: int) -> dict[str, int | None]:
+        """The group's committed offset of partition ``p`` of each topic this worker read
+        there (None: none committed)."""
+        topics = sorted(self.partitions.retained[p][1])
+        tps = consumer.committed([TopicPartition(t, p) for t in topics], timeout=30)
+        return {tp.topic: (tp.offset if tp.offset >= 0 else None) for tp in tps}
+
     def _committed(self, consumer: Consumer, p: int) -> int | None:
         """The group's committed offset on input partition ``p`` (None if it has none)."""
         (tp,) = consumer.committed([TopicPartition(self.spec.input.topic, p)], timeout=30)
@@ -369,8 +383,10 @@ class TransactionalRunner(threading.Thread):
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
             self.commit.before_revoke()  # hand partitions over only once what we did is durable
-        finally:  # even if that failed (CommitLost: the loop recovers the partitions it keeps)
+        except BaseException:  # CommitLost: the loop recovers the partitions it keeps
             self._drop(partitions)
+            raise
+        self._drop(partitions, retain=True)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._in_callback(self._lost, consumer, partitions)
@@ -381,9 +397,14 @@ class TransactionalRunner(threading.Thread):
         self.commit.on_lost(partitions)
         self._drop(partitions)
 
-    def _drop(self, partitions: list[TopicPartition]) -> None:
+    def _drop(self, partitions: list[TopicPartition], retain: bool = False) -> None:
+        """Forget ``partitions``; ``retain``: keep their state in memory until the next
+        assignment, in case the rebalance gives them back (`OwnedPartitions.retain`)."""
         for tp in partitions:
-            self.partitions.drop(tp.partition)
+            if retain:
+                self.partitions.retain(tp.partition)
+            else:
+                self.partitions.drop(tp.partition)
             self.metrics.remove_lag(tp.topic, tp.partition)
             self.metrics.remove_partition(tp.partition)
         self.metrics.assigned.set(len(self.pipelines))
@@ -545,6 +566,7 @@ class TransactionalRunner(threading.Thread):
             self.link.lost("a commit got no answer")
         if self.pipelines:
             self._drop([TopicPartition(self.spec.input.topic, p) for p in owned])
+        self.partitions.forget_retained()  # restored from what is committed, nothing kept
         self.consumer = None  # the old consumer's rebalance callbacks do nothing from now on
         try:
             call_bounded("closing the consumer", CLOSE_CONSUMER_S, old.close)

@@ -64,3 +64,7 @@ def test_one_of_two_workers_killed_the_survivor_finishes_exactly_once(
                 w.wait(30)
     assert_exactly_once(reference_outputs(kafka_bootstrap, spec), written_outputs(
         kafka_bootstrap, spec, at_least=N))  # fmt: skip
+    # the survivor kept its own partition through the rebalance: no restore of it
+    assert "given back untouched since this worker's last commit; resumed from memory" in (
+        logs[0].read_text()
+    )
