@@ -158,7 +158,7 @@ class _Focus(DriftDetector):
         return self.direction in ("both", d)
 
     @property
-    def drift_detected(self) -> bool:
+    def in_drift(self) -> bool:
         """True from a firing until the data are back (see the module docstring)."""
         return self._firing
 
@@ -419,7 +419,7 @@ class FocusDetector(_Focus):
     >>> det.update_many(rng.normal(10.0, 2.0, 5_000))
     []
     >>> (d,) = det.update_many(rng.normal(11.0, 2.0, 1_000))  # +0.5 standard deviations
-    >>> d.status, d.index, d.detail, d.n_current, det.drift_detected
+    >>> d.status, d.index, d.detail, d.n_current, det.in_drift
     ('firing', 74, 'mean increased', 51, True)
     >>> [(d.status, d.index) for d in det.update_many(rng.normal(10.0, 2.0, 1_000))]
     [('resolved', 202)]
@@ -452,7 +452,7 @@ class FocusScaleDetector(_Focus):
     >>> det.update_many(rng.normal(10.0, 2.0, 5_000))
     []
     >>> (d,) = det.update_many(rng.normal(10.0, 4.0, 1_000))  # twice the spread
-    >>> d.status, d.index, d.detail, det.drift_detected
+    >>> d.status, d.index, d.detail, det.in_drift
     ('firing', 74, 'spread increased', True)
     """
 

@@ -197,10 +197,10 @@ def test_a_sustained_drift_is_one_episode_resolved_when_data_are_back(cls: type)
     det = cls()
     det.update_many(rng.normal(0.0, 1.0, 5_000))
     during = det.update_many(drift)
-    assert [d.status for d in during] == ["firing"] and det.drift_detected
+    assert [d.status for d in during] == ["firing"] and det.in_drift
     assert during[0].n_reference > 4_900  # the reference is the data before the change
     back = det.update_many(rng.normal(0.0, 1.0, 5_000))
-    assert [d.status for d in back] == ["resolved"] and not det.drift_detected
+    assert [d.status for d in back] == ["resolved"] and not det.in_drift
     assert back[0].index < 2_000 and back[0].statistic < back[0].threshold
 
 
@@ -228,7 +228,7 @@ def test_snapshot_is_json_and_refuses_others() -> None:
     rng = np.random.default_rng(0)
     det = FocusScaleDetector(direction="up")
     det.update_many(np.concatenate([rng.normal(0, 1, 500), rng.normal(0, 3, 100)]))
-    assert det.drift_detected
+    assert det.in_drift
     snap = json.loads(json.dumps(det.snapshot(), allow_nan=False))
     other = FocusScaleDetector(direction="up")
     other.restore(snap)
