@@ -31,6 +31,8 @@ def alert_sources(spec: PipelineSpec) -> list[tuple[str, str]]:
     if spec.labels is not None:
         sources += [("slice", f"slice:{s.name}") for s in spec.slices]
     sources += [("slice", f"{d}@{s.name}") for s in spec.slices for d in s.detectors]
+    if spec.performance_estimation is not None:
+        sources += [("slice", f"slice:{s.name}:estimated") for s in spec.slices]
     if spec.performance_estimation is not None and spec.performance_estimation.thresholds:
         sources.append(("estimated_performance", "estimated_performance"))
     return sources

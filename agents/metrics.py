@@ -490,7 +490,8 @@ class WorkerMetrics:
             firing.set(1 if doc["status"] == "firing" else 0)
         elif doc["kind"] == "slice" and "slice" in doc:  # a value worse than the whole
             sl = doc["slice"]
-            firing = self.slice_firing.labels(sl["name"], sl["value"], str(partition))
+            name = sl["name"] + (":estimated" if sl.get("source") == "estimated" else "")
+            firing = self.slice_firing.labels(name, sl["value"], str(partition))
             firing.set(1 if doc["status"] == "firing" else 0)
         elif doc["kind"] == "estimated_performance":
             firing = self.estimated_performance_firing.labels(doc["target"], str(partition))

@@ -241,13 +241,19 @@ class PartitionPipeline:
             if self.estimate_stage is not None:
                 if self.slices is not None:  # first: the chunk messages carry them
                     out.slice_estimates = self.slices.estimate(
-                        frame, self.estimate_stage.estimator
-                    )
+                        frame, self.estimate_stage.estimator, out, self.alert_docs,
+                        self.episodes, now_ms,
+                    )  # fmt: skip
                 ls = self.label_stage
                 self.estimate_stage.predictions(
                     frame, out, self.model_version_now, now_ms,
                     None if ls is None else ls.metrics_fields(),
                 )  # fmt: skip
+                if self.slices is not None and out.estimates:
+                    last = out.estimates[-1]  # the next value chunks compare with it
+                    self.slices.global_estimate = {
+                        "n": float(last.n), **{k: v[0] for k, v in last.metrics.items()}
+                    }
                 timer.lap("estimate")
         return out
 

@@ -399,6 +399,11 @@ class SliceEstimates:
         #: the last completed chunk's estimates per code (with ``n``, its predictions)
         self.latest: dict[int, dict[str, float]] = {}
 
+    def pending(self, code: int) -> int:
+        """Predictions of ``code`` in its incomplete chunk."""
+        buf = self._buffers.get(code)
+        return 0 if buf is None else int(buf.size)
+
     def update(
         self, codes: np.ndarray, scores: np.ndarray, calibrator: Any, threshold: float
     ) -> list[int]:

@@ -287,10 +287,13 @@ class AlertDocs:
         offset: int,
         event_time_ms: int,
         now_ms: int,
+        estimated: bool = False,
     ) -> dict[str, Any]:
         """A slice alert: slice ``value`` of ``sl`` is worse than the global metric by more than
         the margin (``firing``), or back within half of it (``resolved``); the trigger is the
-        record whose labels made the evaluation (``topic``/partition@``offset``)."""
+        record whose labels made the evaluation (``topic``/partition@``offset``). ``estimated``:
+        both metrics are label-free estimates (CBPE) over their last chunks, and the trigger is
+        the prediction that completed the value's chunk."""
         window = {
             "topic": topic,
             "event_time_ms": int(event_time_ms),
@@ -300,10 +303,13 @@ class AlertDocs:
         ls = self.spec.labels
         wname = (f"last {ls.count_window} examples" if sl.window == "count"
                  else f"{ls.time_window_ms} ms event-time window") if ls else sl.window  # fmt: skip
+        tag = ":estimated" if estimated else ""
+        if estimated:
+            wname = "last chunk of predictions (estimated, CBPE)"
         doc = self._doc(
-            name=f"slice:{sl.name}={value}",
+            name=f"slice{tag}:{sl.name}={value}",
             kind="slice",
-            detector=f"slice:{sl.name}",
+            detector=f"slice:{sl.name}{tag}",
             detector_type="slice",
             target=f"{sl.field}={value}",
             status=e.status,
@@ -329,6 +335,7 @@ class AlertDocs:
             "gap": e.gap,
             "margin": sl.margin,
             "n_slice": e.n_slice,
+            "source": "estimated" if estimated else "realized",
             "n_global": e.n_global,
         }
         return doc

@@ -35,6 +35,9 @@ from driftline.streams.slices import (
     SliceMetrics,
 )
 
+#: The snapshot key of the partition's last chunk estimate (no slice name has a "#").
+GLOBAL_ESTIMATE = "#global_estimate"
+
 
 def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
@@ -67,6 +70,13 @@ class PartitionSlices:
         self.estimates = {} if pe is None else {
             sl.name: SliceEstimates(pe.chunk_size) for sl in self.slices
         }  # fmt: skip
+        # ... and their slice alert: a value's estimate against the partition's last chunk's
+        self.estimate_gaps = {} if pe is None else {
+            sl.name: SliceGapMonitor(sl.metric_for("classification"), sl.margin, 1)
+            for sl in self.slices
+        }  # fmt: skip
+        #: the partition's last chunk estimate (metric -> estimate, and n), set by the pipeline
+        self.global_estimate: dict[str, float] | None = None
         # detectors run per slice value: (slice, its detector spec) -> code -> detector
         by_name = {d.name: d for d in spec.detectors}
         self.per_value: list[tuple[int, SliceSpec, DetectorSpec]] = [
@@ -159,21 +169,53 @@ class PartitionSlices:
                     alerts.emit(out, doc["target"], doc)
 
     # -- estimated performance per slice value ----------------------------------------------------
-    def estimate(self, frame: Frame, estimator: Any) -> list[tuple[str, str, str, float]]:
+    def estimate(
+        self,
+        frame: Frame,
+        estimator: Any,
+        out: BatchOutcome | None = None,
+        alerts: AlertDocs | None = None,
+        episodes: AlertEpisodes | None = None,
+        now_ms: int = 0,
+    ) -> list[tuple[str, str, str, float]]:
         """Feed the frame's scores to each value's chunks (under ``estimator``'s calibration, a
         `streams.performance_estimation.PerformanceEstimator`); (slice, value, metric, estimate)
-        of the chunks completed."""
+        of the chunks completed. With ``out``, ``alerts`` and ``episodes``, a completed chunk
+        whose estimate is worse than the partition's last chunk estimate
+        (`global_estimate`) by more than the slice's margin opens a slice alert (``source``
+        estimated; resolved at half the margin)."""
         codes, scores = frame.slice_codes, frame.scores
         if not self.estimates or codes is None or scores is None:
             return []
-        out = []
+        readings = []
         for j, sl in enumerate(self.slices):
             est = self.estimates[sl.name]
             col = codes[:, j].astype(np.int64)
-            for code in est.update(col, scores, estimator.calibrator, estimator.threshold):
+            before = {c: est.pending(c) for c in np.unique(col).tolist()}
+            done = est.update(col, scores, estimator.calibrator, estimator.threshold)
+            for code in done:
                 value = self.index[sl.name].label(code)
-                out += [(sl.name, value, k, float(v)) for k, v in est.latest[code].items()]
-        return out
+                readings += [(sl.name, value, k, float(v)) for k, v in est.latest[code].items()]
+            if not done or out is None or alerts is None or episodes is None:
+                continue
+            if self.global_estimate is None:
+                continue
+            changes = self.estimate_gaps[sl.name].evaluate(
+                self.global_estimate, {c: est.latest[c] for c in done}
+            )
+            for e in changes:
+                value = self.index[sl.name].label(e.code)
+                if not episodes.changes(f"slice-estimated:{sl.name}={value}", e.status):
+                    continue
+                # the prediction that completed the value's last chunk
+                rows = np.flatnonzero((col == e.code) & np.isfinite(scores))
+                b0, size = before[e.code], est.chunk_size
+                i = int(rows[(b0 + rows.size) // size * size - b0 - 1])
+                doc = alerts.slice_gap(sl, value, e, frame.records.topic,
+                                       frame.records.offsets[i], int(frame.times[i]), now_ms,
+                                       estimated=True)  # fmt: skip
+                alerts.emit(out, f"{sl.field}={value}", doc)
+        return readings
 
     # -- the label side ---------------------------------------------------------------------------
     def grade(
@@ -278,13 +320,14 @@ class PartitionSlices:
         return f"{d.name}|{d.type}|{d.target}|{sorted(d.params.items())}"
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             sl.name: {
                 "definition": self._definition(sl),
                 "index": self.index[sl.name].snapshot(),
                 "metrics": m.snapshot() if (m := self.metrics.get(sl.name)) else None,
                 "gap": g.snapshot() if (g := self.gaps.get(sl.name)) else None,
                 "estimates": e.snapshot() if (e := self.estimates.get(sl.name)) else None,
+                "estimate_gap": eg.snapshot() if (eg := self.estimate_gaps.get(sl.name)) else None,
                 "detectors": {
                     self._detector_key(sl, d): {
                         str(c): det.snapshot()
@@ -296,10 +339,13 @@ class PartitionSlices:
             }
             for sl in self.slices
         }
+        state[GLOBAL_ESTIMATE] = self.global_estimate  # not a slice name: "#" is refused
+        return state
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`snapshot`; a slice the state does not know, or knew with another
         field or values, starts empty."""
+        self.global_estimate = state.get(GLOBAL_ESTIMATE)
         for sl in self.slices:
             saved = state.get(sl.name)
             if saved is None or saved.get("definition") != self._definition(sl):
@@ -313,6 +359,9 @@ class PartitionSlices:
             e = self.estimates.get(sl.name)
             if e is not None and saved.get("estimates") is not None:
                 e.restore(saved["estimates"])
+            eg = self.estimate_gaps.get(sl.name)
+            if eg is not None and saved.get("estimate_gap") is not None:
+                eg.restore(saved["estimate_gap"])
             dets = saved.get("detectors") or {}
             for _, s2, d in self.per_value:
                 snaps = dets.get(self._detector_key(sl, d)) if s2.name == sl.name else None

@@ -285,3 +285,42 @@ def test_estimated_performance_per_slice_value(tmp_path: Path) -> None:
         # off by 0.074 on "pos" after the shift, 0.014 on "neg")
         assert abs(want["accuracy"] - realized["accuracy"]) < 0.1
     assert set(msgs[-1]["slices"]["seg"]["estimated"]) <= {"pos", "neg"}
+
+
+def test_label_free_slice_alert_from_estimates(tmp_path: Path) -> None:
+    """Without labels after the reference: one segment's inputs move to the decision boundary
+    (covariate shift), its estimated accuracy falls while the partition's holds -> a slice
+    alert with source 'estimated' for that segment only."""
+    from tests.agents.test_estimate import _run as run_cbpe
+    from tests.cbpe_stream import covariate_events, spec_data, train_model, truth
+
+    model = tmp_path / "model.pkl"
+    train_model(model)
+    topic = "cbpe.events"
+    data = spec_data("cbpe", topic, model)
+    data["input"]["fields"]["seg"] = "string"
+    data["slices"] = [{"field": "seg", "margin": 0.1}]
+    spec = parse_spec(data)
+    n, shift = 8_000, 3_000
+    docs, y = covariate_events(n, n)  # no global shift
+    rng = np.random.default_rng(3)
+    for i, d in enumerate(docs):
+        d["seg"] = "a" if i % 4 == 0 else "b"
+        if i >= shift and d["seg"] == "a":  # segment a moves to the decision boundary
+            d["x"] = float(rng.normal(0.25, 0.2))
+            y[i] = truth(np.array([d["x"]]), rng)[0]
+    recs = [RawRecord(topic, 0, i, None, d["user_id"].encode(), orjson.dumps(d))
+            for i, d in enumerate(docs)]  # fmt: skip
+    outs = run_cbpe(_pipe(spec), recs, y, 700, labelled=1_000)
+    alerts = [a for o in outs for a in o.alerts if a["kind"] == "slice"]
+    for a in alerts:
+        validate("alert", a)
+    firing = [a for a in alerts if a["status"] == "firing"]
+    assert [(a["target"], a["detector"]) for a in firing] == [("seg=a", "slice:seg:estimated")]
+    a = firing[0]
+    # raised by the prediction completing a's first chunk after the shift: a's 1,500th event
+    assert a["slice"]["source"] == "estimated" and a["window"]["offset"] == 4 * 1_499
+    assert a["slice"]["gap"] > 0.1 and a["slice"]["n_slice"] == 500
+    assert a["slice"]["global_value"] - a["slice"]["slice_value"] == pytest.approx(
+        a["slice"]["gap"]
+    )
