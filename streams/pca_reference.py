@@ -19,7 +19,7 @@ computed with that fit. Fits on (folds-1)/folds of the rows reconstruct new rows
 than the fit on all of them, so the moments err towards larger, more spread errors (fewer false
 alarms).
 
-Errors are computed with elementwise numpy only (no BLAS): a row's error does not depend on the
+Errors are computed with ``np.einsum`` loops (no BLAS): a row's error does not depend on the
 other rows of its batch, so feeding rows one by one or in batches gives identical bits.
 """
 
@@ -82,8 +82,8 @@ def _components(z: np.ndarray, k: int | None, variance: float) -> np.ndarray:
 def reconstruction_errors(
     x: np.ndarray, mean: np.ndarray, scale: np.ndarray, components: np.ndarray
 ) -> np.ndarray:
-    """Euclidean reconstruction error of each row of ``x`` (rows x features), computed with
-    elementwise operations in a fixed order (independent of the batch it is in).
+    """Euclidean reconstruction error of each row of ``x`` (rows x features), each row's sums
+    in a fixed order (independent of the batch it is in).
 
     Examples
     --------
@@ -93,18 +93,11 @@ def reconstruction_errors(
     [0.0, 1.414214]
     """
     z = (x - mean) / scale
-    d = z.shape[1]
-    k = components.shape[0]
-    proj = z[:, 0:1] * components[:, 0]
-    for j in range(1, d):
-        proj = proj + z[:, j : j + 1] * components[:, j]
-    resid = z.copy()
-    for c in range(k):
-        resid = resid - proj[:, c : c + 1] * components[c]
-    sq = resid[:, 0] * resid[:, 0]
-    for j in range(1, d):
-        sq = sq + resid[:, j] * resid[:, j]
-    return np.sqrt(sq)
+    # np.einsum without `optimize` runs its own loops (never BLAS, whose summation order may
+    # depend on the matrix's shape): each row's sums are the same in a batch of any size
+    proj = np.einsum("ij,kj->ik", z, components)
+    resid = z - np.einsum("ik,kj->ij", proj, components)
+    return np.sqrt(np.einsum("ij,ij->i", resid, resid))
 
 
 @dataclass

@@ -264,3 +264,16 @@ def test_wrong_shapes_and_damaged_snapshots() -> None:
     bad_ref = {**snap, "reference": {**snap["reference"], "scale": [1.0, 0.0, 1.0]}}
     with pytest.raises(DriftlineError, match="malformed PCA reference"):
         PCAReconstructionDetector(3, reference_size=20, window_size=10).restore(bad_ref)
+
+
+@pytest.mark.parametrize(("d", "k"), [(2, 1), (5, 2), (37, 13), (200, 35)])
+def test_errors_do_not_depend_on_the_batch(d: int, k: int) -> None:
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(700, d)) * 3 + 1
+    comp = np.linalg.qr(rng.normal(size=(d, k)))[0].T.copy()
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    whole = reconstruction_errors(x, mean, scale, comp)
+    for size in (1, 2, 3, 64, 333):
+        parts = [reconstruction_errors(x[a : a + size], mean, scale, comp)
+                 for a in range(0, 700, size)]  # fmt: skip
+        assert np.array_equal(np.concatenate(parts), whole), size
