@@ -11,24 +11,17 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score
 
-from driftline.agents.demo import demo_spec_text, train_demo_model
+from driftline.agents.demo import demo_spec_text
 from driftline.agents.pipeline import BatchOutcome, RawRecord
 from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.schemas import validate
 from driftline.spec import PipelineSpec, parse_spec
 from driftline.streams.model_metrics import classification_metrics
 from tests.agents.test_labels import _pipe, _run
+from tests.agents.test_labels import model_path as model_path
 from tests.changelog import drain_into
 
 N, DROP_AT, T0 = 6_000, 3_000, 1_767_225_600_000
-INPUTS = ["amount", "latency_ms", "amount_mean_1m"]
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    p = tmp_path_factory.mktemp("model") / "m.pkl"
-    train_demo_model(p, INPUTS, n=4_000)
-    return p
 
 
 def _spec(model_path: Path, slices: list[dict[str, Any]] | None = None) -> PipelineSpec:
