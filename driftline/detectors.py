@@ -4,22 +4,24 @@ Every detector the worker runs, usable on any numpy stream without Kafka (river-
 values with ``update(x)`` or a batch with ``update_many(xs)``; ``drift_detected`` is true right
 after the value that opened an episode, as in river, ``in_drift`` while the episode is open):
 
-========================  ================  ===============================================
-class                     type name         watches
-========================  ================  ===============================================
-`KSWindowDetector`        ``ks``            numbers: exact Kolmogorov-Smirnov over windows
-`AdwinDetector`           ``adwin``         numbers: ADWIN adaptive window (river)
-`SummaryDetector`         ``summary``       numbers: mean/std/nulls/range vs a profile
-`Chi2Detector`            ``chi2``          categories: chi-square homogeneity test
-`PSIDetector`             ``psi``           categories: population stability index
-`JSDDetector`             ``jsd``           categories: Jensen-Shannon distance
-`PageHinkleyDetector`     ``page_hinkley``  numbers: Page-Hinkley mean change (river)
-`DDMDetector`             ``ddm``           0/1 errors: Drift Detection Method (river)
-`HDDMADetector`           ``hddm_a``        errors in [0, 1]: HDDM_A (river)
-`HDDMWDetector`           ``hddm_w``        errors in [0, 1]: HDDM_W (river)
-`FocusDetector`           ``focus``         numbers: mean change, any size (FOCuS family)
-`FocusScaleDetector`      ``focus_scale``   numbers: spread change, any size
-========================  ================  ===============================================
+============================  =====================  ===============================================
+class                         type name              watches
+============================  =====================  ===============================================
+`KSWindowDetector`            ``ks``                 numbers: exact Kolmogorov-Smirnov over windows
+`AdwinDetector`               ``adwin``              numbers: ADWIN adaptive window (river)
+`SummaryDetector`             ``summary``            numbers: mean/std/nulls/range vs a profile
+`Chi2Detector`                ``chi2``               categories: chi-square homogeneity test
+`PSIDetector`                 ``psi``                categories: population stability index
+`JSDDetector`                 ``jsd``                categories: Jensen-Shannon distance
+`PageHinkleyDetector`         ``page_hinkley``       numbers: Page-Hinkley mean change (river)
+`DDMDetector`                 ``ddm``                0/1 errors: Drift Detection Method (river)
+`HDDMADetector`               ``hddm_a``             errors in [0, 1]: HDDM_A (river)
+`HDDMWDetector`               ``hddm_w``             errors in [0, 1]: HDDM_W (river)
+`FocusDetector`               ``focus``              numbers: mean change, any size (FOCuS family)
+`FocusScaleDetector`          ``focus_scale``        numbers: spread change, any size
+`NPFocusDetector`             ``np_focus``           numbers: any distribution change, calibrated
+`FocusCategoricalDetector`    ``focus_categorical``  categories: one share's change, calibrated
+============================  =====================  ===============================================
 
 Also public: `build_detector` (a detector from its type name and hyperparameters, as a spec's
 ``[[detectors]]`` entry), `DETECTORS` (the registry: type name -> class),
@@ -57,6 +59,10 @@ from driftline.streams.detectors.factory import (
 )
 from driftline.streams.detectors.focus import FocusDetector, FocusScaleDetector
 from driftline.streams.detectors.ks import KSWindowDetector
+from driftline.streams.detectors.nonparametric import (
+    FocusCategoricalDetector,
+    NPFocusDetector,
+)
 from driftline.streams.detectors.sequential import (
     DDMDetector,
     HDDMADetector,
@@ -81,11 +87,13 @@ __all__ = [
     "Detection",
     "DriftDetector",
     "FocusDetector",
+    "FocusCategoricalDetector",
     "FocusScaleDetector",
     "HDDMADetector",
     "HDDMWDetector",
     "JSDDetector",
     "KSWindowDetector",
+    "NPFocusDetector",
     "PSIDetector",
     "PageHinkleyDetector",
     "Profile",

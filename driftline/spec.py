@@ -41,7 +41,7 @@ REGRESSION_SLICE_METRICS = frozenset({"mae", "rmse"})
 #: Detectors that test a hypothesis at level ``alpha`` (subject to the family-wise correction).
 TEST_DETECTORS = frozenset({"ks", "chi2"})
 #: Detectors that compare category frequencies; their target may be a string field.
-CATEGORICAL_DETECTORS = frozenset({"chi2", "psi", "jsd"})
+CATEGORICAL_DETECTORS = frozenset({"chi2", "psi", "jsd", "focus_categorical"})
 
 
 @dataclass(frozen=True)
@@ -1146,11 +1146,11 @@ def _check_target(i: int, dtype: str, target: str, kinds: Mapping[str, str]) -> 
             f"{where} is a string field and {dtype} compares numbers; use chi2 (or psi, jsd) "
             "for categorical fields"
         )
-    if dtype == "chi2" and kind in ("float", "feature", PREDICTION_TARGET):
+    if dtype in ("chi2", "focus_categorical") and kind in ("float", "feature", PREDICTION_TARGET):
         what = {"feature": "a feature (a float)", PREDICTION_TARGET: "the score (a float)"}
         raise SpecError(
-            f"{where} is {what.get(kind, 'a float field')}, but chi2 needs a categorical "
-            "(string/int) field; use ks for numeric fields"
+            f"{where} is {what.get(kind, 'a float field')}, but {dtype} needs a categorical "
+            "(string/int) field; use ks or np_focus for numeric fields"
         )
 
 

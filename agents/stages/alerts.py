@@ -31,7 +31,8 @@ def alert_kind(target: str) -> str:
 
 
 _ADAPTIVE = ("adwin", "page_hinkley", "ddm", "hddm_a", "hddm_w")
-_SEQUENTIAL = ("focus", "focus_scale")  # reference: the values before the change point
+# reference: the values before the change point
+_SEQUENTIAL = ("focus", "focus_scale", "np_focus", "focus_categorical")
 
 
 def alert_id(

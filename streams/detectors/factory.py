@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from driftline.errors import DriftlineError
-from driftline.streams.detectors import adwin, focus, ks, sequential, windowed
+from driftline.streams.detectors import adwin, focus, ks, nonparametric, sequential, windowed
 from driftline.streams.detectors.base import INPUT_KINDS, DriftDetector
 from driftline.streams.registry import build, constructor_parameters, lookup, register
 
@@ -61,6 +61,8 @@ for _cls in (
     sequential.HDDMWDetector,
     focus.FocusDetector,
     focus.FocusScaleDetector,
+    nonparametric.NPFocusDetector,
+    nonparametric.FocusCategoricalDetector,
 ):
     register_detector(_cls)
 

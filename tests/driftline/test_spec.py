@@ -304,7 +304,13 @@ def _detector(base: dict[str, Any], dtype: str, target: str) -> dict[str, Any]:
             "chi2",
             "amount",
             "spec key detectors[0].target: 'amount' is a float field, but chi2 needs a "
-            "categorical (string/int) field; use ks for numeric fields",
+            "categorical (string/int) field; use ks or np_focus for numeric fields",
+        ),
+        (
+            "focus_categorical",
+            "amount",
+            "spec key detectors[0].target: 'amount' is a float field, but focus_categorical "
+            "needs a categorical (string/int) field; use ks or np_focus for numeric fields",
         ),
         ("chi2", "amount_mean_1m", "'amount_mean_1m' is a feature (a float), but chi2 needs a"),
         ("chi2", "prediction", "'prediction' is the score (a float), but chi2 needs a categ"),

@@ -64,6 +64,8 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
     "hddm_w": [{"cooldown": 100, "lambda_val": 0.1}],
     "focus": [{"direction": "up", "warmup": 20, "false_alarms_per_million": 100.0}],
     "focus_scale": [{"direction": "up", "warmup": 100}],
+    "np_focus": [{"warmup": 30, "false_alarms_per_million": 100.0}],
+    "focus_categorical": [{"warmup": 50, "max_categories": 2, "false_alarms_per_million": 0.01}],
 }
 CONFIGS = [(name, {}) for name in DETECTOR_NAMES] + [
     (name, params) for name, variants in VARIANTS.items() for params in variants
