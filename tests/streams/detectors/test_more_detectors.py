@@ -213,7 +213,7 @@ def test_factory_and_validation(name, kwargs, match) -> None:
 def test_factory_names_and_input_domains() -> None:
     assert sorted(DETECTORS) == sorted(
         ["ks", "adwin", "summary", "chi2", "psi", "jsd", "page_hinkley", "ddm", "hddm_a", "hddm_w",
-         "np_focus", "focus_categorical"]
+         "focus", "focus_scale", "np_focus", "focus_categorical"]
     )  # fmt: skip
     for name, cls in DETECTORS.items():
         assert build_detector(name).name == name and isinstance(build_detector(name), cls)
