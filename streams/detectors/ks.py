@@ -447,7 +447,12 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
         g = min(max(w - self._cur.size, 0), new.size)
         ng = int(np.searchsorted(js, g))  # evaluations in the growing phase
         if ng:
-            nums[:ng] = self._growing_nums(slots[: int(js[ng - 1]) + 1], self._cur_slots)[js[:ng]]
+            grow = slots[: int(js[ng - 1]) + 1]
+            if self.stride >= _DIRECT_STRIDE:
+                # sparse evaluations: the counts at each one, not a sweep over every step
+                nums[:ng] = self._growing_direct(grow, self._cur_slots, js[:ng])
+            else:
+                nums[:ng] = self._growing_nums(grow, self._cur_slots)[js[:ng]]
         if g:
             self._cur = np.concatenate([self._cur, new[:g]])
             self._cur_slots = np.concatenate([self._cur_slots, slots[:g]])
@@ -511,6 +516,26 @@ class KSWindowDetector(AdjustableLevel, AlarmedDetector):
             out[a : a + chunk.size] = sweep_growing(R, self._n1, p0, n2_0, chunk)
             p0 = p0 + np.cumsum(np.bincount(chunk, minlength=k))
             n2_0 += chunk.size
+        return out
+
+    def _growing_direct(
+        self, slots: np.ndarray, cur_slots: np.ndarray, at: np.ndarray
+    ) -> np.ndarray:
+        """`_growing_nums` at the positions ``at`` (increasing) only: the current sample's counts
+        at each, one bincount per evaluation (exact integers, the same values as the sweep)."""
+        R = self._R
+        k = R.size
+        n1 = float(self._n1)
+        p = np.cumsum(np.bincount(cur_slots, minlength=k)).astype(np.float64)
+        n2 = cur_slots.size
+        out = np.empty(at.size, dtype=np.float64)
+        prev = 0
+        for t, j in enumerate(at.tolist()):
+            chunk = slots[prev : j + 1]
+            p += np.cumsum(np.bincount(chunk, minlength=k))
+            n2 += chunk.size
+            prev = j + 1
+            out[t] = np.abs(n2 * R - n1 * p).max()
         return out
 
     def _full_diff(self) -> np.ndarray:

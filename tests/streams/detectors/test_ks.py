@@ -321,3 +321,27 @@ def test_large_strides_take_the_direct_path_and_equal_scipy(stride: int, cuts: l
     every = {j: (d, p) for j, d, p in evaluations(sweep, xs, cuts)}
     for j, d, p in got:
         assert (d, p) == every[j]
+
+
+@pytest.mark.parametrize(
+    ("stride", "min_samples", "cuts"),
+    [(32, 50, [5, 700, 701]), (500, 50, [1, 999, 2_000]), (97, 20, []), (40, 1, [650])],
+)
+def test_growing_window_evaluations_of_large_strides_equal_the_sweep_and_scipy(
+    stride: int, min_samples: int, cuts: list[int]
+) -> None:
+    """While the current window grows, the direct path evaluates only the scheduled sizes:
+    the same D and p as the sweep over every step and as scipy on the same samples."""
+    xs = drifting_with_ties(11, n=2_000)
+    R, W = 600, 400
+    det = KSWindowDetector(R, W, alpha=0.01, stride=stride, min_samples=min_samples)
+    got = evaluations(det, xs, cuts)
+    growing = [g for g in got if g[0] < R + W - 1]
+    assert len(growing) == (W - 1 - min_samples) // stride + 1
+    for j, d, p in got:
+        exp = ks_2samp(xs[:R], xs[max(R, j - W + 1) : j + 1])
+        assert abs(d - exp.statistic) <= 1e-9 and abs(p - exp.pvalue) <= 1e-9, j
+    sweep = KSWindowDetector(R, W, alpha=0.01, stride=1, min_samples=min_samples)
+    every = {j: (d, p) for j, d, p in evaluations(sweep, xs, cuts)}
+    for j, d, p in got:
+        assert (d, p) == every[j], j
