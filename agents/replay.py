@@ -120,6 +120,7 @@ class ReplayStats:
     late: int = 0
     model_metrics: int = 0
     labels: int = 0
+    business: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
 
 
@@ -158,6 +159,7 @@ def partition_outcomes(
     batch: int = 10_000,
     bar: Any = None,
     labels: Any = None,
+    business: Any = None,
 ) -> Iterator[tuple[list[tuple[Any, int]] | None, Any]]:
     """Run ``(document, record)`` pairs through one pipeline per partition, ``batch`` records of
     a partition at a time; yield ``([(document, offset)], BatchOutcome)`` per batch (each
@@ -165,7 +167,11 @@ def partition_outcomes(
 
     ``labels`` (an ``agents.replay_labels.LabelFeed``): after each events batch, the labels of
     its partition up to the partition's watermark go through ``process_labels``, yielded as
-    ``(None, BatchOutcome)``; the rest at the end."""
+    ``(None, BatchOutcome)``; the rest at the end. ``business`` (an
+    ``agents.replay_business.BusinessFeed``): before each events batch, the business records
+    of its partition up to the batch's largest event time go through ``process_business``,
+    yielded as ``(None, BatchOutcome)`` too (their ``BatchOutcome.business`` is set); the rest
+    at the end, before the remaining labels."""
     pipes: dict[int, PartitionPipeline] = {}
     pending: dict[int, list[RawRecord]] = defaultdict(list)
     docs: dict[int, list[Any]] = defaultdict(list)
@@ -177,9 +183,9 @@ def partition_outcomes(
             pipe = pipes[p] = make_pipeline(p)
         return pipe
 
-    def feed_labels(pipe: PartitionPipeline, recs: list[RawRecord]) -> Any:
-        oc = pipe.process_labels(RecordColumns.from_records(recs))
-        if pipe.detection.keep_inputs:  # where the label batch sits among the events
+    def placed(pipe: PartitionPipeline, oc: Any) -> Any:
+        """A side batch's outcome; for reports, where it sits among the partition's events."""
+        if pipe.detection.keep_inputs:
             w = pipe.engine.watermark_ms
             oc.detector_inputs = DetectorInputs(
                 pipe.partition,
@@ -189,9 +195,18 @@ def partition_outcomes(
             )
         return oc
 
+    def feed_labels(pipe: PartitionPipeline, recs: list[RawRecord]) -> Any:
+        return placed(pipe, pipe.process_labels(RecordColumns.from_records(recs)))
+
+    def feed_business(pipe: PartitionPipeline, recs: list[RawRecord]) -> Any:
+        return placed(pipe, pipe.process_business(RecordColumns.from_records(recs)))
+
     def flush(p: int) -> Iterator[tuple[list[tuple[Any, int]] | None, Any]]:
         pipe = pipe_of(p)
         recs, ds = pending.pop(p), docs.pop(p)
+        if business is not None:
+            for due in business.before(p, ds, recs):
+                yield None, feed_business(pipe, due)
         last[p] = recs[-1].offset
         yield list(zip(ds, (r.offset for r in recs), strict=True)), pipe.process(recs)
         if bar is not None:
@@ -208,6 +223,10 @@ def partition_outcomes(
             yield from flush(p)
     for p in sorted(pending):
         yield from flush(p)
+    if business is not None:
+        for p, batches in business.rest().items():
+            for recs in batches:
+                yield None, feed_business(pipe_of(p), recs)
     if labels is not None:
         for p, batches in labels.rest().items():
             for recs in batches:
@@ -261,6 +280,7 @@ def replay_outcomes(
     detector_inputs: bool = False,
     desc: str = "replay",
     labels: Any = None,
+    business: Any = None,
 ) -> Iterator[tuple[list[tuple[dict[str, Any], int]] | None, Any]]:
     """Yield ``([(input doc, offset)], BatchOutcome)`` per partition batch of a file, and
     ``(None, BatchOutcome)`` per batch of ``labels`` (see `partition_outcomes`).
@@ -277,7 +297,9 @@ def replay_outcomes(
     )
     bar = progress_bar(count_records(input_path), desc, enabled=progress)
     try:
-        yield from partition_outcomes(records, make, batch=batch, bar=bar, labels=labels)
+        yield from partition_outcomes(
+            records, make, batch=batch, bar=bar, labels=labels, business=business
+        )
     finally:
         bar.close()
 
@@ -296,12 +318,14 @@ def replay(
     batch_features_path: str | Path | None = None,
     labels: Any = None,
     model_metrics_path: str | Path | None = None,
+    business: Any = None,
 ) -> ReplayStats:
     """Write the feature vectors the worker would write, and optionally its predictions, alerts,
     dead letters and model-metrics messages (documents of those topics' schemas; offline, the
     model metrics are the estimated performance per chunk, ``[performance_estimation]`` with a
     ``reference_profile``, and with ``labels`` (an ``agents.replay_labels.LabelFeed`` to join)
-    the realized metrics)."""
+    the realized metrics; with ``business`` (an ``agents.replay_business.BusinessFeed``) the
+    business records are fed beside the events, into the alerts and model metrics)."""
     stats = ReplayStats()
     o = spec.output
     with ExitStack() as files:
@@ -318,9 +342,12 @@ def replay(
             progress=progress,
             batch_features_path=batch_features_path,
             labels=labels,
-            batch=10_000 if labels is None else labels.events_batch,
+            business=business,
+            batch=events_batch(labels, business, 10_000),
         ):
-            if docs is None:
+            if docs is None and oc.business is not None:
+                stats.business += oc.consumed
+            elif docs is None:
                 stats.labels += oc.consumed
             else:
                 stats.events += oc.consumed
@@ -348,6 +375,15 @@ def replay(
                 metrics_writer.write_many(metrics)
                 stats.model_metrics += len(metrics)
     return stats
+
+
+def events_batch(labels: Any, business: Any, default: int) -> int:
+    """Events per partition batch: a side feed's (labels, business) when there is one, so a
+    replay and a report feed it at the same points; else ``default``."""
+    for feed in (labels, business):
+        if feed is not None:
+            return int(feed.events_batch)
+    return default
 
 
 def _no_unknown_latency(prediction: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import orjson
 from driftline.agents.progress import progress_bar
 from driftline.agents.replay import (
     as_file_spec,
+    events_batch,
     partition_outcomes,
     pipeline_factory,
     replay_outcomes,
@@ -44,9 +45,10 @@ def batch_for(total: int | None, partitions: int) -> int:
     return min(max(-(-total // (max(partitions, 1) * READINGS)), MIN_BATCH), MAX_BATCH)
 
 
-def _batch(labels: Any, total: int | None, partitions: int) -> int:
-    """With labels, their feed's events batch (as in ``driftline replay``), else `batch_for`."""
-    return labels.events_batch if labels is not None else batch_for(total, partitions)
+def _batch(labels: Any, business: Any, total: int | None, partitions: int) -> int:
+    """With labels or business records, their feed's events batch (as in ``driftline
+    replay``), else `batch_for`."""
+    return events_batch(labels, business, batch_for(total, partitions))
 
 
 def report_of_file(
@@ -59,10 +61,12 @@ def report_of_file(
     batch: int | None = None,
     progress: bool = True,
     labels: Any = None,
+    business: Any = None,
 ) -> dict[str, Any]:
     """The report (JSON twin) of replaying an events file, as ``driftline replay`` does
     (``batch``: records per partition batch, default `batch_for` the file; ``labels``: an
-    ``agents.replay_labels.LabelFeed`` to join)."""
+    ``agents.replay_labels.LabelFeed`` to join; ``business``: an
+    ``agents.replay_business.BusinessFeed`` to feed beside the events)."""
     source = {
         "kind": "file",
         "path": Path(input_path).name,
@@ -75,14 +79,15 @@ def report_of_file(
         input_path,
         partitions=partitions,
         partitioner=partitioner,
-        batch=batch or _batch(labels, count_records(input_path), partitions),
+        batch=batch or _batch(labels, business, count_records(input_path), partitions),
         progress=progress,
         batch_features_path=batch_features_path,
         detector_inputs=True,
         desc="report",
         labels=labels,
+        business=business,
     ):
-        collector.add(oc, labels=docs is None)
+        collector.add(oc, side=docs is None)
     return collector.report()
 
 
@@ -94,6 +99,7 @@ def report_of_topic(
     batch: int | None = None,
     progress: bool = True,
     labels: Any = None,
+    business: Any = None,
 ) -> dict[str, Any]:
     """The report of a topic range (a :class:`~driftline.agents.topic_range.TopicRange`),
     its records in each partition's order, with their broker timestamps."""
@@ -101,11 +107,11 @@ def report_of_topic(
     collector = ReportCollector(spec, topic_range.describe())
     bar = progress_bar(topic_range.total, "report", enabled=progress)
     try:
-        size = batch or _batch(labels, topic_range.total, len(topic_range.ranges))
+        size = batch or _batch(labels, business, topic_range.total, len(topic_range.ranges))
         for docs, oc in partition_outcomes(
-            topic_range.records(), make, batch=size, bar=bar, labels=labels
+            topic_range.records(), make, batch=size, bar=bar, labels=labels, business=business
         ):
-            collector.add(oc, labels=docs is None)
+            collector.add(oc, side=docs is None)
     finally:
         bar.close()
     return collector.report()

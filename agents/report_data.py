@@ -220,13 +220,18 @@ class ReportCollector:
         #: (document path, partition) -> [event time, value] per model-metrics document
         self.metrics: dict[tuple[str, int], list[list[Any]]] = {}
         self.metric_docs = 0
+        #: partition -> [business clock, rolling value, events in window] per business batch
+        self.business: dict[int, list[list[Any]]] = defaultdict(list)
 
     # -- reading outcomes ---------------------------------------------------------------------
-    def add(self, oc: Any, labels: bool = False) -> None:
-        """One batch outcome of the replay (``replay.partition_outcomes``): of events, or of
-        ``labels``."""
+    def add(self, oc: Any, side: bool = False) -> None:
+        """One batch outcome of the replay (``replay.partition_outcomes``): of events, or of a
+        ``side`` topic (labels; business records when ``oc.business`` is set)."""
         o = self.spec.output
-        self.counts["labels" if labels else "events"] += oc.consumed
+        kind = "events" if not side else "business" if oc.business is not None else "labels"
+        self.counts[kind] += oc.consumed
+        if kind == "business" and oc.detector_inputs is not None:
+            self._business_reading(oc)
         self.counts["late"] += oc.late_events
         self.counts["feature_vectors"] += oc.feature_vectors
         self.counts["predictions"] += oc.predictions
@@ -256,6 +261,14 @@ class ReportCollector:
             if topic == o.model_metrics_topic:
                 self._metrics_doc(orjson.loads(value), t_ms)
 
+    def _business_reading(self, oc: Any) -> None:
+        """The rolling business value after a batch of business records, at its clock."""
+        _name, value, n = oc.business
+        if oc.business_clock_ms is None:
+            return
+        p = oc.detector_inputs.partition
+        self.business[p].append([int(oc.business_clock_ms), _finite(value), int(n)])
+
     def _metrics_doc(self, doc: dict[str, Any], batch_time_ms: int | None) -> None:
         self.metric_docs += 1
         t = doc.get("label_time_ms") if batch_time_ms is None else batch_time_ms
@@ -264,7 +277,7 @@ class ReportCollector:
         p = int(doc.get("partition", 0))
         body = {k: v for k, v in doc.items() if k not in _NOT_METRICS}
         for path, v in flatten_numbers(body).items():
-            if not is_metric(path):
+            if not is_metric(path) or path.startswith("business/"):  # see `business_report`
                 continue
             key = (path, p)
             line = self.metrics.get(key)
@@ -313,6 +326,7 @@ class ReportCollector:
                 "predictions": self.counts["predictions"],
                 "late": self.counts["late"],
                 "labels": self.counts["labels"],
+                "business": self.counts["business"],
                 "dead_letters": dict(sorted(self.dead_letters.items())),
                 "alerts": len(self.alerts),
                 "episodes": sum(len(d["episodes"]) for d in detectors),
@@ -322,6 +336,27 @@ class ReportCollector:
             },
             "detectors": detectors,
             "model_metrics": self._model_metrics(),
+            "business": self.business_report(),
+        }
+
+    def business_report(self) -> dict[str, Any] | None:
+        """The ``[business]`` metric (None without one): its rolling value over business
+        time per partition (one point per business batch, thinned to `MAX_POINTS`). It
+        replaces the ``business`` numbers of the model-metrics documents: the same value,
+        but only where labels or estimates wrote a document."""
+        b = self.spec.business
+        if b is None:
+            return None
+        return {
+            "name": b.name,
+            "field": b.field,
+            "agg": b.agg,
+            "window_ms": b.window_ms,
+            "records": self.counts["business"],
+            "series": [
+                {"partition": p, "points": thin(pts, value_at=1)}
+                for p, pts in sorted(self.business.items())
+            ],
         }
 
     def _series(self, name: str) -> list[dict[str, Any]]:
@@ -514,6 +549,7 @@ def _where(a: dict[str, Any]) -> dict[str, Any]:
         "threshold": _finite(a.get("threshold")),
         "severity": a.get("severity"),
         "alert_id": a.get("alert_id"),
+        "business": a.get("business"),
     }
 
 

@@ -99,6 +99,7 @@ def _summary(r: dict[str, Any]) -> list[str]:
         ("predictions", s["predictions"]),
         ("late events", s["late"]),
         ("labels replayed", s["labels"]),
+        *([("business records replayed", s.get("business", 0))] if r.get("business") else []),
         ("dead letters", dead),
         ("alerts", s["alerts"]),
         ("drift episodes", s["episodes"]),
@@ -142,7 +143,33 @@ def _summary(r: dict[str, Any]) -> list[str]:
 MAX_EPISODE_ROWS = 100
 
 
-def _episode_rows(d: dict[str, Any]) -> list[tuple[Any, ...]]:
+def episode_business(e: dict[str, Any]) -> dict[str, Any] | None:
+    """An episode's business line: its resolved alert's (the whole episode), else its firing
+    alert's (what had arrived after the trigger)."""
+    z = e["resolved"]
+    if z is not None and z.get("business") is not None:
+        return z["business"]
+    return e["fired"].get("business")
+
+
+def business_cell(b: dict[str, Any] | None) -> str:
+    """``before → during (change)`` of a business line, with each side's events.
+
+    >>> business_cell({"before": {"value": 10.0, "n": 5}, "during": {"value": 4.0, "n": 3},
+    ...                "change": -6.0})
+    "<span class='business'>10 (n=5) → 4 (n=3) <b>(-6)</b></span>"
+    """
+    if b is None:
+        return "–"
+    bf, du = b["before"], b["during"]
+    change = "" if b.get("change") is None else f" <b>({b['change']:+.4g})</b>"
+    return (
+        f"<span class='business'>{fmt_num(bf['value'])} (n={bf['n']}) → "
+        f"{fmt_num(du['value'])} (n={du['n']}){change}</span>"
+    )
+
+
+def _episode_rows(d: dict[str, Any], business: bool = False) -> list[tuple[Any, ...]]:
     rows = []
     for e in d["episodes"][:MAX_EPISODE_ROWS]:
         f, z = e["fired"], e["resolved"]
@@ -161,6 +188,7 @@ def _episode_rows(d: dict[str, Any]) -> list[tuple[Any, ...]]:
                 fmt_num(f["statistic"]),
                 fmt_num(f["p_value"]),
                 esc(f["severity"] or ""),
+                *((business_cell(episode_business(e)),) if business else ()),
             )
         )
     return rows
@@ -173,14 +201,16 @@ _EPISODE_HEAD = ["detector", "target", "partition", "fired at offset", "event ti
 
 def _episode_table(detectors: Sequence[dict[str, Any]]) -> str:
     """The episodes of ``detectors``, at most `MAX_EPISODE_ROWS` each, saying how many more."""
-    rows = [row for d in detectors for row in _episode_rows(d)]
+    business = any(episode_business(e) is not None for d in detectors for e in d["episodes"])
+    rows = [row for d in detectors for row in _episode_rows(d, business)]
+    head = [*_EPISODE_HEAD, "business before → during (change)"] if business else _EPISODE_HEAD
     more = [
         f"<p class='muted more'>… and {len(d['episodes']) - MAX_EPISODE_ROWS} more episodes of "
         f"{esc(d['name'])} (all of them are in the JSON report)</p>"
         for d in detectors
         if len(d["episodes"]) > MAX_EPISODE_ROWS
     ]
-    return _table(_EPISODE_HEAD, rows, num_from=2) + "".join(more)
+    return _table(head, rows, num_from=2) + "".join(more)
 
 
 def _episodes(r: dict[str, Any]) -> list[str]:
@@ -331,6 +361,34 @@ def _model_metrics(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _business(r: dict[str, Any]) -> list[str]:
+    """The ``[business]`` metric's rolling value over business time, per partition."""
+    b = r.get("business")
+    if b is None:
+        return []
+    title = f"{b['name']} ({b['agg']} of {b['field']} over {fmt_num(b['window_ms'] / 1000)} s)"
+    out = [f"<h2 id='business'>Business metric: {esc(title)}</h2>"]
+    series = [s for s in b["series"] if s["points"]]
+    if not series:
+        return [*out, "<p class='muted'>No business records were replayed (--business FILE)."
+                "</p>"]  # fmt: skip
+    pts = [p for s in series for p in s["points"]]
+    lines = [(f"p{s['partition']}", [(p[0], p[1]) for p in s["points"]]) for s in series]
+    chart = svg_lines(f"{b['name']}: rolling {b['agg']} over business time", lines,
+                      {"business": b["name"]}, **_x_axis(pts))  # fmt: skip
+    out.append(f"<div class='plots'>{chart}</div>")
+    rows = [
+        (s["partition"], _t(s["points"][-1][0]), fmt_num(s["points"][-1][1]), s["points"][-1][2])
+        for s in series
+    ]
+    out.append(_table(["partition", "business time", "last value", "events in window"], rows))
+    out.append(
+        f"<p class='muted'>{b['records']} business records replayed; each episode row above "
+        "shows the metric over the window before the episode opened and during it.</p>"
+    )
+    return out
+
+
 def render_report(r: dict[str, Any]) -> str:
     """The HTML page of report ``r`` (the JSON twin)."""
     parts = [
@@ -341,11 +399,14 @@ def render_report(r: dict[str, Any]) -> str:
         f"<div class='muted'>{_source_line(r['source'])} · generated {_t(r['generated_at_ms'])}"
         "</div>",
         "<nav class='muted'><a href='#summary'>summary</a> · <a href='#episodes'>episodes</a> · "
-        "<a href='#detectors'>detectors</a> · <a href='#model'>model metrics</a></nav>",
+        "<a href='#detectors'>detectors</a> · <a href='#model'>model metrics</a>"
+        + (" · <a href='#business'>business</a>" if r.get("business") else "")
+        + "</nav>",
         *_summary(r),
         *_episodes(r),
         *_detectors(r),
         *_model_metrics(r),
+        *_business(r),
         "</body></html>",
     ]
     return "\n".join(parts)

@@ -235,6 +235,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         args.output,
         progress=not args.no_progress,
         labels=_label_feed(args, spec, args.partitions),
+        business=_business_feed(args, spec, args.partitions),
         **_args(
             args,
             "partitions",
@@ -248,6 +249,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     )
     dead = ", ".join(f"{k}={v}" for k, v in sorted(stats.dead_letters.items())) or "none"
     labels = f" and {stats.labels} labels" if args.labels is not None else ""
+    if args.business is not None:
+        labels += f" and {stats.business} business records"
     print(
         f"replayed {stats.events} events{labels}: {stats.feature_vectors} feature vectors -> "
         f"{args.output}, {stats.predictions} predictions, {stats.alerts} alerts, "
@@ -263,6 +266,15 @@ def _label_feed(args: argparse.Namespace, spec: Any, partitions: int) -> Any:
     from driftline.agents.replay_labels import LabelFeed
 
     return LabelFeed(spec, args.labels, max(partitions, 1), args.partitioner)
+
+
+def _business_feed(args: argparse.Namespace, spec: Any, partitions: int) -> Any:
+    """The ``--business`` file as a ``BusinessFeed`` over ``partitions`` (None without it)."""
+    if args.business is None:
+        return None
+    from driftline.agents.replay_business import BusinessFeed
+
+    return BusinessFeed(spec, args.business, max(partitions, 1), args.partitioner)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -283,6 +295,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         report = report_of_file(
             spec, args.input, progress=progress,
             labels=_label_feed(args, spec, args.partitions),
+            business=_business_feed(args, spec, args.partitions),
             **_args(args, "partitions", "partitioner", batch_features_path="batch_features"),
         )  # fmt: skip
     else:
@@ -298,6 +311,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             report = report_of_topic(
                 spec, rng, progress=progress, batch_features_path=args.batch_features,
                 labels=_label_feed(args, spec, len(rng.ranges)),
+                business=_business_feed(args, spec, len(rng.ranges)),
             )  # fmt: skip
         finally:
             rng.close()
@@ -800,6 +814,7 @@ def _add_replay(sub: Any) -> None:
     ]:
         rp.add_argument(f"--{name}", help=f"also write {what} to this file")
     _labels_arg(rp)
+    _business_arg(rp)
     _partition_args(rp)
     _options(rp, batch_features="batch features file to join (if the spec has any)")
     _no_progress_arg(rp)
@@ -812,6 +827,17 @@ def _labels_arg(parser: argparse.ArgumentParser) -> None:
         help="labels to join as the worker would (JSON Lines, CSV, Parquet: the entity, "
         "input.event_id_field, the label and labels.time_field): realized model metrics, "
         "error/label detectors and slices",
+    )
+
+
+def _business_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--business",
+        metavar="FILE",
+        help="records of the [business] topic to feed beside the events (JSON Lines, CSV, "
+        "Parquet: business.field, business.time_field and the entity in input.key_field, which "
+        "routes a record to its partition like the events): the business metric and each "
+        "alert's business line",
     )
 
 
@@ -845,8 +871,9 @@ def _add_report(sub: Any) -> None:
     end = rp.add_mutually_exclusive_group()
     end.add_argument("--to-offset", type=int, help="stop before this offset in every partition")
     end.add_argument("--to-time", help="stop before the first record at or after this time")
-    _partition_args(rp, "with --input or --labels: ")
+    _partition_args(rp, "with --input, --labels or --business: ")
     _labels_arg(rp)
+    _business_arg(rp)
     _options(rp, batch_features="batch features file to join (if the spec has any)")
     _bootstrap_arg(rp)
     _no_progress_arg(rp)

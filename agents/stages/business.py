@@ -106,6 +106,7 @@ class BusinessStage:
         if keep.any():
             self.history.update(np.array(vals, dtype=np.float64)[keep], t_arr[keep])
         out.business = self.reading()
+        out.business_clock_ms = self.history.clock_ms
 
     def reading(self) -> tuple[str, float, int]:
         """(name, rolling value (NaN without events), events in the window)."""

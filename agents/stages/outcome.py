@@ -62,6 +62,8 @@ class BatchOutcome:
     detector_inputs: DetectorInputs | None = None
     #: with [business], after a batch of its topic: (name, rolling value, events in window)
     business: tuple[str, float, int] | None = None
+    #: with [business], after a batch of its topic: the business clock (largest time seen)
+    business_clock_ms: int | None = None
     #: chunks of predictions whose performance was estimated (``[performance_estimation]``)
     estimates: list[ChunkEstimate] = field(default_factory=list)
     #: (slice, value, metric, estimate) of the slice values whose chunk completed
