@@ -41,6 +41,8 @@ DETECTORS = [
     {"name": "focus_amount", "type": "focus", "target": "amount"},
     {"name": "focus_scale_latency", "type": "focus_scale", "target": "latency_ms",
      "direction": "up", "false_alarms_per_million": 10.0},
+    {"name": "np_focus_amount", "type": "np_focus", "target": "amount"},
+    {"name": "focus_categorical_country", "type": "focus_categorical", "target": "country"},
 ]  # fmt: skip
 # country shifts too: from uniform over 4 to mostly "us" after K
 SHIFTED = {d["name"] for d in DETECTORS}
@@ -100,6 +102,9 @@ def test_alert_kinds_and_types(run: list[dict]) -> None:
     assert by_name["ks_prev"]["reference"]["description"].startswith("previous 20000 ms")
     focus_ref = by_name["focus_amount"]["reference"]["description"]
     assert focus_ref.endswith("values before the estimated change of amount on partition 0")
+    share = by_name["focus_categorical_country"]
+    assert share["kind"] == "covariate" and share["detail"].startswith("share of 'us': ")
     assert {a["detector_type"] for a in run} >= {"ks", "summary", "chi2", "psi", "jsd", "adwin",
                                                   "page_hinkley", "focus",
-                                                  "focus_scale"}  # fmt: skip
+                                                  "focus_scale", "np_focus",
+                                                  "focus_categorical"}  # fmt: skip
