@@ -109,6 +109,9 @@ FALLS = frozenset({"error .3->.1 (falls)"})
 #: types it takes, the error-stream detectors one-sided as a spec makes them, and river's own
 #: ADWIN, KSWIN and PageHinkley at river's defaults.
 DEFAULT_DETECTORS: list[dict[str, Any]] = [
+    {"type": "focus"},
+    {"type": "focus_scale"},
+    {"type": "focus", "direction": "up", "field": "error"},
     {"type": "ks"},
     {"type": "ks", "reference_mode": "sliding"},
     {"type": "ks", "reference_mode": "previous_window", "window_ms": 1000},

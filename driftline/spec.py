@@ -38,8 +38,33 @@ LABEL_TARGETS = frozenset({ERROR_TARGET, LABEL_TARGET})
 #: Slice metrics of regressors (the others are classifiers').
 REGRESSION_SLICE_METRICS = frozenset({"mae", "rmse"})
 
-#: Detectors that test a hypothesis at level ``alpha`` (subject to the family-wise correction).
-TEST_DETECTORS = frozenset({"ks", "chi2"})
+
+def level_param(dtype: str) -> str | None:
+    """The hyperparameter that sets detector ``dtype``'s false-alarm budget (``"alpha"``,
+    ``"false_alarms_per_million"``), None for a detector whose false alarms are not calibrated
+    (`streams.detectors.base.AdjustableLevel` / ``AdjustableRate``).
+
+    >>> level_param("ks"), level_param("adwin")
+    ('alpha', None)
+    """
+    from driftline.streams.detectors.base import level_param_of
+    from driftline.streams.detectors.factory import DETECTORS
+
+    return level_param_of(DETECTORS[dtype])
+
+
+def p_value_level(dtype: str) -> bool:
+    """Whether detector ``dtype``'s level is a significance level compared with p-values (the
+    detectors Benjamini-Hochberg can correct).
+
+    >>> p_value_level("chi2"), p_value_level("adwin")
+    (True, False)
+    """
+    from driftline.streams.detectors.factory import DETECTORS
+
+    return level_param(dtype) is not None and bool(DETECTORS[dtype].level_is_p_value)
+
+
 #: Detectors that compare category frequencies; their target may be a string field.
 CATEGORICAL_DETECTORS = frozenset({"chi2", "psi", "jsd", "focus_categorical"})
 
@@ -1177,12 +1202,17 @@ def _parse_detectors(
 ) -> list[DetectorSpec]:
     """``[[detectors]]``: targets exist, hyperparameters accepted by the detector itself.
 
-    With ``[drift] correction = "bonferroni"`` (the default) the m test-based detectors
-    (ks, chi2) each test at ``alpha / m``, so the family-wise false-alarm rate stays at alpha.
+    With ``[drift] correction = "bonferroni"`` (the default) the m calibrated detectors (those
+    with a `level_param`: ks, chi2 by ``alpha``, the sequential ones by
+    ``false_alarms_per_million``) each get ``1 / m`` of their budget, so the pipeline's false
+    alarms stay within one detector's budget (union bound). With ``"benjamini_hochberg"`` the
+    p-value tests (ks, chi2) start at ``alpha / m_tests`` and move per batch; the others keep
+    their Bonferroni share ``1 / m``.
     """
     raw = data["detectors"]
     correction = data["drift"]["correction"]
-    m = sum(1 for d in raw if d["type"] in TEST_DETECTORS)
+    m = sum(1 for d in raw if level_param(d["type"]) is not None)
+    m_tests = sum(1 for d in raw if p_value_level(d["type"]))
     out: list[DetectorSpec] = []
     seen: set[str] = set()
     for i, d in enumerate(raw):
@@ -1198,24 +1228,41 @@ def _parse_detectors(
             # concept drift is a worse model: one-sided unless [drift] error_direction = "both"
             params[side] = data["drift"]["error_direction"]
         family_alpha = None
-        if d["type"] in TEST_DETECTORS:
-            # bonferroni: alpha / m throughout; benjamini_hochberg: alpha / m until the others'
-            # p-values allow more (streams.fdr.bh_levels, applied per batch by the pipeline)
-            from driftline.streams.params import probability_param
+        split = ""  # how the budget was split, for errors
+        lp = level_param(d["type"])
+        if lp is not None:
+            # bonferroni: level / m throughout; benjamini_hochberg: the p-value tests alpha /
+            # m_tests until the others' p-values allow more (streams.fdr.bh_levels, applied per
+            # batch by the pipeline), the rest level / m
+            from driftline.streams.detectors.base import check_level
+            from driftline.streams.detectors.factory import DETECTORS
 
             try:  # the user's level, checked before it is split
-                family_alpha = alpha = probability_param(
-                    "alpha", params.get("alpha", detector_params(d["type"])["alpha"].default)
-                )
+                default = detector_params(d["type"])[lp].default
+                level = check_level(DETECTORS[d["type"]], params.get(lp, default))
             except SpecError as e:
                 raise _keyed(f"detectors[{i}]", e) from None
-            params["alpha"] = alpha / m if correction != "none" and m > 1 else alpha
+            is_test = p_value_level(d["type"])
+            share = m_tests if correction == "benjamini_hochberg" and is_test else m
+            if is_test:
+                family_alpha = level
+            if correction != "none" and share > 1:
+                params[lp] = level / share
+                split = (
+                    f" ({lp} = {level:g} split over the {share} calibrated detectors of the "
+                    f'pipeline by [drift] correction = "{correction}"; raise {lp} or set '
+                    'correction = "none")'
+                )
+            else:
+                params[lp] = level
         profile = _profile_path(f"detectors[{i}]", d, base_dir)
         _check_detector_params(i, d["type"], params)
         spec = DetectorSpec(d["name"], d["type"], d["target"], params, profile, family_alpha)
         try:
             build_spec_detector(spec)
         except SpecError as e:
+            if split and str(e).startswith(f"{lp}:"):
+                e = SpecError(f"{e}{split}")
             raise _keyed(f"detectors[{i}]", e) from None
         out.append(spec)
     return out

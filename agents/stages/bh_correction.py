@@ -1,11 +1,12 @@
-"""``[drift] correction = "benjamini_hochberg"``: the test-based detectors as one family."""
+"""``[drift] correction = "benjamini_hochberg"``: the detectors with a p-value level as one
+family (the others keep the Bonferroni share the spec gave them)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from driftline.spec import TEST_DETECTORS, DetectorSpec
+from driftline.spec import DetectorSpec, p_value_level
 from driftline.streams.fdr import bh_levels
 
 
@@ -17,7 +18,7 @@ class BHCorrection:
     family of fewer than two tests."""
 
     def __init__(self, correction: str, detectors: Sequence[tuple[DetectorSpec, Any]]) -> None:
-        tests = [(d, det) for d, det in detectors if d.type in TEST_DETECTORS]
+        tests = [(d, det) for d, det in detectors if p_value_level(d.type)]
         self.tests = tests if correction == "benjamini_hochberg" and len(tests) >= 2 else []
 
     def apply(self) -> None:
@@ -29,4 +30,4 @@ class BHCorrection:
             levels = bh_levels(p, alpha)
             for (d, det), level in zip(self.tests, levels.tolist(), strict=True):
                 if d.family_alpha == alpha:
-                    det.set_alpha(level)
+                    det.set_level(level)

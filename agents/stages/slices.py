@@ -21,11 +21,11 @@ from driftline.agents.stages.frame import Frame
 from driftline.agents.stages.outcome import BatchOutcome
 from driftline.spec import (
     PREDICTION_TARGET,
-    TEST_DETECTORS,
     DetectorSpec,
     PipelineSpec,
     SliceSpec,
     build_spec_detector,
+    level_param,
 )
 from driftline.streams.slices import (
     SliceEstimates,
@@ -95,8 +95,9 @@ class PartitionSlices:
         alpha is split over the values (Bonferroni), so the slice keeps the detector's
         false-alarm rate."""
         params = dict(d.params)
-        if d.type in TEST_DETECTORS and "alpha" in params:
-            params["alpha"] = params["alpha"] / sl.n_values
+        lp = level_param(d.type)
+        if lp is not None and lp in params:
+            params[lp] = params[lp] / sl.n_values
         return replace(d, params=params, reference_profile=None)
 
     def __len__(self) -> int:

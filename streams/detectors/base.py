@@ -24,7 +24,7 @@ import numpy as np
 
 from driftline.errors import DriftlineError, SpecError
 from driftline.streams.detectors.alarm import Alarm
-from driftline.streams.params import int_param, probability_param, show
+from driftline.streams.params import float_param, int_param, probability_param, show
 from driftline.streams.registry import constructor_parameters
 from driftline.streams.snapshots import check_snapshot
 
@@ -33,11 +33,14 @@ __all__ = [
     "INPUT_KINDS",
     "RESOLVED",
     "AdjustableLevel",
+    "AdjustableRate",
     "AlarmedDetector",
     "Detection",
     "DriftDetector",
     "alpha_param",
+    "check_level",
     "finite_values",
+    "level_param_of",
     "min_samples_param",
 ]
 
@@ -308,10 +311,34 @@ class AdjustableLevel:
     The constructor's ``alpha`` (``_base_alpha``) stays the hyperparameter that ``restore``
     checks; the level in force (``_alpha``) is state: it round-trips through ``snapshot`` and
     is what `Detection.threshold` reports.
+
+    The false-alarm budget of a detector, generically: every detector whose false alarms are
+    calibrated has a class attribute ``level_param`` naming the constructor parameter that sets
+    its budget -- ``"alpha"`` (a significance level per test; here) or
+    ``"false_alarms_per_million"`` (`AdjustableRate`) -- and ``level`` / ``set_level`` to read and
+    change the budget in force. A spec's ``[drift] correction`` divides that parameter by the
+    number m of such detectors in the pipeline (Bonferroni: by the union bound the pipeline's
+    false alarms per 10^6 events stay within one detector's budget); Benjamini-Hochberg moves
+    the levels of the detectors whose level is a p-value level (``level_is_p_value``) between
+    batches (`streams.fdr.bh_levels`).
     """
+
+    #: The constructor parameter that sets the false-alarm budget.
+    level_param: ClassVar[str] = "alpha"
+    #: True: the level is compared with p-values (Benjamini-Hochberg can move it).
+    level_is_p_value: ClassVar[bool] = True
 
     _alpha: float
     _base_alpha: float
+
+    @property
+    def level(self) -> float:
+        """The false-alarm budget in force (here ``alpha``)."""
+        return self._alpha
+
+    def set_level(self, value: float) -> None:
+        """Change the budget in force (here `set_alpha`)."""
+        self.set_alpha(value)
 
     def _init_alpha(self, alpha: object) -> None:
         self._base_alpha = self._alpha = alpha_param(alpha)
@@ -345,3 +372,82 @@ class AdjustableLevel:
     def _saved_alpha(self, state: dict[str, Any]) -> float:
         """The level in force stored in ``state`` (older snapshots have none: the base one)."""
         return alpha_param(state.get("alpha", self._base_alpha))
+
+
+class AdjustableRate:
+    """A detector calibrated to ``false_alarms_per_million`` (alarms per 10^6 values of a
+    stationary stream), changeable between updates: the rate counterpart of `AdjustableLevel`.
+
+    The constructor's ``false_alarms_per_million`` stays the hyperparameter that ``restore``
+    checks; the rate in force (``_rate``, what thresholds are computed from) is state: subclasses
+    save it in their snapshot (``"rate"``) and load it with `_saved_rate`. Scaling the rate by
+    ``1 / m`` is how a spec's Bonferroni correction splits one budget over m detectors.
+    """
+
+    level_param: ClassVar[str] = "false_alarms_per_million"
+    level_is_p_value: ClassVar[bool] = False
+    #: The rates the detector's calibration covers (inclusive).
+    rate_range: ClassVar[tuple[float, float]] = (1e-6, 1e6)
+
+    false_alarms_per_million: float
+    _rate: float
+
+    def _init_rate(self, value: object) -> None:
+        self.false_alarms_per_million = self._rate = self._rate_param(value)
+
+    def _rate_param(self, value: object) -> float:
+        return check_level(type(self), value)
+
+    @property
+    def level(self) -> float:
+        """False alarms per 10^6 values in force: the constructor's or the last `set_level`."""
+        return self._rate
+
+    def set_level(self, value: float) -> None:
+        """Calibrate the next updates to ``value`` false alarms per 10^6 values.
+
+        Raises
+        ------
+        SpecError
+            If ``value`` is outside the calibrated `rate_range`.
+        """
+        self._rate = self._rate_param(value)
+
+    def _saved_rate(self, state: dict[str, Any]) -> float:
+        """The rate in force stored in ``state`` (older snapshots have none: the base one)."""
+        return self._rate_param(state.get("rate", self.false_alarms_per_million))
+
+
+def level_param_of(cls: type) -> str | None:
+    """The constructor parameter that sets ``cls``'s false-alarm budget, None if it has none
+    (its false alarms are not calibrated: thresholds in the data's units, river's defaults).
+
+    Examples
+    --------
+    >>> from driftline.streams.detectors.ks import KSWindowDetector
+    >>> from driftline.streams.detectors.adwin import AdwinDetector
+    >>> level_param_of(KSWindowDetector), level_param_of(AdwinDetector)
+    ('alpha', None)
+    """
+    return getattr(cls, "level_param", None)
+
+
+def check_level(cls: type, value: object) -> float:
+    """``value`` checked as ``cls``'s false-alarm budget (`SpecError` naming its parameter).
+
+    Examples
+    --------
+    >>> from driftline.streams.detectors.ks import KSWindowDetector
+    >>> check_level(KSWindowDetector, 1e-6)
+    1e-06
+    >>> check_level(KSWindowDetector, 2.0)
+    Traceback (most recent call last):
+    ...
+    driftline.errors.SpecError: alpha: got 2.0; expected a number strictly between 0 and 1
+    """
+    if level_param_of(cls) == "alpha":
+        return alpha_param(value)
+    lo, hi = cls.rate_range  # type: ignore[attr-defined]
+    return float_param(
+        "false_alarms_per_million", value, low=lo, high=hi, low_open=False, high_open=False
+    )

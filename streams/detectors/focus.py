@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from driftline.errors import DriftlineError
+from driftline.errors import DriftlineError, SpecError
 from driftline.streams.detectors import focus_table
 from driftline.streams.detectors._hull import (
     Hull,
@@ -63,12 +63,13 @@ from driftline.streams.detectors._hull import (
 from driftline.streams.detectors.base import (
     FIRING,
     RESOLVED,
+    AdjustableRate,
     Detection,
     DriftDetector,
     check_state_params,
     finite_values,
 )
-from driftline.streams.params import choice_param, float_param, int_param
+from driftline.streams.params import choice_param, int_param
 
 __all__ = ["FocusDetector", "FocusScaleDetector", "threshold"]
 
@@ -115,24 +116,18 @@ def _column(
     return np.log(np.asarray(grid, dtype=np.float64)), col
 
 
-class _Focus(DriftDetector):
+class _Focus(AdjustableRate, DriftDetector):
     """What ``focus`` and ``focus_scale`` share (see the module docstring)."""
 
     _kind: ClassVar[str]
     _words: ClassVar[tuple[str, str]]  # what "up" / "down" mean, for Detection.detail
+    rate_range: ClassVar[tuple[float, float]] = (MIN_RATE, MAX_RATE)
 
     def __init__(
         self, direction: str = "both", false_alarms_per_million: float = 1.0, warmup: int = 50
     ) -> None:
         self.direction = choice_param("direction", direction, DIRECTIONS)
-        self.false_alarms_per_million = float_param(
-            "false_alarms_per_million",
-            false_alarms_per_million,
-            low=MIN_RATE,
-            high=MAX_RATE,
-            low_open=False,
-            high_open=False,
-        )
+        self._init_rate(false_alarms_per_million)  # in force: set_level (Bonferroni, ...)
         self.warmup = int_param("warmup", warmup, 10, 100_000)
         self._reset()
 
@@ -228,7 +223,7 @@ class _Focus(DriftDetector):
         which = np.argmax(stats, axis=0)
         best = stats[which, np.arange(b)]
         testable = ns > self.warmup
-        h = threshold(self._kind, self.direction, self.false_alarms_per_million, ns)
+        h = threshold(self._kind, self.direction, self._rate, ns)
         hits = np.flatnonzero(testable & (best > h))
         last = b - 1 if hits.size == 0 else int(hits[0])
         self._n, self._c, self._q = n0 + last + 1, float(cs[last]), float(qs[last])
@@ -322,7 +317,7 @@ class _Focus(DriftDetector):
                 i += BLOCK
                 continue
             k, stat, tau, ctau, d = k_alarm
-            h = float(threshold(self._kind, self.direction, self.false_alarms_per_million,
+            h = float(threshold(self._kind, self.direction, self._rate,
                                 np.array([self._n]))[0])  # fmt: skip
             self._fire(stat, tau, ctau)
             word = self._words[0] if d == "up" else self._words[1]
@@ -357,6 +352,7 @@ class _Focus(DriftDetector):
             "statistic": None if math.isnan(self._statistic) else self._statistic,
             "n_seen": self._n_seen,
             "n_alarms": self._n_alarms,
+            "rate": self._rate,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -381,13 +377,15 @@ class _Focus(DriftDetector):
             ring = [float(v) for v in state["ring"]]
             stat = state["statistic"]
             statistic = math.nan if stat is None else float(stat)
+            rate = self._saved_rate(state)
             hulls = {d: Hull(lower=d == "up") for d in ("up", "down") if self._watches(d)}
             if set(state["hulls"]) != set(hulls):
                 raise ValueError(f"hulls {sorted(state['hulls'])} for direction {self.direction}")
             for d, h in hulls.items():
                 h.load(state["hulls"][d])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, SpecError) as exc:
             raise DriftlineError(f"state: not a {self.name} detector snapshot ({exc})") from exc
+        self._rate = rate
         self._warm, self._ref, self._n, self._c, self._q = warm, ref_t, n, c, q
         self._hulls, self._firing, self._split, self._ring = hulls, firing, split, ring
         self._statistic, self._n_seen, self._n_alarms = statistic, n_seen, n_alarms

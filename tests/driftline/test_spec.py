@@ -411,3 +411,46 @@ def test_error_stream_detectors_are_one_sided_by_default(
     assert key not in lat.params  # other targets keep the detector's two-sided default
     det = build_spec_detector(err)
     assert getattr(det, key) == expected
+
+
+@pytest.mark.parametrize(
+    ("correction", "ks_alpha", "focus_rate"),
+    [
+        ("bonferroni", 1e-6 / 3, 2.0 / 3),  # the family: ks, focus, focus_scale
+        ("benjamini_hochberg", 1e-6, 2.0 / 3),  # BH over the one p-value test; the rest split
+        ("none", 1e-6, 2.0),
+    ],
+)
+def test_the_correction_splits_every_calibrated_budget(
+    base: dict[str, Any], tmp_path: Path, correction: str, ks_alpha: float, focus_rate: float
+) -> None:
+    base["drift"] = {"correction": correction}
+    base["detectors"] = [
+        {"name": "ks", "type": "ks", "target": "amount"},
+        {"name": "f", "type": "focus", "target": "amount", "false_alarms_per_million": 2.0},
+        {"name": "s", "type": "focus_scale", "target": "latency_ms", "false_alarms_per_million": 2},
+        {"name": "a", "type": "adwin", "target": "amount"},  # not calibrated: not in the family
+    ]
+    spec = _parse(base, tmp_path)
+    ks, f, s, a = spec.detectors
+    assert ks.params["alpha"] == pytest.approx(ks_alpha) and ks.family_alpha == 1e-6
+    assert f.params["false_alarms_per_million"] == pytest.approx(focus_rate)
+    assert s.params["false_alarms_per_million"] == pytest.approx(focus_rate)
+    assert f.family_alpha is None and "delta" not in a.params
+    assert build_spec_detector(f).level == pytest.approx(focus_rate)
+
+
+def test_a_split_below_the_calibrated_range_says_so(base: dict[str, Any], tmp_path: Path) -> None:
+    base["detectors"] = [
+        {"name": f"f{i}", "type": "focus", "target": "amount", "false_alarms_per_million": 0.2}
+        for i in range(3)
+    ]
+    with pytest.raises(SpecError) as e:
+        _parse(base, tmp_path)
+    msg = str(e.value)
+    assert msg.startswith("spec key detectors[0].false_alarms_per_million: got 0.0666")
+    assert "false_alarms_per_million = 0.2 split over the 3 calibrated detectors" in msg
+    assert 'correction = "none"' in msg
+    base["detectors"][0]["false_alarms_per_million"] = 0.01
+    with pytest.raises(SpecError, match=r"detectors\[0\].false_alarms_per_million: got 0.01;"):
+        _parse(base, tmp_path)
