@@ -32,17 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from driftline.errors import DriftlineError
+from driftline.errors import DriftlineError, SpecError
 from driftline.streams.detectors.alarm import Alarm
 from driftline.streams.detectors.base import (
     FIRING,
     RESOLVED,
+    AdjustableRate,
     AlarmedDetector,
     Detection,
     check_state_params,
     detector_noun,
 )
-from driftline.streams.params import MAX_VALUES, float_param, int_param
+from driftline.streams.params import MAX_VALUES, int_param
 from driftline.streams.snapshots import reading_snapshot
 
 __all__ = [
@@ -152,14 +153,6 @@ def threshold_for(rate: float, table: tuple[tuple[float, float], ...]) -> float:
     return float(np.interp(math.log10(rate), rates[order], hs[order]))
 
 
-def rate_param(value: object) -> float:
-    """``false_alarms_per_million``: a number within the calibrated `RATE_RANGE`."""
-    lo, hi = RATE_RANGE
-    return float_param(
-        "false_alarms_per_million", value, low=lo, high=hi, low_open=False, high_open=False
-    )
-
-
 def encode_bins(bins: np.ndarray) -> str:
     """Bin numbers (0 ... 74) as one character each, for compact snapshots.
 
@@ -184,16 +177,19 @@ def _cumcounts(bins: np.ndarray, n_bins: int) -> np.ndarray:
     return np.cumsum(onehot, axis=-2, dtype=np.int64)
 
 
-class BinScanDetector(AlarmedDetector):
+class BinScanDetector(AdjustableRate, AlarmedDetector):
     """The scan and episode logic shared by `np_focus` and `focus_categorical` (see the module).
 
     Subclasses define how values become bins (`_prepare`, `_set_up`, `_bins`), the statistic
-    (`_g`), the threshold (`_calibrated_threshold`) and the words of a detection (`_detail`).
+    (`_g`), the threshold (`_calibrated_threshold`, from the rate in force ``_rate``) and the
+    words of a detection (`_detail`).
     """
+
+    rate_range = RATE_RANGE
 
     def __init__(self, warmup: int, false_alarms_per_million: float, min_warmup: int) -> None:
         self.warmup = int_param("warmup", warmup, min_warmup, MAX_VALUES)
-        self.false_alarms_per_million = rate_param(false_alarms_per_million)
+        self._init_rate(false_alarms_per_million)  # in force: set_level (Bonferroni, ...)
         self._alarm = Alarm()
         self._n_seen = 0
         self._n_eval = 0
@@ -377,7 +373,15 @@ class BinScanDetector(AlarmedDetector):
             "run": self._run,
             "span": self._span,
             "ring": encode_bins(self._ring[self._ring < self._n_bins]) if ready else "",
+            "rate": self._rate,
         }
+
+    def set_level(self, value: float) -> None:
+        """Calibrate the next updates to ``value`` false alarms per 10^6 values (the threshold
+        is recomputed once the warm-up has set the bins)."""
+        super().set_level(value)
+        if self._n_bins:
+            self._threshold = self._calibrated_threshold()
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a `snapshot` taken with the same hyperparameters."""
@@ -393,6 +397,8 @@ class BinScanDetector(AlarmedDetector):
             run = int(state["run"])
             span = int(state["span"])
             ring = decode_bins(str(state["ring"]))
+        with reading_snapshot(detector_noun(self.name), SpecError):
+            rate = self._saved_rate(state)
         n_bins = 0
         if setup is not None:
             with reading_snapshot(detector_noun(self.name)):
@@ -409,6 +415,7 @@ class BinScanDetector(AlarmedDetector):
                     f"state: malformed {detector_noun(self.name)} snapshot (reference and bins "
                     f"disagree with its {n_bins} bins)"
                 )
+        self._rate = rate
         self._n_seen, self._n_eval, self._statistic = n_seen, n_eval, stat
         self._alarm, self._warm, self._n_bins = alarm, warm, n_bins
         self._ref, self._run, self._span = ref, run, span

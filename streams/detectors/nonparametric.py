@@ -148,7 +148,7 @@ class NPFocusDetector(BinScanDetector):
         return g_multinomial(a, na, b, nb)
 
     def _calibrated_threshold(self) -> float:
-        return threshold_for(self.false_alarms_per_million, NP_FOCUS_TABLE)
+        return threshold_for(self._rate, NP_FOCUS_TABLE)
 
     def _detail(self, window: np.ndarray, ref: np.ndarray) -> str:
         j = _most_changed(window, ref)
@@ -255,7 +255,7 @@ class FocusCategoricalDetector(BinScanDetector):
 
     def _calibrated_threshold(self) -> float:
         family = self._n_bins if self._n_bins > 2 else 1
-        return threshold_for(self.false_alarms_per_million / family, BERNOULLI_TABLE)
+        return threshold_for(self._rate / family, BERNOULLI_TABLE)
 
     def _detail(self, window: np.ndarray, ref: np.ndarray) -> str:
         j = _most_changed(window, ref)
