@@ -18,6 +18,7 @@ from prometheus_client import (
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from driftline.streams.features import EVICTION_REASONS
 from driftline.streams.histogram import LATENCY_BUCKETS_S, BucketCounts
 
 # No ``*_created`` series: Prometheus does not use them, and they double every counter's series.
@@ -41,6 +42,7 @@ LABEL_COUNTERS = ("unmatched_label", "expired_prediction", "duplicate_label",
 DETECTOR_KINDS = ("covariate", "prediction", "label", "concept", "multivariate")
 
 #: Why a transactional producer was given up and recreated (``driftline_producer_resets``).
+
 PRODUCER_RESETS = ("stalled", "abortable", "fatal", "outage")
 
 STAGES = (
@@ -221,6 +223,23 @@ _METRICS: tuple[tuple[str, Any, str, str, tuple[str, ...]], ...] = (
         ("check",),
     ),
     (
+        "entities",
+        Gauge,
+        "driftline_entities",
+        "Entities the partition's feature windows hold (seen within the longest window or idle "
+        "TTL plus windows.grace_ms, and not evicted); at most windows.max_entities.",
+        ("partition",),
+    ),
+    (
+        "entities_evicted",
+        Counter,
+        "driftline_entities_evicted",
+        "Entities dropped from the feature windows, by reason: idle (no event for the longest "
+        "window or idle TTL plus grace) or max_entities (the least recently seen, above "
+        "windows.max_entities: their windows are lost).",
+        ("reason",),
+    ),
+    (
         "batch_cache_entries",
         Gauge,
         "driftline_batch_cache_entries",
@@ -380,6 +399,8 @@ class WorkerMetrics:
     batch_cache_misses: Counter
     skew_disagreements: Counter
     batch_cache_entries: Gauge
+    entities: Gauge
+    entities_evicted: Counter
     label_outcomes: Counter
     labels_forwarded: Counter
     model_metric: Gauge
@@ -426,6 +447,8 @@ class WorkerMetrics:
             self.label_outcomes.labels(outcome)
         for reason in PRODUCER_RESETS:
             self.producer_resets.labels(reason)
+        for reason in EVICTION_REASONS:
+            self.entities_evicted.labels(reason)
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
 
     def count_labels(self, partition: int, oc: Any) -> None:
@@ -459,10 +482,17 @@ class WorkerMetrics:
                   self.drift_p_value, self.drift_firing, self.slice_model_metric,
                   self.slice_firing, self.slice_estimated, self.multivariate_limit,
                   self.business_metric, self.estimated_performance,
-                  self.estimated_performance_firing):  # fmt: skip
+                  self.estimated_performance_firing, self.entities):  # fmt: skip
             for labels in list(g._metrics):  # prometheus_client has no filter
                 if labels[-1] == p:
                     g.remove(*labels)
+
+    def set_entities(self, partition: int, held: int, evicted: dict[str, int]) -> None:
+        """A partition's entities held now, and those evicted since the last call, by reason."""
+        self.entities.labels(str(partition)).set(held)
+        for reason, k in evicted.items():
+            if k:
+                self.entities_evicted.labels(reason).inc(k)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(lag)

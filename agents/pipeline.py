@@ -109,7 +109,9 @@ class PartitionPipeline:
         self.model_version = model_version
         inp = spec.input
         self._feature_defs = [to_feature_def(f) for f in spec.features]
-        self.engine = FeatureEngine(self._feature_defs, grace_ms=spec.grace_ms)
+        self.engine = FeatureEngine(
+            self._feature_defs, grace_ms=spec.grace_ms, max_entities=spec.max_entities
+        )
         self.detectors = [(d, build_spec_detector(d)) for d in spec.detectors]
         # the stages, in the order `process` runs them
         self.dead_letters = DeadLetters(spec.name, spec.output.dlq_topic)
@@ -337,7 +339,9 @@ class PartitionPipeline:
                 "definitions (features or windows.grace_ms changed); give the pipeline a new "
                 "pipeline.name, or delete its state changelog topic to start over"
             )
-        engine = FeatureEngine.restore(self._feature_defs, self.spec.grace_ms, state["features"])
+        engine = FeatureEngine.restore(
+            self._feature_defs, self.spec.grace_ms, state["features"], self.spec.max_entities
+        )
         check_watermark(engine.watermark_ms, time.time() * 1000, self.spec.input.max_future_ms)
         self.engine = engine
         self.skew.restore(state.get("skew", {}))

@@ -670,9 +670,16 @@ class TransactionalRunner(threading.Thread):
             outcomes.append((topic, p, oc))
         return outcomes
 
+    def _export_entities(self) -> None:
+        """Each partition's entities held, and those its engine evicted since the last call."""
+        for p, pipe in self.pipelines.items():
+            eng = pipe.engine
+            self.metrics.set_entities(p, eng.n_entities, eng.drain_evicted())
+
     def _export_lag(self, consumer: Consumer) -> None:
         if self.batch_cache is not None:
             self.metrics.batch_cache_entries.set(len(self.batch_cache))
+        self._export_entities()
         if not self.pipelines:
             return
         tps = [TopicPartition(self.spec.input.topic, p) for p in self.pipelines]

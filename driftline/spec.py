@@ -439,6 +439,8 @@ class PipelineSpec:
     performance_estimation: PerformanceEstimationSpec | None = None
     #: ``[kafka]``: librdkafka client settings, flattened (``security.protocol`` -> ``SSL``)
     kafka: Mapping[str, str] = field(default_factory=dict)
+    #: ``[windows] max_entities``: entities a partition's windows hold at most (None: unbounded)
+    max_entities: int | None = None
 
     @property
     def group_id(self) -> str:
@@ -684,6 +686,7 @@ def parse_spec(
         worker=_parse_worker(given.get("worker", {}), data["worker"]),
         topics=_parse_topics(given.get("topics", {}), data["topics"]),
         grace_ms=data["windows"]["grace_ms"],
+        max_entities=data["windows"].get("max_entities"),
         correction=data["drift"]["correction"],
         batch_features=batch,
         skew_checks=_parse_skew(

@@ -77,8 +77,6 @@ class MemberWindowState(WindowState):
     pairs: the cost per event is the size of its window.
     """
 
-    uses_entity_ids = True
-
     def __init__(self, feats: Sequence[FeatureDef]) -> None:
         f0 = feats[0]
         self.feats = tuple(feats)
@@ -105,9 +103,6 @@ class MemberWindowState(WindowState):
         if self.eid.size == 0:
             return 0
         return int(np.count_nonzero(self.eid[1:] != self.eid[:-1])) + 1
-
-    def live_eids(self) -> np.ndarray:
-        return self.eid
 
     def _keep(self, idx: np.ndarray) -> None:
         """Keep the members ``idx`` (a selection, or an order), in that order."""
@@ -198,6 +193,26 @@ class MemberWindowState(WindowState):
                 assert self.registry is not None
                 self.dirty.update(self.registry.names[np.unique(self.eid[~keep])].tolist())
             self._keep(keep)
+
+    @property
+    def idle_ms(self) -> int:
+        """An entity whose newest event is this far behind the cutoff has no members here."""
+        return self.reach_ms if self.kind == "sliding" else self.ttl_ms
+
+    def drop_entities(self, drop: np.ndarray) -> None:
+        """Drop every member of the entities ``drop`` marks (a mask over registry ids)."""
+        if self.eid.size == 0:
+            return
+        gone = drop[self.eid]
+        if gone.any():
+            if self.tracking:
+                assert self.registry is not None
+                self.dirty.update(self.registry.names[np.unique(self.eid[gone])].tolist())
+            self._keep(~gone)
+
+    def extent(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per member: its entity id, time and arrival seq."""
+        return self.eid, self.ts, self.seq
 
     # ------------------------------------------------------------------ per-key changes
     @property

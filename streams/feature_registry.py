@@ -22,6 +22,7 @@ Examples
 
 from __future__ import annotations
 
+from collections import deque
 from itertools import repeat
 
 import numpy as np
@@ -71,27 +72,40 @@ class SlotPool:
 
 
 class EntityRegistry:
-    """Entity string <-> small int id; ids are recycled once no state refers to them (`gc`)."""
+    """Entity string <-> small int id; ids are recycled once no state refers to them.
+
+    Per id it also keeps when the entity was last seen (`touch`): its newest event time and
+    the arrival sequence number of its latest event, which `FeatureEngine` uses to drop idle
+    entities and, with ``max_entities``, the least recently seen ones (`drop`).
+    """
 
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
         self.names = np.empty(0, dtype=object)  # id -> entity string (None when free)
+        self.used = np.zeros(0, dtype=bool)  # id -> held by an entity
+        self.max_ts = np.zeros(0, dtype=np.int64)  # id -> newest event time seen
+        self.last_seq = np.zeros(0, dtype=np.int64)  # id -> arrival seq of its latest event
         self.slots = SlotPool()
-        self.next_gc = 4096
 
     def lookup(self, names: list[str]) -> np.ndarray:
-        """The ids of ``names`` (``int64``), registering the new ones."""
+        """The ids of ``names`` (``int64``), registering the new ones (never seen: their
+        ``max_ts`` and ``last_seq`` are the int64 minimum)."""
         out = np.fromiter(map(self.ids.get, names, repeat(-1)), dtype=np.int64, count=len(names))
         new = np.flatnonzero(out < 0)
         if new.size:
             ids = self.slots.take(new.size)
             grow = self.slots.size - self.names.shape[0]
             if grow:
+                low = np.iinfo(np.int64).min
                 self.names = np.concatenate([self.names, np.empty(grow, dtype=object)])
+                self.used = np.concatenate([self.used, np.zeros(grow, dtype=bool)])
+                self.max_ts = np.concatenate([self.max_ts, np.full(grow, low, dtype=np.int64)])
+                self.last_seq = np.concatenate([self.last_seq, np.full(grow, low, dtype=np.int64)])
             out[new] = ids
             new_names = [names[i] for i in new.tolist()]
             self.ids.update(zip(new_names, ids.tolist(), strict=True))
             self.names[ids] = new_names
+            self.used[ids] = True
         return out
 
     def ids_of(self, names: list[str]) -> np.ndarray:
@@ -101,18 +115,23 @@ class EntityRegistry:
         uniq, inv = factorize([str(n) for n in names])
         return self.lookup(uniq)[inv]
 
-    def gc_due(self) -> bool:
-        return len(self.ids) >= self.next_gc
+    def touch(self, ids: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> None:
+        """Entities ``ids`` (repeats allowed) were seen with events at ``ts``, ``seq``."""
+        np.maximum.at(self.max_ts, ids, ts)
+        np.maximum.at(self.last_seq, ids, seq)
 
-    def gc(self, live: np.ndarray) -> None:
-        """Free every id not in ``live`` (the ids some state still holds), when due."""
-        if not self.gc_due():
+    def live(self) -> np.ndarray:
+        """The ids held now."""
+        return np.flatnonzero(self.used)
+
+    def drop(self, ids: np.ndarray) -> None:
+        """Forget the entities ``ids`` (their ids are handed out again)."""
+        if not ids.size:
             return
-        alive = np.zeros(self.names.shape[0], dtype=bool)
-        alive[live] = True
-        dead = np.flatnonzero(~alive & (self.names != None))  # noqa: E711
-        for name in self.names[dead].tolist():
-            del self.ids[name]
-        self.names[dead] = None
-        self.slots.release(dead.tolist())
-        self.next_gc = max(4096, 2 * len(self.ids))
+        deque(map(self.ids.__delitem__, self.names[ids].tolist()), maxlen=0)
+        low = np.iinfo(np.int64).min
+        self.names[ids] = None
+        self.used[ids] = False
+        self.max_ts[ids] = low
+        self.last_seq[ids] = low
+        self.slots.release(ids.tolist())

@@ -17,7 +17,7 @@ import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -181,8 +181,6 @@ class WindowColumns(ABC):
 class WindowState(ABC):
     """The state of one window spec and filter, shared by its features."""
 
-    #: True when the state keys entities by `EntityRegistry` id (the engine then looks them up).
-    uses_entity_ids: ClassVar[bool] = False
     #: the feature definitions the state was built for
     feats: tuple[FeatureDef, ...]
 
@@ -199,9 +197,22 @@ class WindowState(ABC):
     @abstractmethod
     def n_windows(self) -> int: ...
 
+    @property
     @abstractmethod
-    def live_eids(self) -> np.ndarray:
-        """Registry ids the state holds (none for states keyed by entity string)."""
+    def idle_ms(self) -> int:
+        """`evict` has dropped every entity whose newest event is at or more than this far
+        behind the cutoff (tumbling/hopping: the window length; sliding: the window, or
+        ``idle_ttl_ms`` if shorter; count: ``idle_ttl_ms``)."""
+
+    @abstractmethod
+    def drop_entities(self, drop: np.ndarray) -> None:
+        """Drop all state of the entities ``drop`` marks (a bool mask over registry ids); their
+        keys are drained as gone."""
+
+    @abstractmethod
+    def extent(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(entity id, latest event time, arrival seq) per item held: what a restored state
+        tells of when each entity was last seen (upper bounds on time)."""
 
     @abstractmethod
     def snapshot(self, names: np.ndarray) -> dict[str, Any]:

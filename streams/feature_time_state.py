@@ -160,6 +160,9 @@ class TimeWindowState(WindowState):
         self.keys = np.empty(0, dtype=object)
         self.starts = np.zeros(0, dtype=np.int64)
         self.live = np.zeros(0, dtype=bool)
+        self.row_eid = np.zeros(0, dtype=np.int64)  # the row's entity id (-1: no registry)
+        #: the engine's entity ids (`row_eid`), so that `drop_entities` finds an entity's rows
+        self.registry: EntityRegistry | None = None
         self.c: dict[str, np.ndarray] = {k: self.fresh(k, 0) for k in columns}
         #: whether `dirty` collects the windows changed since the last `drain` (a worker's
         #: changelog writes only those); off for offline use, where nothing drains it
@@ -181,11 +184,15 @@ class TimeWindowState(WindowState):
         self.keys = np.concatenate([self.keys, np.empty(grow, dtype=object)])
         self.starts = np.concatenate([self.starts, np.zeros(grow, dtype=np.int64)])
         self.live = np.concatenate([self.live, np.zeros(grow, dtype=bool)])
+        self.row_eid = np.concatenate([self.row_eid, np.full(grow, -1, dtype=np.int64)])
         for k in self.c:
             self.c[k] = np.concatenate([self.c[k], self.fresh(k, grow)])
 
-    def allocate(self, keys: list[tuple[str, int]]) -> np.ndarray:
-        """Rows (fresh columns) for new ``(entity, start)`` keys."""
+    def allocate(
+        self, keys: list[tuple[str, int]], eids: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Rows (fresh columns) for new ``(entity, start)`` keys (``eids``: their entities'
+        registry ids, looked up when not given)."""
         k = len(keys)
         rows = self.rows.take(k)
         self._grow(self.rows.size)
@@ -195,6 +202,10 @@ class TimeWindowState(WindowState):
         self.keys[rows] = karr
         self.starts[rows] = np.fromiter((key[1] for key in keys), dtype=np.int64, count=k)
         self.live[rows] = True
+        if eids is not None:
+            self.row_eid[rows] = eids
+        elif self.registry is not None:
+            self.row_eid[rows] = self.registry.ids_of([key[0] for key in keys])
         return rows
 
     def evict(self, cutoff_ms: int) -> None:
@@ -202,7 +213,30 @@ class TimeWindowState(WindowState):
         if not self.index:
             return
         n = self.rows.size
-        rows = np.flatnonzero(self.live[:n] & (self.starts[:n] <= cutoff_ms - self.size_ms))
+        self._drop_rows(
+            np.flatnonzero(self.live[:n] & (self.starts[:n] <= cutoff_ms - self.size_ms))
+        )
+
+    @property
+    def idle_ms(self) -> int:
+        """An entity whose newest event is this far behind the cutoff holds no window here."""
+        return self.size_ms
+
+    def drop_entities(self, drop: np.ndarray) -> None:
+        """Drop every window of the entities ``drop`` marks (a mask over registry ids)."""
+        n = self.rows.size
+        live = self.live[:n]
+        rows = np.flatnonzero(live & drop[np.where(live, self.row_eid[:n], 0)])
+        self._drop_rows(rows)
+
+    def extent(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per live window: its entity id, the latest time an event of it can have, and no
+        arrival seq (the int64 minimum): what a restore knows of when its entity was seen."""
+        rows = self.live_rows()
+        ts = self.starts[rows] + (self.size_ms - 1)
+        return self.row_eid[rows], ts, np.full(rows.size, I64_MIN, dtype=np.int64)
+
+    def _drop_rows(self, rows: np.ndarray) -> None:
         if rows.size == 0:
             return
         gone = self.keys[rows].tolist()
@@ -211,6 +245,7 @@ class TimeWindowState(WindowState):
         deque(map(self.index.__delitem__, gone), maxlen=0)
         self.keys[rows] = None
         self.live[rows] = False
+        self.row_eid[rows] = -1
         for k, arr in self.c.items():
             arr[rows] = self.columns[k].fill
         self.rows.release(rows.tolist())
@@ -221,9 +256,6 @@ class TimeWindowState(WindowState):
     @property
     def n_windows(self) -> int:
         return len(self.index)
-
-    def live_eids(self) -> np.ndarray:
-        return np.zeros(0, dtype=np.int64)  # keyed by entity string, not registry ids
 
     # ------------------------------------------------------------------ the batch step
     def _window_rows(
@@ -275,7 +307,8 @@ class TimeWindowState(WindowState):
 
         if mc.n:
             prior.gather_all()
-            self._write_back(keys, rows, mc, run, new_values)
+            g_eid = None if events.eid is None else events.eid[s_ev[gstart]]
+            self._write_back(keys, rows, g_eid, mc, run, new_values)
 
         # per output row: the last contributing row at or before it, else the prior
         oi = np.arange(order.shape[0]) if r_out is None else np.flatnonzero(r_out[order])
@@ -362,6 +395,7 @@ class TimeWindowState(WindowState):
         self,
         keys: list[tuple[str, int]],
         rows: np.ndarray,
+        g_eid: np.ndarray | None,
         mc: _Contributors,
         run: dict[str, np.ndarray],
         new_values: list[tuple[int, np.ndarray, np.ndarray]],
@@ -371,7 +405,10 @@ class TimeWindowState(WindowState):
         seg_rows = rows[seg_g]
         fresh = np.flatnonzero(seg_rows < 0)
         if fresh.size:
-            seg_rows[fresh] = self.allocate([keys[g] for g in seg_g[fresh].tolist()])
+            new_g = seg_g[fresh]
+            seg_rows[fresh] = self.allocate(
+                [keys[g] for g in new_g.tolist()], None if g_eid is None else g_eid[new_g]
+            )
         if self.tracking:
             self.dirty.update(map(keys.__getitem__, seg_g.tolist()))
         lastm = mstart + msize - 1

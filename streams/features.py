@@ -57,11 +57,22 @@ from driftline.streams.feature_state import BatchEvents, KeyedChanges, WindowGro
 from driftline.streams.feature_time_state import TimeWindowState
 from driftline.streams.windows import tumbling_start_ms
 
-__all__ = ["AGGREGATIONS", "KEYED_KIND", "FeatureBatch", "FeatureDef", "FeatureEngine"]
+__all__ = [
+    "AGGREGATIONS",
+    "EVICTION_REASONS",
+    "KEYED_KIND",
+    "FeatureBatch",
+    "FeatureDef",
+    "FeatureEngine",
+]
 
 #: The per-key layout of each window state: ``"w"`` one record per (entity, window start),
 #: ``"m"`` one record per entity (its member events).
 KEYED_KIND: dict[type, str] = {TimeWindowState: "w", MemberWindowState: "m"}
+
+
+#: Why entities leave the windows (`FeatureEngine.evicted`).
+EVICTION_REASONS = ("idle", "max_entities")
 
 
 class FeatureEngine:
@@ -75,11 +86,16 @@ class FeatureEngine:
     grace_ms
         Allowed lateness, >= 0: an event is late when its time is more than ``grace_ms`` behind
         the watermark (the max event time seen before it).
+    max_entities
+        At most this many entities held after each batch (None: no bound). Above it, the least
+        recently seen entities (by the arrival of their latest event) lose all their state in
+        every window; see `evicted`.
 
     Raises
     ------
     SpecError
-        If ``features`` is empty, has duplicate names, or ``grace_ms`` is not an integer >= 0.
+        If ``features`` is empty, has duplicate names, ``grace_ms`` is not an integer >= 0 or
+        ``max_entities`` not an integer >= 1.
 
     Examples
     --------
@@ -127,7 +143,9 @@ class FeatureEngine:
     [[3.0, 3.0, 2.0], [3.0, 4.0, 3.0], [1.0, 1.0, 2.0]]
     """
 
-    def __init__(self, features: Sequence[FeatureDef], grace_ms: int = 0) -> None:
+    def __init__(
+        self, features: Sequence[FeatureDef], grace_ms: int = 0, max_entities: int | None = None
+    ) -> None:
         feats = tuple(features)
         if not feats:
             raise SpecError("features: got an empty list; expected at least one FeatureDef")
@@ -142,8 +160,19 @@ class FeatureEngine:
             raise SpecError(
                 f"grace_ms: got {grace_ms!r}; expected an integer number of milliseconds >= 0"
             )
+        if max_entities is not None and (
+            isinstance(max_entities, bool)
+            or not isinstance(max_entities, int | np.integer)
+            or max_entities < 1
+        ):
+            raise SpecError(f"max_entities: got {max_entities!r}; expected an integer >= 1 or None")
         self._features = feats
         self._grace_ms = int(grace_ms)
+        self._max_entities = None if max_entities is None else int(max_entities)
+        #: entities evicted so far, by reason (see `evicted`)
+        self._evicted = dict.fromkeys(EVICTION_REASONS, 0)
+        self._evicted_seen = dict.fromkeys(EVICTION_REASONS, 0)  # as of `drain_evicted`
+        self._idle_cutoff: int | None = None
         self._watermark: int | None = None
         self._seq = 0
         self._registry = EntityRegistry()
@@ -155,12 +184,12 @@ class FeatureEngine:
             kind = TimeWindowState if fs[0].window in ("tumbling", "hopping") else MemberWindowState
             self._groups.append(WindowGroup(fs, kind(fs)))
         for g in self._groups:
-            if isinstance(g.state, MemberWindowState):
-                g.state.registry = self._registry
+            g.state.registry = self._registry
+        #: an entity whose newest event is this far behind the cutoff holds no state
+        self._idle_ms = max(g.state.idle_ms for g in self._groups)
         #: restored from a snapshot holding the entities inline (not per key): the changelog
         #: has no per-key records of them yet, so `track_changes` marks them all changed
         self._inline_restored = False
-        self._per_entity = any(g.state.uses_entity_ids for g in self._groups)
         self._num, self._dist = needed_columns(feats)
         self._where = sorted({f.where_field for f in feats if f.where_field is not None})
         self._tumbling_sizes = sorted(
@@ -187,6 +216,29 @@ class FeatureEngine:
     def n_windows(self) -> int:
         """Live states: (entity, window) pairs for tumbling/hopping, entities for sliding/count."""
         return sum(g.state.n_windows for g in self._groups)
+
+    @property
+    def n_entities(self) -> int:
+        """Entities held: those seen less than the longest window (or idle TTL) behind the
+        cutoff (watermark minus grace), and not evicted."""
+        return len(self._registry.ids)
+
+    @property
+    def max_entities(self) -> int | None:
+        return self._max_entities
+
+    @property
+    def evicted(self) -> dict[str, int]:
+        """Entities dropped so far, by reason: ``idle`` (no event for the longest window or
+        idle TTL plus grace: every window had already let it go) and ``max_entities`` (the
+        least recently seen ones above the bound, with all their state)."""
+        return dict(self._evicted)
+
+    def drain_evicted(self) -> dict[str, int]:
+        """`evicted` since the last call (for a counter metric)."""
+        new = {r: k - self._evicted_seen[r] for r, k in self._evicted.items()}
+        self._evicted_seen = dict(self._evicted)
+        return new
 
     @property
     def required_fields(self) -> tuple[str, ...]:
@@ -265,9 +317,8 @@ class FeatureEngine:
             ent_ok = ents[idx_ok]
             # no fixed-width str array: its size is the batch times the longest id
             uniq_ent, ent_inv = factorize(list(map(str, ent_ok.tolist())))
-            eids = None
-            if self._per_entity:
-                eids = self._registry.lookup(uniq_ent)[ent_inv]
+            eids = self._registry.lookup(uniq_ent)[ent_inv]
+            self._registry.touch(eids, ts[idx_ok], self._seq + idx_ok)
             names = np.empty(len(uniq_ent), dtype=object)
             names[:] = uniq_ent
             events = BatchEvents(
@@ -285,10 +336,35 @@ class FeatureEngine:
         cutoff = self._watermark - self._grace_ms
         for g in self._groups:
             g.state.evict(cutoff)
-        if self._registry.gc_due():
-            live = [g.state.live_eids() for g in self._groups]
-            self._registry.gc(np.concatenate(live) if live else np.zeros(0, np.int64))
+        self._bound_entities(cutoff)
         return FeatureBatch(values, late, window_start)
+
+    def _bound_entities(self, cutoff: int) -> None:
+        """Forget the entities idle past every window, then, above ``max_entities``, evict the
+        least recently seen (oldest latest arrival; ties: oldest newest event time, then id).
+
+        The idle check scans the registry, so it runs once the cutoff has moved on by 1/16 of
+        the longest window since the last one (an idle entity is forgotten that much later).
+        """
+        reg = self._registry
+        step = max(1, self._idle_ms // 16)
+        if self._idle_cutoff is None or cutoff >= self._idle_cutoff + step:
+            self._idle_cutoff = cutoff
+            idle = np.flatnonzero(reg.used & (reg.max_ts <= cutoff - self._idle_ms))
+            reg.drop(idle)  # their windows are gone already (`WindowState.idle_ms`)
+            self._evicted["idle"] += int(idle.size)
+        cap = self._max_entities
+        if cap is None or len(reg.ids) <= cap:
+            return
+        live = reg.live()
+        order = np.lexsort((live, reg.max_ts[live], reg.last_seq[live]))
+        victims = live[order[: live.size - cap]]
+        mask = np.zeros(reg.used.shape[0], dtype=bool)
+        mask[victims] = True
+        for g in self._groups:
+            g.state.drop_entities(mask)
+        reg.drop(victims)
+        self._evicted["max_entities"] += int(victims.size)
 
     # ------------------------------------------------------------------ state
     def snapshot(self) -> dict[str, Any]:
@@ -355,7 +431,11 @@ class FeatureEngine:
 
     @classmethod
     def restore(
-        cls, features: Sequence[FeatureDef], grace_ms: int, state: Mapping[str, Any]
+        cls,
+        features: Sequence[FeatureDef],
+        grace_ms: int,
+        state: Mapping[str, Any],
+        max_entities: int | None = None,
     ) -> FeatureEngine:
         """Build an engine from `snapshot` output; it continues exactly where that one stopped.
 
@@ -363,6 +443,9 @@ class FeatureEngine:
         ----------
         features, grace_ms
             Must equal those of the engine that took the snapshot.
+        max_entities
+            As for the constructor (may differ from the snapshot's engine; a smaller bound
+            evicts at the next batch).
         state
             A `snapshot` dict (possibly after a JSON or pickle round trip).
 
@@ -381,7 +464,7 @@ class FeatureEngine:
         KeyedRowError
             If a per-key row (a ``"keyed"`` entry's ``"rows"``) does not fit its state.
         """
-        eng = cls(features, grace_ms)
+        eng = cls(features, grace_ms, max_entities)
         snap = EngineSnapshot.parse(state, eng._features, eng._grace_ms)
         eng._watermark = snap.watermark_ms
         eng._seq = snap.seq
@@ -411,4 +494,7 @@ class FeatureEngine:
                 eng._inline_restored = True
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 raise DriftlineError(f"state: bad window entry ({exc!r})") from exc
+        for g in eng._groups:  # when each restored entity was last seen, as far as known
+            eids, ts, seq = g.state.extent()
+            eng._registry.touch(eids, ts, seq)
         return eng

@@ -197,6 +197,41 @@ def test_a_revoked_partition_takes_its_series_with_it() -> None:
         runner.commit.close()
 
 
+@pytest.mark.parametrize(
+    ("cap", "held", "evicted"),
+    [(None, 20, {"idle": 0.0, "max_entities": 0.0}), (5, 5, {"idle": 0.0, "max_entities": 15.0})],
+)
+def test_entities_held_and_evicted(cap: int | None, held: int, evicted: dict) -> None:
+    """20 users in one window: all held, or the 5 seen last with ``max_entities = 5``; then an
+    event 2 minutes later makes every earlier one idle (1-minute windows, 5 s grace)."""
+    windows = {"grace_ms": 5_000} if cap is None else {"grace_ms": 5_000, "max_entities": cap}
+    spec = _spec(windows=windows)
+    assert spec.max_entities == cap
+    runner = TransactionalRunner(spec, "127.0.0.1:9", WorkerMetrics(spec.name), None, "none", "w1")
+    try:
+        m = runner.metrics
+        declare_series(m, spec)
+        pipe = PartitionPipeline(spec, 3, None, "none")
+        runner.partitions.pipelines[3] = pipe
+        reasons = {("reason", r) for r in ("idle", "max_entities")}
+        assert {k[0] for k in _samples(m, "driftline_entities_evicted_total")} == reasons
+        pipe.process(_records(40, 40))
+        runner._export_entities()
+        assert _samples(m, "driftline_entities") == {(("partition", "3"),): float(held)}
+        got = _samples(m, "driftline_entities_evicted_total")
+        assert {dict(k)["reason"]: v for k, v in got.items()} == evicted
+        late = _records(1, 1)[0]
+        e = orjson.loads(late.value)
+        e.update(user_id="new", ts=e["ts"] + 120_000)
+        pipe.process([late._replace(key=b"new", value=orjson.dumps(e))])
+        runner._export_entities()
+        assert _samples(m, "driftline_entities") == {(("partition", "3"),): 1.0}
+        got = _samples(m, "driftline_entities_evicted_total")
+        assert {dict(k)["reason"]: v for k, v in got.items()} == {**evicted, "idle": held}
+    finally:
+        runner.commit.close()
+
+
 def _records(n: int, shift_at: int) -> list[RawRecord]:
     rng = np.random.default_rng(4)
     out = []

@@ -93,6 +93,9 @@ _DEL = object()
         ("worker.commit_interval_ms", 500, "spec key worker.commit_interval_ms: only with"),
         ("worker.processing_guarantee", "maybe_once", "spec key worker.processing_guarantee"),
         ("drift.correction", "holm", "spec key drift.correction"),
+        ("windows.max_entities", 0, "spec key windows.max_entities"),
+        ("windows.max_entities", 2.5, "spec key windows.max_entities"),
+        ("windows.max_entities", "many", "spec key windows.max_entities"),
     ],
 )
 def test_errors_name_the_offending_key(
@@ -103,6 +106,16 @@ def test_errors_name_the_offending_key(
     with pytest.raises(SpecError) as e:
         _parse(data, tmp_path)
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(_DEL, None), (1, 1), (100_000, 100_000)])
+def test_windows_max_entities(
+    base: dict[str, Any], tmp_path: Path, value: Any, expected: int | None
+) -> None:
+    if value is not _DEL:
+        _set(base, "windows.max_entities", value)
+    spec = _parse(base, tmp_path)
+    assert spec.max_entities == expected
 
 
 def test_model_needs_exactly_one_source(base: dict[str, Any], tmp_path: Path) -> None:
