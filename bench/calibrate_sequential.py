@@ -11,12 +11,15 @@ transform, the cumulative sums, Andrew's monotone chain per stream, the likeliho
 statistics over the hull vertices). For every band of ``n`` it counts the up-crossings of each
 level of a fine grid (an alarm is the start of an episode) and divides by the values in the
 band: the false-alarm rate per value as a function of the threshold. Where a rate is too small
-to observe (1 per 10^6 in the early bands), the level comes from a straight line fitted to
-``log(rate)`` against the level over the observed tail (likelihood-ratio statistics have
-exponential tails). The table keeps, for every band and rate, the largest level over a panel of
-stationary streams (normal, lognormal, Student-t(3), uniform, bimodal, Poisson(2), normal
-rounded to integers), and makes ``h`` non-increasing in ``n`` beyond its peak only where the
-data say so.
+to observe (below about 100 per 10^6), the level is extrapolated from the last well-observed
+one (at least 20 crossings) along a straight line in ``log(rate)`` against the level
+(likelihood-ratio statistics have exponential tails), with the slope fitted over every band of
+every stream, or the stream's own where its tail falls more slowly. The table keeps, for
+every band and rate, the largest level over a panel of stationary streams
+(`streams.detectors.focus_panel`: normal, lognormal, Student-t(3), uniform, bimodal,
+Poisson(2), normal rounded to integers); ``both`` is at least ``up`` and ``down``.
+``--add`` adds a run's crossing counts to the saved ones (more values for some streams), and
+``--from-counts`` refits the table from the saved counts without simulating.
 """
 
 from __future__ import annotations
@@ -210,13 +213,19 @@ def calibrate(sims: dict[str, tuple[dict[str, np.ndarray], np.ndarray]]) -> dict
     out: dict[str, dict[str, np.ndarray]] = {d: {} for d in ("up", "down", "both")}
     for d in out:
         groups = [(tot[d][b], ev[b]) for tot, ev in sims.values() for b in range(ev.size)]
-        slope = tail_slope(groups)
+        pooled = tail_slope(groups)
+        slopes = {}
         for name, (tot, ev) in sims.items():
+            # a stream whose tail falls more slowly than the pooled one extrapolates along its own
+            own = tail_slope([(tot[d][b], ev[b]) for b in range(ev.size)])
+            slope = slopes[name] = max(pooled, own)
             out[d][name] = np.array(
                 [levels_for(tot[d][b], ev[b], RATES, slope) for b in range(ev.size)]
             )
         worst = max(out[d], key=lambda k: out[d][k][:, 1].max())
-        print(f"  {d:4s} tail slope {slope:.3f}; h(1 per 10^6) by band, worst stream {worst}: "
+        print(f"  {d:4s} tail slope pooled {pooled:.3f}, "
+              f"{', '.join(f'{k} {v:.3f}' for k, v in slopes.items())}\n"
+              f"       h(1 per 10^6) by band, worst stream {worst}: "
               f"{np.round(out[d][worst][:, 1], 1).tolist()}")  # fmt: skip
     return out
 
@@ -275,6 +284,15 @@ def write(tables: dict[str, dict[str, list[list[float]]]], note: str) -> None:
     print(f"wrote {path}")
 
 
+def load(path: Path) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Crossing counts saved by an earlier run."""
+    with np.load(path) as f:
+        names = [k.removesuffix(":events") for k in f.files if k.endswith(":events")]
+        return {
+            n: ({d: f[f"{n}:{d}"] for d in ("up", "down", "both")}, f[f"{n}:events"]) for n in names
+        }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run, writes nothing")
@@ -286,6 +304,10 @@ def main() -> None:
                     help="where the crossing counts are saved")  # fmt: skip
     ap.add_argument("--from-counts", action="store_true",
                     help="recompute the table from saved counts, no simulation")  # fmt: skip
+    ap.add_argument("--add", action="store_true",
+                    help="add this run's counts to the saved ones (more values)")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--note", default="see README", help="how the saved counts were made")
     args = ap.parse_args()
     if args.quick:
         args.short, args.long = "2000x200", "200x2000"
@@ -293,15 +315,15 @@ def main() -> None:
     tables = {}
     for kind in args.kinds.split(","):
         saved = Path(args.counts.format(kind=kind))
-        if args.from_counts:
-            with np.load(saved) as f:
-                names = [k.removesuffix(":events") for k in f.files if k.endswith(":events")]
-                sims = {
-                    n: ({d: f[f"{n}:{d}"] for d in ("up", "down", "both")}, f[f"{n}:events"])
-                    for n in names
-                }
-        else:
-            sims = simulate_panel(kind, runs, args.panel.split(","), seed=14)
+        sims = load(saved) if args.from_counts or args.add else {}
+        if not args.from_counts:
+            new = simulate_panel(kind, runs, args.panel.split(","), seed=args.seed)
+            for name, (tot, ev) in new.items():  # --add: more values for these streams
+                if name in sims:
+                    old_tot, old_ev = sims[name]
+                    tot = {d: tot[d] + old_tot[d] for d in tot}
+                    ev = ev + old_ev
+                sims[name] = (tot, ev)
             if not args.quick:
                 arrays = {f"{n}:{d}": v for n, (t, _) in sims.items() for d, v in t.items()}
                 arrays |= {f"{n}:events": ev for n, (_, ev) in sims.items()}
@@ -310,6 +332,8 @@ def main() -> None:
         tables[kind] = table(calibrate(sims))
     if not args.quick:
         note = f"Runs (streams x values): {args.short}, {args.long}; panel: {args.panel}."
+        if args.add or args.from_counts:
+            note = f"Counts: {args.counts.format(kind='<kind>')} ({args.note})."
         write(tables, note)
 
 

@@ -78,13 +78,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--values", type=int, default=1_000_000, help="stationary values per stream")
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--detectors", default="focus,focus_scale", help="whose false alarms")
     args = ap.parse_args()
     if args.quick:
         args.values, args.seeds = 40_000, 3
     print(f"false alarms per 10^6 values ({args.values:,} values per stream)")
     print("| detector | " + " | ".join(STATIONARY) + " |")
     print("|---" * (len(STATIONARY) + 1) + "|")
-    for name in ("focus", "focus_scale"):
+    for name in args.detectors.split(","):
         fa = false_alarms(name, args.values)
         print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in fa.values()) + " |", flush=True)
     print(f"\ndetection delay, change at value {CHANGE_AT:,}, {args.seeds} seeds")

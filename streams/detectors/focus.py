@@ -418,9 +418,9 @@ class FocusDetector(_Focus):
     []
     >>> (d,) = det.update_many(rng.normal(11.0, 2.0, 1_000))  # +0.5 standard deviations
     >>> d.status, d.index, d.detail, d.n_current, det.in_drift
-    ('firing', 74, 'mean increased', 51, True)
+    ('firing', 77, 'mean increased', 80, True)
     >>> [(d.status, d.index) for d in det.update_many(rng.normal(10.0, 2.0, 1_000))]
-    [('resolved', 202)]
+    [('resolved', 269)]
     """
 
     name: ClassVar[str] = "focus"
@@ -451,7 +451,7 @@ class FocusScaleDetector(_Focus):
     []
     >>> (d,) = det.update_many(rng.normal(10.0, 4.0, 1_000))  # twice the spread
     >>> d.status, d.index, d.detail, det.in_drift
-    ('firing', 74, 'spread increased', True)
+    ('firing', 77, 'spread increased', True)
     """
 
     name: ClassVar[str] = "focus_scale"
