@@ -11,8 +11,11 @@ import orjson
 import pytest
 
 from driftline.agents.demo import _to_toml
+from driftline.agents.svg import fmt_num
 from driftline.cli import main as cli_main
 from driftline.schemas import validate
+from tests.agents.test_replay_business import _spec_data as _business_spec_data
+from tests.agents.test_replay_business import files as files
 from tests.agents.test_report import HOSTILE, _hostile_spec, _spec_data
 from tests.chromium import page_requests, recording_proxy, run_chromium
 
@@ -121,6 +124,37 @@ def test_chromium_renders_the_report_offline(report: tuple[Path, dict[str, Any],
     assert page.count('class="band"') >= s["episodes"]
     ks = r["detectors"][0]["distribution"]
     assert f"<td class=\"num\">{ks['current']['n']}</td>" in page
+
+
+def test_chromium_renders_the_business_metric(
+    files: tuple[Path, Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """``--business``: the metric's chart and table, and each episode's before → during."""
+    src, biz, _events = files
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(_to_toml(_business_spec_data()))
+    html, js = tmp_path / "r.html", tmp_path / "r.json"
+    code = cli_main(["report", "-c", str(spec_path), "--input", str(src), "--business", str(biz),
+                     "--output", str(html), "--json", str(js), "--no-progress"])  # fmt: skip
+    assert code == 0
+    r = orjson.loads(js.read_bytes())
+    page, requests = _dump_dom(tmp_path, html)
+    assert requests == []
+    assert ">Business metric: revenue (mean of order.total over 60 s)</h2>" in page
+    assert page.count('<svg class="plot series" data-business="revenue"') == 1
+    (series,) = r["business"]["series"]
+    _t, value, n = series["points"][-1]
+    assert f"<td>{fmt_num(value)}</td><td>{n}</td></tr>" in page
+    table = page.split("Where the detectors would have fired")[1].split("<h2")[0]
+    cells = re.findall(r'<span class="business">([^<]*) <b>\(([^)]*)\)</b></span>', table)
+    eps = [e for d in r["detectors"] for e in d["episodes"]]
+    want = []
+    for e in eps:
+        b = (e["resolved"] or e["fired"])["business"]
+        want.append((f"{fmt_num(b['before']['value'])} (n={b['before']['n']}) → "
+                     f"{fmt_num(b['during']['value'])} (n={b['during']['n']})",
+                     f"{b['change']:+.4g}"))  # fmt: skip
+    assert cells == want and len(cells) >= 2
 
 
 def test_the_proxy_sees_what_a_page_fetches(tmp_path: Path) -> None:
