@@ -374,8 +374,16 @@ def _business(r: dict[str, Any]) -> list[str]:
                 "</p>"]  # fmt: skip
     pts = [p for s in series for p in s["points"]]
     lines = [(f"p{s['partition']}", [(p[0], p[1]) for p in s["points"]]) for s in series]
-    chart = svg_lines(f"{b['name']}: rolling {b['agg']} over business time", lines,
-                      {"business": b["name"]}, **_x_axis(pts))  # fmt: skip
+    end = max(p[0] for p in pts)
+    bands = [  # every detector's episodes, to the end of the chart while still open
+        (f["event_time_ms"], max(f["event_time_ms"], z["event_time_ms"] if z else end))
+        for d in r["detectors"]
+        for e in d["episodes"]
+        for f, z in [(e["fired"], e["resolved"])]
+        if f["event_time_ms"] is not None and (z is None or z["event_time_ms"] is not None)
+    ]
+    chart = svg_lines(f"{b['name']}: rolling {b['agg']} over business time (shaded: episodes)",
+                      lines, {"business": b["name"]}, **_x_axis(pts), bands=bands)  # fmt: skip
     out.append(f"<div class='plots'>{chart}</div>")
     rows = [
         (s["partition"], _t(s["points"][-1][0]), fmt_num(s["points"][-1][1]), s["points"][-1][2])

@@ -262,3 +262,39 @@ def test_business_usage_errors_are_one_line(
                          str(path), "--no-progress"])  # fmt: skip
         err = capsys.readouterr().err
         assert (code, err) == (2, f"driftline: error: {message.format(tmp=tmp_path)}\n")
+
+
+@pytest.mark.parametrize(("partitions", "partitioner"), [(1, "consistent"), (4, "murmur2")])
+def test_the_feed_routes_by_key_and_feeds_in_time_order(
+    tmp_path: Path, partitions: int, partitioner: str
+) -> None:
+    """Each record in its key's partition (no key: 0), by time then file order, unreadable
+    times first; ``before`` an events batch, up to its largest event time, read from the
+    values when the batch has no documents (a topic range)."""
+    rows = [
+        {"user_id": "a", "ts": 300, "order": {"total": 1}},
+        {"user_id": "b", "ts": 100, "order": {"total": 2}},
+        {"user_id": "a", "ts": 100, "order": {"total": 3}},
+        {"ts": 50, "order": {"total": 4}},  # no key
+        {"user_id": "a", "ts": "never", "order": {"total": 5}},  # unreadable time
+    ]
+    path = tmp_path / "o.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    spec = parse_spec(_spec_data())
+    feed = BusinessFeed(spec, path, partitions, partitioner, batch=2)
+    pa = partition_for(b"a", partitions, partitioner)
+    pb = partition_for(b"b", partitions, partitioner)
+    totals = lambda batches: [[orjson.loads(r.value)["order"]["total"] for r in b]  # noqa: E731
+                              for b in batches]  # fmt: skip
+    assert {r.partition for _t, r in feed.pending[pa]} == {pa}
+    events = [RawRecord("e", pa, 0, None, b"a", orjson.dumps({"user_id": "a", "ts": 100}))]
+    a_first = totals(feed.before(pa, [None], events))  # a topic range: no documents
+    want = [5, 3] + ([4] if pa == 0 else []) + ([2] if pb == pa else [])
+    order = [5, 4, 2, 3]  # unreadable, ts 50, then ts 100 in file order
+    assert [v for b in a_first for v in b] == sorted(want, key=order.index)
+    assert all(len(b) <= 2 for b in a_first)
+    assert totals(feed.before(pa, [{"ts": 299}], events)) == []
+    assert totals(feed.before(pa, [{"ts": 300}, {"ts": "x"}], events)) == [[1]]
+    rest = feed.rest()
+    assert sum(len(b) for bs in rest.values() for b in bs) == 5 - len(want) - 1
+    assert feed.total == 5 and feed.rest() == {}

@@ -142,6 +142,8 @@ def test_chromium_renders_the_business_metric(
     assert requests == []
     assert ">Business metric: revenue (mean of order.total over 60 s)</h2>" in page
     assert page.count('<svg class="plot series" data-business="revenue"') == 1
+    chart = page.split('data-business="revenue"')[1].split("</svg>")[0]
+    assert chart.count('class="band"') == sum(len(d["episodes"]) for d in r["detectors"])
     (series,) = r["business"]["series"]
     _t, value, n = series["points"][-1]
     assert f"<td>{fmt_num(value)}</td><td>{n}</td></tr>" in page
