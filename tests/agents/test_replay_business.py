@@ -45,7 +45,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[di
     """Events (shifted from event SHIFT on, 100 ms apart) and the business file: an order
     5 ms after every other event, 10 per order before the shift, 4 after (with noise), and
     the `BAD` lines in the middle."""
-    tmp = tmp_path_factory.mktemp("business")
+    return business_files(tmp_path_factory.mktemp("business"))
+
+
+def business_files(tmp: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """The events file, the business file and the events (see `files`)."""
     events = list(SyntheticStream(n=N, shift_at=SHIFT, seed=3, n_entities=50, step_ms=100).events())
     src = tmp / "events.jsonl"
     src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))

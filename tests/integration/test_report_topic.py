@@ -18,6 +18,8 @@ from driftline.agents.replay import partition_for
 from driftline.agents.synthetic import SyntheticStream
 from driftline.cli import main as cli_main
 from driftline.schemas import validate
+from tests.agents.test_replay_business import _spec_data as business_spec_data
+from tests.agents.test_replay_business import business_files
 from tests.agents.test_report import _spec_data
 from tests.agents.test_report_labels import labelled_files
 
@@ -223,3 +225,38 @@ def test_labels_join_a_topic_range_as_they_join_its_file(
     charts = {c["title"]: c["lines"] for c in from_topic["model_metrics"]["charts"]}
     joined = [ln["points"][-1][1] for ln in charts["labels"] if ln["name"] == "joined"]
     assert len(joined) == 2 and sum(joined) == 6_000
+
+
+def test_business_records_go_beside_a_topic_range_as_beside_its_file(
+    kafka_bootstrap: str, tmp_path: Path, unique: str
+) -> None:
+    """--business with --topic: the batches' event times come from the records' values, so
+    the business records are fed at the same points as beside the file: the same episodes
+    with the same business lines, the same business series."""
+    src, biz, _events = business_files(tmp_path)
+    data = business_spec_data()
+    data["pipeline"]["name"] = f"report-business-{unique}"
+    data["input"]["topic"] = topic = f"report-business-{unique}.events"
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(_to_toml(data))
+    ensure_topics(kafka_bootstrap, [topic], partitions=2)
+    p = make_producer(kafka_bootstrap)
+    for line in src.read_bytes().splitlines():
+        e = orjson.loads(line)
+        p.produce(topic, line, e["user_id"].encode(), timestamp=e["ts"])
+    assert p.flush(60) == 0
+    base = ["-c", str(spec_path), "--business", str(biz)]
+    code, from_topic, _ = _report(tmp_path, *base, "--topic", topic, "--bootstrap",
+                                  kafka_bootstrap)  # fmt: skip
+    assert code == 0 and from_topic is not None
+    code, from_file, _ = _report(tmp_path, *base, "--input", str(src), "--partitions", "2")
+    assert code == 0 and from_file is not None
+    lines = lambda r: [(e["fired"]["offset"], e["fired"]["business"],  # noqa: E731
+                        e["resolved"] and e["resolved"]["business"])
+                       for d in r["detectors"] for e in d["episodes"]]  # fmt: skip
+    assert lines(from_topic) == lines(from_file) and lines(from_file)
+    assert all(b is not None for _o, b, _r in lines(from_file))
+    assert from_topic["business"] == from_file["business"]
+    assert len(from_file["business"]["series"]) == 2
+    for key in ("events", "business", "dead_letters", "alerts", "episodes"):
+        assert from_topic["summary"][key] == from_file["summary"][key], key
