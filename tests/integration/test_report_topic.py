@@ -73,6 +73,29 @@ def _report(tmp: Path, *argv: str) -> tuple[int, dict[str, Any] | None, str]:
     return code, r, str(out)
 
 
+def _topic_and_file(
+    tmp: Path, bootstrap: str, data: dict[str, Any], src: Path, *extra: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The events file ``src`` produced to the spec's input topic (2 partitions, keyed by
+    user, timestamped by event time); the reports of the topic and of the file (with
+    ``--partitions 2``), both with the ``extra`` arguments."""
+    topic = data["input"]["topic"]
+    spec_path = tmp / "spec.toml"
+    spec_path.write_text(_to_toml(data))
+    ensure_topics(bootstrap, [topic], partitions=2)
+    p = make_producer(bootstrap)
+    for line in src.read_bytes().splitlines():
+        e = orjson.loads(line)
+        p.produce(topic, line, e["user_id"].encode(), timestamp=e["ts"])
+    assert p.flush(60) == 0
+    base = ["-c", str(spec_path), *extra]
+    code, from_topic, _ = _report(tmp, *base, "--topic", topic, "--bootstrap", bootstrap)
+    assert code == 0 and from_topic is not None
+    code, from_file, _ = _report(tmp, *base, "--input", str(src), "--partitions", "2")
+    assert code == 0 and from_file is not None
+    return from_topic, from_file
+
+
 def test_a_topic_gives_the_report_its_file_gives(
     produced: tuple[Path, str, Path, list[dict[str, Any]]], kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -202,21 +225,10 @@ def test_labels_join_a_topic_range_as_they_join_its_file(
     partitioner put the events; the report equals the file's, every label joined."""
     data, src, lab = labelled_files(tmp_path)
     data["pipeline"]["name"] = f"report-labels-{unique}"
-    data["input"]["topic"] = topic = f"report-labels-{unique}.events"
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(_to_toml(data))
-    ensure_topics(kafka_bootstrap, [topic], partitions=2)
-    p = make_producer(kafka_bootstrap)
-    for line in src.read_bytes().splitlines():
-        e = orjson.loads(line)
-        p.produce(topic, line, e["user_id"].encode(), timestamp=e["ts"])
-    assert p.flush(60) == 0
-    base = ["-c", str(spec_path), "--labels", str(lab)]
-    code, from_topic, _ = _report(tmp_path, *base, "--topic", topic, "--bootstrap",
-                                  kafka_bootstrap)  # fmt: skip
-    assert code == 0 and from_topic is not None
-    code, from_file, _ = _report(tmp_path, *base, "--input", str(src), "--partitions", "2")
-    assert code == 0 and from_file is not None
+    data["input"]["topic"] = f"report-labels-{unique}.events"
+    from_topic, from_file = _topic_and_file(
+        tmp_path, kafka_bootstrap, data, src, "--labels", str(lab)
+    )
     assert _episodes(from_topic) == _episodes(from_file)
     assert any(d["kind"] == "slice" and d["episodes"] for d in from_topic["detectors"])
     for key in ("events", "labels", "dead_letters", "alerts", "episodes"):
@@ -236,21 +248,10 @@ def test_business_records_go_beside_a_topic_range_as_beside_its_file(
     src, biz, _events = business_files(tmp_path)
     data = business_spec_data()
     data["pipeline"]["name"] = f"report-business-{unique}"
-    data["input"]["topic"] = topic = f"report-business-{unique}.events"
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(_to_toml(data))
-    ensure_topics(kafka_bootstrap, [topic], partitions=2)
-    p = make_producer(kafka_bootstrap)
-    for line in src.read_bytes().splitlines():
-        e = orjson.loads(line)
-        p.produce(topic, line, e["user_id"].encode(), timestamp=e["ts"])
-    assert p.flush(60) == 0
-    base = ["-c", str(spec_path), "--business", str(biz)]
-    code, from_topic, _ = _report(tmp_path, *base, "--topic", topic, "--bootstrap",
-                                  kafka_bootstrap)  # fmt: skip
-    assert code == 0 and from_topic is not None
-    code, from_file, _ = _report(tmp_path, *base, "--input", str(src), "--partitions", "2")
-    assert code == 0 and from_file is not None
+    data["input"]["topic"] = f"report-business-{unique}.events"
+    from_topic, from_file = _topic_and_file(
+        tmp_path, kafka_bootstrap, data, src, "--business", str(biz)
+    )
     lines = lambda r: [(e["fired"]["offset"], e["fired"]["business"],  # noqa: E731
                         e["resolved"] and e["resolved"]["business"])
                        for d in r["detectors"] for e in d["episodes"]]  # fmt: skip
