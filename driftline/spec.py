@@ -1194,6 +1194,35 @@ def detector_params(dtype: str) -> Mapping[str, Any]:
     return {n: p for n, p in params.items() if n not in ("self", "reference")}
 
 
+def _default_set(kind: str) -> str:
+    """Which of ``[drift] default_detectors`` a target of ``kind`` (`_target_kinds`) gets."""
+    if kind == ERROR_TARGET:
+        return "error"
+    return "categorical" if kind in ("string", "bool", LABEL_TARGET) else "numeric"
+
+
+def _watched(data: Mapping[str, Any], kinds: Mapping[str, str]) -> list[dict[str, Any]]:
+    """``[drift] watch``: the ``[[detectors]]`` entries of each watched target's default set,
+    named ``<target>_<type>``."""
+    out: list[dict[str, Any]] = []
+    sets = data["drift"]["default_detectors"]
+    for k, target in enumerate(data["drift"]["watch"]):
+        kind = kinds.get(target)
+        if kind is None:
+            raise SpecError(
+                f"spec key drift.watch[{k}]: {target!r} is not a field, feature or stream of "
+                f"this spec; choose among {sorted(kinds)}"
+            )
+        for entry in sets[_default_set(kind)]:
+            if "type" not in entry or {"name", "target"} & set(entry):
+                raise SpecError(
+                    f"spec key drift.default_detectors: got {entry!r}; expected an entry with a "
+                    "type and hyperparameters, no name or target"
+                )
+            out.append({**entry, "name": f"{target}_{entry['type']}", "target": target})
+    return out
+
+
 #: The parameter that makes a detector one-sided, for those whose default is two-sided.
 _ERROR_SIDE = {"adwin": "direction", "page_hinkley": "mode"}
 
@@ -1212,7 +1241,7 @@ def _parse_detectors(
     p-value tests (ks, chi2) start at ``alpha / m_tests`` and move per batch; the others keep
     their Bonferroni share ``1 / m``.
     """
-    raw = data["detectors"]
+    raw = [*data["detectors"], *_watched(data, kinds)]
     correction = data["drift"]["correction"]
     m = sum(1 for d in raw if level_param(d["type"]) is not None)
     m_tests = sum(1 for d in raw if p_value_level(d["type"]))

@@ -467,3 +467,31 @@ def test_a_split_below_the_calibrated_range_says_so(base: dict[str, Any], tmp_pa
     base["detectors"][0]["false_alarms_per_million"] = 0.01
     with pytest.raises(SpecError, match=r"detectors\[0\].false_alarms_per_million: got 0.01;"):
         _parse(base, tmp_path)
+
+
+def test_watched_targets_get_the_default_set_of_their_type(
+    base: dict[str, Any], tmp_path: Path
+) -> None:
+    base["labels"] = {"topic": "driftline.labels"}
+    base["detectors"] = []
+    base["drift"] = {"watch": ["amount", "country", "error"]}
+    spec = _parse(base, tmp_path)
+    got = [(d.name, d.type, d.target, d.params) for d in spec.detectors]
+    # four calibrated detectors (adwin is not): Bonferroni gives each 1/4 of 1 per 10^6
+    fa = {"false_alarms_per_million": 0.25}
+    assert got == [
+        ("amount_focus", "focus", "amount", fa),
+        ("amount_focus_scale", "focus_scale", "amount", fa),
+        ("amount_np_focus", "np_focus", "amount", fa),
+        ("country_focus_categorical", "focus_categorical", "country", fa),
+        ("error_adwin", "adwin", "error", {"direction": "up"}),
+    ]
+    for d in spec.detectors:
+        build_spec_detector(d)
+    base["drift"] = {"watch": ["amount"], "default_detectors": {"numeric": [{"type": "ks"}]}}
+    assert [(d.name, d.params["alpha"]) for d in _parse(base, tmp_path).detectors] == [
+        ("amount_ks", 1e-6)
+    ]
+    base["drift"] = {"watch": ["nope"]}
+    with pytest.raises(SpecError, match=r"^spec key drift.watch\[0\]: 'nope' is not a field"):
+        _parse(base, tmp_path)
