@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -259,6 +259,21 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+class DecodedBatch(NamedTuple):
+    """:meth:`RecordDecoder.decode_many` of a batch of values."""
+
+    #: indexes (into the values) of the values that decoded, increasing
+    good: list[int]
+    entities: list[str]
+    times: list[int]
+    #: one list per numeric field (floats), row ``j`` the value ``good[j]``
+    numeric: tuple[list[float], ...]
+    #: one list per extra field
+    extra: tuple[list[Any], ...]
+    #: (index, error) of each value that did not decode, increasing
+    rejected: list[tuple[int, Exception]]
+
+
 class RecordDecoder:
     """Turns one raw value into ``(entity, event_time_ms, numeric values, extra values)``.
 
@@ -302,70 +317,42 @@ class RecordDecoder:
         self.decode = self._compile_fast_path(fields)  # type: ignore[method-assign]
 
     def _compile_fast_path(self, fields: Mapping[str, str]) -> Callable[[bytes | None], Any]:
-        """A decoder specialised to the spec's fields, for the hot path.
+        """A decoder specialised to the spec's fields, for the hot path (and
+        :meth:`decode_many`, the same checks over a whole batch in one loop).
 
         It accepts exactly what :meth:`decode_checked` accepts and returns the same values;
         on anything unusual it hands the record to :meth:`decode_checked`, which raises the
         precise :class:`RecordError`.
         """
-        lines = [
-            "def decode(raw):",
-            "    if raw is None or len(raw) > MAX:",
-            "        return slow(raw)",
-            "    try:",
-            "        o = loads(raw)",
-            "    except JSONDecodeError:",
-            "        return slow(raw)",
-            "    if type(o) is not dict:",
-            "        return slow(raw)",
-            "    try:",
-        ]
         names = list(fields)
-        for i, n in enumerate(names):
-            path = "".join(f"[{part!r}]" for part in n.split("."))  # user.country: nested
-            lines.append(f"        v{i} = o{path}")
-        lines += ["    except (KeyError, TypeError):", "        return slow(raw)"]
-        for i, n in enumerate(names):
-            t = fields[n]
-            if t == "float":
-                lines += [
-                    f"    t = type(v{i})",
-                    "    if t is float:",
-                    f"        if v{i} - v{i} != 0.0:",
-                    "            return slow(raw)",
-                    f"    elif t is int and -BIG < v{i} < BIG:",
-                    f"        v{i} = float(v{i})",
-                    "    else:",
-                    "        return slow(raw)",
-                ]
-            elif t in ("int", "bool"):
-                py = "int" if t == "int" else "bool"
-                lines += [f"    if type(v{i}) is not {py}:", "        return slow(raw)"]
-                if t == "int":
-                    lines += [f"    if not -BIG < v{i} < BIG:", "        return slow(raw)"]
-                if n != self.key_field:
-                    lines.append(f"    v{i} = float(v{i})")
-            elif t == "string":
-                lines += [f"    if type(v{i}) is not str:", "        return slow(raw)"]
-            elif t == "timestamp":
-                lines += [
-                    f"    if type(v{i}) is not int:",
-                    f"        if type(v{i}) is not str:",
-                    "            return slow(raw)",
-                    "        try:",
-                    f"            v{i} = ts({n!r}, v{i})",
-                    "        except RecordError:",
-                    "            return slow(raw)",
-                ]
         k = names.index(self.key_field)
         tpos = names.index(self.time_field)
-        nums = ", ".join(f"v{names.index(n)}" for n in self.numeric)
         key_expr = f"v{k}" if fields[self.key_field] == "string" else f"str(v{k})"
-        ext = ", ".join(f"v{names.index(n)}" for n in self.extra)
-        lines.append(
-            f"    return ({key_expr}, v{tpos}, ({nums}{',' if nums else ''}), "
-            f"({ext}{',' if ext else ''}))"
-        )
+        nums = [f"v{names.index(n)}" for n in self.numeric]
+        ext = [f"v{names.index(n)}" for n in self.extra]
+
+        def tup(items: list[str]) -> str:
+            return f"({', '.join(items)}{',' if items else ''})"
+
+        one = ["def decode(raw):", *self._check_lines(fields, "return slow(raw)", "    ")]
+        one.append(f"    return ({key_expr}, v{tpos}, {tup(nums)}, {tup(ext)})")
+        # the batch: one loop; a record the checks do not pass goes to ``bad`` (then to
+        # decode_checked, which says why, or decodes what the fast checks leave to it)
+        cols = [f"n{j}" for j in range(len(nums))] + [f"x{j}" for j in range(len(ext))]
+        many = [
+            "def decode_many(values):",
+            "    good = []; bad = []; ents = []; times = []",
+            *[f"    {c} = []" for c in cols],
+            "    for i, raw in enumerate(values):",
+            *self._check_lines(fields, "bad.append(i); continue", "        "),
+            "        good.append(i)",
+            f"        ents.append({key_expr})",
+            f"        times.append(v{tpos})",
+            *[f"        n{j}.append({v})" for j, v in enumerate(nums)],
+            *[f"        x{j}.append({v})" for j, v in enumerate(ext)],
+            f"    return good, bad, ents, times, {tup(cols[: len(nums)])}, "
+            f"{tup(cols[len(nums) :])}",
+        ]
         env: dict[str, Any] = {
             "MAX": self.max_bytes,
             "loads": self.payload.loads,
@@ -375,8 +362,139 @@ class RecordDecoder:
             "RecordError": RecordError,
             "BIG": _BIG,
         }
-        exec(compile("\n".join(lines), f"<driftline decoder {self.key_field}>", "exec"), env)
+        code = "\n".join(one) + "\n\n" + "\n".join(many)
+        exec(compile(code, f"<driftline decoder {self.key_field}>", "exec"), env)
+        self._decode_many = env["decode_many"]
         return env["decode"]
+
+    def _check_lines(self, fields: Mapping[str, str], fail: str, ind: str) -> list[str]:
+        """The fast path's checks of ``raw`` into ``v0, v1, ...`` (one per field, converted),
+        indented by ``ind``; ``fail`` is the statement for a record they do not pass."""
+        lines = [
+            "if raw is None or len(raw) > MAX:",
+            f"    {fail}",
+            "try:",
+            "    o = loads(raw)",
+            "except JSONDecodeError:",
+            f"    {fail}",
+            "if type(o) is not dict:",
+            f"    {fail}",
+            "try:",
+        ]
+        names = list(fields)
+        for i, n in enumerate(names):
+            path = "".join(f"[{part!r}]" for part in n.split("."))  # user.country: nested
+            lines.append(f"    v{i} = o{path}")
+        lines += ["except (KeyError, TypeError):", f"    {fail}"]
+        for i, n in enumerate(names):
+            t = fields[n]
+            if t == "float":
+                lines += [
+                    f"t = type(v{i})",
+                    "if t is float:",
+                    f"    if v{i} - v{i} != 0.0:",
+                    f"        {fail}",
+                    f"elif t is int and -BIG < v{i} < BIG:",
+                    f"    v{i} = float(v{i})",
+                    "else:",
+                    f"    {fail}",
+                ]
+            elif t in ("int", "bool"):
+                py = "int" if t == "int" else "bool"
+                lines += [f"if type(v{i}) is not {py}:", f"    {fail}"]
+                if t == "int":
+                    lines += [f"if not -BIG < v{i} < BIG:", f"    {fail}"]
+                if n != self.key_field:
+                    lines.append(f"v{i} = float(v{i})")
+            elif t == "string":
+                lines += [f"if type(v{i}) is not str:", f"    {fail}"]
+            elif t == "timestamp":
+                lines += [
+                    f"if type(v{i}) is not int:",
+                    f"    if type(v{i}) is not str:",
+                    f"        {fail}",
+                    "    try:",
+                    f"        v{i} = ts({n!r}, v{i})",
+                    "    except RecordError:",
+                    f"        {fail}",
+                ]
+        return [ind + line for line in lines]
+
+    def decode_many(
+        self, values: Sequence[bytes | None], passthrough: tuple[type[BaseException], ...] = ()
+    ) -> DecodedBatch:
+        """:meth:`decode` of every value, column-wise: the decoded values' indexes, their
+        entities, event times, numeric columns (``numeric`` order) and extra columns
+        (``extra`` order), and ``(index, error)`` of each value that does not decode.
+
+        One generated loop runs the fast path's checks over the batch; a value they do not
+        pass goes to :meth:`decode_checked`, which raises its precise error (or decodes it:
+        e.g. an integer key, a dotted field name that is a key itself). Errors of the
+        ``passthrough`` types are not the record's: they propagate.
+
+        >>> d = RecordDecoder({"u": "string", "ts": "timestamp", "x.y": "float"}, "u", "ts", 64)
+        >>> b = d.decode_many([b'{"u": "a", "ts": 1, "x": {"y": 2}}', b"{",
+        ...                    b'{"u": "b", "ts": 3, "x.y": 4}'])  # the last: decode_checked
+        >>> b.good, b.entities, b.times, b.numeric, [(i, e.reason) for i, e in b.rejected]
+        ([0, 2], ['a', 'b'], [1, 3], ([2.0, 4.0],), [(1, 'invalid_json')])
+        """
+        try:
+            good, bad, ents, times, nums, ext = self._decode_many(values)
+        except passthrough:
+            raise
+        except Exception:  # a payload reader failing otherwise than it says: record by record
+            return self._decode_each(values, passthrough)
+        if not bad:
+            return DecodedBatch(good, ents, times, nums, ext, [])
+        rejected: list[tuple[int, Exception]] = []
+        rescued: dict[int, tuple[str, int, tuple[float, ...], tuple[Any, ...]]] = {}
+        for i in bad:
+            try:
+                rescued[i] = self.decode_checked(values[i])
+            except passthrough:
+                raise
+            except Exception as e:  # every other failure is the record's
+                rejected.append((i, e))
+        if rescued:  # rare: rebuild the columns in record order
+            rows = {i: (ents[j], times[j], tuple(c[j] for c in nums), tuple(c[j] for c in ext))
+                    for j, i in enumerate(good)}  # fmt: skip
+            rows.update(rescued)
+            good = sorted(rows)
+            ents = [rows[i][0] for i in good]
+            times = [rows[i][1] for i in good]
+            nums = tuple([rows[i][2][j] for i in good] for j in range(len(self.numeric)))
+            ext = tuple([rows[i][3][j] for i in good] for j in range(len(self.extra)))
+        return DecodedBatch(good, ents, times, nums, ext, rejected)
+
+    def _decode_each(
+        self, values: Sequence[bytes | None], passthrough: tuple[type[BaseException], ...]
+    ) -> DecodedBatch:
+        """`decode_many` one :meth:`decode` call at a time."""
+        good: list[int] = []
+        ents: list[str] = []
+        times: list[int] = []
+        rows: list[tuple[float, ...]] = []
+        extras: list[tuple[Any, ...]] = []
+        rejected: list[tuple[int, Exception]] = []
+        for i, raw in enumerate(values):
+            try:
+                ent, t, nums, ext = self.decode(raw)
+            except passthrough:
+                raise
+            except Exception as e:  # every other failure is the record's
+                rejected.append((i, e))
+                continue
+            good.append(i)
+            ents.append(ent)
+            times.append(t)
+            rows.append(nums)
+            extras.append(ext)
+        return DecodedBatch(
+            good, ents, times,
+            tuple([r[j] for r in rows] for j in range(len(self.numeric))),
+            tuple([x[j] for x in extras] for j in range(len(self.extra))),
+            rejected,
+        )  # fmt: skip
 
     def decode_checked(
         self, raw: bytes | None

@@ -13,7 +13,6 @@ import logging
 import socket
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +37,7 @@ from driftline.agents.outage import BrokerLink
 from driftline.agents.partitions import OwnedPartitions
 from driftline.agents.pipeline import PartitionPipeline, RecordColumns
 from driftline.agents.stages.multivariate import multivariate_target
+from driftline.agents.stages.records import errors_of, group_messages
 from driftline.agents.state import (
     CHUNK_BYTES,
     ChangelogError,
@@ -508,9 +508,8 @@ class TransactionalRunner(threading.Thread):
         t0 = time.perf_counter()
         msgs = self._poll(consumer, max_records, timeout_s)
         self._raise_callback_error()
-        for m in msgs:
-            err = m.error()
-            if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
+        for err in errors_of(msgs):
+            if err.fatal() or err.code() == KafkaError._FATAL:
                 # e.g. a static member fenced after its session expired in a broker outage
                 raise ConsumerFailed(str(err))
         gate = self.registry_gate
@@ -637,14 +636,9 @@ class TransactionalRunner(threading.Thread):
         return msgs
 
     def _process(self, msgs: list[Any]) -> list[Outcome]:
-        by_part: dict[tuple[str, int], list[Any]] = defaultdict(list)
-        for msg in msgs:
-            if msg.error() is not None:
-                log.warning(
-                    "consumer error on %s[%s]: %s", msg.topic(), msg.partition(), msg.error()
-                )
-                continue
-            by_part[(msg.topic(), msg.partition())].append(msg)
+        by_part, errors = group_messages(msgs)
+        for msg in errors:
+            log.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), msg.error())
         outcomes: list[Outcome] = []
         # predictions before the labels of the same batch (the join is order-insensitive
         # within its TTL; this order only saves early-label round trips)
@@ -652,13 +646,7 @@ class TransactionalRunner(threading.Thread):
             pipe = self.pipelines.get(p)
             if pipe is None:  # not ours any more (revoked while fetched)
                 continue
-            stamps: list[int | None] = [m.timestamp()[1] for m in ms]
-            if min(stamps) < 0:  # type: ignore[type-var]
-                stamps = [None if t < 0 else t for t in stamps]  # type: ignore[operator]
-            cols = RecordColumns(
-                topic, p, [m.offset() for m in ms], stamps, [m.key() for m in ms],
-                [m.value() for m in ms],
-            )  # fmt: skip
+            cols = RecordColumns.from_messages(topic, p, ms)
             if topic == self.labels_topic:
                 oc = pipe.process_labels(cols)
             elif topic == self.business_topic:

@@ -24,6 +24,7 @@ import mode
 from driftline.agents.access import Needs, check_access
 from driftline.agents.batch_features import BatchFeatureCache
 from driftline.agents.commit.exactly_once import transactional_id
+from driftline.agents.gc_tuning import tune_gc
 from driftline.agents.kafka_io import (
     CONNECT_TIMEOUT_S,
     cluster_size,
@@ -308,6 +309,7 @@ def run_worker(
     # The runner starts now, not when faust is ready: faust's start (its own group's join,
     # which waits out a killed predecessor's member) is then off the critical path, and the
     # partitions are being restored while faust starts its web server.
+    tune_gc()  # the app, the clients and the model are built: collections need not walk them
     app.driftline_runner.start()  # type: ignore[attr-defined]
     faust.Worker(
         app, loglevel=loglevel, quiet=True, logging_config=logging_config(log_format, loglevel)

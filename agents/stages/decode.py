@@ -8,8 +8,6 @@ Schema Registry that cannot be reached is not the records' fault: it stops the b
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from driftline.agents.decode import RecordDecoder
@@ -31,48 +29,32 @@ def decode_batch(
 ) -> Frame | None:
     """The valid events of ``cols`` (None if there is none); the others go to ``out`` as dead
     letters, in record order: those that do not decode, and those out of ``bounds``."""
-    good_idx: list[int] = []
-    entities: list[str] = []
-    times: list[int] = []
-    rows: list[tuple[float, ...]] = []
-    extras: list[tuple[Any, ...]] = []
-    rejected: list[tuple[int, Exception]] = []
     dead.log.flush()
-    decode = decoder.decode
-    for i, raw in enumerate(cols.values):
-        try:
-            ent, ts, nums, ext = decode(raw)
-        except RegistryUnavailable:
-            raise
-        except Exception as e:
-            rejected.append((i, e))
-            continue
-        good_idx.append(i)
-        entities.append(ent)
-        times.append(ts)
-        rows.append(nums)
-        extras.append(ext)
+    batch = decoder.decode_many(cols.values, (RegistryUnavailable,))
+    good_idx, entities, times, rejected = batch.good, batch.entities, batch.times, batch.rejected
     stamps = cols.stamps if len(good_idx) == len(cols) else [cols.stamps[i] for i in good_idx]
     times_arr, out_of_bounds = bounds.check(entities, times, stamps, now_ms)
+    numeric, extras = batch.numeric, batch.extra
     if out_of_bounds:
-        rejected += [(good_idx[j], e) for j, e in out_of_bounds.items()]
+        rejected = rejected + [(good_idx[j], e) for j, e in out_of_bounds.items()]
         keep = [j for j in range(len(good_idx)) if j not in out_of_bounds]
         good_idx = [good_idx[j] for j in keep]
         entities = [entities[j] for j in keep]
-        rows = [rows[j] for j in keep]
-        extras = [extras[j] for j in keep]
+        numeric = tuple([c[j] for j in keep] for c in numeric)
+        extras = tuple([c[j] for j in keep] for c in extras)
         times_arr = times_arr[keep]
     for i, e in sorted(rejected, key=lambda r: r[0]):
         dead.reject(out, cols, i, e, now_ms)
     if not good_idx:
         return None
     good = cols if len(good_idx) == len(cols) else cols.take(good_idx)
-    numeric = decoder.numeric
-    mat = np.array(rows, dtype=np.float64).reshape(len(good), len(numeric))
-    columns: dict[str, np.ndarray] = {name: mat[:, j] for j, name in enumerate(numeric)}
-    for j, name in enumerate(decoder.extra):
-        col = np.empty(len(extras), dtype=object)
-        col[:] = [e[j] for e in extras]
+    columns: dict[str, np.ndarray] = {
+        name: np.array(col, dtype=np.float64)
+        for name, col in zip(decoder.numeric, numeric, strict=True)
+    }
+    for name, values in zip(decoder.extra, extras, strict=True):
+        col = np.empty(len(values), dtype=object)
+        col[:] = values
         columns[name] = col
     ents = np.empty(len(entities), dtype=object)
     ents[:] = entities

@@ -8,6 +8,7 @@ documents would give.
 from __future__ import annotations
 
 import time
+from itertools import repeat
 
 import numpy as np
 import orjson
@@ -37,6 +38,8 @@ class OutputEncoder:
         """Append the frame's feature vectors, and with ``frame.scores`` its predictions."""
         spec, o = self.spec, self.spec.output
         good, ts_arr, feats, scores = frame.records, frame.times, frame.features, frame.scores
+        if not o.emit_features and (scores is None or predictor is None):
+            return  # nothing to write per event
         n = len(good)
         ents = frame.entities.tolist()
         keys = [e.encode() for e in ents]
@@ -45,10 +48,9 @@ class OutputEncoder:
         off_arr = np.array(good.offsets, dtype=np.int64)
         off_j = json_items(off_arr)
         stamps = good.stamps
-        stamp_j = json_items(stamps) if None in stamps else json_items(np.array(stamps, np.int64))
+        no_stamp = None in stamps
+        stamp_j = json_items(stamps) if no_stamp else json_items(np.array(stamps, np.int64))
         src_topic, part = good.topic, self.partition
-        if not o.emit_features and (scores is None or predictor is None):
-            return  # nothing to write per event
         source_head = (
             b',"source":{"topic":'
             + orjson.dumps(src_topic)
@@ -70,15 +72,13 @@ class OutputEncoder:
         parts += [b"}", source_head, None, b',"timestamp_ms":', None,
                   b'},"computed_at_ms":' + str(computed_ms).encode() + b',"freshness_ms":', None,
                   b"}"]  # fmt: skip
-        tmpl = template(parts)
-        fresh_j = json_items(computed_ms - ts_arr)
-        cols = [json_items(np.asarray(feats[k], dtype=np.float64)) for k in names]
-        rows = zip(ent_j, ts_j, *cols, off_j, stamp_j, fresh_j, strict=True)
         if o.emit_features:
-            ftopic = o.features_topic
-            out.messages.extend(
-                (ftopic, key, tmpl % row) for key, row in zip(keys, rows, strict=True)
-            )
+            fresh_j = json_items(computed_ms - ts_arr)
+            cols = [json_items(np.asarray(feats[k], dtype=np.float64)) for k in names]
+            tmpl = template(parts)
+            rows = zip(ent_j, ts_j, *cols, off_j, stamp_j, fresh_j, strict=True)
+            docs = [tmpl % row for row in rows]
+            out.messages.extend(zip(repeat(o.features_topic, n), keys, docs, strict=True))
             out.feature_vectors = n
         if scores is None or predictor is None:
             return
@@ -90,7 +90,9 @@ class OutputEncoder:
                 label_j[i] = b"null"  # an input was missing: no score, no label
         else:
             label_j = [b"null"] * n
-        ingest = np.array([0 if t is None else t for t in stamps], dtype=np.float64)
+        ingest = np.array(
+            [0 if t is None else t for t in stamps] if no_stamp else stamps, dtype=np.float64
+        )
         latency = np.maximum(time.time() * 1000 - ingest, 0.0)
         pid_head = orjson.dumps(f"{src_topic}:{part}:")[:-1]  # open string, offset follows
         parts = [
@@ -103,16 +105,15 @@ class OutputEncoder:
             parts += [(b"," if i else b"") + key_json(name) + b":", None]
         parts += [b'},"event_time_ms":', None, b',"latency_ms":', None, source_head, None,
                   b',"timestamp_ms":', None, b"}}"]  # fmt: skip
-        tmpl = template(parts)
         in_cols = [json_items(np.asarray(vector[c], dtype=np.float64)) for c in in_names]
+        tmpl = template(parts)
         rows = zip(off_j, ent_j, json_items(scores), label_j, *in_cols, ts_j,
                    json_items(latency), off_j, stamp_j, strict=True)  # fmt: skip
-        ptopic = o.predictions_topic
         docs = [tmpl % row for row in rows]
-        for i, t in enumerate(stamps):
+        for i, t in enumerate(stamps) if no_stamp else ():
             if t is None:  # no broker append time: no latency to report (as replay does)
                 doc = orjson.loads(docs[i])
                 del doc["latency_ms"]
                 docs[i] = orjson.dumps(doc)
-        out.messages.extend((ptopic, key, doc) for key, doc in zip(keys, docs, strict=True))
+        out.messages.extend(zip(repeat(o.predictions_topic, n), keys, docs, strict=True))
         out.predictions = n

@@ -251,3 +251,82 @@ def test_zone_aware_datetimes_are_timestamps(value: datetime, ms: int) -> None:
     assert parse_timestamp_ms("ts", value) == ms
     with pytest.raises(RecordError, match="bad_timestamp"):
         parse_timestamp_ms("ts", value.replace(tzinfo=None))
+
+
+def _many_equals_each(d: RecordDecoder, values: list[bytes | None]) -> None:
+    """decode_many's columns and errors are decode_checked's, record by record."""
+    batch = d.decode_many(values)
+    good, rejected = [], []
+    for i, raw in enumerate(values):
+        try:
+            good.append((i, d.decode_checked(raw)))
+        except RecordError as e:
+            rejected.append((i, e.reason, e.detail))
+    assert batch.good == [i for i, _ in good]
+    assert batch.entities == [r[0] for _, r in good]
+    assert batch.times == [r[1] for _, r in good]
+    assert batch.numeric == tuple([r[2][j] for _, r in good] for j in range(len(d.numeric)))
+    assert batch.extra == tuple([r[3][j] for _, r in good] for j in range(len(d.extra)))
+    assert [(i, e.reason, e.detail) for i, e in batch.rejected] == rejected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.dictionaries(st.sampled_from(["user", "ts", "x", "n", "ok", "other"]), _values),
+            st.sampled_from([None, b"", b"{", b"[1]", b"\xef\xbb\xbf{}", b'{"user":"a"}']),
+        ),
+        max_size=12,
+    )
+)
+def test_decode_many_equals_the_checked_decoder_per_record(docs: list) -> None:
+    d = RecordDecoder(FIELDS, "user", "ts", max_bytes=200, extra=("user", "ok"))
+    values = [v if v is None or isinstance(v, bytes) else json.dumps(v).encode() for v in docs]
+    _many_equals_each(d, values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [b'{"user":{"id":"a","tier":"gold"},"ts":5,"geo":{"lat":1.5}}'] * 3,
+        [  # the middle one decodes on the checked path only (a dotted key), between two others
+            b'{"user":{"id":"a","tier":"g"},"ts":5,"geo":{"lat":1}}',
+            b'{"user":{"id":"b"},"user.tier":"x","ts":6,"geo":{"lat":2}}',
+            b'{"user":{"id":3,"tier":"g"},"ts":5,"geo":{"lat":1}}',
+            b'{"user":{"id":"c","tier":"h"},"ts":7,"geo":{"lat":3}}',
+        ],
+        [b"{", b'{"user":{"id":"b"},"user.tier":"x","ts":6,"geo":{"lat":2}}', None],
+    ],
+)
+def test_decode_many_of_nested_fields(values: list) -> None:
+    _many_equals_each(RecordDecoder(NESTED, "user.id", "ts", 200, extra=("user.tier",)), values)
+
+
+def test_decode_many_when_the_payload_reader_fails_unexpectedly() -> None:
+    """A reader raising what it does not declare: the batch is decoded record by record (the
+    record's error is its dead letter); an error of the ``passthrough`` types propagates."""
+    from dataclasses import replace
+
+    from driftline.agents.decode import JSON_FORMAT
+
+    class Outage(Exception):
+        pass
+
+    def loads(raw: bytes):
+        if raw == b'"boom"':
+            raise KeyError("schema 7")
+        if raw == b'"outage"':
+            raise Outage("registry down")
+        return JSON_FORMAT.loads(raw)
+
+    payload = replace(JSON_FORMAT, loads=loads, loads_checked=lambda raw: loads(raw))
+    d = RecordDecoder(FIELDS, "user", "ts", 200, payload=payload)
+    ok = b'{"user":"a","ts":5,"x":1,"n":2,"ok":true}'
+    batch = d.decode_many([ok, b'"boom"', ok])
+    assert batch.good == [0, 2] and batch.numeric == ([1.0, 1.0], [2.0, 2.0], [1.0, 1.0])
+    [(i, e)] = batch.rejected
+    assert i == 1 and isinstance(e, KeyError)
+    with pytest.raises(Outage):
+        d.decode_many([ok, b'"outage"'], (Outage,))

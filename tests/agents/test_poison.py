@@ -10,12 +10,13 @@ import tomllib
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
 
-from driftline.agents.decode import RecordDecoder
+from driftline.agents.decode import JSON_FORMAT, RecordDecoder
 from driftline.agents.demo import demo_spec_text, train_demo_model
 from driftline.agents.pipeline import PartitionPipeline
 from driftline.agents.predictor import build_predictor
@@ -306,13 +307,13 @@ def test_one_log_line_per_reason_per_interval(caplog: pytest.LogCaptureFixture) 
 def test_a_bug_is_a_processing_error_with_one_traceback_per_interval(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    class Broken(RecordDecoder):
-        def __init__(self) -> None:
-            super().__init__(FIELDS, "user", "ts", MAX_BYTES)
-            self.decode = self._boom  # type: ignore[method-assign]
+    def boom(raw: bytes | None) -> tuple:
+        raise KeyError("boom")
 
-        def _boom(self, raw: bytes | None) -> tuple:
-            raise KeyError("boom")
+    class Broken(RecordDecoder):  # a bug in reading a payload (the batch, then each record)
+        def __init__(self) -> None:
+            payload = replace(JSON_FORMAT, loads=boom, loads_checked=boom)
+            super().__init__(FIELDS, "user", "ts", MAX_BYTES, payload=payload)
 
     _, _, bounds = _stage()
     dead = DeadLetters("p", "dlq", DeadLetterLog(10.0, lambda: 0.0))
