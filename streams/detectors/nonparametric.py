@@ -104,7 +104,9 @@ class NPFocusDetector(BinScanDetector):
         0.001 and 1000 (default 1): picks the threshold from the calibration table.
     warmup
         Values before the first test (integer >= 16, default 100): their quantiles are the
-        bins' edges, and no window is compared with fewer reference values.
+        bins' edges, and no window is compared with fewer reference values. The table was
+        simulated at 100; measured at 1000 false alarms per 10^6, warm-ups of 16 / 30 / 1000
+        gave 0.46 / 0.64 / 1.22 times the rate.
 
     Examples
     --------
