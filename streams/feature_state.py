@@ -14,8 +14,10 @@ windows: the member events per entity).
 from __future__ import annotations
 
 import functools
+import gc
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,10 +34,13 @@ __all__ = [
     "KeyedChanges",
     "KeyedRow",
     "KeyedRowError",
+    "KeyedRows",
     "WindowColumns",
     "WindowGroup",
     "WindowState",
     "first_occurrences",
+    "gc_paused",
+    "keyed_columns",
     "memoized",
 ]
 
@@ -75,6 +80,67 @@ class KeyedChanges:
 #: One key's saved state as a restore hands it back: (its changelog key, the key as
 #: `KeyedChanges` gives it, its row).
 KeyedRow = tuple[bytes, Any, Any]
+
+
+class KeyedRows(Sequence[KeyedRow]):
+    """`KeyedRow` s kept as three parallel lists (changelog keys, keys, rows): what a restore
+    of a million keys hands a state without building a tuple per key.
+
+    Examples
+    --------
+    >>> rows = KeyedRows([b"k1", b"k2"], [("a", 0), ("b", 0)], [[1], [2]])
+    >>> len(rows), rows[1], list(rows[:1])
+    (2, (b'k2', ('b', 0), [2]), [(b'k1', ('a', 0), [1])])
+    """
+
+    __slots__ = ("idents", "keys", "values")
+
+    def __init__(
+        self, keys: list[bytes] | None = None, idents: list[Any] | None = None,
+        values: list[Any] | None = None,
+    ) -> None:  # fmt: skip
+        self.keys: list[bytes] = [] if keys is None else keys
+        self.idents: list[Any] = [] if idents is None else idents
+        self.values: list[Any] = [] if values is None else values
+        if not len(self.keys) == len(self.idents) == len(self.values):
+            raise ValueError("KeyedRows: keys, idents and values differ in length")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [*zip(self.keys[i], self.idents[i], self.values[i], strict=True)]
+        return self.keys[i], self.idents[i], self.values[i]
+
+    def extend(self, keys: list[bytes], idents: list[Any], values: list[Any]) -> None:
+        """Append parallel lists of rows."""
+        self.keys += keys
+        self.idents += idents
+        self.values += values
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block (and back on after, if it was on).
+
+    Decoding and loading a million saved rows allocates millions of lists and tuples, none of
+    them in a cycle; with the collector on, it scans them again and again while they are made
+    (about half of a restore's CPU time at a million keys)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def keyed_columns(rows: Sequence[KeyedRow]) -> tuple[list[bytes], list[Any], list[Any]]:
+    """(changelog keys, keys, rows) of ``rows`` as three lists (no copy for `KeyedRows`)."""
+    if isinstance(rows, KeyedRows):
+        return rows.keys, rows.idents, rows.values
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
 
 class KeyedRowError(DriftlineError):
@@ -249,7 +315,8 @@ class WindowState(ABC):
             (a bad value: found by loading each row alone into a fresh state like this one).
         """
         try:
-            self._load_rows(rows)
+            with gc_paused():
+                self._load_rows(rows)
         except (TypeError, ValueError, IndexError) as e:
             self._check_layout(rows)
             if len(rows) == 1:
