@@ -27,7 +27,11 @@ the state untouched and get NaN feature values. After each batch, state no non-l
 reach any more is evicted (tumbling/hopping windows whose end is ``<= watermark - grace_ms``,
 sliding events with time ``<= watermark - grace_ms - min(window_ms, idle_ttl_ms)``, count-window
 entities whose events are all ``<= watermark - grace_ms - idle_ttl_ms``), so the state stays
-bounded and eviction never changes an output.
+bounded and eviction never changes an output. The entity registry forgets an entity once its
+newest event is older than the longest of these horizons (checked each time the cutoff has moved
+on by 1/16 of it). With ``max_entities``, after each batch the least recently seen entities above
+the bound lose all their state (a later event of theirs starts from empty windows): the one
+eviction that changes outputs.
 
 The output does not depend on how the stream is cut into batches, bit for bit, nor on a
 snapshot/restore at a batch boundary: running sums are folded left to right in arrival order per

@@ -4,23 +4,15 @@ its defaults alarms on stationary data)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "detection_bench.py"
+from tests.bench.load import load_bench
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("detection_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["detection_bench"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("detection_bench")
 
 
 def test_quick_run_prints_every_table(capsys: pytest.CaptureFixture[str]) -> None:
