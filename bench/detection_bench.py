@@ -111,6 +111,8 @@ FALLS = frozenset({"error .3->.1 (falls)"})
 DEFAULT_DETECTORS: list[dict[str, Any]] = [
     {"type": "focus"},
     {"type": "focus_scale"},
+    {"type": "np_focus"},
+    {"type": "focus_categorical"},
     {"type": "focus", "direction": "up", "field": "error"},
     {"type": "ks"},
     {"type": "ks", "reference_mode": "sliding"},
