@@ -26,13 +26,22 @@ def json_items(values: np.ndarray | Sequence[object]) -> list[bytes]:
         if not vals:
             return []
         text = orjson.dumps(vals)
-        if any(isinstance(v, str) for v in vals):  # strings may hold commas: one by one
+        # strings may hold commas: then one by one (a comma more than the separators)
+        if text.count(b",") != len(vals) - 1:
             return [orjson.dumps(v) for v in vals]
     return text[1:-1].split(b",")
 
 
 def json_strings(values: Sequence[str]) -> list[bytes]:
-    """JSON text of each string, encoding each distinct string once."""
+    """JSON text of each string (the whole list in one orjson call when no string holds a
+    comma, else each distinct string once).
+
+    >>> json_strings(["a", "b", "a,b", "a"])
+    [b'"a"', b'"b"', b'"a,b"', b'"a"']
+    """
+    text = orjson.dumps(values if isinstance(values, list) else list(values))
+    if text.count(b",") == len(values) - 1:
+        return text[1:-1].split(b",")
     cache: dict[str, bytes] = {}
     out = []
     for v in values:
@@ -41,6 +50,23 @@ def json_strings(values: Sequence[str]) -> list[bytes]:
             b = cache[v] = orjson.dumps(v)
         out.append(b)
     return out
+
+
+def utf8_all(values: Sequence[str]) -> list[bytes]:
+    r"""``[v.encode() for v in values]``, in one encode of the joined text when no value holds
+    a newline (UTF-8 never has a 0x0A byte inside a character).
+
+    >>> utf8_all(["a", "é", ""])
+    [b'a', b'\xc3\xa9', b'']
+    >>> utf8_all([chr(10), "a"])  # a newline: one by one
+    [b'\n', b'a']
+    """
+    if not values:
+        return []
+    text = "\n".join(values)
+    if text.count("\n") == len(values) - 1:
+        return text.encode().split(b"\n")
+    return [v.encode() for v in values]
 
 
 def template(parts: Sequence[bytes | None]) -> bytes:

@@ -234,7 +234,10 @@ class PartitionPipeline:
         self.encoder.encode(out, frame, self.predictor, self.model_version_now)
         timer.lap("encode")
         stamps = frame.records.stamps
-        out.ingest_ms = np.array([now_ms if t is None else t for t in stamps], dtype=np.int64)
+        out.ingest_ms = np.array(
+            [now_ms if t is None else t for t in stamps] if None in stamps else stamps,
+            dtype=np.int64,
+        )
         if frame.scores is not None:
             out.prediction_event_ms = frame.times
             if self.label_stage is not None:

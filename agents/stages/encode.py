@@ -13,7 +13,7 @@ from itertools import repeat
 import numpy as np
 import orjson
 
-from driftline.agents.encode import json_items, json_strings, key_json, template
+from driftline.agents.encode import json_items, json_strings, key_json, template, utf8_all
 from driftline.agents.stages.frame import Frame
 from driftline.agents.stages.outcome import BatchOutcome
 from driftline.spec import PipelineSpec
@@ -42,14 +42,13 @@ class OutputEncoder:
             return  # nothing to write per event
         n = len(good)
         ents = frame.entities.tolist()
-        keys = [e.encode() for e in ents]
+        keys = utf8_all(ents)
         ent_j = json_strings(ents)
         ts_j = json_items(ts_arr)
-        off_arr = np.array(good.offsets, dtype=np.int64)
-        off_j = json_items(off_arr)
+        off_j = json_items(good.offsets)  # Python ints: one orjson call, no array first
         stamps = good.stamps
         no_stamp = None in stamps
-        stamp_j = json_items(stamps) if no_stamp else json_items(np.array(stamps, np.int64))
+        stamp_j = json_items(stamps)
         src_topic, part = good.topic, self.partition
         source_head = (
             b',"source":{"topic":'

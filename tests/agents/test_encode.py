@@ -10,7 +10,7 @@ import pytest
 from river import linear_model
 
 from driftline.agents.demo import demo_spec_text
-from driftline.agents.encode import json_items, json_strings, template
+from driftline.agents.encode import json_items, json_strings, template, utf8_all
 from driftline.agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord, RecordColumns
 from driftline.agents.stages.frame import Frame
 from driftline.spec import parse_spec
@@ -33,6 +33,25 @@ def test_json_items_equal_orjson_per_item(values: object) -> None:
         orjson.dumps(None if isinstance(v, float) and not np.isfinite(v) else v) for v in items
     ]
     assert json_items(values) == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [""],
+        ["u1", "u2", "u1"],
+        ["a,b", "c"],
+        [",", ",", ""],
+        ['q"uote', "back\\slash\\", "ünï", "\u2028", "%s", "tab\t", "x\ny", "\n"],
+        ["\\", '",', '\\",'],
+        ["emoji \U0001f600", "\x00", "\x7f"],
+    ],
+)
+def test_strings_as_json_and_utf8_equal_one_by_one(values: list[str]) -> None:
+    assert json_strings(values) == [orjson.dumps(v) for v in values]
+    assert json_items(values) == [orjson.dumps(v) for v in values]
+    assert utf8_all(values) == [v.encode() for v in values]
 
 
 def test_template_escapes_percent_and_strings_are_cached() -> None:
