@@ -174,7 +174,8 @@ def state_costs(
     full = encode_keyed_snapshot(0, 99, snapshot_json(
         {"features": eng.snapshot_keyed(), "offsets": {"t": 1}}), eng.drain_changes())  # fmt: skip
     records = ChangelogRecords("bench", 0)
-    read_s, _ = _cpu(lambda: [records.add(k, v, o) for o, (k, v) in enumerate(full)])
+    keys, values = [k for k, _ in full], [v for _, v in full]
+    read_s, _ = _cpu(lambda: records.add_many(keys, values, list(range(len(full)))))
     broker_s = read_from_broker(bootstrap, full) if bootstrap else float("nan")
     load_s, restored = _cpu(lambda: FeatureEngine.restore(
         feats, 5_000, decode_snapshot(records, 0)[1]["features"]))  # type: ignore[index]  # fmt: skip

@@ -180,3 +180,27 @@ def test_rows_forged_across_records_are_named_by_the_first_that_is_not_json() ->
     assert (e.value.offset, e.value.key) in {(100, keys[0]), (101, keys[1])}
     assert "not a driftline per-key feature record: not JSON" in str(e.value)
     assert live.n_windows == 3
+
+
+#: (name, records (key, value) in offset order): what a restore may read in one batch
+BATCHES: list[tuple[str, list[tuple[bytes | None, bytes | None]]]] = [
+    ("per-key values", [(b"0/w/0/1/a", b"x"), (b"0/m/1/b", b"y"), (b"0/w/0/1/a", b"z")]),
+    ("a tombstone", [(b"0/w/0/1/a", b"x"), (b"0/w/0/1/a", None), (b"0/w/0/1/b", b"y")]),
+    ("snapshot records", [(b"0/w/0/1/a", b"x"), (b"0/chunk/0/0", b"c"), (b"0/head", b"{}"),
+                          (b"0/head", None), (b"0/labels/1/head", b"h")]),
+    ("foreign keys", [(None, b"x"), (b"1/w/0/1/a", b"y"), (b"junk", b"z"), (b"junk", None)]),
+    ("empty", []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("batch", [b[1] for b in BATCHES], ids=[b[0] for b in BATCHES])
+def test_adding_a_batch_of_records_is_adding_each(
+    batch: list[tuple[bytes | None, bytes | None]],
+) -> None:
+    one, many = ChangelogRecords("t", 0), ChangelogRecords("t", 0)
+    for off, (k, v) in enumerate(batch, 10):
+        one.add(k, v, off)
+    many.add_many([k for k, _ in batch], [v for _, v in batch], list(range(10, 10 + len(batch))))
+    assert dict(many) == dict(one)
+    assert (many.offsets, many.foreign, many.tombstones) == (
+        one.offsets, one.foreign, one.tombstones)  # fmt: skip
