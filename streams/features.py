@@ -361,8 +361,14 @@ class FeatureEngine:
         if cap is None or len(reg.ids) <= cap:
             return
         live = reg.live()
-        order = np.lexsort((live, reg.max_ts[live], reg.last_seq[live]))
-        victims = live[order[: live.size - cap]]
+        k = live.size - cap
+        seq = reg.last_seq[live]
+        # the k oldest arrivals in O(entities); a full sort only when ties straddle the cut
+        pick = np.argpartition(seq, k - 1)[:k]
+        last = seq[pick].max()
+        if np.count_nonzero(seq == last) != np.count_nonzero(seq[pick] == last):
+            pick = np.lexsort((live, reg.max_ts[live], seq))[:k]
+        victims = live[pick]
         mask = np.zeros(reg.used.shape[0], dtype=bool)
         mask[victims] = True
         for g in self._groups:
