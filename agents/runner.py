@@ -117,6 +117,35 @@ def _multivariate_status(pipe: PartitionPipeline, partition: int) -> list[dict[s
     return out
 
 
+class _Restore:
+    """One partition's state read from the changelog on a daemon thread
+    (`TransactionalRunner._restore_partition`): ``done`` is set once ``result`` or ``error``
+    is; ``committed``: the group's committed offset of its input partition, asked for in the
+    rebalance callback (``Consumer.committed`` from another thread waits while the loop is
+    in ``consume``); ``topics``: the partition's topics, paused meanwhile."""
+
+    def __init__(
+        self, runner: TransactionalRunner, p: int, committed: int | None, topics: list[str]
+    ) -> None:
+        self.topics = topics
+        self.done = threading.Event()
+        self.result: tuple[PartitionPipeline, tuple[int, dict[str, Any]] | None] | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        t0 = time.perf_counter()
+
+        def work() -> None:
+            try:
+                self.result = runner._restore_partition(p, committed)
+            except BaseException as e:  # raised in the loop by _install_restored
+                self.error = e
+            finally:
+                self.seconds = time.perf_counter() - t0
+                self.done.set()
+
+        threading.Thread(target=work, name=f"driftline-restore-{p}", daemon=True).start()
+
+
 class TransactionalRunner(threading.Thread):
     """Runs the consume -> process -> commit loop in its own thread (librdkafka calls block).
 
@@ -160,8 +189,10 @@ class TransactionalRunner(threading.Thread):
         self.ready = threading.Event()
         # not ``_stop``: threading.Thread has a method of that name that join() calls
         self._stop_event = threading.Event()
-        #: input partitions of an assignment whose state is being restored (for health())
-        self.restoring: frozenset[int] = frozenset()
+        #: input partitions whose state is being restored in the background, paused until
+        #: it is in (`_install_restored`): the partitions a worker keeps go on meanwhile
+        self._restores: dict[int, _Restore] = {}
+        self._restored_s = 0.0  # the longest restore of the current assignment
         self.consumer: Consumer | None = None
         #: input partitions whose saved state is ignored, once, at their first assignment
         #: (``driftline worker --reset-state``); "all": every partition
@@ -197,6 +228,11 @@ class TransactionalRunner(threading.Thread):
         self._last_probe = 0.0
         #: outages after which the commit strategy was recovered
         self._outages_recovered = 0
+
+    @property
+    def restoring(self) -> frozenset[int]:
+        """Input partitions whose state is being restored (for health())."""
+        return frozenset(self._restores)
 
     @property
     def pipelines(self) -> dict[int, PartitionPipeline]:
@@ -258,36 +294,72 @@ class TransactionalRunner(threading.Thread):
             raise e
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take ``partitions``: the ones whose state is at hand (kept, or given back untouched)
+        start at once; the others are assigned paused and restored from the changelog on a
+        background thread, so a rebalance never stops the partitions this worker keeps."""
         t0 = time.perf_counter()
         # input partition p and labels partition p share one state (range assignment keeps
         # them on the same worker)
         wanted = sorted({tp.partition for tp in partitions})
-        self.restoring = frozenset(p for p in wanted if p not in self.pipelines)
         try:
-            self._restore(consumer, wanted)
+            later = self._restore(consumer, wanted)
         finally:
-            self.restoring = frozenset()
             self.partitions.forget_retained()
         self.commit.on_assign(consumer, partitions)
+        paused = [tp for tp in partitions if tp.partition in later]
+        if paused:
+            consumer.pause(paused)
+        committed = self._committed_many(consumer, later)
+        for p in later:
+            topics = [tp.topic for tp in paused if tp.partition == p]
+            self._restores[p] = _Restore(self, p, committed[p], topics)
         for p in wanted:
-            declare_partition(self.metrics, self.pipelines[p])
+            if p in self.pipelines:
+                declare_partition(self.metrics, self.pipelines[p])
         self.metrics.assigned.set(len(self.pipelines))
         log.info(
-            "assigned partitions %s (state restored in %.2fs)",
+            "assigned partitions %s (%s)",
             describe_partitions(partitions),
-            time.perf_counter() - t0,
+            f"restoring {later} from the changelog; the others run"
+            if later
+            else f"state at hand in {time.perf_counter() - t0:.2f}s",
         )
 
-    def _restore(self, consumer: Consumer, wanted: list[int]) -> None:
-        """A pipeline for each of ``wanted`` not owned yet, restored from the state changelog.
+    def _install_restored(self, consumer: Consumer) -> None:
+        """Start each partition whose background restore has finished: its pipeline in, read
+        from where its state ends, unpaused. A restore that failed stops the loop with its
+        error (a `ChangelogError` names topic, partition and offset)."""
+        for p, job in list(self._restores.items()):
+            if not job.done.is_set():
+                continue
+            del self._restores[p]
+            if job.error is not None:
+                raise job.error
+            assert job.result is not None
+            pipe, saved = job.result
+            self._own(p, pipe, saved)
+            tps = [TopicPartition(t, p) for t in job.topics]
+            self.commit.on_restored(consumer, tps)
+            consumer.resume(tps)
+            declare_partition(self.metrics, pipe)
+            self.metrics.assigned.set(len(self.pipelines))
+            self._restored_s = max(self._restored_s, job.seconds)
+            log.info("partition %d: restored in %.2fs; running", p, job.seconds)
+            if not self._restores:
+                log.info("every assigned partition runs (state restored in %.2fs)",
+                         self._restored_s)  # fmt: skip
+                self._restored_s = 0.0
 
-        Raises `ChangelogError` if a partition's state cannot be restored, or is missing while
-        the group has committed offsets on it (never starts such a partition empty on its own).
+    def _restore(self, consumer: Consumer, wanted: list[int]) -> list[int]:
+        """A pipeline for each of ``wanted`` not owned yet whose state is at hand (a reset, or
+        kept through the rebalance); the partitions whose state must be read from the changelog
+        (restored in the background by `_Restore`), returned.
         """
         if self._reset_state == "all":  # every partition of this worker's first assignment
             self._reset_state = frozenset(wanted)
+        later: list[int] = []
         for p in wanted:
-            if p in self.pipelines:
+            if p in self.pipelines or p in self._restores:
                 continue
             if self._take_reset(p):
                 log.warning(
@@ -306,18 +378,26 @@ class TransactionalRunner(threading.Thread):
                          "resumed from memory", p)  # fmt: skip
                 continue
             else:
-                pipe, saved = self._restore_partition(consumer, p)
-            # from now on the engine collects the keys each batch changes (their records are
-            # all the changelog gets of the feature windows)
-            pipe.engine.track_changes()
-            if saved is not None:
-                epoch, state = saved
-                self.epochs[p] = epoch
-                self.positions[p] = dict(state.get("offsets", {}))
-            else:
-                self.epochs[p] = 0
-                self.positions[p] = {}
-            self.pipelines[p] = pipe
+                later.append(p)
+                continue
+            self._own(p, pipe, saved)
+        return later
+
+    def _own(
+        self, p: int, pipe: PartitionPipeline, saved: tuple[int, dict[str, Any]] | None
+    ) -> None:
+        """``pipe`` (restored from ``saved``, or new) is partition ``p``'s from now on."""
+        # from now on the engine collects the keys each batch changes (their records are
+        # all the changelog gets of the feature windows)
+        pipe.engine.track_changes()
+        if saved is not None:
+            epoch, state = saved
+            self.epochs[p] = epoch
+            self.positions[p] = dict(state.get("offsets", {}))
+        else:
+            self.epochs[p] = 0
+            self.positions[p] = {}
+        self.pipelines[p] = pipe
 
     def _new_pipeline(self, p: int) -> PartitionPipeline:
         return PartitionPipeline(
@@ -326,7 +406,7 @@ class TransactionalRunner(threading.Thread):
         )  # fmt: skip
 
     def _restore_partition(
-        self, consumer: Consumer, p: int
+        self, p: int, committed: int | None
     ) -> tuple[PartitionPipeline, tuple[int, dict[str, Any]] | None]:
         """Partition ``p``'s pipeline restored from its newest snapshot, checked against the
         group's committed offset: none while the group has committed is a `ChangelogError`;
@@ -339,7 +419,6 @@ class TransactionalRunner(threading.Thread):
             pipe = self._new_pipeline(p)
             records = read_changelog_partition(self.bootstrap, self.changelog, p)
             saved = restore_snapshot(records, p, pipe.restore)  # errors name the record
-            committed = self._committed(consumer, p)
             if saved is None:
                 check_state_present(records, p, topic, committed)
                 return pipe, None
@@ -372,10 +451,13 @@ class TransactionalRunner(threading.Thread):
         tps = consumer.committed([TopicPartition(t, p) for t in topics], timeout=30)
         return {tp.topic: (tp.offset if tp.offset >= 0 else None) for tp in tps}
 
-    def _committed(self, consumer: Consumer, p: int) -> int | None:
-        """The group's committed offset on input partition ``p`` (None if it has none)."""
-        (tp,) = consumer.committed([TopicPartition(self.spec.input.topic, p)], timeout=30)
-        return tp.offset if tp.offset >= 0 else None
+    def _committed_many(self, consumer: Consumer, ps: list[int]) -> dict[int, int | None]:
+        """The group's committed offset on each input partition of ``ps`` (None: none)."""
+        if not ps:
+            return {}
+        tps = consumer.committed([TopicPartition(self.spec.input.topic, p) for p in ps],
+                                 timeout=30)  # fmt: skip
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in tps}
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._in_callback(self._revoke, consumer, partitions)
@@ -401,6 +483,7 @@ class TransactionalRunner(threading.Thread):
         """Forget ``partitions``; ``retain``: keep their state in memory until the next
         assignment, in case the rebalance gives them back (`OwnedPartitions.retain`)."""
         for tp in partitions:
+            self._restores.pop(tp.partition, None)  # its result, when it comes, is dropped
             if retain:
                 self.partitions.retain(tp.partition)
             else:
@@ -508,6 +591,8 @@ class TransactionalRunner(threading.Thread):
         t0 = time.perf_counter()
         msgs = self._poll(consumer, max_records, timeout_s)
         self._raise_callback_error()
+        if self._restores:
+            self._install_restored(consumer)
         for err in errors_of(msgs):
             if err.fatal() or err.code() == KafkaError._FATAL:
                 # e.g. a static member fenced after its session expired in a broker outage
@@ -566,6 +651,7 @@ class TransactionalRunner(threading.Thread):
         if self.pipelines:
             self._drop([TopicPartition(self.spec.input.topic, p) for p in owned])
         self.partitions.forget_retained()  # restored from what is committed, nothing kept
+        self._restores.clear()
         self.consumer = None  # the old consumer's rebalance callbacks do nothing from now on
         try:
             call_bounded("closing the consumer", CLOSE_CONSUMER_S, old.close)

@@ -107,12 +107,21 @@ class AtLeastOnceCommit(CommitStrategy):
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # the snapshot, not the group's committed offsets, says where the state ends (offsets
         # are committed after the snapshot is acknowledged)
+        # (a partition restored in the background: assigned paused, sought by on_restored)
         positions = self.partitions.positions
         for tp in partitions:
-            tp.offset = positions[tp.partition].get(tp.topic, OFFSET_STORED)
+            tp.offset = positions.get(tp.partition, {}).get(tp.topic, OFFSET_STORED)
             if tp.offset >= 0:  # the group may be behind the snapshot: commit it (next tick)
                 self._unconfirmed[(tp.topic, tp.partition)] = tp.offset
         consumer.assign(partitions)
+
+    def on_restored(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        super().on_restored(consumer, partitions)
+        positions = self.partitions.positions
+        for tp in partitions:
+            offset = positions[tp.partition].get(tp.topic)
+            if offset is not None:  # the group may be behind the snapshot: commit it
+                self._unconfirmed[(tp.topic, tp.partition)] = offset
 
     def before_revoke(self) -> None:
         if self.producer is not None:

@@ -107,6 +107,16 @@ class CommitStrategy(ABC):
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Assigned ``partitions`` have their pipelines (restored); say where to read from."""
 
+    def on_restored(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """``partitions`` (assigned paused by `on_assign` while their state was restored in
+        the background) read on from where the restored state ends: sought to its offsets
+        (none saved: the group's committed offset, where they were assigned)."""
+        positions = self.partitions.positions
+        for tp in partitions:
+            offset = positions[tp.partition].get(tp.topic)
+            if offset is not None:
+                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
     @abstractmethod
     def before_revoke(self) -> None:
         """Partitions are being revoked: make what was processed of them durable first."""

@@ -88,9 +88,10 @@ class ExactlyOnceCommit(CommitStrategy):
         # transaction as the group's offsets, so the two agree, except that the group's can be
         # missing when its coordinator was not ready (a restarting broker): then librdkafka would
         # start at auto.offset.reset and read into the restored state a second time
+        # (a partition restored in the background: assigned paused, sought by on_restored)
         positions = self.partitions.positions
         for tp in partitions:
-            tp.offset = positions[tp.partition].get(tp.topic, OFFSET_STORED)
+            tp.offset = positions.get(tp.partition, {}).get(tp.topic, OFFSET_STORED)
         consumer.assign(partitions)
 
     def before_revoke(self) -> None:
