@@ -145,18 +145,22 @@ class AdwinDetector(RiverWrapper):
         # river's ADWIN.update is ``if drift_detected: _reset()`` then ``_helper.update(x)``;
         # calling its Cython helper directly does the same without the Python-level overhead
         helper = adwin._helper
+        # the window before each update: an update that detects nothing drops nothing, so it is
+        # the previous one's plus the value (river's helper adds the same floats: tested)
+        pre_width, pre_total = helper.get_width(), helper.get_total()
         for j, x in enumerate(vals.tolist()):
             # river resets the whole window on the update after a detection
             if adwin._drift_detected:
                 adwin._reset()
                 helper = adwin._helper
                 pre_width, pre_total = 0.0, 0.0
-            else:
-                pre_width, pre_total = helper.get_width(), helper.get_total()
             detected = helper.update(x)
             adwin._drift_detected = detected
             counted = False
-            if detected:
+            if not detected:
+                pre_width += 1.0
+                pre_total += x
+            else:
                 width, total = helper.get_width(), helper.get_total()
                 n_old = pre_width + 1.0 - width
                 if n_old > 0 and width > 0:

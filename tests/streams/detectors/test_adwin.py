@@ -207,3 +207,30 @@ def test_initial_state() -> None:
     assert det.statistic != det.statistic  # NaN before the first detection
     assert det.update_many(np.array([])) == []
     assert det.update(1.0) is None and det.n_seen == 1
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e6, 1e-3])
+def test_the_window_before_an_update_is_the_last_plus_the_value(scale: float) -> None:
+    """update_many keeps the window's width and total itself between detections (no call into
+    river per value): river's helper adds the same floats, so they are its own, exactly."""
+    rng = np.random.default_rng(5)
+    parts = [rng.normal(0, 1, 20_000), rng.normal(2, 1, 20_000), rng.lognormal(0, 2, 20_000),
+             rng.integers(0, 5, 20_000)]  # fmt: skip
+    xs = np.concatenate(parts) * scale
+    a = ADWIN(delta=1e-5)
+    helper = a._helper
+    width, total, detections = helper.get_width(), helper.get_total(), 0
+    for x in xs.tolist():
+        if a._drift_detected:
+            a._reset()
+            helper, width, total = a._helper, 0.0, 0.0
+        a._drift_detected = helper.update(x)
+        if a._drift_detected:
+            detections += 1
+            continue
+        width, total = width + 1.0, total + x
+        assert (width, total) == (helper.get_width(), helper.get_total())
+    assert detections >= 3
+    det = AdwinDetector(delta=1e-5, cooldown=0)
+    firings = [d for d in det.update_many(xs) if d.status == "firing"]
+    assert len(firings) == detections and det.statistic > 0
