@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from driftline.streams.feature_state import (
     WindowColumns,
     WindowState,
     first_occurrences,
+    keyed_columns,
     memoized,
 )
 
@@ -249,35 +251,32 @@ class MemberWindowState(WindowState):
         return KeyedChanges("m", kept, rows, gone)
 
     def _load_rows(self, rows: Sequence[KeyedRow]) -> None:
-        """Rows ``(key, entity, members)`` from `drain`, column by column."""
+        """Rows ``(key, entity, members)`` from `drain`, column by column (checked with
+        C-level ``map`` calls, no Python loop per row)."""
         nn, nd = len(self.num_fields), len(self.dist_fields)
-        data = [r for _, _, r in rows]
-        if not all(type(r) is list and len(r) == 4 for r in data):
+        _, names, data = keyed_columns(rows)
+        if set(map(type, data)) - {list} or set(map(len, data)) - {4}:
             raise ValueError("a row of another layout")
-        lens = [len(r[0]) for r in data]
-        if (lens and min(lens) < 1) or [len(r[1]) for r in data] != lens:
+        ts_l, seq_l, x_l, d_l = (list(map(itemgetter(i), data)) for i in range(4))
+        lens = list(map(len, ts_l))
+        if (lens and min(lens) < 1) or list(map(len, seq_l)) != lens:
             raise ValueError("members of another layout")
-        if not all(len(r[2]) == nn and len(r[3]) == nd for r in data):
+        if set(map(len, x_l)) - {nn} or set(map(len, d_l)) - {nd}:
             raise ValueError("members of another layout")
-        for j in range(nn):
-            if [len(r[2][j]) for r in data] != lens:
-                raise ValueError("members of another layout")
-        for j in range(nd):
-            if [len(r[3][j]) for r in data] != lens:
-                raise ValueError("members of another layout")
-        names = [ident for _, ident, _ in rows]
-        if not all(type(n) is str for n in names):
+        xs = [list(map(itemgetter(j), x_l)) for j in range(nn)]
+        ds = [list(map(itemgetter(j), d_l)) for j in range(nd)]
+        if any(list(map(len, c)) != lens for c in (*xs, *ds)):
+            raise ValueError("members of another layout")
+        if set(map(type, names)) - {str}:
             raise ValueError("an entity that is not a string")
         snap = {
-            "ts": list(chain.from_iterable(r[0] for r in data)),
-            "seq": list(chain.from_iterable(r[1] for r in data)),
+            "ts": list(chain.from_iterable(ts_l)),
+            "seq": list(chain.from_iterable(seq_l)),
             "values": {
-                f: list(chain.from_iterable(r[2][j] for r in data))
-                for j, f in enumerate(self.num_fields)
+                f: list(chain.from_iterable(c)) for f, c in zip(self.num_fields, xs, strict=True)
             },
             "distinct": {
-                f: list(chain.from_iterable(r[3][j] for r in data))
-                for j, f in enumerate(self.dist_fields)
+                f: list(chain.from_iterable(c)) for f, c in zip(self.dist_fields, ds, strict=True)
             },
         }
         entities = list(chain.from_iterable(map(repeat, names, lens)))
