@@ -170,17 +170,26 @@ class ChangelogRecords(dict[bytes, bytes]):
     def add_many(
         self, keys: list[bytes | None], values: list[bytes | None], offsets: list[int]
     ) -> None:
-        """`add` of many records in order: a batch of per-key values (most of a restore) in
-        two C-level dict updates, anything else record by record."""
-        if (
-            None not in values and None not in keys
-            and all(map(bytes.startswith, keys, repeat(self._keyed_prefixes)))  # type: ignore[arg-type]
-        ):  # fmt: skip
-            self.update(zip(keys, values, strict=True))  # type: ignore[arg-type]
-            self.offsets.update(zip(keys, offsets, strict=True))  # type: ignore[arg-type]
+        """`add` of many records in order: the per-key values (most of a restore) in two
+        C-level dict updates, the other records one by one. (Per-key keys and the others are
+        apart, so only each part's own order matters.)"""
+        if None in keys:
+            for key, value, offset in zip(keys, values, offsets, strict=True):
+                self.add(key, value, offset)
             return
-        for key, value, offset in zip(keys, values, offsets, strict=True):
-            self.add(key, value, offset)
+        keyed = list(map(bytes.startswith, keys, repeat(self._keyed_prefixes)))  # type: ignore[arg-type]
+        if not all(keyed):
+            other = list(map(not_, keyed))
+            for key, value, offset in zip(compress(keys, other), compress(values, other),
+                                          compress(offsets, other), strict=True):  # fmt: skip
+                self.add(key, value, offset)
+            keys, values, offsets = (list(compress(x, keyed)) for x in (keys, values, offsets))
+        if None in values:  # tombstones among them: in order
+            for key, value, offset in zip(keys, values, offsets, strict=True):
+                self.add(key, value, offset)
+            return
+        self.update(zip(keys, values, strict=True))  # type: ignore[arg-type]
+        self.offsets.update(zip(keys, offsets, strict=True))  # type: ignore[arg-type]
 
 
 def _error(records: dict[bytes, bytes], partition: int, key: bytes, problem: str) -> ChangelogError:

@@ -188,6 +188,8 @@ BATCHES: list[tuple[str, list[tuple[bytes | None, bytes | None]]]] = [
     ("a tombstone", [(b"0/w/0/1/a", b"x"), (b"0/w/0/1/a", None), (b"0/w/0/1/b", b"y")]),
     ("snapshot records", [(b"0/w/0/1/a", b"x"), (b"0/chunk/0/0", b"c"), (b"0/head", b"{}"),
                           (b"0/head", None), (b"0/labels/1/head", b"h")]),
+    ("per-key values around the snapshot", [(b"0/w/0/1/a", b"x"), (b"0/head", b"{}"),
+                                            (b"0/w/0/1/b", b"y"), (b"0/w/0/1/a", b"z")]),
     ("foreign keys", [(None, b"x"), (b"1/w/0/1/a", b"y"), (b"junk", b"z"), (b"junk", None)]),
     ("empty", []),
 ]  # fmt: skip
