@@ -1,4 +1,5 @@
-"""Encode stage: one feature vector and one prediction per event, built column-wise.
+"""Encode stage: one feature vector and one prediction per event, built column-wise, on
+``BatchOutcome.bulk`` (ready for ``Producer.produce_batch``).
 
 Each column is serialised once and each document is one ``bytes % tuple`` of a per-batch
 template (see :mod:`driftline.agents.encode`): byte for byte what ``orjson.dumps`` of the
@@ -8,7 +9,6 @@ documents would give.
 from __future__ import annotations
 
 import time
-from itertools import repeat
 
 import numpy as np
 import orjson
@@ -77,7 +77,7 @@ class OutputEncoder:
             tmpl = template(parts)
             rows = zip(ent_j, ts_j, *cols, off_j, stamp_j, fresh_j, strict=True)
             docs = [tmpl % row for row in rows]
-            out.messages.extend(zip(repeat(o.features_topic, n), keys, docs, strict=True))
+            _bulk(out, o.features_topic, keys, docs)
             out.feature_vectors = n
         if scores is None or predictor is None:
             return
@@ -114,5 +114,15 @@ class OutputEncoder:
                 doc = orjson.loads(docs[i])
                 del doc["latency_ms"]
                 docs[i] = orjson.dumps(doc)
-        out.messages.extend(zip(repeat(o.predictions_topic, n), keys, docs, strict=True))
+        _bulk(out, o.predictions_topic, keys, docs)
         out.predictions = n
+
+
+def _bulk(out: BatchOutcome, topic: str, keys: list[bytes], docs: list[bytes]) -> None:
+    """The documents as ``Producer.produce_batch`` takes them, on ``out.bulk``: built here in
+    one comprehension, not message by message in the runner."""
+    batch = [{"key": k, "value": v} for k, v in zip(keys, docs, strict=True)]
+    if topic in out.bulk:
+        out.bulk[topic].extend(batch)
+    else:
+        out.bulk[topic] = batch

@@ -78,7 +78,7 @@ def test_bad_business_records_go_to_the_dlq(
     bad = RawRecord("orders", 0, 2, T0 + 20, b"u1", value)  # type: ignore[arg-type]
     out = pipe.process_business(RecordColumns.from_records([good[0], bad, good[1]]))
     assert out.dead_letters == {reason: 1} and out.consumed == 3
-    (letter,) = [orjson.loads(v) for t, _, v in out.messages if t == "driftline.dlq"]
+    (letter,) = [orjson.loads(v) for t, _, v in out.all_messages() if t == "driftline.dlq"]
     validate("dead_letter", letter)
     assert letter["reason"] == reason and error in letter["error"]
     assert letter["source"]["topic"] == "orders" and letter["source"]["offset"] == 2
@@ -146,7 +146,7 @@ def test_alerts_carry_the_business_metric_during_vs_before(
     assert b["change"] == pytest.approx(b["during"]["value"] - b["before"]["value"])
     line = format_alert(a)
     assert f"| business ({agg}): " in line and "during the episode" in line
-    msgs = [orjson.loads(v) for o in outs for t_, _, v in o.messages
+    msgs = [orjson.loads(v) for o in outs for t_, _, v in o.all_messages()
             if t_ == "driftline.model_metrics"]  # fmt: skip
     for m in msgs:
         validate("model_metrics", m)

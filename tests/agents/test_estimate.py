@@ -77,7 +77,7 @@ def _run(pipe: PartitionPipeline, recs: list[RawRecord], y: np.ndarray, batch: i
 
 
 def _messages(outs: list[BatchOutcome], topic: str) -> list[dict[str, Any]]:
-    return [orjson.loads(v) for o in outs for t, _k, v in o.messages if t == topic]
+    return [orjson.loads(v) for o in outs for t, _k, v in o.all_messages() if t == topic]
 
 
 def _chunks(outs: list[BatchOutcome]) -> list[dict[str, Any]]:

@@ -410,7 +410,7 @@ def test_replay_reads_event_files_as_json_whatever_the_topic_format(tmp_path: Pa
     avro = parse_spec(_spec_data("avro", {"url": "http://127.0.0.1:1"}))
     sums = [
         [v for _, out in replay_outcomes(spec, path, progress=False, with_model=False)
-         for v in out.messages if v[0] == spec.output.features_topic]
+         for v in out.all_messages() if v[0] == spec.output.features_topic]
         for spec in (avro, parse_spec(_spec_data("json")))
     ]  # fmt: skip
     assert len(sums[0]) == 6
@@ -521,7 +521,7 @@ def test_binary_dead_letters_keep_their_bytes() -> None:
     pipe = PartitionPipeline(spec, 0, None, "none")
     bad = [b"\x00\x00\x00\x00\x63\xff\xfe", b'{"user": 1}']
     out = pipe.process([RawRecord("events", 0, i, None, b"\xc3k", v) for i, v in enumerate(bad)])
-    docs = [orjson.loads(m[2]) for m in out.messages]
+    docs = [orjson.loads(m[2]) for m in out.all_messages()]
     for d in docs:
         validate("dead_letter", d)
     assert [d["reason"] for d in docs] == ["unknown_schema_id", "bad_wire_format"]

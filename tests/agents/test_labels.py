@@ -130,7 +130,10 @@ def test_every_prediction_is_joined_expired_or_pending(model_path: Path) -> None
     # the unlabelled 20% expire once the clock passed their time + ttl + grace
     assert counts["expired_prediction"] > 0.15 * N
     msgs = [
-        orjson.loads(v) for o in outs for t, _, v in o.messages if t == "driftline.model_metrics"
+        orjson.loads(v)
+        for o in outs
+        for t, _, v in o.all_messages()
+        if t == "driftline.model_metrics"
     ]
     assert msgs
     for m in msgs:
@@ -144,7 +147,7 @@ def test_metrics_equal_sklearn_on_the_joined_window(model_path: Path) -> None:
     preds = []
     for s in range(0, CONCEPT_AT, 1_000):
         oc = pipe.process(events[s : s + 1_000])
-        preds += [orjson.loads(v) for t, _, v in oc.messages if t == "driftline.predictions"]
+        preds += [orjson.loads(v) for t, _, v in oc.all_messages() if t == "driftline.predictions"]
     score = {p["source"]["offset"]: p["score"] for p in preds}
     rng = np.random.default_rng(4)
     idx = rng.permutation(CONCEPT_AT)[:1_000]  # labels in a random order, all in one batch
@@ -215,7 +218,7 @@ def test_state_recovers_from_changelog_records_mid_stream(model_path: Path) -> N
     def strip(outs: list[BatchOutcome]) -> list[Any]:
         res = []
         for o in outs:
-            for t, _, v in o.messages:
+            for t, _, v in o.all_messages():
                 d = orjson.loads(v)
                 d.pop("computed_at_ms", None)
                 d.pop("detected_at_ms", None)
@@ -252,7 +255,7 @@ def test_bad_labels_are_dead_lettered_and_foreign_ones_forwarded(model_path: Pat
     assert dict(oc.dead_letters) == {
         "invalid_json": 1, "not_an_object": 1, "missing_field": 2, "wrong_type": 2
     }  # fmt: skip
-    dlq = [orjson.loads(v) for t, _, v in oc.messages if t == spec.output.dlq_topic]
+    dlq = [orjson.loads(v) for t, _, v in oc.all_messages() if t == spec.output.dlq_topic]
     assert [d["source"]["offset"] for d in dlq] == [0, 1, 2, 3, 4, 5]
     for d in dlq:
         validate("dead_letter", d)
@@ -276,9 +279,9 @@ def test_online_learning_changes_the_model_and_survives_a_restore(model_path: Pa
     frozen = _pipe(_spec(model_path))
     _run(frozen, batches[:6])
     nxt = events[-100:]
-    s_learn = [orjson.loads(v)["score"] for t, _, v in pipe.process(nxt).messages
+    s_learn = [orjson.loads(v)["score"] for t, _, v in pipe.process(nxt).all_messages()
                if t == "driftline.predictions"]  # fmt: skip
-    s_frozen = [orjson.loads(v)["score"] for t, _, v in frozen.process(nxt).messages
+    s_frozen = [orjson.loads(v)["score"] for t, _, v in frozen.process(nxt).all_messages()
                 if t == "driftline.predictions"]  # fmt: skip
     assert s_learn != s_frozen
     log: dict[bytes, bytes] = {}
@@ -289,7 +292,8 @@ def test_online_learning_changes_the_model_and_survives_a_restore(model_path: Pa
     restored.restore(orjson.loads(orjson.dumps(pipe.snapshot())), log)
     assert restored.model_version_now == pipe.model_version_now
     more = events[-50:]
-    assert [v for t, _, v in restored.process(more).messages if t == "driftline.predictions"] != []
+    later = restored.process(more).all_messages()
+    assert [v for t, _, v in later if t == "driftline.predictions"] != []
 
 
 @pytest.mark.parametrize(

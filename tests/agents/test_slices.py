@@ -79,7 +79,7 @@ def test_slice_alert_when_one_country_degrades_and_the_global_holds(model_path: 
     sl = a["slice"]
     assert sl["gap"] == pytest.approx(sl["global_value"] - sl["slice_value"])
     assert sl["gap"] > 0.15 and sl["n_slice"] >= 100 and a["detector"] == "slice:country"
-    msgs = [orjson.loads(v) for o in outs for t, _, v in o.messages
+    msgs = [orjson.loads(v) for o in outs for t, _, v in o.all_messages()
             if t == "driftline.model_metrics"]  # fmt: skip
     for m in msgs:
         validate("model_metrics", m)
@@ -90,7 +90,7 @@ def test_slice_alert_when_one_country_degrades_and_the_global_holds(model_path: 
     last = msgs[-1]["slices"]["country"]
     assert set(last["values"]) == {"de", "fr", "us", "br"} and last["firing"] == ["fr"]
     # per-slice accuracy = sklearn's over that country's labelled predictions of the last 10 s
-    preds = [orjson.loads(v) for o in outs for t, _, v in o.messages
+    preds = [orjson.loads(v) for o in outs for t, _, v in o.all_messages()
              if t == "driftline.predictions"]  # fmt: skip
     score = np.array([p["score"] for p in preds])
     in_window = np.arange(N) >= N - 1_000  # labels timed (t_last - 10 s, t_last]
@@ -125,7 +125,7 @@ def test_bounded_values_and_the_other_bucket(
     spec = _spec(model_path, [{**slice_spec, "window": "count", "min_samples": 100}])
     events, y, country = _stream()
     outs = _run(_pipe(spec), list(_batches(events, y))[:10])
-    got = orjson.loads([v for o in outs for t, _, v in o.messages
+    got = orjson.loads([v for o in outs for t, _, v in o.all_messages()
                         if t == "driftline.model_metrics"][-1])["slices"]["country"]  # fmt: skip
     if values is None:
         first_two = list(dict.fromkeys(country.tolist()))[:2]
@@ -159,7 +159,7 @@ def test_slice_state_recovers_mid_stream(model_path: Path) -> None:
     def docs(outs: list[BatchOutcome]) -> list[Any]:
         res = []
         for o in outs:
-            for t, _, v in o.messages:
+            for t, _, v in o.all_messages():
                 d = orjson.loads(v)
                 for k in ("computed_at_ms", "detected_at_ms", "latency_ms", "freshness_ms"):
                     d.pop(k, None)
@@ -184,7 +184,7 @@ def test_slices_added_to_a_running_pipeline(model_path: Path) -> None:
     new = _pipe(_spec(model_path, [{"field": "country", "values": ["fr"]}]))
     new.restore(snap, changelog)
     outs = _run(new, batches[3:6])
-    got = orjson.loads([v for o in outs for t, _, v in o.messages
+    got = orjson.loads([v for o in outs for t, _, v in o.all_messages()
                         if t == "driftline.model_metrics"][-1])["slices"]["country"]  # fmt: skip
     assert got["values"]["other"]["n"] > 300  # the 300 waiting, and the later non-fr ones
     assert 0 < got["values"]["fr"]["n"] < 300
@@ -255,12 +255,12 @@ def test_estimated_performance_per_slice_value(tmp_path: Path) -> None:
             for i, d in enumerate(docs)]  # fmt: skip
     pipe = _pipe(spec)
     outs = run_cbpe(pipe, recs, y, 700, labelled=1_000)
-    scores = np.array([orjson.loads(v)["score"] for o in outs for t, _, v in o.messages
+    scores = np.array([orjson.loads(v)["score"] for o in outs for t, _, v in o.all_messages()
                        if t == f"{topic}.predictions"])  # fmt: skip
     seg = np.array([d["seg"] for d in docs])
     est = pipe.estimate_stage.estimator
     got = {(v, m): x for o in outs for s, v, m, x in o.slice_estimates if s == "seg"}
-    msgs = [orjson.loads(v) for o in outs for t, _, v in o.messages
+    msgs = [orjson.loads(v) for o in outs for t, _, v in o.all_messages()
             if t == f"{topic}.model_metrics" and b'"estimated"' in v]  # fmt: skip
     assert msgs
     for m in msgs:
