@@ -56,7 +56,18 @@ SECTIONS: dict[str, Callable[[PipelineSpec], Any]] = {
     "windows": lambda s: SimpleNamespace(grace_ms=s.grace_ms),
     "output": lambda s: s.output,
     "worker": lambda s: s.worker,
-    "drift": lambda s: SimpleNamespace(correction=s.correction),
+    "drift": lambda s: SimpleNamespace(
+        correction=s.correction,
+        watch=[d.target for d in s.detectors if d.name == f"{d.target}_{d.type}"],
+        error_direction=next(
+            d.params["direction"] for d in _watching().detectors if d.target == "error"
+        ),
+    ),
+    "drift.default_detectors": lambda s: SimpleNamespace(**{
+        kind: [{"type": d.type} for d in _watching().detectors
+               if d.name == f"{target}_{d.type}"]
+        for kind, target in (("numeric", "amount"), ("categorical", "country"), ("error", "error"))
+    }),
     "batch_features": lambda s: s.batch_features,
     "skew_checks[]": lambda s: SimpleNamespace(**s.skew_checks[0].params),
     "multivariate[]": lambda s: SimpleNamespace(
@@ -73,6 +84,11 @@ SECTIONS: dict[str, Callable[[PipelineSpec], Any]] = {
     "topics.dlq": lambda s: s.topics.dlq,
     "topics.late": lambda s: s.topics.late,
 }
+
+
+def _watching() -> PipelineSpec:
+    """MINIMAL with ``[drift] watch`` on a number, a string and the model's error."""
+    return parse_spec({**MINIMAL, "drift": {"watch": ["amount", "country", "error"]}})
 
 
 def _plain(v: Any) -> Any:
