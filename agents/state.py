@@ -486,13 +486,14 @@ def _decode_keyed_values(values: list[bytes], epoch: int) -> list[Any]:
                 raise ValueError("a compressed row that is not JSON")
         return _decode_keyed_values(values, epoch)
     buf[prefix] = ord(" ")
-    opens, closes = buf == ord("["), buf == ord("]")
-    depth = np.cumsum(opens.view(np.int8) - closes.view(np.int8), dtype=np.int32)
-    closing = np.flatnonzero(closes & (depth == 0))
+    at = np.flatnonzero((buf == ord("[")) | (buf == ord("]")))  # the brackets only
+    shut = buf[at] == ord("]")
+    depth = np.cumsum(1 - 2 * shut.view(np.int8), dtype=np.int32)
+    closing = at[shut & (depth == 0)]
     if (buf == ord('"')).any():  # strings may hold brackets: one record at a time
         return [_loads(v[8:]) for v in values]
     if (
-        not (first == ord("[")).all() or int(depth.min()) < 0
+        not (first == ord("[")).all() or int(depth.min(initial=0)) < 0
         or closing.size != n or not np.array_equal(closing, ends - 1)
     ):  # fmt: skip
         raise ValueError("a row that is not one JSON list")
