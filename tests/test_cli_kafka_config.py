@@ -18,7 +18,7 @@ PASSWORD = "n0t-in-the-spec"
 #: The commands that make Kafka clients (every one takes --bootstrap and --kafka-config).
 KAFKA_COMMANDS = [
     "worker", "topics create", "demo", "produce-synthetic", "label-synthetic",
-    "batch-features load", "batch-features delete", "alerts tail",
+    "batch-features load", "batch-features delete", "alerts tail", "report",
 ]  # fmt: skip
 
 

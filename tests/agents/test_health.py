@@ -8,8 +8,10 @@ is tests/integration/test_topics_and_health.py).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -32,18 +34,20 @@ batch_timeout_ms = 50
 TOPIC = "health-events"
 
 
-def make_runner(tmp_path: Path) -> TransactionalRunner:
+def make_runner(tmp_path: Path, bootstrap: str | None = None) -> TransactionalRunner:
+    """A runner of SPEC (its input topic does not exist: no partition is ever assigned);
+    ``bootstrap`` None: a port nobody listens on (never started then)."""
     path = tmp_path / "pipeline.toml"
     path.write_text(SPEC)
     spec = load_spec(path)
-    return TransactionalRunner(
-        spec, f"127.0.0.1:{free_port()}", WorkerMetrics(spec.name), None, "none", "w-health"
-    )
+    bootstrap = bootstrap or f"127.0.0.1:{free_port()}"
+    return TransactionalRunner(spec, bootstrap, WorkerMetrics(spec.name), None, "none", "w-health")
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[TransactionalRunner]:
-    runner = make_runner(tmp_path)
+def running(tmp_path: Path, kafka_bootstrap: str) -> Iterator[TransactionalRunner]:
+    # a real broker: at_least_once starts its state producer's transactions at start
+    runner = make_runner(tmp_path, kafka_bootstrap)
     runner.start()
     assert runner.ready.wait(30)
     try:
@@ -77,12 +81,14 @@ def test_restoring_an_assignment_is_not_healthy_yet(running: TransactionalRunner
     """Partitions are restored one by one inside the assignment: until all are, /healthz must
     not say ok with only the first of them (seen: [0] of [0, 1, 2])."""
     own(running, 0, 10)
-    running.restoring = frozenset({1, 2})
+    pending = SimpleNamespace(done=threading.Event())  # a restore that has not finished
+    running._restores = {1: pending, 2: pending}  # type: ignore[dict-item]
     h = running.health()
     assert (h["healthy"], h["status"], h["partitions"]) == (False, "restoring", [0])
     assert h["reason"] == f"restoring the state of partitions [1, 2] of {TOPIC}"
-    running.restoring = frozenset()
+    running._restores = {}
     assert running.health()["status"] == "ok"
+    assert running.is_alive()
 
 
 def test_running_with_partitions_is_healthy(running: TransactionalRunner) -> None:

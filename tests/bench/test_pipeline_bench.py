@@ -72,6 +72,10 @@ def test_small_run_on_the_broker(
     table = out[out.index("name  "):]
     rows = {line.split("  ")[0]: line.split() for line in table.splitlines()[2:9]}
     one, two = rows["driftline worker on Kafka"], rows["driftline worker on Kafka, 2 processes"]
-    assert float(one[5].replace(",", "")) > 0 and float(two[7].replace(",", "")) > 0  # CPU/100k
-    assert re.search(r"driftline worker on Kafka, 2 processes: [\d,]+ events/s = [\d.]+x "
-                     r"driftline worker on Kafka \(using [\d.]+ cores\)", out)  # fmt: skip
+    # CPU s per 100k events, unless a loaded machine let a worker read all 12,000 events
+    # before the bench's first /metrics reading (then the run has no span: it says so)
+    early = "consumed before the first /metrics reading"
+    for row, cpu in ((one, one[5]), (two, two[7])):
+        assert (cpu != "-" and float(cpu.replace(",", "")) > 0) or early in out, row
+    assert re.search(r"driftline worker on Kafka, 2 processes: ([\d,]+|nan) events/s = "
+                     r"([\d.]+|-)x driftline worker on Kafka", out)  # fmt: skip
