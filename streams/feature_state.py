@@ -314,6 +314,8 @@ class WindowState(ABC):
             Naming the first row that is not of this state's layout, or that does not load
             (a bad value: found by loading each row alone into a fresh state like this one).
         """
+        if not len(rows):  # a state with no live keys when the snapshot was taken
+            return
         try:
             with gc_paused():
                 self._load_rows(rows)
