@@ -45,7 +45,7 @@ from driftline.streams.detectors._hull import (  # noqa: E402
 from driftline.streams.detectors.focus_panel import PANEL, Gen  # noqa: E402
 
 WARMUP = 50
-RATES = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+RATES = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 N_GRID = (51, 100, 250, 1000, 3000, 10000)
 LEVELS = np.arange(0.0, 40.0, 0.05)
 

@@ -404,7 +404,8 @@ class FocusDetector(_Focus):
     direction
         ``"both"`` (default), ``"up"`` (increases of the mean only) or ``"down"``.
     false_alarms_per_million
-        False alarms per 10^6 values of a stationary stream, from 0.1 to 10,000 (default 1).
+        False alarms per 10^6 values of a stationary stream, from 0.001 to 10,000 (default 1;
+        below 0.1 along the simulated tail, see `focus_table`).
     warmup
         Values that fix the standardisation and form the first reference before the first
         test (integer from 10 to 100,000, default 50); also the values after a resolution

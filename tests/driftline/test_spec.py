@@ -455,17 +455,17 @@ def test_the_correction_splits_every_calibrated_budget(
 
 def test_a_split_below_the_calibrated_range_says_so(base: dict[str, Any], tmp_path: Path) -> None:
     base["detectors"] = [
-        {"name": f"f{i}", "type": "focus", "target": "amount", "false_alarms_per_million": 0.2}
+        {"name": f"f{i}", "type": "focus", "target": "amount", "false_alarms_per_million": 0.002}
         for i in range(3)
     ]
     with pytest.raises(SpecError) as e:
         _parse(base, tmp_path)
     msg = str(e.value)
-    assert msg.startswith("spec key detectors[0].false_alarms_per_million: got 0.0666")
-    assert "false_alarms_per_million = 0.2 split over the 3 calibrated detectors" in msg
+    assert msg.startswith("spec key detectors[0].false_alarms_per_million: got 0.000666")
+    assert "false_alarms_per_million = 0.002 split over the 3 calibrated detectors" in msg
     assert 'correction = "none"' in msg
-    base["detectors"][0]["false_alarms_per_million"] = 0.01
-    with pytest.raises(SpecError, match=r"detectors\[0\].false_alarms_per_million: got 0.01;"):
+    base["detectors"][0]["false_alarms_per_million"] = 0.0001
+    with pytest.raises(SpecError, match=r"detectors\[0\].false_alarms_per_million: got 0.0001;"):
         _parse(base, tmp_path)
 
 

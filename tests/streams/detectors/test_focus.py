@@ -243,7 +243,7 @@ def test_snapshot_is_json_and_refuses_others() -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"false_alarms_per_million": 0.01}, "expected a number in [0.1, 10000]"),
+        ({"false_alarms_per_million": 0.0001}, "expected a number in [0.001, 10000]"),
         ({"direction": "sideways"}, "expected one of both, up, down"),
         ({"warmup": 5}, "expected an integer between 10 and 100000"),
     ],
