@@ -48,14 +48,27 @@ MALFORMED: list[bytes] = [
 ]
 
 
+def example_spec_text(name: str) -> str:
+    """The text of ``driftline/examples/<name>.toml``."""
+    return resources.files("driftline").joinpath(f"examples/{name}.toml").read_text()
+
+
 def demo_spec_text() -> str:
-    return resources.files("driftline").joinpath("examples/demo.toml").read_text()
+    """What `driftline demo` runs: every field watched by the default detector set."""
+    return example_spec_text("demo")
 
 
-def named_demo_spec(prefix: str, extra_outputs: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The demo's spec as data, its pipeline named ``prefix`` and every topic ``<prefix>.<kind>``
-    (the ``extra_outputs`` keys of ``[output]`` too), so runs side by side never share a topic."""
-    data = tomllib.loads(demo_spec_text())
+def ks_adwin_spec_text() -> str:
+    """The demo's pipeline with two hand-picked detectors (``amount_ks``, ``latency_adwin``)
+    instead of ``[drift] watch``: what the tests and benchmarks run."""
+    return example_spec_text("ks_adwin")
+
+
+def named_ks_adwin_spec(prefix: str, extra_outputs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`ks_adwin_spec_text` as data, its pipeline named ``prefix`` and every topic
+    ``<prefix>.<kind>`` (the ``extra_outputs`` keys of ``[output]`` too), so runs side by side
+    never share a topic."""
+    data = tomllib.loads(ks_adwin_spec_text())
     data["pipeline"]["name"] = prefix
     data["input"]["topic"] = f"{prefix}.events"
     keys = [*data["output"], *extra_outputs]
@@ -303,8 +316,7 @@ def run_demo(
         # delayed labels from the Labeller below: live model metrics and concept drift
         data["labels"] = {"topic": f"driftline.demo-{run_id}.labels",
                           "time_field": "label_time_ms", "count_window": 1000}  # fmt: skip
-        data["detectors"].append({"name": "error_adwin", "type": "adwin", "target": "error",
-                                  "delta": 1e-5, "cooldown": 20000})  # fmt: skip
+        data["drift"]["watch"].append("error")  # error_adwin: a rising error (concept drift)
         version = train_demo_model(tmp / "demo-model.pkl", list(data["model"]["inputs"]))
         spec = parse_spec(data, base_dir=tmp)
         spec_path = tmp / "demo.toml"

@@ -74,7 +74,7 @@ Stored = dict[int, list[RawRecord]]
 
 
 def specs(tmp: Path, topics: dict[str, str], registry_url: str) -> dict[str, PipelineSpec]:
-    """A fresh demo pipeline (new name: own group and changelog) per format."""
+    """A fresh `ks_adwin` pipeline (new name: own group and changelog) per format."""
     out = {}
     for fmt, topic in topics.items():
         run_id = uuid.uuid4().hex[:8]

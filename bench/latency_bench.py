@@ -76,7 +76,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from driftline.agents.batch_features import BatchFeatureCache, load_batch_features
-from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model, worker_env
+from driftline.agents.demo import _to_toml, ks_adwin_spec_text, train_demo_model, worker_env
 from driftline.agents.kafka_io import client_conf, ensure_topics, make_producer
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
@@ -243,7 +243,7 @@ def spec_data(
     guarantee: str = "exactly_once",
 ) -> dict[str, Any]:
     """The demo spec under bench names; ``full``: plus batch features as extra model inputs."""
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["pipeline"]["name"] = f"latbench-{run_id}"
     data["input"]["topic"] = f"latbench-{run_id}.events"
     data["output"] = {k: f"latbench-{run_id}.{k.removesuffix('_topic')}" for k in data["output"]}
@@ -264,7 +264,7 @@ def spec_data(
 
 
 def demo_inputs() -> list[str]:
-    return list(tomllib.loads(demo_spec_text())["model"]["inputs"])
+    return list(tomllib.loads(ks_adwin_spec_text())["model"]["inputs"])
 
 
 # ----------------------------------------------------------------------------- 1: core

@@ -1032,7 +1032,7 @@ def peers(
 
 def run(args: argparse.Namespace, stack: ExitStack) -> int:
     import driftline.localkafka as lk
-    from driftline.agents.demo import demo_spec_text
+    from driftline.agents.demo import ks_adwin_spec_text
     from driftline.localkafka import free_port
 
     pb = _pipeline_bench()
@@ -1053,7 +1053,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
     print("\n".join(facts), flush=True)
 
     run_id = uuid.uuid4().hex[:8]
-    base = tomllib.loads(demo_spec_text())
+    base = tomllib.loads(ks_adwin_spec_text())
     runs: list[Run] = []
 
     def note(r: Run) -> Run:

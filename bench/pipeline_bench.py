@@ -13,7 +13,8 @@ Rates are steady-state: from the first batch (or first non-zero reading) to the 
 connection set-up and group joins are left out. Then one table: events/s and the ratios to
 ceiling A and to naive faust.
 
-    python bench/pipeline_bench.py [--events N] [--skip-faust] [--bootstrap HOST:PORT]
+    python bench/pipeline_bench.py [--events N] [--skip-faust] [--spec ks_adwin|demo]
+        [--bootstrap HOST:PORT]
 
 The broker is ``--bootstrap``, else ``$KAFKA_BOOTSTRAP_SERVERS``, else a local Apache Kafka
 started by ``driftline.localkafka`` for this run (and stopped at the end).
@@ -53,7 +54,7 @@ from aiokafka import TopicPartition as AioTopicPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer
 from confluent_kafka import TopicPartition as CkTopicPartition
 
-from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model, worker_env
+from driftline.agents.demo import _to_toml, example_spec_text, train_demo_model, worker_env
 from driftline.agents.kafka_io import client_conf, ensure_topics, wait_for_broker
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
@@ -409,8 +410,13 @@ def raw_aiokafka(bootstrap: Kafka, topic: str, n: int, timeout_s: float) -> Resu
 # ----------------------------------------------------------------------------- 3: core
 
 
-def make_spec(tmp: Path, run_id: str, topic: str, web_port: int) -> tuple[PipelineSpec, Path]:
-    data = tomllib.loads(demo_spec_text())
+def make_spec(
+    tmp: Path, run_id: str, topic: str, web_port: int, example: str = "ks_adwin"
+) -> tuple[PipelineSpec, Path]:
+    """The pipeline of ``driftline/examples/<example>.toml`` (``ks_adwin``: the demo's features
+    and model, ``ks`` on amount and ``adwin`` on latency_ms; ``demo``: the default detector set
+    on amount, latency_ms and country) on ``topic``, outputs named after ``run_id``."""
+    data = tomllib.loads(example_spec_text(example))
     data["pipeline"]["name"] = f"bench-{run_id}"
     data["input"]["topic"] = topic
     data["output"] = {k: f"bench-{run_id}.{k.removesuffix('_topic')}" for k in data["output"]}
@@ -802,6 +808,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run the worker once per count, with `driftline worker --processes K` (1,2)",
     )
     ap.add_argument(
+        "--spec",
+        default="ks_adwin",
+        choices=["ks_adwin", "demo"],
+        help="the pipeline: ks_adwin (ks + adwin, the default) or demo ([drift] watch: the "
+        "default detector set on amount, latency_ms and country)",
+    )
+    ap.add_argument(
         "--faust-budget", type=float, default=60.0, help="cap the faust run at this many seconds"
     )
     ap.add_argument(
@@ -867,7 +880,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
     log(f"{results[-1].name}: {results[-1].rate:,.0f}/s")
 
     port = free_port()
-    spec, _ = make_spec(tmp, run_id, topic, port)
+    spec, _ = make_spec(tmp, run_id, topic, port, args.spec)
     core_res, core_stages = core(spec, stored)
     del stored
     results.append(core_res)
@@ -878,7 +891,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> int:
         port = free_ports(k + 1)
         run_tmp = tmp / f"processes-{k}"
         run_tmp.mkdir()
-        _, spec_path = make_spec(run_tmp, f"{run_id}-p{k}", topic, port)
+        _, spec_path = make_spec(run_tmp, f"{run_id}-p{k}", topic, port, args.spec)
         wruns.append(worker(stack, spec_path, bootstrap, port, n, run_tmp, timeout, broker_pid, k))
         results.append(wruns[-1].result)
         log(f"{wruns[-1].result.name}: {wruns[-1].result.rate:,.0f}/s")

@@ -80,8 +80,29 @@ def xlogx(n: np.ndarray | float) -> np.ndarray:
     >>> xlogx(np.array([0, 1, 2, 10])).round(4).tolist()
     [0.0, 0.0, 1.3863, 23.0259]
     """
-    x = np.asarray(n, dtype=np.float64)
+    arr = np.asarray(n)
+    if arr.dtype.kind in "iu" and arr.size > 64:
+        top = int(arr.max(initial=0))
+        if top < _LUT_CAP and int(arr.min(initial=0)) >= 0:  # counts: read them from the table
+            return _lut(top).take(arr)
+    x = arr.astype(np.float64, copy=False)
     return x * np.log(np.maximum(x, 1.0))
+
+
+#: Counts below this are read from a table of ``n log n`` (16 MB at most, built as needed)
+#: instead of computed: the scans evaluate hundreds per value; the same float64 values.
+_LUT_CAP = 1 << 21
+_LUT = np.zeros(1)
+
+
+def _lut(top: int) -> np.ndarray:
+    """The table of `xlogx` for 0 ... at least ``top`` (grown by powers of two)."""
+    global _LUT
+    if top >= _LUT.size:
+        size = min(_LUT_CAP, 1 << max(12, top.bit_length()))
+        x = np.arange(size, dtype=np.float64)
+        _LUT = x * np.log(np.maximum(x, 1.0))
+    return _LUT
 
 
 def g_multinomial(a: np.ndarray, na: np.ndarray, b: np.ndarray, nb: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import tomllib
 import numpy as np
 import orjson
 
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.spec import parse_spec
 
@@ -32,7 +32,7 @@ def _records() -> list[RawRecord]:
 
 
 def test_one_firing_alert_per_episode_however_often_the_detector_detects() -> None:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     data["detectors"] = [{"name": "amount_adwin", "type": "adwin", "target": "amount",
                           "delta": 1e-4, "cooldown": 3_000}]  # fmt: skip

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.synthetic import SyntheticStream
 from driftline.spec import parse_spec
@@ -18,7 +18,7 @@ ALPHA, N, SHIFT = 1e-4, 30_000, 15_000
 
 
 def _spec(correction: str):
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     data["drift"] = {"correction": correction}
     data["detectors"] = [

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from driftline.agents.demo import demo_spec_text, train_demo_model
+from driftline.agents.demo import ks_adwin_spec_text, train_demo_model
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
 from driftline.agents.replay import build_profile
@@ -61,7 +61,7 @@ def _events(n: int, shift_at: int, seed: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     tmp = Path(tmp_path_factory.mktemp("dets"))
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     train_demo_model(tmp / "demo-model.pkl", list(data["model"]["inputs"]), n=3000)
     # the reference profile comes from pre-shift "training" data, via `driftline profile`'s code
     train = tmp / "train.jsonl"

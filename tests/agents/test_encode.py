@@ -9,7 +9,7 @@ import orjson
 import pytest
 from river import linear_model
 
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.agents.encode import json_items, json_strings, template, utf8_all
 from driftline.agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord, RecordColumns
 from driftline.agents.stages.frame import Frame
@@ -62,7 +62,7 @@ def test_template_escapes_percent_and_strings_are_cached() -> None:
 
 @pytest.mark.parametrize("classifier", [True, False])
 def test_documents_are_what_orjson_would_write(classifier: bool) -> None:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     spec = parse_spec(data)
     model = linear_model.LogisticRegression() if classifier else linear_model.LinearRegression()

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import KafkaError
 from faust.types.auth import AuthProtocol, SASLMechanism
 
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.agents.kafka_errors import (
     PersistentFailure,
     explain,
@@ -219,7 +219,7 @@ def test_persistent_failure(events: list[tuple[float, KafkaError]], stop_at: flo
 
 
 def test_a_lasting_authentication_failure_stops_the_running_loop() -> None:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     spec = parse_spec(data)
     runner = TransactionalRunner(spec, SCRAM, WorkerMetrics(spec.name), None, "none", "w1")

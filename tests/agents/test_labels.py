@@ -11,7 +11,7 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from driftline.agents.demo import demo_spec_text, train_demo_model
+from driftline.agents.demo import ks_adwin_spec_text, train_demo_model
 from driftline.agents.pipeline import BatchOutcome, PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
 from driftline.agents.synthetic import SyntheticStream, labels_for
@@ -32,7 +32,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _spec(model_path: Path, **labels: Any) -> PipelineSpec:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["model"]["path"] = str(model_path)
     data["detectors"] = [
         {"name": "error_ddm", "type": "ddm", "target": "error"},
@@ -306,7 +306,7 @@ def test_online_learning_changes_the_model_and_survives_a_restore(model_path: Pa
     ],
 )
 def test_bad_labels_spec_fails_at_start(model_path: Path, labels: dict, message: str) -> None:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["model"]["path"] = str(model_path)
     data["labels"] = labels
     with pytest.raises(SpecError, match=message):
@@ -314,7 +314,7 @@ def test_bad_labels_spec_fails_at_start(model_path: Path, labels: dict, message:
 
 
 def test_error_target_needs_labels(model_path: Path) -> None:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["model"]["path"] = str(model_path)
     data["detectors"] = [{"name": "e", "type": "ddm", "target": "error"}]
     with pytest.raises(SpecError, match="'error'/'label' \\(with \\[labels\\]\\)"):
@@ -371,7 +371,7 @@ def test_importance_alert_when_the_label_stops_following_a_feature(model_path: P
 def test_event_id_join_key(model_path: Path, id_type: str) -> None:
     from driftline.agents.pipeline import RecordColumns
 
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["model"]["path"] = str(model_path)
     data["input"]["fields"]["event_id"] = id_type
     data["input"]["event_id_field"] = "event_id"

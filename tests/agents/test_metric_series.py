@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from driftline.agents.batch_metrics import count_batch
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.agents.metric_series import alert_sources, declare_partition, declare_series
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
@@ -26,7 +26,7 @@ FIRING = "driftline_drift_firing"
 
 
 def _spec(**extra: Any) -> PipelineSpec:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     data.update(extra)
     return parse_spec(data)
@@ -67,7 +67,7 @@ DETECTORS = [
 )  # fmt: skip
 def test_every_alert_source_of_the_spec_is_known(extra: dict, sources: list) -> None:
     if "labels" in extra:  # labels need a model
-        data = tomllib.loads(demo_spec_text())
+        data = tomllib.loads(ks_adwin_spec_text())
         data.update(extra)
         spec = parse_spec(data, model_file_required=False)
     else:
@@ -95,7 +95,7 @@ def test_counters_exist_at_zero_before_their_first_event() -> None:
 
 
 def test_skew_checks_count_from_zero_too() -> None:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     data["batch_features"] = {"fields": {"amount_offline": "float"},
                               "defaults": {"amount_offline": -1.0}}  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.replay import build_profile, replay
@@ -257,7 +257,7 @@ def test_the_readme_example_is_a_valid_entry() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("### Multivariate drift (`[[multivariate]]`)", 1)[1]
     example = section.split("```toml\n", 1)[1].split("```", 1)[0]
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     data["multivariate"] = tomllib.loads(example)["multivariate"]
     (m,) = parse_spec(data).multivariate

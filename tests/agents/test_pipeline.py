@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftline.agents.demo import demo_spec_text, train_demo_model
+from driftline.agents.demo import ks_adwin_spec_text, train_demo_model
 from driftline.agents.pipeline import PartitionPipeline, RawRecord, alert_id
 from driftline.agents.predictor import build_predictor
 from driftline.agents.synthetic import SyntheticStream
@@ -21,7 +21,7 @@ N, K = 12_000, 7_000
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory: pytest.TempPathFactory) -> PipelineSpec:
     tmp = tmp_path_factory.mktemp("pipe")
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["detectors"][0].update(reference_size=1000, window_size=1000, stride=250)
     train_demo_model(tmp / "demo-model.pkl", list(data["model"]["inputs"]), n=3000)
     return parse_spec(data, base_dir=Path(tmp))
@@ -140,7 +140,7 @@ def test_without_feature_vectors_the_rest_is_unchanged(spec: PipelineSpec) -> No
 
 
 def test_emit_features_is_read_from_the_spec(tmp_path: Path) -> None:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["output"]["emit_features"] = False
     train_demo_model(tmp_path / "demo-model.pkl", list(data["model"]["inputs"]), n=500)
     assert parse_spec(data, base_dir=tmp_path).output.emit_features is False

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from driftline.agents.decode import JSON_FORMAT, RecordDecoder
-from driftline.agents.demo import demo_spec_text, train_demo_model
+from driftline.agents.demo import ks_adwin_spec_text, train_demo_model
 from driftline.agents.pipeline import PartitionPipeline
 from driftline.agents.predictor import build_predictor
 from driftline.agents.stages.bounds import EventBounds
@@ -236,7 +236,7 @@ def test_the_bounds_come_from_the_spec() -> None:
 
 
 def _demo_pipeline(max_key_bytes: int) -> PartitionPipeline:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data.pop("model")
     data["input"].update(max_message_bytes=1_048_576, max_key_bytes=max_key_bytes)
     data["features"].append(
@@ -331,7 +331,7 @@ def test_hostile_labels_are_dead_letters_and_cannot_expire_the_predictions(
 ) -> None:
     """A label dated 9999-12-31 moved the label clock there (every waiting prediction expired);
     one at 2^63 ms stopped the batch with an OverflowError."""
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["model"]["path"] = str(tmp_path / "m.pkl")
     train_demo_model(tmp_path / "m.pkl", list(data["model"]["inputs"]), n=2_000)
     data["labels"] = {"ttl_ms": 60_000, "time_field": "ts"}

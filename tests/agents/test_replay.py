@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from driftline.agents.decode import RecordDecoder
-from driftline.agents.demo import _to_toml, demo_spec_text
+from driftline.agents.demo import _to_toml, ks_adwin_spec_text
 from driftline.agents.replay import build_profile, murmur2, partition_for, replay
 from driftline.agents.synthetic import SyntheticStream
 from driftline.cli import main as cli_main
@@ -30,7 +30,7 @@ N = 3000
 
 @pytest.fixture(scope="module")
 def spec() -> PipelineSpec:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     data["detectors"] = [
         {
@@ -222,7 +222,7 @@ def test_malformed_lines_are_dead_lettered_and_the_replay_goes_on(
 def _alerting_spec_data(model: bool) -> dict:
     """The demo spec with detectors that alert within a few thousand events (and a builtin
     model, or none)."""
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     if model:
         data["model"] = {"builtin": "logistic_regression", "inputs": ["amount", "amount_mean_1m"]}

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from driftline.agents.demo import _to_toml, demo_spec_text, train_demo_model
+from driftline.agents.demo import _to_toml, ks_adwin_spec_text, train_demo_model
 from driftline.agents.replay import build_profile, replay
 from driftline.agents.replay_labels import LabelFeed
 from driftline.agents.report import report_of_file
@@ -39,7 +39,7 @@ def labelled_files(tmp: Path) -> tuple[dict[str, Any], Path, Path]:
     opposite label, and a last line is not JSON)."""
     model = tmp / "m.pkl"
     train_demo_model(model, INPUTS, n=4_000)
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["model"]["path"] = str(model)
     data["input"]["fields"]["event_id"] = "int"
     data["input"]["event_id_field"] = "event_id"

@@ -20,7 +20,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.predictor import build_predictor
 from driftline.agents.runner import TransactionalRunner
@@ -52,7 +52,7 @@ def _produce(bootstrap: str, topic: str, docs: dict[int, list[dict]], key: str) 
 @pytest.fixture(scope="module")
 def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     name = f"rn-{uuid.uuid4().hex[:10]}"
-    data = named_demo_spec(name, ("model_metrics_topic",))
+    data = named_ks_adwin_spec(name, ("model_metrics_topic",))
     data["detectors"] = [{"name": "label_adwin", "type": "adwin", "target": "label", "delta": 1e-5}]
     data["labels"] = {"topic": f"{name}.labels", "time_field": "label_time_ms", "ttl_ms": 3_600_000}
     tmp: Path = tmp_path_factory.mktemp("runner")

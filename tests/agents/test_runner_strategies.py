@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from driftline.agents.commit import STRATEGIES, AtLeastOnceCommit, ExactlyOnceCommit
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.agents.metrics import WorkerMetrics
 from driftline.agents.runner import TransactionalRunner
 from driftline.schemas import load_schema
@@ -15,7 +15,7 @@ from driftline.spec import parse_spec
 
 
 def _runner(guarantee: str) -> TransactionalRunner:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     data["worker"]["processing_guarantee"] = guarantee
     spec = parse_spec(data)

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from driftline.agents.batch_features import BatchFeatureCache
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.errors import SpecError
 from driftline.schemas import validate
@@ -19,7 +19,7 @@ N, SHIFT, USERS = 2_000, 1_000, 40
 
 
 def _spec(**skew: object):
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     data["detectors"] = []
     data["batch_features"] = {"fields": {"amount_offline": "float"},

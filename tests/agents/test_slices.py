@@ -11,7 +11,7 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score
 
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.agents.pipeline import BatchOutcome, RawRecord
 from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.schemas import validate
@@ -25,7 +25,7 @@ N, DROP_AT, T0 = 6_000, 3_000, 1_767_225_600_000
 
 
 def _spec(model_path: Path, slices: list[dict[str, Any]] | None = None) -> PipelineSpec:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["model"]["path"] = str(model_path)
     data["detectors"] = []
     data["labels"] = {"ttl_ms": 5_000, "count_window": 300, "time_window_ms": 10_000}
@@ -203,7 +203,7 @@ def _shifted_events(shift: float) -> list[RawRecord]:
 
 
 def test_detectors_per_slice_value(model_path: Path) -> None:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["model"]["path"] = str(model_path)
     ks = {"type": "ks", "target": "amount", "reference_size": 300, "window_size": 300,
           "stride": 50, "alpha": 1e-6}  # fmt: skip

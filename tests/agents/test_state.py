@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 import pytest
 
-from driftline.agents.demo import demo_spec_text, train_demo_model
+from driftline.agents.demo import ks_adwin_spec_text, train_demo_model
 from driftline.agents.pipeline import PartitionPipeline, RawRecord, RecordColumns
 from driftline.agents.predictor import build_predictor
 from driftline.agents.state import (
@@ -58,7 +58,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_spec(model_path: Path) -> PipelineSpec:
     """The demo pipeline with every river-wrapping detector and online learning."""
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["model"]["path"] = str(model_path)
     data["detectors"] = [
         {"name": "latency_adwin", "type": "adwin", "target": "latency_ms", "delta": 0.01},
@@ -573,7 +573,7 @@ def test_learning_online_with_a_model_that_has_no_plain_encoding_fails_before_an
 
     path = tmp_path / "tree.pkl"
     save_model(tree.HoeffdingTreeClassifier(), path, version="tree-1")
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["model"]["path"] = str(path)
     data["labels"] = {"learn": True}
     spec = parse_spec(data)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.state import (
     CHANGELOG_CONFIG,
@@ -87,7 +87,7 @@ def test_a_crafted_record_on_a_real_changelog_is_named_by_its_offset(
 def test_a_worker_stops_on_a_poisoned_changelog_naming_the_record(
     kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
 ) -> None:
-    data = named_demo_spec(f"poison-{unique}")
+    data = named_ks_adwin_spec(f"poison-{unique}")
     data["worker"].update(web_port=free_port())
     spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=2_000)
     changelog = f"{spec.group_id}.state-changelog"

@@ -18,7 +18,7 @@ from types import ModuleType
 
 import pytest
 
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 
@@ -134,7 +134,7 @@ def test_bench_spec_is_valid(
     """Every spec the bench writes loads as the worker loads it."""
     from driftline.spec import load_spec
 
-    base = tomllib.loads(demo_spec_text())
+    base = tomllib.loads(ks_adwin_spec_text())
     data = bench.spec_data(base, "t1", "bench-t1.events", guarantee="at_least_once",
                            web_port=6099, features_only=features_only,
                            window_ms=window_ms)  # fmt: skip

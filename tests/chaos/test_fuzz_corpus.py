@@ -18,7 +18,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from tests.chaos.fuzz_corpus import KINDS, corpus
@@ -59,7 +59,7 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes 
 def test_hostile_records_are_each_accounted_for_and_never_stop_the_worker(
     kafka_bootstrap: str, tmp_path: Path, unique: str
 ) -> None:
-    data = named_demo_spec(f"fuzz-{unique}")
+    data = named_ks_adwin_spec(f"fuzz-{unique}")
     data["input"]["max_message_bytes"] = 1_048_576
     data["worker"].update(web_port=free_port(), batch_max_records=500)
     spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=2_000)

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from tests.kafka_helpers import (
@@ -36,7 +36,7 @@ def test_one_of_two_workers_killed_the_survivor_finishes_exactly_once(
     kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
 ) -> None:
     rng = random.Random(77)
-    data = named_demo_spec(f"group-{unique}")
+    data = named_ks_adwin_spec(f"group-{unique}")
     ports = [free_port(), free_port()]
     data["worker"].update(batch_max_records=200, batch_timeout_ms=20)
     spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=3000)

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from tests.kafka_helpers import (
@@ -42,7 +42,7 @@ def test_random_sigkills_lose_and_double_nothing(
     kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
 ) -> None:
     rng = random.Random(1234)
-    data = named_demo_spec(f"chaos-{unique}")
+    data = named_ks_adwin_spec(f"chaos-{unique}")
     data["worker"].update(web_port=free_port(), batch_max_records=200, batch_timeout_ms=20)
     spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=3000)
     stream = SyntheticStream(n=N, shift_at=N // 2, seed=31, n_entities=300)

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import demo_spec_text, ks_adwin_spec_text
 from driftline.errors import SpecError
 from driftline.spec import build_spec_detector, load_spec, parse_spec, to_feature_def
 
 
 @pytest.fixture
 def base(tmp_path: Path) -> dict[str, Any]:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     (tmp_path / "demo-model.pkl").write_bytes(b"x")
     return data
 
@@ -144,7 +144,7 @@ def test_load_spec_reports_unreadable_and_invalid_toml(tmp_path: Path) -> None:
 def test_load_spec_resolves_model_path_next_to_the_spec(tmp_path: Path) -> None:
     (tmp_path / "demo-model.pkl").write_bytes(b"x")
     p = tmp_path / "p.toml"
-    p.write_text(demo_spec_text())
+    p.write_text(ks_adwin_spec_text())
     spec = load_spec(p)
     assert spec.source_path == p.resolve()
     assert spec.model is not None and spec.model.path == tmp_path / "demo-model.pkl"
@@ -467,6 +467,27 @@ def test_a_split_below_the_calibrated_range_says_so(base: dict[str, Any], tmp_pa
     base["detectors"][0]["false_alarms_per_million"] = 0.0001
     with pytest.raises(SpecError, match=r"detectors\[0\].false_alarms_per_million: got 0.0001;"):
         _parse(base, tmp_path)
+
+
+def test_the_demo_runs_the_default_detector_set(tmp_path: Path) -> None:
+    """`driftline demo`'s spec has no [[detectors]]: [drift] watch gives every field the default
+    set of its type, 7 calibrated detectors sharing 1 false alarm per 10^6 events."""
+    data = tomllib.loads(demo_spec_text())
+    (tmp_path / "demo-model.pkl").write_bytes(b"x")
+    assert "detectors" not in data
+    spec = _parse(data, tmp_path)
+    fa = {"false_alarms_per_million": pytest.approx(1 / 7)}
+    assert [(d.name, d.type, d.target, d.params) for d in spec.detectors] == [
+        *[(f"{t}_{k}", k, t, fa) for t in ("amount", "latency_ms")
+          for k in ("focus", "focus_scale", "np_focus")],
+        ("country_focus_categorical", "focus_categorical", "country", fa),
+    ]  # fmt: skip
+    ks_adwin = tomllib.loads(ks_adwin_spec_text())
+    assert [d["name"] for d in ks_adwin["detectors"]] == ["amount_ks", "latency_adwin"]
+    # the same pipeline otherwise
+    assert {k: v for k, v in ks_adwin.items() if k != "detectors"} == {
+        k: v for k, v in data.items() if k != "drift"
+    }
 
 
 def test_watched_targets_get_the_default_set_of_their_type(

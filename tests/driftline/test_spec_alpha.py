@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.errors import SpecError
 from driftline.spec import parse_spec
 
 
 def two_tests(tmp_path: Path, alpha: Any, correction: str = "bonferroni") -> dict[str, Any]:
     """The demo spec with a second KS detector (m = 2) and ``alpha`` on the first."""
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     (tmp_path / "demo-model.pkl").write_bytes(b"x")
     second = copy.deepcopy(data["detectors"][0])
     second["name"] = "latency_ks"

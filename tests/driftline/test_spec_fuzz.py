@@ -33,7 +33,7 @@ import orjson
 import pytest
 
 from driftline import cli
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.cli import EXIT_OK, EXIT_USAGE, main
 from driftline.model_io import save_model
 from driftline.schemas import load_schema
@@ -84,7 +84,7 @@ def to_toml(doc: dict[str, Any]) -> str:
 
 # -- the seeds -----------------------------------------------------------------------------------
 def _seeds() -> dict[str, dict[str, Any]]:
-    demo = tomllib.loads(demo_spec_text())
+    demo = tomllib.loads(ks_adwin_spec_text())
     full = copy.deepcopy(demo)
     full["labels"] = {"learn": True, "importance": {"window": 100, "min_examples": 50}}
     full["batch_features"] = {"topic": "fuzz.batch", "fields": {"score_30d": "float"},
@@ -468,7 +468,7 @@ SUBPROCESS = [
 def test_subprocess_cases(tmp_path: Path) -> None:
     """The same through ``python -m driftline.cli`` (the processes run side by side)."""
     _files(tmp_path)
-    same = demo_spec_text().replace(
+    same = ks_adwin_spec_text().replace(
         'dlq_topic = "driftline.dlq"', 'dlq_topic = "driftline.demo.events"'
     )
     procs = []

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from river import linear_model, tree
 
-from driftline.agents.demo import demo_spec_text
+from driftline.agents.demo import ks_adwin_spec_text
 from driftline.cli import EXIT_USAGE, main
 from driftline.errors import SpecError
 from driftline.model_io import FORMAT, save_model
@@ -39,7 +39,7 @@ TOPIC_KEYS = [
 @pytest.fixture
 def base() -> dict[str, Any]:
     """The demo spec with [labels] and [batch_features], so every topic key is present."""
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["labels"] = {"topic": "driftline.labels"}
     data["batch_features"] = {"topic": "driftline.batch", "fields": {"score_30d": "float"}}
     return data
@@ -280,7 +280,7 @@ def test_validate_loads_the_model(
     if content != GOOD:
         model.write_bytes(content)
     spec = tmp_path / "p.toml"
-    spec.write_text(demo_spec_text() + ("\n[labels]\nlearn = true\n" if learn else ""))
+    spec.write_text(ks_adwin_spec_text() + ("\n[labels]\nlearn = true\n" if learn else ""))
     if not message:
         code, out, err = _validate(spec)
         assert (code, err) == (0, "") and "valid pipeline 'demo'" in out
@@ -323,7 +323,7 @@ def test_a_broken_reference_profile_is_one_clear_error(
 ) -> None:
     save_model(build_builtin("logistic_regression"), tmp_path / "demo-model.pkl")
     (tmp_path / "ref.json").write_bytes(content)
-    data = demo_spec_text().replace(
+    data = ks_adwin_spec_text().replace(
         'type = "ks"\n', 'type = "ks"\nreference_profile = "ref.json"\n', 1
     )
     spec = tmp_path / "p.toml"
@@ -339,7 +339,9 @@ def test_a_good_reference_profile_is_accepted(tmp_path: Path) -> None:
     (tmp_path / "ref.json").write_bytes(orjson.dumps(doc))
     spec = tmp_path / "p.toml"
     spec.write_text(
-        demo_spec_text().replace('type = "ks"\n', 'type = "ks"\nreference_profile = "ref.json"\n')
+        ks_adwin_spec_text().replace(
+            'type = "ks"\n', 'type = "ks"\nreference_profile = "ref.json"\n'
+        )
     )
     assert load_spec(spec).detectors[0].reference_profile == tmp_path / "ref.json"
     assert _validate(spec)[0] == 0

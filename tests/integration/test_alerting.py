@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 import pytest
 
-from driftline.agents.demo import named_demo_spec, stop_process
+from driftline.agents.demo import named_ks_adwin_spec, stop_process
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from tests.kafka_helpers import kcat_produce, metric, start_worker, wait_for_metric, write_pipeline
@@ -145,7 +145,7 @@ def stack(
     alertmanager = _binary("prometheus-alertmanager", "prometheus-alertmanager")
     tmp = tmp_path_factory.mktemp("alerting")
     name = f"alerting-{uuid.uuid4().hex[:10]}"
-    data = named_demo_spec(name)
+    data = named_ks_adwin_spec(name)
     web_port = free_port()
     data["worker"]["web_port"] = web_port
     spec_path, _ = write_pipeline(tmp, data, kafka_bootstrap)

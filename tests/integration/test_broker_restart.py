@@ -23,7 +23,7 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from driftline.agents.demo import named_demo_spec, stop_process
+from driftline.agents.demo import named_ks_adwin_spec, stop_process
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import LocalKafka, free_port
 from driftline.spec import PipelineSpec
@@ -130,7 +130,7 @@ def tail(log_path: Path, chars: int = 4000) -> str:
 
 def setup_pipeline(tmp_path: Path, bootstrap: str, kcat: str, name: str, guarantee: str,
                    ) -> tuple[Path, PipelineSpec, dict, list[bytes]]:  # fmt: skip
-    data = named_demo_spec(name)
+    data = named_ks_adwin_spec(name)
     data["worker"].update(web_port=free_port(), batch_max_records=200, batch_timeout_ms=20,
                           processing_guarantee=guarantee)  # fmt: skip
     if guarantee == "at_least_once":

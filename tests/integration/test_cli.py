@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline.agents.demo import _to_toml, demo_spec_text
+from driftline.agents.demo import _to_toml, ks_adwin_spec_text
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,11 @@ def test_demo_starts_its_own_broker_prints_alerts_and_cleans_up() -> None:
     out = r.stdout
     assert "broker up at 127.0.0.1:" in out
     alerts = [line for line in out.splitlines() if line.startswith("ALERT ")]
-    assert any("FIRING" in a and "on amount by amount_ks (ks)" in a for a in alerts), out
-    assert any("FIRING" in a and "on latency_ms by latency_adwin (adwin)" in a for a in alerts), out
+    # the default detector set of [drift] watch: amount (+0.8 sd) and latency_ms (+2 sd) shift
+    assert any("FIRING" in a and "on amount by amount_focus (focus)" in a for a in alerts), out
+    assert any("FIRING" in a and "on latency_ms by latency_ms_focus (focus)" in a
+               for a in alerts), out  # fmt: skip
+    assert not any("on country by" in a for a in alerts), out  # country does not change
     # delayed labels: the concept changes at the shift too; live metrics are printed
     assert any("FIRING" in a and "concept drift on error by error_adwin" in a for a in alerts), out
     assert re.search(r"labels: \d+ joined, \d+ predictions expired unlabelled; model accuracy "
@@ -62,7 +65,7 @@ def test_demo_starts_its_own_broker_prints_alerts_and_cleans_up() -> None:
 
 
 def _spec(tmp_path: Path, **input_overrides: object) -> Path:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     del data["model"]
     data["input"].update(input_overrides)
     p = tmp_path / "spec.toml"

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.localkafka import free_port
 from driftline.schemas import validate
@@ -47,7 +47,7 @@ def _truth() -> np.ndarray:
 def test_labels_join_grade_and_detect_on_a_real_broker(
     kafka_bootstrap: str, unique: str, kcat: str, tmp_path: Path
 ) -> None:
-    data = named_demo_spec(f"lab-{unique}", ("model_metrics_topic",))
+    data = named_ks_adwin_spec(f"lab-{unique}", ("model_metrics_topic",))
     data["detectors"] = [{"name": "error_adwin", "type": "adwin", "target": "error", "delta": 1e-6}]
     data["labels"] = {
         "topic": f"lab-{unique}.labels",

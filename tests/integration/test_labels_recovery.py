@@ -17,7 +17,7 @@ import orjson
 import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.localkafka import free_port
 from tests.kafka_helpers import (
@@ -38,7 +38,7 @@ WINDOW_S = 1_000_000
 def test_sigkill_while_joining_labels_loses_and_doubles_nothing(
     kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
 ) -> None:
-    data = named_demo_spec(f"lkill-{unique}", ("model_metrics_topic",))
+    data = named_ks_adwin_spec(f"lkill-{unique}", ("model_metrics_topic",))
     data["worker"].update(web_port=free_port(), batch_max_records=300, batch_timeout_ms=20)
     data["detectors"] = [{"name": "error_adwin", "type": "adwin", "target": "error"}]
     labels_topic = f"lkill-{unique}.labels"

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 import pytest
 
-from driftline.agents.demo import _to_toml, demo_spec_text
+from driftline.agents.demo import _to_toml, ks_adwin_spec_text
 from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
@@ -54,7 +54,7 @@ def _write_users(path: Path) -> dict[str, tuple[float, float]]:
 
 
 def _spec(tmp: Path, uid: str, inputs: list[str], model: Path) -> Path:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["pipeline"]["name"] = f"modes-{uid}-{len(inputs)}"
     data["input"]["topic"] = f"modes-{uid}.events"
     data["input"]["fields"]["label"] = "int"

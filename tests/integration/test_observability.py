@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 import pytest
 
-from driftline.agents.demo import named_demo_spec, stop_process
+from driftline.agents.demo import named_ks_adwin_spec, stop_process
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from tests.chromium import run_chromium as _run_chromium
@@ -75,7 +75,7 @@ def worker(
 ) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("obs")
     uid = uuid.uuid4().hex[:10]
-    data = named_demo_spec(f"obs-{uid}")
+    data = named_ks_adwin_spec(f"obs-{uid}")
     port = free_port()
     data["worker"]["web_port"] = port
     data["worker"]["status_values"] = True  # the page's histograms (input values) shown

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.synthetic import SyntheticStream
 from driftline.alert_format import format_alert
 from driftline.localkafka import free_port
@@ -93,7 +93,7 @@ class Run:
 def run(kafka_bootstrap: str, kcat: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("e2e")
     uid = uuid.uuid4().hex[:10]
-    data = named_demo_spec(f"e2e-{uid}")
+    data = named_ks_adwin_spec(f"e2e-{uid}")
     port = free_port()
     data["worker"]["web_port"] = port
     spec_path, spec = write_pipeline(tmp, data, kafka_bootstrap)

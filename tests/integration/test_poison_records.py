@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from driftline.schemas import validate
@@ -93,7 +93,7 @@ def _round(spec_path: Path, bootstrap: str, log: Path, port: int, total: int) ->
 def test_poison_records_are_dead_lettered_and_the_worker_goes_on_across_a_restart(
     kafka_bootstrap: str, kcat: str, tmp_path: Path
 ) -> None:
-    data = named_demo_spec(f"poison-{uuid.uuid4().hex[:10]}")
+    data = named_ks_adwin_spec(f"poison-{uuid.uuid4().hex[:10]}")
     data["input"]["max_message_bytes"] = 1_048_576
     port = data["worker"]["web_port"] = free_port()
     spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=3_000)

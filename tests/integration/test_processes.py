@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftline.agents.demo import named_demo_spec, worker_argv
+from driftline.agents.demo import named_ks_adwin_spec, worker_argv
 from driftline.agents.scrape import parse_samples, read_text, sample_sum
 from driftline.agents.synthetic import SyntheticStream
 from tests.kafka_helpers import free_ports, kcat_produce, wait_until_committed, write_pipeline
@@ -54,7 +54,7 @@ def pids(url: str) -> dict[int, int]:
 def test_two_processes_share_the_partitions_survive_a_kill_and_stop_together(
     kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
 ) -> None:
-    data = named_demo_spec(f"procs-{unique}")
+    data = named_ks_adwin_spec(f"procs-{unique}")
     data["worker"].update(batch_max_records=200, batch_timeout_ms=20)
     spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=3000)
     stream = SyntheticStream(n=N, shift_at=N // 2, seed=5, n_entities=300)

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from tests.kafka_helpers import (
@@ -35,7 +35,7 @@ N, K = 40_000, 24_000
 def test_sigkill_and_restart_gives_the_uninterrupted_outputs(
     kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
 ) -> None:
-    data = named_demo_spec(f"kill-{unique}")
+    data = named_ks_adwin_spec(f"kill-{unique}")
     data["worker"].update(web_port=free_port(), batch_max_records=200, batch_timeout_ms=20)
     spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=3000)
     stream = SyntheticStream(n=N, shift_at=K, seed=21, n_entities=200)

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.pipeline import PartitionPipeline, RawRecord
 from driftline.agents.predictor import build_predictor
 from driftline.agents.synthetic import SyntheticStream
@@ -38,7 +38,7 @@ N, K, BATCH = 30_000, 18_000, 200
 def test_at_least_once_repeats_outputs_never_state(
     kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
 ) -> None:
-    data = named_demo_spec(f"alo-{unique}")
+    data = named_ks_adwin_spec(f"alo-{unique}")
     data["worker"].update(web_port=free_port(), batch_max_records=BATCH, batch_timeout_ms=20,
                           processing_guarantee="at_least_once", commit_interval_ms=200)  # fmt: skip
     spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=3000)
@@ -113,7 +113,7 @@ def test_at_least_once_resumes_from_the_snapshot_not_the_group_offsets(
 
     from tests.kafka_helpers import metric
 
-    data = named_demo_spec(f"alo2-{unique}")
+    data = named_ks_adwin_spec(f"alo2-{unique}")
     data["worker"].update(web_port=free_port(), processing_guarantee="at_least_once")
     spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=3000)
     stream = SyntheticStream(n=6_000, shift_at=6_000, seed=3, n_entities=50)

@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftline.agents.demo import _to_toml, demo_spec_text
+from driftline.agents.demo import _to_toml, ks_adwin_spec_text
 from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.replay import partition_for
 from driftline.agents.synthetic import SyntheticStream
@@ -75,7 +75,7 @@ def _events() -> list[dict]:
 
 
 def _spec(tmp: Path, uid: str) -> Path:
-    data = tomllib.loads(demo_spec_text())
+    data = tomllib.loads(ks_adwin_spec_text())
     data["pipeline"]["name"] = f"replay-{uid}"
     data["input"]["topic"] = f"replay-{uid}.events"
     data["output"] = {k: f"replay-{uid}.{k.removesuffix('_topic')}" for k in data["output"]}

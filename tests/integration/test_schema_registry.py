@@ -319,7 +319,7 @@ def test_avro_outputs_are_registered_per_topic(kafka_bootstrap: str, tmp_path: P
     from confluent_kafka.schema_registry.avro import AvroDeserializer
 
     from driftline.agents.alerts_tail import tail_alerts
-    from driftline.agents.demo import named_demo_spec
+    from driftline.agents.demo import named_ks_adwin_spec
     from driftline.agents.formats import SchemaReaders
     from driftline.agents.predictor import build_predictor
     from driftline.agents.synthetic import SyntheticStream
@@ -327,7 +327,7 @@ def test_avro_outputs_are_registered_per_topic(kafka_bootstrap: str, tmp_path: P
     from tests.kafka_helpers import write_pipeline
 
     name = f"sr-out-{uuid.uuid4().hex[:8]}"
-    data = named_demo_spec(name)
+    data = named_ks_adwin_spec(name)
     data["output"]["format"] = "avro"
     data["schema_registry"] = {"url": f"mock://{name}"}
     data["worker"]["web_port"] = free_port()

@@ -33,7 +33,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from driftline.agents.demo import named_demo_spec, stop_process
+from driftline.agents.demo import named_ks_adwin_spec, stop_process
 from driftline.agents.kafka_io import ensure_topics, make_producer, produce_all
 from driftline.agents.synthetic import SyntheticStream
 from driftline.kafka_config import KafkaConfig, is_secret, load_kafka_config
@@ -108,7 +108,7 @@ def run(
     kafka = load_kafka_config(config_file=settings, environ=env)
     assert kafka.properties == props  # the file + the environment give the launcher's settings
     uid = uuid.uuid4().hex[:8]
-    data = named_demo_spec(f"sec-{sk.mode}-{uid}")
+    data = named_ks_adwin_spec(f"sec-{sk.mode}-{uid}")
     port = free_port()
     data["worker"]["web_port"] = port
     # the spec's [kafka] carries what is not secret and not per-environment
@@ -207,7 +207,7 @@ def _failing_worker(
     spec_data: dict | None = None,
 ) -> Exit:  # fmt: skip
     uid = uuid.uuid4().hex[:8]
-    data = spec_data or named_demo_spec(f"fail-{uid}")
+    data = spec_data or named_ks_adwin_spec(f"fail-{uid}")
     admin = KafkaConfig(dict(sk.admin_config))
     spec_path, _ = write_pipeline(tmp, data, admin)  # topics made by the super user
     props_file = _settings_file(tmp / "client.properties", settings)
@@ -320,7 +320,7 @@ def test_missing_transactional_id_acl(secured_kafka: SecuredKafka, tmp_path: Pat
     ]  # fmt: skip
     for f in admin.create_acls(grants, request_timeout=30).values():
         f.result()
-    data = named_demo_spec(prefix, ("model_metrics_topic",))
+    data = named_ks_adwin_spec(prefix, ("model_metrics_topic",))
     ensure_topics(KafkaConfig(dict(sk.admin_config)), [data["input"]["topic"]], 2)
     e = _failing_worker(sk, tmp_path, sk.noacl_config, _secret_env(sk.noacl_config), data)
     _assert_quick(e, sk.noacl_config["sasl.password"])

@@ -19,7 +19,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from driftline.agents.demo import named_demo_spec
+from driftline.agents.demo import named_ks_adwin_spec
 from driftline.agents.synthetic import SyntheticStream, labels_for
 from driftline.alert_format import format_alert
 from driftline.localkafka import free_port
@@ -54,7 +54,7 @@ def _span(times: np.ndarray, values: np.ndarray, lo: int, hi: int) -> tuple[floa
 def test_slice_alert_and_business_line_on_a_real_broker(
     kafka_bootstrap: str, unique: str, kcat: str, tmp_path: Path
 ) -> None:
-    data = named_demo_spec(f"slc-{unique}", ("model_metrics_topic",))
+    data = named_ks_adwin_spec(f"slc-{unique}", ("model_metrics_topic",))
     data["detectors"] = []
     data["labels"] = {
         "topic": f"slc-{unique}.labels",

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from driftline.agents.demo import named_demo_spec, stop_process
+from driftline.agents.demo import named_ks_adwin_spec, stop_process
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from driftline.spec import PipelineSpec
@@ -69,7 +69,7 @@ def refused(spec_path: Path, bootstrap: str, log_path: Path) -> str:
 def test_missing_or_tombstoned_state_is_refused_and_reset_only_on_purpose(
     kafka_bootstrap: str, kcat: str, tmp_path: Path, unique: str
 ) -> None:
-    data = named_demo_spec(f"integrity-{unique}")
+    data = named_ks_adwin_spec(f"integrity-{unique}")
     data["worker"].update(web_port=free_port())
     spec_path, spec = write_pipeline(tmp_path, data, kafka_bootstrap, model_rows=2_000)
     changelog = f"{spec.group_id}.state-changelog"

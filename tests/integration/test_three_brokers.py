@@ -18,7 +18,7 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from driftline.agents.demo import named_demo_spec, stop_process
+from driftline.agents.demo import named_ks_adwin_spec, stop_process
 from driftline.agents.kafka_io import ensure_topics
 from driftline.agents.synthetic import SyntheticStream
 from driftline.agents.topics import host_leader_topic
@@ -93,7 +93,7 @@ def test_a_sigkilled_broker_loses_and_doubles_nothing(
 ) -> None:
     cluster = kafka_cluster3
     bootstrap = cluster.bootstrap
-    data = named_demo_spec(f"c3-{unique}")
+    data = named_ks_adwin_spec(f"c3-{unique}")
     data["worker"].update(web_port=free_port(), batch_max_records=200, batch_timeout_ms=20)
     spec_path, spec = write_pipeline(tmp_path, data, bootstrap, model_rows=3000)
     assert spec.worker.processing_guarantee == "exactly_once"

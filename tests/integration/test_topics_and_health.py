@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from driftline.agents.demo import _to_toml, named_demo_spec, worker_argv
+from driftline.agents.demo import _to_toml, named_ks_adwin_spec, worker_argv
 from driftline.agents.kafka_io import ensure_topics, existing_topics
 from driftline.agents.state import CHANGELOG_CONFIG
 from driftline.localkafka import free_port
@@ -40,7 +40,7 @@ def topics_create(spec: Path, bootstrap: str, *extra: str) -> subprocess.Complet
 def write_spec(tmp: Path, prefix: str, *, batch_features: bool) -> Path:
     """The demo pipeline with a built-in model, delayed labels and, if asked, batch features;
     every topic named after ``prefix``."""
-    data = named_demo_spec(prefix, ("model_metrics_topic",))
+    data = named_ks_adwin_spec(prefix, ("model_metrics_topic",))
     data["model"] = {"builtin": "logistic_regression", "inputs": ["amount", "latency_ms"]}
     data["labels"] = {"topic": f"{prefix}.labels", "time_field": "label_time_ms"}
     if batch_features:

@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from driftline.agents.demo import named_demo_spec, stop_process
+from driftline.agents.demo import named_ks_adwin_spec, stop_process
 from driftline.agents.synthetic import SyntheticStream
 from driftline.localkafka import free_port
 from driftline.spec import load_spec
@@ -51,7 +51,7 @@ def worker(
     kafka_bootstrap: str, kcat: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("web")
-    data = named_demo_spec(f"web-{uuid.uuid4().hex[:10]}")
+    data = named_ks_adwin_spec(f"web-{uuid.uuid4().hex[:10]}")
     port = free_port()
     data["worker"].update(web_host=HOST, web_port=port)
     spec_path, spec = write_pipeline(tmp, data, kafka_bootstrap, model_rows=3000)
