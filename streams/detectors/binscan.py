@@ -83,8 +83,8 @@ def xlogx(n: np.ndarray | float) -> np.ndarray:
     arr = np.asarray(n)
     if arr.dtype.kind in "iu" and arr.size > 64:
         top = int(arr.max(initial=0))
-        if top < _LUT_CAP and int(arr.min(initial=0)) >= 0:  # counts: read them from the table
-            return _lut(top).take(arr)
+        if top < _LUT_CAP:  # counts: read them from the table (below 0: 0, as computed)
+            return _lut(top).take(arr, mode="clip")
     x = arr.astype(np.float64, copy=False)
     return x * np.log(np.maximum(x, 1.0))
 
