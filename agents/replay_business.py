@@ -21,17 +21,16 @@ with the worker's reasons, and counted.
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from driftline.agents.decode import parse_timestamp_ms
 from driftline.agents.pipeline import RawRecord
-from driftline.agents.replay import input_records, partition_for
 from driftline.agents.replay_labels import EVENTS_BATCH
+from driftline.agents.side_feed import UNREADABLE, record_time, timed_partitions
 from driftline.agents.stages.business import read_path
 from driftline.errors import SpecError
 from driftline.io_files import file_format
@@ -39,8 +38,6 @@ from driftline.spec import PipelineSpec
 
 #: Business records per business batch (at most).
 BUSINESS_BATCH = 500
-#: Sorts before every business time: records whose time cannot be read go first (to the DLQ).
-_UNREADABLE = -(2**63)
 
 
 def check_business_spec(spec: PipelineSpec, path: str | Path) -> None:
@@ -76,24 +73,13 @@ class BusinessFeed:
         self.events_batch = EVENTS_BATCH
         self.batch = batch
         self.events_time_field = spec.input.time_field
-        key_field = spec.input.key_field
-        timed: dict[int, list[tuple[int, int, RawRecord]]] = defaultdict(list)
-        offsets: dict[int, int] = defaultdict(int)
-        self.total = 0
-        for doc, value in input_records(path):
-            p, key = 0, None
-            if isinstance(doc, dict) and doc.get(key_field) is not None:
-                key = str(doc[key_field]).encode()
-                p = partition_for(key, partitions, partitioner)
-            rec = RawRecord(b.topic, p, offsets[p], None, key, value)
-            timed[p].append((_time(doc, b.time_field), offsets[p], rec))
-            offsets[p] += 1
-            self.total += 1
+        rows, self.total = timed_partitions(
+            path, b.topic, b.time_field, read_path, spec.input.key_field, partitions, partitioner
+        )
         #: partition -> (business time, record) not fed yet, in time order
-        self.pending: dict[int, deque[tuple[int, RawRecord]]] = {}
-        for p, rows in timed.items():
-            rows.sort(key=lambda r: (r[0], r[1]))
-            self.pending[p] = deque((t, r) for t, _o, r in rows)
+        self.pending: dict[int, deque[tuple[int, RawRecord]]] = {
+            p: deque(timed) for p, timed in rows.items()
+        }
 
     def due(self, partition: int, until_ms: int | None) -> list[list[RawRecord]]:
         """The partition's records timed at or before ``until_ms``, in batches, in order."""
@@ -138,7 +124,7 @@ def batch_time_ms(docs: Iterable[Any], time_field: str) -> int | None:
     best = None
     for doc in docs:
         t = _time(doc, time_field)
-        if t != _UNREADABLE and (best is None or t > best):
+        if t != UNREADABLE and (best is None or t > best):
             best = t
     return best
 
@@ -151,9 +137,4 @@ def _doc(value: bytes | None) -> Any:
 
 
 def _time(doc: Any, field: str) -> int:
-    if not isinstance(doc, dict):
-        return _UNREADABLE
-    try:
-        return parse_timestamp_ms(field, read_path(doc, field))
-    except Exception:  # the decoder rejects it with its reason
-        return _UNREADABLE
+    return record_time(doc, field, read_path)

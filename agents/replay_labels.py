@@ -18,18 +18,13 @@ when its key is unreadable), with the worker's reasons.
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import deque
 from pathlib import Path
-from typing import Any
 
-from driftline.agents.decode import parse_timestamp_ms
 from driftline.agents.pipeline import RawRecord
-from driftline.agents.replay import input_records, partition_for
+from driftline.agents.side_feed import timed_partitions
 from driftline.errors import SpecError
 from driftline.spec import PipelineSpec
-
-#: Sorts before every label time: records whose time cannot be read go first (to the DLQ).
-_UNREADABLE = -(2**63)
 
 
 def check_labels_spec(spec: PipelineSpec) -> None:
@@ -73,26 +68,15 @@ class LabelFeed:
         self.events_batch = EVENTS_BATCH
         ls = spec.labels
         assert ls is not None and ls.time_field is not None
-        key_field = spec.input.key_field
-        timed: dict[int, list[tuple[int, int, RawRecord]]] = defaultdict(list)
-        offsets: dict[int, int] = defaultdict(int)
-        self.total = 0
-        for doc, value in input_records(path):
-            p, key = 0, None
-            if isinstance(doc, dict) and doc.get(key_field) is not None:
-                key = str(doc[key_field]).encode()
-                p = partition_for(key, partitions, partitioner)
-            rec = RawRecord(ls.topic, p, offsets[p], None, key, value)
-            timed[p].append((_label_time(doc, ls.time_field), offsets[p], rec))
-            offsets[p] += 1
-            self.total += 1
+        rows, self.total = timed_partitions(
+            path, ls.topic, ls.time_field, dict.get, spec.input.key_field, partitions, partitioner
+        )
         #: partition -> batches not fed yet: (largest label time, records), in time order
         self.pending: dict[int, deque[tuple[int, list[RawRecord]]]] = {}
-        for p, rows in timed.items():
-            rows.sort(key=lambda r: (r[0], r[1]))
+        for p, timed in rows.items():
             self.pending[p] = deque(
-                (rows[min(i + batch, len(rows)) - 1][0], [r for _t, _o, r in rows[i : i + batch]])
-                for i in range(0, len(rows), batch)
+                (timed[min(i + batch, len(timed)) - 1][0], [r for _t, r in timed[i : i + batch]])
+                for i in range(0, len(timed), batch)
             )
 
     def due(self, partition: int, watermark_ms: int | None) -> list[list[RawRecord]]:
@@ -114,12 +98,3 @@ class LabelFeed:
                 out[p] = [recs for _t, recs in batches]
                 batches.clear()
         return out
-
-
-def _label_time(doc: Any, field: str) -> int:
-    if not isinstance(doc, dict):
-        return _UNREADABLE
-    try:
-        return parse_timestamp_ms(field, doc.get(field))
-    except Exception:  # the decoder rejects it with its reason
-        return _UNREADABLE
