@@ -52,6 +52,21 @@ def _trigger(topic: str, offset: int, event_time_ms: int, n_current: int) -> dic
             "n_current": int(n_current)}  # fmt: skip
 
 
+def _window(
+    topic: str, offset: int, event_time_ms: int, start: tuple[Any, Any] | None, n_current: int
+) -> dict[str, Any]:
+    """An alert's ``window`` with its start: the trigger record, ``start`` (event time, offset)
+    the first record judged if known, and the values judged."""
+    return {
+        "topic": topic,
+        "event_time_ms": event_time_ms,
+        "offset": offset,
+        "start_event_time_ms": None if start is None else start[0],
+        "start_offset": None if start is None else start[1],
+        "n_current": int(n_current),
+    }
+
+
 class AlertDocs:
     """Builds one partition's alert documents and puts them in a batch's outcome."""
 
@@ -97,13 +112,13 @@ class AlertDocs:
         *,
         name: str,
         kind: str,
-        detector: str,
+        detector: str | None = None,
         detector_type: str,
         target: str,
         status: str,
-        severity: str,
+        severity: str | None = None,
         statistic: float,
-        p_value: float | None,
+        p_value: float | None = None,
         threshold: float,
         window: dict[str, Any],
         reference: str,
@@ -111,19 +126,23 @@ class AlertDocs:
         now_ms: int,
         id_topic: str = "",
     ) -> dict[str, Any]:
-        """The document every kind of alert shares (``name`` names it in the alert id;
-        ``window`` holds the trigger's topic, offset and event time, and n_current)."""
+        """The document every kind of alert shares (``name`` names it in the alert id, and is
+        the ``detector`` unless one is given; ``window`` holds the trigger's topic, offset and
+        event time, and n_current; ``severity`` is ``warning`` while firing, else ``info``,
+        unless one is given)."""
         return {
             "alert_id": alert_id(
                 self.pipeline, name, self.partition, window["offset"], status, id_topic
             ),
             "pipeline": self.pipeline,
             "kind": kind,
-            "detector": detector,
+            "detector": name if detector is None else detector,
             "detector_type": detector_type,
             "target": target,
             "status": status,
-            "severity": severity,
+            "severity": (
+                severity if severity is not None else "warning" if status == "firing" else "info"
+            ),
             "statistic": float(statistic),
             "p_value": None if p_value is None else float(p_value),
             "threshold": float(threshold),
@@ -150,18 +169,10 @@ class AlertDocs:
             severity = "critical"
         else:
             severity = "warning"
-        window = {
-            "topic": topic,
-            "event_time_ms": event_time_ms,
-            "offset": offset,
-            "start_event_time_ms": None if start is None else start[0],
-            "start_offset": None if start is None else start[1],
-            "n_current": int(d.n_current),
-        }
+        window = _window(topic, offset, event_time_ms, start, d.n_current)
         doc = self._doc(
             name=dspec.name,
             kind=alert_kind(dspec.target),
-            detector=dspec.name,
             detector_type=dspec.type,
             target=dspec.target,
             status=d.status,
@@ -193,13 +204,10 @@ class AlertDocs:
         return self._doc(
             name=c.name,
             kind="skew",
-            detector=c.name,
             detector_type="skew",
             target=f"{c.batch}~{c.streaming}",
             status=d.status,
-            severity="warning" if d.status == "firing" else "info",
             statistic=d.statistic,
-            p_value=None,
             threshold=d.threshold,
             window=window,
             reference=f"batch feature {c.batch} vs streaming {c.streaming}: share of the last "
@@ -233,13 +241,10 @@ class AlertDocs:
         doc = self._doc(
             name=m.name,
             kind="multivariate",
-            detector=m.name,
             detector_type=m.method,
             target=features,
             status=d.status,
-            severity="warning" if d.status == "firing" else "info",
             statistic=d.statistic,
-            p_value=None,
             threshold=d.threshold,
             window=window,
             reference=reference,
@@ -254,12 +259,7 @@ class AlertDocs:
     ) -> dict[str, Any]:
         """A feature-importance shift's alert."""
         imp = self.spec.labels.importance if self.spec.labels else None
-        window = {
-            "topic": topic,
-            "event_time_ms": int(e.time_ms or 0),
-            "offset": offset,
-            "n_current": int(e.n_examples),
-        }
+        window = _trigger(topic, offset, int(e.time_ms or 0), e.n_examples)
         return self._doc(
             name=f"importance:{e.feature}",
             kind="importance",
@@ -267,9 +267,7 @@ class AlertDocs:
             detector_type="importance",
             target=e.feature,
             status=e.status,
-            severity="warning" if e.status == "firing" else "info",
             statistic=e.current_share,
-            p_value=None,
             threshold=imp.threshold if imp else 0.0,
             window=window,
             reference=f"{imp.method if imp else ''} importance share of {e.feature} at the "
@@ -295,12 +293,7 @@ class AlertDocs:
         record whose labels made the evaluation (``topic``/partition@``offset``). ``estimated``:
         both metrics are label-free estimates (CBPE) over their last chunks, and the trigger is
         the prediction that completed the value's chunk."""
-        window = {
-            "topic": topic,
-            "event_time_ms": int(event_time_ms),
-            "offset": int(offset),
-            "n_current": int(e.n_slice),
-        }
+        window = _trigger(topic, int(offset), int(event_time_ms), e.n_slice)
         ls = self.spec.labels
         wname = (f"last {ls.count_window} examples" if sl.window == "count"
                  else f"{ls.time_window_ms} ms event-time window") if ls else sl.window  # fmt: skip
@@ -314,9 +307,7 @@ class AlertDocs:
             detector_type="slice",
             target=f"{sl.field}={value}",
             status=e.status,
-            severity="warning" if e.status == "firing" else "info",
             statistic=e.slice_value,
-            p_value=None,
             threshold=sl.margin,
             window=window,
             reference=f"global {e.metric} over the {wname} of partition {self.partition}: "
@@ -355,14 +346,8 @@ class AlertDocs:
         """A chunk's estimated ``metric`` crossed its threshold (down: ``firing``; back up:
         ``resolved``); the trigger is the chunk's last prediction's input record."""
         estimate, lower, upper = c.metrics[metric]
-        window = {
-            "topic": topic,
-            "event_time_ms": c.end_event_time_ms,
-            "offset": c.last_offset,
-            "start_event_time_ms": c.start_event_time_ms,
-            "start_offset": c.first_offset,
-            "n_current": c.n,
-        }
+        start = (c.start_event_time_ms, c.first_offset)
+        window = _window(topic, c.last_offset, c.end_event_time_ms, start, c.n)
         doc = self._doc(
             name=f"estimated_performance:{metric}",
             kind="estimated_performance",
@@ -370,9 +355,7 @@ class AlertDocs:
             detector_type="cbpe",
             target=metric,
             status=status,
-            severity="warning" if status == "firing" else "info",
             statistic=estimate,
-            p_value=None,
             threshold=threshold,
             window=window,
             reference=reference,
