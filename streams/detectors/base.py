@@ -37,6 +37,7 @@ __all__ = [
     "AlarmedDetector",
     "Detection",
     "DriftDetector",
+    "FlaggedDetector",
     "alpha_param",
     "check_level",
     "finite_values",
@@ -207,20 +208,12 @@ class DriftDetector(ABC):
         """Replace this detector's state by a `snapshot` taken with the same hyperparameters."""
 
 
-class AlarmedDetector(DriftDetector):
-    """A detector that evaluates a statistic now and then and fires / resolves through an
-    `streams.detectors.alarm.Alarm` (``_alarm``): the read-only state of KS and the windowed
-    detectors."""
+class _CountingDetector(DriftDetector):
+    """A detector that keeps its last statistic and its count of values consumed as
+    ``_statistic`` and ``_n_seen``: `AlarmedDetector` and `FlaggedDetector`."""
 
-    _alarm: Alarm
     _statistic: float
     _n_seen: int
-    _n_eval: int
-
-    @property
-    def in_drift(self) -> bool:
-        """True between a firing and the following resolution."""
-        return self._alarm.firing
 
     @property
     def statistic(self) -> float:
@@ -232,10 +225,43 @@ class AlarmedDetector(DriftDetector):
         """Values consumed (see the class docstring for which count)."""
         return self._n_seen
 
+
+class AlarmedDetector(_CountingDetector):
+    """A detector that evaluates a statistic now and then and fires / resolves through an
+    `streams.detectors.alarm.Alarm` (``_alarm``): the read-only state of KS and the windowed
+    detectors."""
+
+    _alarm: Alarm
+    _n_eval: int
+
+    @property
+    def in_drift(self) -> bool:
+        """True between a firing and the following resolution."""
+        return self._alarm.firing
+
     @property
     def n_evaluations(self) -> int:
         """Evaluations (tests) so far."""
         return self._n_eval
+
+
+class FlaggedDetector(_CountingDetector):
+    """A detector that keeps its own episode flag (``_firing``) and compares its statistic with
+    a bound or a calibrated threshold, not a p-value: the read-only state of the river wrappers
+    and the FOCuS detectors (their docstrings say what the statistic is and when they resolve).
+    """
+
+    _firing: bool
+
+    @property
+    def in_drift(self) -> bool:
+        """True from a firing until the detector resolves (see its docstring for when)."""
+        return self._firing
+
+    @property
+    def p_value(self) -> float | None:
+        """Always None: a bound or a calibrated threshold, not a test with a p-value."""
+        return None
 
 
 def _batch_length(xs: Any) -> int:

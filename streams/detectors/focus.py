@@ -65,7 +65,7 @@ from driftline.streams.detectors.base import (
     RESOLVED,
     AdjustableRate,
     Detection,
-    DriftDetector,
+    FlaggedDetector,
     check_state_params,
     finite_values,
 )
@@ -116,7 +116,7 @@ def _column(
     return np.log(np.asarray(grid, dtype=np.float64)), col
 
 
-class _Focus(AdjustableRate, DriftDetector):
+class _Focus(AdjustableRate, FlaggedDetector):
     """What ``focus`` and ``focus_scale`` share (see the module docstring)."""
 
     _kind: ClassVar[str]
@@ -151,27 +151,6 @@ class _Focus(AdjustableRate, DriftDetector):
 
     def _watches(self, d: str) -> bool:
         return self.direction in ("both", d)
-
-    @property
-    def in_drift(self) -> bool:
-        """True from a firing until the data are back (see the module docstring)."""
-        return self._firing
-
-    @property
-    def statistic(self) -> float:
-        """Likelihood-ratio statistic of the last value (watching) or the last window's
-        against the reference (firing); NaN before the first test."""
-        return self._statistic
-
-    @property
-    def p_value(self) -> float | None:
-        """Always None: a calibrated threshold, not a test with a p-value."""
-        return None
-
-    @property
-    def n_seen(self) -> int:
-        """Finite values consumed."""
-        return self._n_seen
 
     @property
     def n_alarms(self) -> int:

@@ -1,5 +1,6 @@
 """What the detectors that wrap one river detector share: firing/resolved state with a cooldown,
-the read-only properties, and snapshots holding the river object's state as plain data."""
+the read-only properties (`streams.detectors.base.FlaggedDetector`), and snapshots holding the
+river object's state as plain data."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import math
 from typing import Any, ClassVar
 
 from driftline.errors import DriftlineError
-from driftline.streams.detectors.base import DriftDetector, check_state_params
+from driftline.streams.detectors.base import FlaggedDetector, check_state_params
 from driftline.streams.plain_state import restore_river_detector, river_detector_state
 
 __all__ = ["RiverWrapper"]
 
 
-class RiverWrapper(DriftDetector):
+class RiverWrapper(FlaggedDetector):
     """Base of `AdwinDetector` and the sequential detectors (`_river` is the river object).
 
     Subclasses set ``_river`` and call ``_reset_state`` in ``__init__``; they may keep more state
@@ -33,26 +34,6 @@ class RiverWrapper(DriftDetector):
         self._n_detections = 0
 
     # ------------------------------------------------------------------ read-only state
-    @property
-    def in_drift(self) -> bool:
-        """True from a detection until ``cooldown`` values pass without another."""
-        return self._firing
-
-    @property
-    def statistic(self) -> float:
-        """See the class docstring (NaN before any value)."""
-        return self._statistic
-
-    @property
-    def p_value(self) -> float | None:
-        """Always None: these are bound / threshold tests."""
-        return None
-
-    @property
-    def n_seen(self) -> int:
-        """Finite values consumed."""
-        return self._n_seen
-
     @property
     def n_detections(self) -> int:
         """River detections so far."""
