@@ -72,6 +72,8 @@ class _Windowed(AlarmedDetector):
     """
 
     _categorical: ClassVar[bool] = False
+    #: ``min_samples`` when None: ``min(_warmup, window_size)``, or ``window_size`` if None
+    _warmup: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -88,6 +90,8 @@ class _Windowed(AlarmedDetector):
         self.window_size = int_param("window_size", window_size, 1, MAX_VALUES)
         self.reference_size = int_param("reference_size", reference_size, 1, MAX_VALUES)
         self.stride = int_param("stride", stride, 1, MAX_VALUES)
+        if min_samples is None and self._warmup is not None:
+            min_samples = min(self._warmup, self.window_size)
         self.min_samples = min_samples_param(min_samples, self.window_size)
         self._alarm = Alarm(n_confirm, n_clear, cooldown)
         self._profile: Profile | None = None
@@ -355,6 +359,7 @@ class SummaryDetector(_Windowed):
     """
 
     name: ClassVar[str] = "summary"
+    _warmup = _WARMUP
 
     def __init__(
         self,
@@ -374,8 +379,6 @@ class SummaryDetector(_Windowed):
         cooldown: int = 0,
         clear_fraction: float = 0.5,
     ) -> None:
-        if min_samples is None:
-            min_samples = min(_WARMUP, int_param("window_size", window_size, 1, MAX_VALUES))
         super().__init__(
             reference,
             reference_size,
@@ -531,6 +534,7 @@ class Chi2Detector(AdjustableLevel, _Categorical):
     """
 
     name: ClassVar[str] = "chi2"
+    _warmup = _WARMUP
 
     def __init__(
         self,
@@ -548,8 +552,6 @@ class Chi2Detector(AdjustableLevel, _Categorical):
     ) -> None:
         self._init_alpha(alpha)
         self.clear_alpha = probability_param("clear_alpha", clear_alpha)
-        if min_samples is None:
-            min_samples = min(_WARMUP, int_param("window_size", window_size, 1, MAX_VALUES))
         super().__init__(
             reference,
             reference_size,
