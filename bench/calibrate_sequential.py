@@ -222,11 +222,12 @@ def calibrate(sims: dict[str, tuple[dict[str, np.ndarray], np.ndarray]]) -> dict
             out[d][name] = np.array(
                 [levels_for(tot[d][b], ev[b], RATES, slope) for b in range(ev.size)]
             )
-        worst = max(out[d], key=lambda k: out[d][k][:, 1].max())
+        one = RATES.index(1.0)
+        worst = max(out[d], key=lambda k: out[d][k][:, one].max())
         print(f"  {d:4s} tail slope pooled {pooled:.3f}, "
               f"{', '.join(f'{k} {v:.3f}' for k, v in slopes.items())}\n"
               f"       h(1 per 10^6) by band, worst stream {worst}: "
-              f"{np.round(out[d][worst][:, 1], 1).tolist()}")  # fmt: skip
+              f"{np.round(out[d][worst][:, one], 1).tolist()}")  # fmt: skip
     return out
 
 

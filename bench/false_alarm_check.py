@@ -52,11 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", default="focus_scale:lognormal,focus_scale:bimodal,"
                     "np_focus:lognormal,np_focus:uniform")  # fmt: skip
     ap.add_argument("--seeds", type=int, default=200)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed ... + seeds - 1")
     ap.add_argument("--length", type=int, default=50_000)
     ap.add_argument("--jobs", type=int, default=1)
     args = ap.parse_args(argv)
     pairs = args.pairs.split(",")
-    jobs = [(p, s, args.length) for p in pairs for s in range(args.seeds)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [(p, s, args.length) for p in pairs for s in seeds]
     tot: dict[str, list[float]] = {p: [0, 0, 0.0] for p in pairs}
     with ProcessPoolExecutor(args.jobs) as ex:
         for pair, k, n, cpu in ex.map(count, *zip(*jobs, strict=True), chunksize=4):
