@@ -5,7 +5,7 @@ per stream leave the interval wide (3 alarms in 10^6: 0.6 ... 8.8 per 10^6).
     python bench/false_alarm_check.py --pairs focus_scale:lognormal,np_focus:uniform \\
         --seeds 200 --length 50000 --jobs 2
 
-Streams are `detection_bench.STATIONARY["numeric"]`; every detector at its defaults (1 false
+Streams are `detection_bench.STATIONARY`'s (numeric ones, ``categories``, ``error_0.1``); every detector at its defaults (1 false
 alarm per 10^6 values), fed in batches of 1,000 with ``update_many``; an alarm is the start of an
 episode (a ``"firing"`` detection). Seeds differ from detection_bench's.
 """
@@ -33,7 +33,8 @@ def count(pair: str, seed: int, length: int) -> tuple[str, int, int, float]:
     """(pair, alarms, values, CPU s) of one seeded stream."""
     det_type, stream = pair.split(":")
     t = time.process_time()
-    xs = STATIONARY["numeric"][stream](np.random.default_rng([7_000_003, seed]), length)
+    make = next(kinds[stream] for kinds in STATIONARY.values() if stream in kinds)
+    xs = make(np.random.default_rng([7_000_003, seed]), length)
     det = build_detector(det_type)
     alarms = 0
     for i in range(0, length, 1_000):
