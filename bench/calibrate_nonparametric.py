@@ -18,7 +18,8 @@ episodes were seen, and extrapolated below by a straight line fitted to log(rate
 * ``np_focus``: uniform streams. Its statistic is a function of the ranks of the values only,
   so one continuous distribution calibrates all of them; ties merge bins and lower it.
 * one Bernoulli ratio (``focus_categorical`` per category): streams of 0/1 with share ``p`` for
-  several ``p``; the table keeps, at each ``h``, the highest rate over them.
+  several ``p``, over that detector's windows (16 ... 16,384); the table keeps, at each ``h``,
+  the highest rate over them.
 
 Statistics are computed from integer counts with the detector's own functions
 (`g_multinomial`, `g_bernoulli_max`), so the simulated statistic is the detector's.
@@ -38,13 +39,13 @@ from driftline.streams.detectors.binscan import (
     g_bernoulli_max,
     g_multinomial,
 )
-from driftline.streams.detectors.nonparametric import N_QUANTILES
+from driftline.streams.detectors.nonparametric import N_QUANTILES, FocusCategoricalDetector
 
 TABLE_RATES = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def statistic_paths(
-    bins: np.ndarray, n_bins: int, warmup: int, g: object
+    bins: np.ndarray, n_bins: int, warmup: int, g: object, windows: np.ndarray = WINDOWS
 ) -> tuple[np.ndarray, np.ndarray]:
     """The detector's statistic after every value of each stream (rows of ``bins``; -inf
     where nothing is tested yet) and the window that gave it; both of shape ``bins.shape``."""
@@ -54,7 +55,7 @@ def statistic_paths(
     np.cumsum(onehot, axis=1, dtype=np.int64, out=c[:, 1:])
     out = np.full((s, t), -np.inf)
     wins = np.zeros((s, t), dtype=np.int64)
-    for w in WINDOWS.tolist():
+    for w in windows.tolist():
         ends = np.arange(w + warmup, t + 1)  # counts after value `end` (1-based)
         if ends.size == 0:
             continue
@@ -129,14 +130,14 @@ def table(hs: np.ndarray, counts: np.ndarray, n_values: int, min_count: int) -> 
 
 
 def run(name: str, make: object, g: object, n_bins: int, args: argparse.Namespace,
-        hs: np.ndarray) -> np.ndarray:  # fmt: skip
+        hs: np.ndarray, windows: np.ndarray = WINDOWS) -> np.ndarray:  # fmt: skip
     counts = np.zeros(hs.size, dtype=np.int64)
     done = 0
     t0 = time.process_time()
     while done < args.streams:
         s = min(args.chunk, args.streams - done)
         bins = make(s)  # type: ignore[operator]
-        counts += count_episodes(*statistic_paths(bins, n_bins, args.warmup, g), hs)
+        counts += count_episodes(*statistic_paths(bins, n_bins, args.warmup, g, windows), hs)
         done += s
     print(f"# {name}: {done} streams x {args.length} values, "
           f"{time.process_time() - t0:.0f} CPU s", file=sys.stderr)  # fmt: skip
@@ -166,9 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "bernoulli"):
         hs = np.arange(3.0, 35.0, 0.25)
         worst = np.zeros(hs.size, dtype=np.int64)
+        categorical = FocusCategoricalDetector.windows  # 16 ... 16,384
         for p in (0.5, 0.3, 0.1, 0.03):
             counts = run(f"bernoulli p={p}", lambda s, p=p: bernoulli_bins(rng, s, args.length, p),
-                         g_bernoulli_max, 2, args, hs)  # fmt: skip
+                         g_bernoulli_max, 2, args, hs, categorical)  # fmt: skip
             worst = np.maximum(worst, counts)
         print("BERNOULLI_TABLE = (  # (false alarms per 10^6 values, threshold): how")
         for r, h, how in table(hs, worst, n_values, args.min_count):

@@ -5,9 +5,10 @@ per stream leave the interval wide (3 alarms in 10^6: 0.6 ... 8.8 per 10^6).
     python bench/false_alarm_check.py --pairs focus_scale:lognormal,np_focus:uniform \\
         --seeds 200 --length 50000 --jobs 2
 
-Streams are `detection_bench.STATIONARY`'s (numeric ones, ``categories``, ``error_0.1``); every detector at its defaults (1 false
-alarm per 10^6 values), fed in batches of 1,000 with ``update_many``; an alarm is the start of an
-episode (a ``"firing"`` detection). Seeds differ from detection_bench's.
+Streams are `detection_bench.STATIONARY`'s (numeric ones, ``categories``, ``error_0.1``); every
+detector at its defaults (1 false alarm per 10^6 values), fed in batches of 1,000 with
+``update_many``; an alarm is the start of an episode (a ``"firing"`` detection). Seeds differ
+from detection_bench's.
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
 """Binned likelihood-ratio scans: the machinery of `np_focus` and `focus_categorical`.
 
-Both detectors turn each value into a bin (a range between quantiles of the warm-up values, or
-a category) and, after every value, compare the bin counts of the last ``w`` values with those
-of every earlier value of the current reference, for each ``w`` of a geometric grid
-(`WINDOWS`: 16, 23, 32, ... 4096 values, ratio sqrt(2)). Each comparison is a two-sample
-likelihood ratio of counts (`g_multinomial` over all bins, or `g_bernoulli_max`: the largest
-of the one-bin-against-the-rest ratios); the detector's statistic is the largest over the
-grid, i.e. a CUSUM-like scan over change points ``t - w`` for every change size at once, as
-FOCuS does for known distributions, at ``len(WINDOWS)`` comparisons per value.
+Both detectors turn each value into a bin (a range between quantiles of the warm-up values, or a
+category) and, after every value, compare the bin counts of the last ``w`` values with those of
+every earlier value of the current reference, for each ``w`` of a geometric grid (`window_grid`:
+16, 23, 32, ... values, ratio sqrt(2), up to the detector's `max_window`: 4,096 for `np_focus`,
+16,384 for `focus_categorical`, whose small share changes need long windows). Each comparison is
+a two-sample likelihood ratio of counts (`g_multinomial` over all bins, or `g_bernoulli_max`:
+the largest of the one-bin-against-the-rest ratios); the detector's statistic is the largest
+over the grid, i.e. a CUSUM-like scan over change points ``t - w`` for every change size at
+once, as FOCuS does for known distributions, at ``len(windows)`` comparisons per value. A change
+older than the longest window is still seen by it, but fades as the reference absorbs the
+changed values: the longest window bounds how small a change can be and still be found.
 
 Episodes. The reference is every value since the warm-up that was not part of an episode.
 When the statistic exceeds the calibrated threshold ``h`` the detector fires and freezes the
 reference at the values before the window that fired (the change's estimated start); from then
 on it compares the values since that start -- the last `RESOLVE_SPAN` x ``w`` of them (at most
-`MAX_WINDOW`), ``w`` being the window that fired -- with the frozen reference after every value,
+`max_window`), ``w`` being the window that fired -- with the frozen reference after every value,
 and resolves when that likelihood ratio falls below ``h / 2``: while the data still differ from
 the reference the episode stays open, however long (a drift seen in ``w`` values gives about
 four times the threshold over ``4 w`` of them), and it closes about ``4 w`` values after they
@@ -28,7 +31,7 @@ elementwise arithmetic).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -55,16 +58,30 @@ __all__ = [
     "g_bernoulli_max",
     "g_multinomial",
     "threshold_for",
+    "window_grid",
     "xlogx",
 ]
 
 MIN_WINDOW = 16
 MAX_WINDOW = 4096
-#: Window lengths compared with the reference after every value: 16 * 2**(i/2) up to 4096.
-WINDOWS: np.ndarray = np.array(
-    sorted({round(MIN_WINDOW * 2 ** (i / 2)) for i in range(17)}), dtype=np.int64
-)
-#: While firing, the last ``RESOLVE_SPAN * w`` values since the change (at most `MAX_WINDOW`)
+
+
+def window_grid(longest: int) -> np.ndarray:
+    """Window lengths ``16 * 2**(i/2)`` (rounded) up to ``longest`` (a power of two).
+
+    Examples
+    --------
+    >>> window_grid(64).tolist()
+    [16, 23, 32, 45, 64]
+    """
+    k = 2 * round(math.log2(longest / MIN_WINDOW))
+    sizes = {round(MIN_WINDOW * 2 ** (i / 2)) for i in range(k + 1)}
+    return np.array(sorted(sizes), dtype=np.int64)
+
+
+#: Window lengths ``np_focus`` compares with the reference after every value: 16 ... 4096.
+WINDOWS: np.ndarray = window_grid(MAX_WINDOW)
+#: While firing, the last ``RESOLVE_SPAN * w`` values since the change (at most `max_window`)
 #: are compared with the reference, ``w`` being the window that fired.
 RESOLVE_SPAN = 4
 CHUNK = 256  # values per vectorised step (bounds the (chunk, windows, bins) arrays)
@@ -207,6 +224,9 @@ class BinScanDetector(AdjustableRate, AlarmedDetector):
     """
 
     rate_range = RATE_RANGE
+    #: The longest window and the grid of window lengths (`window_grid`) of this detector.
+    max_window: ClassVar[int] = MAX_WINDOW
+    windows: ClassVar[np.ndarray] = WINDOWS
 
     def __init__(self, warmup: int, false_alarms_per_million: float, min_warmup: int) -> None:
         self.warmup = int_param("warmup", warmup, min_warmup, MAX_VALUES)
@@ -219,7 +239,7 @@ class BinScanDetector(AdjustableRate, AlarmedDetector):
         self._n_bins = 0
         self._threshold = math.nan
         self._ring = np.zeros(0, dtype=np.int64)
-        self._wc = np.zeros((WINDOWS.size, 0), dtype=np.int64)
+        self._wc = np.zeros((self.windows.size, 0), dtype=np.int64)
         self._ref = np.zeros(0, dtype=np.int64)
         self._run = 0
         self._span = 0  # while firing: values of the episode's window (RESOLVE_SPAN x its w)
@@ -301,14 +321,14 @@ class BinScanDetector(AdjustableRate, AlarmedDetector):
         bins = self._bins(warm)
         self._ref = np.bincount(bins, minlength=self._n_bins).astype(np.int64)
         self._run = len(warm)
-        self._set_ring(bins[-MAX_WINDOW:])
+        self._set_ring(bins[-self.max_window :])
 
     def _set_ring(self, bins: np.ndarray) -> None:
-        """The last `MAX_WINDOW` bins (padded with the bin number ``n_bins``) and the window
+        """The last `max_window` bins (padded with the bin number ``n_bins``) and the window
         counts derived from them."""
-        pad = np.full(MAX_WINDOW - bins.size, self._n_bins, dtype=np.int64)
+        pad = np.full(self.max_window - bins.size, self._n_bins, dtype=np.int64)
         self._ring = np.concatenate([pad, bins.astype(np.int64)])
-        self._wc = np.stack([self._counts(self._ring[-w:]) for w in WINDOWS.tolist()])
+        self._wc = np.stack([self._counts(self._ring[-w:]) for w in self.windows.tolist()])
 
     def _counts(self, bins: np.ndarray) -> np.ndarray:
         return np.bincount(bins, minlength=self._n_bins + 1)[: self._n_bins].astype(np.int64)
@@ -317,9 +337,10 @@ class BinScanDetector(AdjustableRate, AlarmedDetector):
         """Consume ``new`` (bins) up to and including the first state change; return its
         position in ``new`` and the `Detection` fields (index excluded), or (len, None)."""
         n, nb = new.size, self._n_bins
+        windows, longest = self.windows, self.max_window
         hist = np.concatenate([self._ring, new])
         new_c = _cumcounts(new, nb)  # (n, nb)
-        leaving = hist[(MAX_WINDOW - WINDOWS)[:, None] + np.arange(n)]  # (windows, n)
+        leaving = hist[(longest - windows)[:, None] + np.arange(n)]  # (windows, n)
         win = self._wc[:, None, :] + new_c[None] - _cumcounts(leaving, nb)  # (windows, n, nb)
         win = np.ascontiguousarray(win.transpose(1, 0, 2))  # (n, windows, nb), C order
         run = self._run + 1 + np.arange(n)  # segment values up to each new one
@@ -327,8 +348,8 @@ class BinScanDetector(AdjustableRate, AlarmedDetector):
         if not firing:
             ref = self._ref + new_c[:, None, :] - win
             n_ref = ref.sum(axis=-1)
-            valid = (WINDOWS <= run[:, None]) & (n_ref >= self.warmup)
-            sizes = np.broadcast_to(WINDOWS, n_ref.shape)
+            valid = (windows <= run[:, None]) & (n_ref >= self.warmup)
+            sizes = np.broadcast_to(windows, n_ref.shape)
             g = np.where(valid, self._g(win, sizes, ref, n_ref), -np.inf)
             stat = g.max(axis=1)
             evaluated = valid.any(axis=1)
@@ -336,9 +357,9 @@ class BinScanDetector(AdjustableRate, AlarmedDetector):
         else:
             span = self._span
             length = np.minimum(run, span)
-            since = self._counts(self._ring[MAX_WINDOW - min(self._run, span) :])
+            since = self._counts(self._ring[longest - min(self._run, span) :])
             leaves = run > span  # the value `span` back leaves the episode's window
-            gone = np.where(leaves, hist[MAX_WINDOW - span + np.arange(n)], nb)
+            gone = np.where(leaves, hist[longest - span + np.arange(n)], nb)
             episode = since + new_c - _cumcounts(gone, nb)  # (n, nb): the last `length` values
             n_ref_f = int(self._ref.sum())
             stat = self._g(episode, length, self._ref, np.full(n, n_ref_f))
@@ -350,7 +371,7 @@ class BinScanDetector(AdjustableRate, AlarmedDetector):
         if done.any():
             self._statistic = float(stat[: k + 1][done][-1])
         self._n_seen += k + 1
-        self._ring = hist[k + 1 : k + 1 + MAX_WINDOW]
+        self._ring = hist[k + 1 : k + 1 + longest]
         self._wc = win[k]
         if not hits.size:
             if not firing:
@@ -359,11 +380,11 @@ class BinScanDetector(AdjustableRate, AlarmedDetector):
             return n, None
         if not firing:
             w_idx = int(np.argmax(g[k]))
-            w = int(WINDOWS[w_idx])
+            w = int(windows[w_idx])
             window = win[k, w_idx]
             self._ref = ref[k, w_idx]
             self._run = w
-            self._span = min(RESOLVE_SPAN * w, MAX_WINDOW)
+            self._span = min(RESOLVE_SPAN * w, longest)
             self._alarm.firing = True
             detail = self._detail(window, self._ref)
             fields = {"statistic": float(stat[k]), "n_reference": int(n_ref[k, w_idx]),
@@ -379,7 +400,7 @@ class BinScanDetector(AdjustableRate, AlarmedDetector):
     # ------------------------------------------------------------------ snapshot
     def snapshot(self) -> dict[str, Any]:
         """Plain-data state (JSON-able): warm-up values or bins, reference counts, the last
-        `MAX_WINDOW` bins as a string."""
+        `max_window` bins as a string."""
         ready = self._n_bins > 0
         return {
             "detector": self.name,
@@ -424,7 +445,7 @@ class BinScanDetector(AdjustableRate, AlarmedDetector):
         if setup is not None:
             with reading_snapshot(detector_noun(self.name)):
                 n_bins = self._load_setup(setup)
-            bad_span = not 0 <= span <= MAX_WINDOW or (span == 0) == alarm.firing
+            bad_span = not 0 <= span <= self.max_window or (span == 0) == alarm.firing
             if (
                 ref.size != n_bins
                 or (ring >= n_bins).any()
@@ -442,7 +463,11 @@ class BinScanDetector(AdjustableRate, AlarmedDetector):
         self._ref, self._run, self._span = ref, run, span
         if n_bins:
             self._threshold = self._calibrated_threshold()
-            self._set_ring(ring)
+            # a ring shorter than the values it should hold (a snapshot taken with a shorter
+            # longest window): the longer windows wait until they are filled
+            if ring.size < min(run, self.max_window):
+                self._run = ring.size
+            self._set_ring(ring[-self.max_window :])
         else:
             self._threshold = math.nan
             self._ring = np.zeros(0, dtype=np.int64)

@@ -431,7 +431,7 @@ class FocusScaleDetector(_Focus):
     []
     >>> (d,) = det.update_many(rng.normal(10.0, 4.0, 1_000))  # twice the spread
     >>> d.status, d.index, d.detail, det.in_drift
-    ('firing', 77, 'spread increased', True)
+    ('firing', 79, 'spread increased', True)
     """
 
     name: ClassVar[str] = "focus_scale"

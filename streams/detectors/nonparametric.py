@@ -37,11 +37,13 @@ import numpy as np
 from driftline.errors import DriftlineError
 from driftline.streams.detectors.base import finite_values
 from driftline.streams.detectors.binscan import (
+    MAX_WINDOW,
     BinScanDetector,
     g_bernoulli,
     g_bernoulli_max,
     g_multinomial,
     threshold_for,
+    window_grid,
 )
 from driftline.streams.params import int_param
 
@@ -71,13 +73,13 @@ NP_FOCUS_TABLE: tuple[tuple[float, float], ...] = (
 #: ``focus_categorical`` with ``m`` bins uses the row of ``rate / m`` (Bonferroni; 1 bin
 #: when there are 2, whose ratios are equal). Made by ``bench/calibrate_nonparametric.py``.
 BERNOULLI_TABLE: tuple[tuple[float, float], ...] = (
-    (0.001, 21.52),  # extrapolated along the simulated tail
-    (0.01, 18.84),  # extrapolated
-    (0.1, 16.15),  # extrapolated
-    (1.0, 13.46),  # extrapolated
-    (10.0, 11.09),  # measured: 6 x 10^6 simulated values per share
-    (100.0, 8.12),
-    (1000.0, 5.58),
+    (0.001, 20.64),  # extrapolated along the simulated tail
+    (0.01, 18.15),  # extrapolated
+    (0.1, 15.66),  # extrapolated
+    (1.0, 13.17),  # extrapolated
+    (10.0, 11.11),  # measured: 10^7 simulated values per share, windows 16 ... 16,384
+    (100.0, 8.1),
+    (1000.0, 5.57),
 )
 
 
@@ -177,7 +179,7 @@ class FocusCategoricalDetector(BinScanDetector):
     the others, and categories first seen later, count together as ``"(other)"``); then, after
     every value, each category's share among the last ``w`` values is compared with its share
     among all earlier reference values (a Bernoulli likelihood ratio, the category against the
-    rest) for ``w`` = 16, 23, ... 4096; the detector fires when the largest exceeds the
+    rest) for ``w`` = 16, 23, ... 16384; the detector fires when the largest exceeds the
     threshold calibrated to ``false_alarms_per_million`` (Bonferroni over the categories).
     `Detection.detail` names the category and its two shares.
 
@@ -202,11 +204,16 @@ class FocusCategoricalDetector(BinScanDetector):
     []
     >>> (d,) = det.update_many(rng.choice(cats, 5_000, p=[0.36, 0.274, 0.183, 0.183]))
     >>> d.status, d.index, d.detail
-    ('firing', 1927, "share of 'a': 0.292 -> 0.352")
+    ('firing', 1919, "share of 'a': 0.292 -> 0.351")
     """
 
     name: ClassVar[str] = "focus_categorical"
     inputs: ClassVar[str] = "categorical"
+    #: A share change of a few points needs thousands of values (0.30 -> 0.36: about 2,000,
+    #: more when the reference share came out high); windows to 16,384 keep such a change
+    #: found once it is older than 4,096 values, when the reference has absorbed part of it.
+    max_window: ClassVar[int] = 4 * MAX_WINDOW
+    windows: ClassVar[np.ndarray] = window_grid(4 * MAX_WINDOW)
 
     def __init__(
         self, false_alarms_per_million: float = 1.0, warmup: int = 100, max_categories: int = 20

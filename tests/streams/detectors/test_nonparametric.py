@@ -219,7 +219,7 @@ def brute_cat_statistic(xs: list[str], warmup: int, cats: list[str]) -> list[flo
     out = []
     for t in range(warmup + 1, len(xs) + 1):
         best = -math.inf
-        for w in WINDOWS.tolist():
+        for w in FocusCategoricalDetector.windows.tolist():
             if w <= t and t - w >= warmup:
                 a = np.bincount(bins[t - w : t], minlength=k)
                 b = np.bincount(bins[: t - w], minlength=k)
@@ -257,6 +257,58 @@ def test_focus_categorical_finds_a_share_change_of_six_points(seed: int) -> None
     found = det.update_many(rng.choice(cats, 6_000, p=[0.36, 0.3 * rest, 0.2 * rest, 0.2 * rest]))
     assert [d.status for d in found] == ["firing"]
     assert found[0].index < 3_000 and found[0].detail.startswith("share of 'a': 0.")
+
+
+class _Short(FocusCategoricalDetector):
+    """`focus_categorical` with `np_focus`'s windows (16 ... 4,096): what it was before."""
+
+    max_window = MAX_WINDOW
+    windows = WINDOWS
+
+
+def _late_change() -> tuple[np.ndarray, int]:
+    """A share 0.30 -> 0.36 whose pre-change share came out high (0.314): the likelihood ratio
+    climbs so slowly that the change is older than 4,096 values before it is clear."""
+    cats = np.array(list("abcde"), dtype=object)
+    shares = np.array([0.30, 0.25, 0.20, 0.15, 0.10])
+    after = np.concatenate([[0.36], shares[1:] * 0.64 / 0.70])
+    rng = np.random.default_rng([99, 11])
+    pre = 5_000 + int(rng.integers(0, 1_000))
+    xs = np.concatenate([rng.choice(cats, pre, p=shares), rng.choice(cats, 12_000, p=after)])
+    return xs, pre
+
+
+def test_focus_categorical_finds_a_change_older_than_4096_values() -> None:
+    """With windows to 16,384 the change is found 11,582 values after it; with windows to
+    4,096 the reference absorbs the changed values and it is never found."""
+    assert FocusCategoricalDetector.windows[-1] == 16_384 and len(_Short.windows) == 17
+    xs, pre = _late_change()
+    (d,) = FocusCategoricalDetector().update_many(xs)
+    assert (d.status, d.index - pre) == ("firing", 11_582)
+    assert d.n_current == 11_585 and d.detail == "share of 'a': 0.315 -> 0.358"
+    assert _Short().update_many(xs) == []
+
+
+def test_a_snapshot_with_a_shorter_ring_restores_and_waits_for_the_longer_windows() -> None:
+    """A snapshot taken with 4,096-value windows (before they reached 16,384): the restored
+    detector goes on exactly as the short one until its ring holds more than 4,096 values
+    (a window of 5,793 needs 1,697 more), then compares the longer windows too."""
+    xs, _ = _late_change()
+    short = _Short()
+    short.update_many(xs[:9_000])
+    snap = json.loads(json.dumps(short.snapshot()))
+    assert len(snap["ring"]) == 4_096 and snap["run"] > 4_096
+    long, again = FocusCategoricalDetector(), _Short()
+    long.restore(snap)
+    again.restore(snap)
+    for x in xs[9_000:10_696].tolist():  # 1,696 values: no window longer than 4,096 fits yet
+        long.update_many([x])
+        again.update_many([x])
+        assert long.statistic == again.statistic
+    assert len(long.snapshot()["ring"]) == 4_096 + 1_696
+    long.update_many(xs[10_696:10_697])
+    again.update_many(xs[10_696:10_697])
+    assert long.statistic >= again.statistic  # the 5,793-value window counts from here
 
 
 def test_focus_categorical_nulls_are_skipped_and_unseen_categories_are_other() -> None:
