@@ -11,10 +11,10 @@ CUSUM statistics", JMLR 24, 2023, the pre-change-parameter-unknown case): the lo
 the increases, the upper hull the decreases. A random walk's hull has O(log n) vertices, and
 appending a point to Andrew's monotone chain costs O(1) amortised.
 
-`Hull.push` appends the points of a block in order and records, for every vertex, when it
-appeared and was removed, so the candidates of each value of the block are known without
-copying the hull per value; `glr_mean` / `glr_scale` are the likelihood-ratio statistics of a
-split, elementwise.
+`Hull.push` appends the points of a block in order (a tight Python loop that records only the
+position each point takes) and lays out the candidates of each value of the block as a row of a
+block x hull-size array, without copying the hull per value; `glr_mean` / `glr_scale` are the
+likelihood-ratio statistics of a split, elementwise.
 """
 
 from __future__ import annotations
@@ -123,71 +123,73 @@ def dispersion(n: Any, cn: Any, qn: Any) -> Any:
 class Hull:
     """The lower (``lower=True``) or upper convex hull of the points ``(t, C_t)``, t = 0..n.
 
-    Vertices are kept in plain lists (``t`` integers, ``c`` floats) so snapshots are JSON.
-    The first vertex, ``(0, 0)``, is never removed.
+    Vertices are kept in plain lists (``t`` integral floats, ``c`` floats; `state` gives ``t``
+    as integers, so snapshots are JSON). The first vertex, ``(0, 0)``, is never removed.
 
     Examples
     --------
     >>> h = Hull(lower=True)
-    >>> born, dead, ct, cc = h.push(0, [1.0, 1.5, 1.6, 3.0])
-    >>> h.t, h.c
-    ([0, 3, 4], [0.0, 1.6, 3.0])
-    >>> dead.tolist()  # t=1 was removed by the point of index 1 (t=2), t=2 by t=3
-    [1, 2, 4, 4]
+    >>> tau, ctau, ok = h.push(0, [1.0, 1.5, 1.6, 3.0])
+    >>> h.state()
+    [[0, 3, 4], [0.0, 1.6, 3.0]]
+    >>> [tau[k, ok[k]].tolist() for k in range(4)]  # t=1 is removed by t=2, t=2 by t=3
+    [[], [], [], [3.0]]
     """
 
     def __init__(self, lower: bool) -> None:
         self.lower = lower
-        self.t: list[int] = [0]
+        self.t: list[float] = [0.0]
         self.c: list[float] = [0.0]
 
-    def push(
-        self, t0: int, cs: list[float]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def push(self, t0: int, cs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Append the points ``(t0 + k + 1, cs[k])`` in order.
 
-        Returns ``born``, ``dead``, ``tau``, ``ctau`` for the candidates of the block: the
-        vertices there at its start (other than ``(0, 0)``; ``born`` -1) and its points
-        (``born`` = k). A candidate is a vertex of the hull after the point of index ``k`` and
-        not that point itself iff ``born < k < dead`` (``dead`` = the index of the point that
-        removed it, or ``len(cs)``).
+        Returns ``tau``, ``ctau`` and ``ok`` (``len(cs)`` x ``w`` arrays): row ``k`` holds the
+        candidates of the point of index ``k``, the vertices of the hull after it other than
+        ``(0, 0)`` and the point itself, in increasing ``t`` where ``ok`` (``ok[k]`` is a
+        prefix of the row; ``w`` the most any row holds).
         """
+        cs = np.asarray(cs, dtype=np.float64)
+        old_t, old_c = self.t[1:], self.c[1:]
+        pos = self._chain(float(t0), cs.tolist())
+        return _candidates(old_t, old_c, t0, cs, pos)
+
+    def _chain(self, t0: float, cs: list[float]) -> list[int]:
+        """Andrew's monotone chain over the points ``(t0 + k + 1, cs[k])``; returns the
+        position (index in the hull's lists) each point takes."""
         t, c = self.t, self.c
-        old = len(t) - 1
-        b = len(cs)
-        tau = t[1:] + list(range(t0 + 1, t0 + b + 1))
-        ctau = c[1:] + cs
-        dead = [b] * (old + b)
-        ids = list(range(-1, old))  # candidate index of each vertex (-1: the origin)
-        sign = 1.0 if self.lower else -1.0  # lower hull: remove while the turn is not left
         m = len(t)  # vertices in use: t[:m] (the lists are overwritten in place, cut at the end)
+        b = len(cs)
+        t.extend([0.0] * b)
+        c.extend([0.0] * b)
+        pos = [0] * b
+        tb, cb = t[m - 1], c[m - 1]  # the last vertex
+        sign = 1.0 if self.lower else -1.0  # lower hull: remove while the turn is not left
         tk = t0
-        for k, ck in enumerate(cs):
-            tk += 1
-            while m >= 2:
+        k = 0
+        for ck in cs:
+            tk += 1.0
+            while m > 1:
                 ta, ca = t[m - 2], c[m - 2]
-                if sign * ((t[m - 1] - ta) * (ck - ca) - (c[m - 1] - ca) * (tk - ta)) > 0.0:
+                if sign * ((tb - ta) * (ck - ca) - (cb - ca) * (tk - ta)) > 0.0:
                     break
                 m -= 1
-                dead[ids[m]] = k
-            if m < len(t):
-                t[m], c[m], ids[m] = tk, ck, old + k
-            else:
-                t.append(tk)
-                c.append(ck)
-                ids.append(old + k)
+                tb, cb = ta, ca
+            t[m] = tb = tk
+            c[m] = cb = ck
+            pos[k] = m
+            k += 1
             m += 1
         del t[m:], c[m:]
-        born = np.concatenate([np.full(old, -1), np.arange(b)])
-        return born, np.asarray(dead), np.asarray(tau, dtype=np.float64), np.asarray(ctau)
+        return pos
 
     def reset(self) -> None:
         """Back to the origin alone."""
-        self.t, self.c = [0], [0.0]
+        self.t, self.c = [0.0], [0.0]
 
     def state(self) -> list[list[Any]]:
-        """Plain data: ``[t, c]``."""
-        return [list(self.t), list(self.c)]
+        """Plain data: ``[t, c]`` (``t`` integers)."""
+        return [[int(v) for v in self.t], list(self.c)]
 
     def load(self, state: list[list[Any]]) -> None:
         """Load `state` (raises TypeError / ValueError if malformed)."""
@@ -196,11 +198,35 @@ class Hull:
             raise ValueError("a hull starts at (0, 0) and has as many t as c")
         if any(type(v) is not int for v in t) or any(type(v) not in (int, float) for v in c):
             raise TypeError("hull t must be integers and c numbers")
-        self.t, self.c = list(t), [float(v) for v in c]
+        self.t, self.c = [float(v) for v in t], [float(v) for v in c]
 
 
-def candidates_mask(born: np.ndarray, dead: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
-    """Columns that are a candidate for some value of the block, and the (b x columns) mask."""
-    keep = np.flatnonzero(dead > born + 1)
-    k = np.arange(b)[:, None]
-    return keep, (born[keep][None, :] < k) & (k < dead[keep][None, :])
+def _candidates(
+    old_t: list[float], old_c: list[float], t0: int, cs: np.ndarray, pos: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`Hull.push`'s candidate arrays from the vertices before the block (without the origin)
+    and the position each point of the block took.
+
+    A point pops the vertices above its position, so the vertex at position ``p`` when the
+    point of index ``k`` arrives is the last earlier point of the block that took position
+    ``p``, else the vertex there before the block; the candidates of ``k`` are positions
+    ``1 .. pos[k] - 1``.
+    """
+    at = np.asarray(pos)
+    b = at.size
+    w = int(at.max()) - 1 if b else 0
+    if w <= 0:
+        empty = np.zeros((b, 0))
+        return empty, empty, np.zeros((b, 0), dtype=bool)
+    # which vertex sits at each position for each point: index into [the w vertices before
+    # the block (padded), the b points]; later points have larger indices (a running maximum)
+    n_old = min(len(old_t), w)
+    vt, vc = np.zeros(w + b), np.zeros(w + b)
+    vt[:n_old], vc[:n_old] = old_t[:n_old], old_c[:n_old]
+    vt[w:], vc[w:] = np.arange(b) + (t0 + 1.0), cs
+    idx = np.full((b, w), -1)
+    idx[0] = np.arange(w)
+    j = np.flatnonzero(at[:-1] <= w)
+    idx[j + 1, at[j] - 1] = w + j
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    return vt[idx], vc[idx], np.arange(1, w + 1) < at[:, None]

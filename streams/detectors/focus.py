@@ -53,7 +53,6 @@ from driftline.errors import DriftlineError, SpecError
 from driftline.streams.detectors import focus_table
 from driftline.streams.detectors._hull import (
     Hull,
-    candidates_mask,
     dispersion,
     glr_mean,
     glr_scale,
@@ -74,8 +73,9 @@ from driftline.streams.params import choice_param, int_param
 __all__ = ["FocusDetector", "FocusScaleDetector", "threshold"]
 
 DIRECTIONS = ("both", "up", "down")
-#: Values evaluated together by `update_many` (the candidate matrix is block x (hull + block)).
-BLOCK = 64
+#: Values evaluated together by `update_many` (the candidate arrays are block x hull size; the
+#: result does not depend on it, a larger block spreads numpy's per-call cost).
+BLOCK = 1024
 #: Window of the resolution check: WINDOW_FACTOR x the values that fired (after the estimated
 #: change point), at least MIN_WINDOW and at most MAX_WINDOW values.
 WINDOW_FACTOR, MIN_WINDOW, MAX_WINDOW = 4, 100, 2000
@@ -184,19 +184,19 @@ class _Focus(AdjustableRate, FlaggedDetector):
         ns = np.arange(n0 + 1, n0 + b + 1, dtype=np.float64)
         best = np.zeros(b)
         arg: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        rows = np.arange(b)
         for d, hull in self._hulls.items():
-            born, dead, tau, ctau = hull.push(n0, cs.tolist())
-            keep, mask = candidates_mask(born, dead, b)
-            if keep.size == 0:
+            tau, ctau, ok = hull.push(n0, cs)
+            if tau.shape[1] == 0:
                 arg[d] = (np.zeros(b), np.zeros(b), np.zeros(b))
                 continue
-            tk, ck = tau[keep][None, :], ctau[keep][None, :]
-            stat = np.where(mask, self._glr(ns[:, None], cs[:, None], qs[:, None], tk, ck), -np.inf)
+            g = self._glr(ns[:, None], cs[:, None], qs[:, None], tau, ctau)
+            stat = np.where(ok, g, -np.inf)
             j = np.argmax(stat, axis=1)
-            s = np.maximum(stat[np.arange(b), j], 0.0)
+            s = np.maximum(stat[rows, j], 0.0)
             if self._kind == "scale":
                 s = s / dispersion(ns, cs, qs)
-            arg[d] = (s, tk[0, j], ck[0, j])
+            arg[d] = (s, tau[rows, j], ctau[rows, j])
         dirs = list(arg)
         stats = np.stack([arg[d][0] for d in dirs])
         which = np.argmax(stats, axis=0)
