@@ -23,7 +23,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLIP", "FLOOR", "Hull", "dispersion", "glr_mean", "glr_scale", "reference_transform"]
+__all__ = [
+    "CLIP",
+    "FLOOR",
+    "Hull",
+    "dispersion",
+    "glr_mean",
+    "glr_scale",
+    "mean_may_exceed",
+    "reference_transform",
+    "scale_may_exceed",
+]
 
 #: Standardised values are clipped to +-CLIP robust standard deviations (heavy tails, outliers).
 CLIP = 3.0
@@ -32,6 +42,8 @@ CLIP = 3.0
 FLOOR = 0.05
 #: Smallest dispersion `dispersion` returns.
 MIN_DISPERSION = 1.0
+#: Relative margin of `mean_may_exceed` / `scale_may_exceed` (far above rounding errors).
+SLACK = 1e-9
 
 
 def reference_transform(warm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,6 +132,53 @@ def dispersion(n: Any, cn: Any, qn: Any) -> Any:
     return np.maximum((qn / n - m * m) / (2.0 * m * m), MIN_DISPERSION)
 
 
+def mean_may_exceed(
+    n: np.ndarray, cn: np.ndarray, qn: np.ndarray, cands: tuple[np.ndarray, ...], h: np.ndarray
+) -> np.ndarray:
+    """Values (the last axis) whose `glr_mean` over the candidates ``cands`` (``tau``,
+    ``ctau``, ``ok`` from `Hull.push`, candidates on the first axis) may exceed ``h``; False
+    means it does not, exactly as computed.
+
+    ``glr_mean`` exceeds ``h`` iff ``D / S`` exceeds ``rc = 1 - exp(-2 h / n)``; ``D`` is
+    ``e**2 n / (tau (n - tau))`` with ``e`` and ``tau (n - tau)`` computed as `glr_mean` does,
+    so ``e**2 <= tau (n - tau) rc S / n (1 - SLACK)`` bounds its ratio below ``rc (1 - SLACK)``
+    up to a few roundings, and ``-log1p(-r)`` grows at least in proportion to ``r``: the
+    statistic stays below ``h (1 - SLACK)`` up to a few ulps.
+    """
+    tau, ctau, ok = cands
+    ss = qn - cn * cn / n
+    lim = -np.expm1(-2.0 * h / n) * ss / n * (1.0 - SLACK)
+    e = ctau - tau * (cn / n)
+    e *= e
+    p = tau * (n - tau)
+    p *= lim
+    return ((e > p) & ok).any(axis=0) | ~(h > 0)
+
+
+def scale_may_exceed(
+    n: np.ndarray, cn: np.ndarray, cands: tuple[np.ndarray, ...], bound: np.ndarray
+) -> np.ndarray:
+    """Values (the last axis) whose `glr_scale` over the candidates ``cands`` (as
+    `mean_may_exceed`) may exceed ``bound``; False means it does not, exactly as computed.
+
+    With ``m = cn / n`` and ``log x <= x - 1``, ``glr_scale = (tau log(m tau / ctau) +
+    (n - tau) log(m (n - tau) / post)) / 2 <= (m (tau**2 / ctau + (n - tau)**2 / post) - n) /
+    2``. The statistic's rounding error is below ``1e-11 n`` (terms at most ``n`` x 750 in size,
+    each correct to a few ulps): the test allows ``SLACK (n + bound)``.
+    """
+    tau, ctau, ok = cands
+    m = cn / n
+    nt = n - tau
+    post = np.maximum(cn - ctau, 1e-300)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        s = tau * tau / ctau
+        nt *= nt
+        nt /= post
+        s += nt
+        lim = np.where(m > 0, (n + 2.0 * (bound - SLACK * (n + bound))) / m, -np.inf)
+    return ((s > lim) & ok).any(axis=0) | ~(bound > 0)
+
+
 class Hull:
     """The lower (``lower=True``) or upper convex hull of the points ``(t, C_t)``, t = 0..n.
 
@@ -132,7 +191,7 @@ class Hull:
     >>> tau, ctau, ok = h.push(0, [1.0, 1.5, 1.6, 3.0])
     >>> h.state()
     [[0, 3, 4], [0.0, 1.6, 3.0]]
-    >>> [tau[k, ok[k]].tolist() for k in range(4)]  # t=1 is removed by t=2, t=2 by t=3
+    >>> [tau[ok[:, k], k].tolist() for k in range(4)]  # t=1 is removed by t=2, t=2 by t=3
     [[], [], [], [3.0]]
     """
 
@@ -144,10 +203,10 @@ class Hull:
     def push(self, t0: int, cs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Append the points ``(t0 + k + 1, cs[k])`` in order.
 
-        Returns ``tau``, ``ctau`` and ``ok`` (``len(cs)`` x ``w`` arrays): row ``k`` holds the
-        candidates of the point of index ``k``, the vertices of the hull after it other than
-        ``(0, 0)`` and the point itself, in increasing ``t`` where ``ok`` (``ok[k]`` is a
-        prefix of the row; ``w`` the most any row holds).
+        Returns ``tau``, ``ctau`` and ``ok`` (``w`` x ``len(cs)`` arrays): column ``k`` holds
+        the candidates of the point of index ``k``, the vertices of the hull after it other
+        than ``(0, 0)`` and the point itself, in increasing ``t`` where ``ok`` (``ok[:, k]`` is
+        a prefix of the column; ``w`` the most any column holds).
         """
         cs = np.asarray(cs, dtype=np.float64)
         old_t, old_c = self.t[1:], self.c[1:]
@@ -212,21 +271,24 @@ def _candidates(
     ``p``, else the vertex there before the block; the candidates of ``k`` are positions
     ``1 .. pos[k] - 1``.
     """
-    at = np.asarray(pos)
+    if len(pos) == 1:  # one value (the common small batch): the vertices below it
+        w = pos[0] - 1
+        return np.array(old_t[:w])[:, None], np.array(old_c[:w])[:, None], np.ones((w, 1), bool)
+    at = np.fromiter(pos, np.int64, len(pos))
     b = at.size
     w = int(at.max()) - 1 if b else 0
     if w <= 0:
-        empty = np.zeros((b, 0))
-        return empty, empty, np.zeros((b, 0), dtype=bool)
+        empty = np.zeros((0, b))
+        return empty, empty, np.zeros((0, b), dtype=bool)
     # which vertex sits at each position for each point: index into [the w vertices before
     # the block (padded), the b points]; later points have larger indices (a running maximum)
     n_old = min(len(old_t), w)
     vt, vc = np.zeros(w + b), np.zeros(w + b)
     vt[:n_old], vc[:n_old] = old_t[:n_old], old_c[:n_old]
     vt[w:], vc[w:] = np.arange(b) + (t0 + 1.0), cs
-    idx = np.full((b, w), -1)
-    idx[0] = np.arange(w)
+    idx = np.full((w, b), -1)
+    idx[:, 0] = np.arange(w)
     j = np.flatnonzero(at[:-1] <= w)
-    idx[j + 1, at[j] - 1] = w + j
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    return vt[idx], vc[idx], np.arange(1, w + 1) < at[:, None]
+    idx[at[j] - 1, j + 1] = w + j
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    return vt[idx], vc[idx], np.arange(1, w + 1)[:, None] < at

@@ -56,7 +56,9 @@ from driftline.streams.detectors._hull import (
     dispersion,
     glr_mean,
     glr_scale,
+    mean_may_exceed,
     reference_transform,
+    scale_may_exceed,
     standardise,
 )
 from driftline.streams.detectors.base import (
@@ -76,6 +78,8 @@ DIRECTIONS = ("both", "up", "down")
 #: Values evaluated together by `update_many` (the candidate arrays are block x hull size; the
 #: result does not depend on it, a larger block spreads numpy's per-call cost).
 BLOCK = 1024
+#: Blocks this long or longer are screened (`_Focus._watch`); shorter ones are evaluated whole.
+SCREEN_FROM = 128
 #: Window of the resolution check: WINDOW_FACTOR x the values that fired (after the estimated
 #: change point), at least MIN_WINDOW and at most MAX_WINDOW values.
 WINDOW_FACTOR, MIN_WINDOW, MAX_WINDOW = 4, 100, 2000
@@ -176,43 +180,73 @@ class _Focus(AdjustableRate, FlaggedDetector):
 
     def _watch(self, ys: np.ndarray) -> tuple[int, float, int, float, str] | None:
         """Feed ``ys`` (at most `BLOCK`); stop at the first alarm: ``(index, statistic, tau,
-        C_tau, direction)``; None if none."""
+        C_tau, direction)``; None if none.
+
+        The statistic is evaluated only for the values whose candidates may exceed the
+        threshold (`_hull.mean_may_exceed` / `_hull.scale_may_exceed`: False only where it
+        cannot) and the last value: the others cannot alarm and their statistic is not kept.
+        """
         b = ys.size
         n0 = self._n
         cs = np.cumsum(np.concatenate([[self._c], ys]))[1:]
         qs = np.cumsum(np.concatenate([[self._q], ys * ys]))[1:]
         ns = np.arange(n0 + 1, n0 + b + 1, dtype=np.float64)
-        best = np.zeros(b)
+        testable = ns > self.warmup
+        h = threshold(self._kind, self.direction, self._rate, ns)
+        disp = dispersion(ns, cs, qs) if self._kind == "scale" else None
+        cands = {d: hull.push(n0, cs) for d, hull in self._hulls.items()}
+        if b < SCREEN_FROM:
+            rows = np.arange(b)
+        else:
+            maybe = np.zeros(b, dtype=bool)
+            for cand in cands.values():
+                if cand[0].shape[0]:
+                    maybe |= self._may_exceed(ns, cs, qs, cand, h, disp)
+            maybe &= testable
+            maybe[-1] = True
+            rows = np.flatnonzero(maybe)
+        n, cn, qn = ns[rows], cs[rows], qs[rows]
+        cols = np.arange(rows.size)
         arg: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        rows = np.arange(b)
-        for d, hull in self._hulls.items():
-            tau, ctau, ok = hull.push(n0, cs)
-            if tau.shape[1] == 0:
-                arg[d] = (np.zeros(b), np.zeros(b), np.zeros(b))
+        for d, (tau, ctau, ok) in cands.items():
+            if tau.shape[0] == 0:
+                arg[d] = (np.zeros(rows.size), np.zeros(rows.size), np.zeros(rows.size))
                 continue
-            g = self._glr(ns[:, None], cs[:, None], qs[:, None], tau, ctau)
-            stat = np.where(ok, g, -np.inf)
-            j = np.argmax(stat, axis=1)
-            s = np.maximum(stat[rows, j], 0.0)
-            if self._kind == "scale":
-                s = s / dispersion(ns, cs, qs)
-            arg[d] = (s, tau[rows, j], ctau[rows, j])
+            tau, ctau = tau[:, rows], ctau[:, rows]
+            stat = np.where(ok[:, rows], self._glr(n, cn, qn, tau, ctau), -np.inf)
+            j = np.argmax(stat, axis=0)
+            s = np.maximum(stat[j, cols], 0.0)
+            if disp is not None:
+                s = s / disp[rows]
+            arg[d] = (s, tau[j, cols], ctau[j, cols])
         dirs = list(arg)
         stats = np.stack([arg[d][0] for d in dirs])
         which = np.argmax(stats, axis=0)
-        best = stats[which, np.arange(b)]
-        testable = ns > self.warmup
-        h = threshold(self._kind, self.direction, self._rate, ns)
-        hits = np.flatnonzero(testable & (best > h))
-        last = b - 1 if hits.size == 0 else int(hits[0])
+        best = stats[which, cols]
+        hits = np.flatnonzero(testable[rows] & (best > h[rows]))
+        i = rows.size - 1 if hits.size == 0 else int(hits[0])
+        last = int(rows[i])
         self._n, self._c, self._q = n0 + last + 1, float(cs[last]), float(qs[last])
         if testable[last]:
-            self._statistic = float(best[last])
+            self._statistic = float(best[i])
         if hits.size == 0:
             return None
-        d = dirs[int(which[last])]
+        d = dirs[int(which[i])]
         _, taus, ctaus = arg[d]
-        return last, float(best[last]), int(taus[last]), float(ctaus[last]), d
+        return last, float(best[i]), int(taus[i]), float(ctaus[i]), d
+
+    def _may_exceed(
+        self,
+        ns: np.ndarray,
+        cs: np.ndarray,
+        qs: np.ndarray,
+        cand: tuple[np.ndarray, ...],
+        h: np.ndarray,
+        disp: np.ndarray | None,
+    ) -> np.ndarray:
+        if disp is None:
+            return mean_may_exceed(ns, cs, qs, cand, h)
+        return scale_may_exceed(ns, cs, cand, h * disp)
 
     def _fire(self, stat: float, tau: int, ctau: float) -> None:
         n, cn, qn = self._n, self._c, self._q

@@ -17,9 +17,12 @@ from driftline.errors import DriftlineError, SpecError
 from driftline.streams.detectors import focus, focus_table
 from driftline.streams.detectors._hull import (
     Hull,
+    dispersion,
     glr_mean,
     glr_scale,
+    mean_may_exceed,
     reference_transform,
+    scale_may_exceed,
     standardise,
 )
 from driftline.streams.detectors.base import Detection
@@ -116,6 +119,49 @@ def test_the_hull_is_convex_holds_every_point_and_stays_small() -> None:
             cross = (t[k + 1] - t[k]) * (pts_c - v[k]) - (v[k + 1] - v[k]) * (pts_t - t[k])
             assert (sign * cross >= -1e-6).all()
         assert t[0] == 0 and t[-1] == 20_000 and 3 <= len(t) < 60
+
+
+def exact_best(kind: str, cand: tuple[np.ndarray, ...], n, cn, qn) -> np.ndarray:
+    """The statistic of each value over its candidates, as `focus` computes it."""
+    tau, ctau, ok = cand
+    g = glr_mean(n, cn, qn, tau, ctau) if kind == "mean" else glr_scale(n, cn, tau, ctau)
+    s = np.maximum(np.where(ok, g, -np.inf).max(axis=0), 0.0)
+    return s if kind == "mean" else s / dispersion(n, cn, qn)
+
+
+@pytest.mark.parametrize("lower", [True, False], ids=["up", "down"])
+@pytest.mark.parametrize("kind", ["mean", "scale"])
+def test_may_exceed_flags_every_statistic_above_the_threshold(kind: str, lower: bool) -> None:
+    """The screen that spares `_watch` the statistic of most values: a threshold a hair below
+    the exact statistic is always flagged; for the mean one 3x above it never is (after the
+    first few values, where the ratio is capped), for the spread (a looser bound, log x <=
+    x - 1) seldom."""
+    rng = np.random.default_rng(3)
+    y = np.concatenate([rng.normal(0, 1, 1500), rng.normal(0.3, 1.4, 500)])
+    if kind == "scale":
+        y = np.maximum(np.clip(y, -3, 3) ** 2, 0.05)
+    cs, qs, ns = np.cumsum(y), np.cumsum(y * y), np.arange(1.0, y.size + 1)
+    hull = Hull(lower=lower)
+    judged, high = 0, 0
+    for i in range(0, y.size, 250):
+        n, cn, qn = ns[i : i + 250], cs[i : i + 250], qs[i : i + 250]
+        cand = hull.push(i, cn)
+        s = exact_best(kind, cand, n, cn, qn)
+        disp = dispersion(n, cn, qn)
+        rows = (s > 0) & (n > 10)
+        for f in (1 - 1e-15, 1 - 1e-12, 0.5, 3.0):
+            h = np.where(s > 0, s * f, 1.0)
+            if kind == "mean":
+                flagged = mean_may_exceed(n, cn, qn, cand, h)
+            else:
+                flagged = scale_may_exceed(n, cn, cand, h * disp)
+            if f < 1:
+                assert flagged[rows].all(), (i, f)
+            else:
+                high += int(flagged[rows].sum())
+        judged += int(rows.sum())
+    assert judged > 1800
+    assert high == 0 if kind == "mean" else high < 0.2 * judged
 
 
 # --------------------------------------------------------------------------- calibration
